@@ -1,0 +1,348 @@
+"""The platform spec: one YAML file describes every model Caravan serves.
+
+YAML -> pydantic ``PlatformSpec`` -> validated. Every error is reported at once,
+each with its path in the document (``models[1].replicas.max: must be >= min (2)``).
+
+The models here are pure data (no I/O beyond reading the YAML file in
+``load_spec``) and frozen, so they can be shared between threads and tasks.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+MODEL_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def is_prime(n: int) -> bool:
+    """True when ``n`` is a prime number (Maglev table sizes must be prime)."""
+    if n < 2:
+        return False
+    if n % 2 == 0:
+        return n == 2
+    i = 3
+    while i * i <= n:
+        if n % i == 0:
+            return False
+        i += 2
+    return True
+
+
+class EngineArgs(_Frozen):
+    """vLLM engine arguments, rendered into Triton's ``<model>/1/model.json``."""
+
+    model: str = Field(min_length=1, description="HF model id or path inside the model cache")
+    max_model_len: int = Field(4096, ge=16)
+    tensor_parallel_size: int = Field(1, ge=1, le=16)
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    max_num_seqs: int = Field(256, ge=1)
+    dtype: str = "auto"
+    enable_prefix_caching: bool = True
+
+
+class ReplicaBounds(_Frozen):
+    """How many replicas a model runs: ``min <= initial <= max``."""
+
+    min: int = Field(1, ge=0)
+    initial: int | None = Field(None, ge=0, description="defaults to min")
+    max: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReplicaBounds:
+        if self.max < self.min:
+            raise ValueError(f"max: must be >= min ({self.min})")
+        if self.initial is not None and not self.min <= self.initial <= self.max:
+            raise ValueError(f"initial: must be between min ({self.min}) and max ({self.max})")
+        return self
+
+    @property
+    def start(self) -> int:
+        """The replica count to start with."""
+        return self.min if self.initial is None else self.initial
+
+
+class Resources(_Frozen):
+    """Per-replica resources asked of Nomad."""
+
+    cpu_mhz: int = Field(4000, ge=100)
+    memory_mb: int = Field(32768, ge=256)
+    gpus: int | None = Field(None, ge=0, description="defaults to engine.tensor_parallel_size")
+
+
+class Routing(_Frozen):
+    """How Envoy spreads one model's requests over its replicas."""
+
+    session_header: str = Field("x-session-id", pattern=r"^[a-z0-9-]+$")
+    maglev_table_size: int = Field(65537, ge=3)
+    hash_balance_factor: int | None = Field(
+        150, description="bounded-load consistent hashing, >= 100 (None disables)"
+    )
+    unary_timeout_s: float = Field(120.0, gt=0)
+    retries: int = Field(2, ge=0, le=10)
+
+    @field_validator("maglev_table_size")
+    @classmethod
+    def _prime(cls, v: int) -> int:
+        if not is_prime(v):
+            raise ValueError(f"must be a prime number (got {v}; Envoy's default is 65537)")
+        return v
+
+    @field_validator("hash_balance_factor")
+    @classmethod
+    def _balance(cls, v: int | None) -> int | None:
+        if v is not None and v < 100:
+            raise ValueError(f"must be >= 100 (got {v}); 120-200 is typical")
+        return v
+
+
+class SimulatorParams(_Frozen):
+    """Knobs of the continuous-batching simulator that stands in for Triton+vLLM locally.
+
+    Defaults are calibrated to a 7-8B model on one H100: ~13 ms per output token at
+    batch 1, so ~300 output tokens take ~4 s (the reference table at concurrency 1).
+    """
+
+    decode_ms_per_step: float = Field(13.0, gt=0, description="decode step cost at batch 1, ms")
+    decode_ms_per_seq: float = Field(0.08, ge=0, description="extra step cost per running seq, ms")
+    prefill_ms_per_token: float = Field(0.12, ge=0, description="prefill cost per prompt token, ms")
+    kv_cache_tokens: int = Field(200_000, ge=1024, description="KV-cache token budget")
+    mean_output_tokens: int = Field(300, ge=1, description="when max_tokens is not given")
+
+
+class ModelSpec(_Frozen):
+    """One served model: engine, replica bounds, resources, routing."""
+
+    name: str
+    engine: EngineArgs
+    replicas: ReplicaBounds = ReplicaBounds()
+    resources: Resources = Resources()
+    routing: Routing = Routing()
+    simulator: SimulatorParams = SimulatorParams()
+    autoscaling: dict[str, Any] | None = Field(
+        None, description="scaling policy; validated by caravan.autoscaler.policy"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not MODEL_NAME_RE.match(v):
+            raise ValueError(
+                f"{v!r} is not a valid model name: use lowercase letters, digits and '-', "
+                "1-63 characters, starting and ending with a letter or digit"
+            )
+        return v
+
+    @property
+    def cluster_name(self) -> str:
+        """The Envoy cluster (and ClusterLoadAssignment) name for this model."""
+        return f"model-{self.name}"
+
+    @property
+    def gpus(self) -> int:
+        return self.engine.tensor_parallel_size if self.resources.gpus is None else self.resources.gpus
+
+
+class EnvoySpec(_Frozen):
+    address: str = "127.0.0.1"
+    listen_port: int = Field(8080, ge=1, le=65535)
+    admin_port: int = Field(9901, ge=1, le=65535)
+    model_header: str = Field("x-model", pattern=r"^[a-z0-9-]+$")
+
+
+class ControlPlaneSpec(_Frozen):
+    address: str = "127.0.0.1"
+    xds_port: int = Field(18000, ge=1, le=65535)
+    admin_port: int = Field(18001, ge=1, le=65535)
+    debounce_quiet_ms: int = Field(50, ge=0, le=10_000)
+    debounce_max_ms: int = Field(1000, ge=1, le=60_000)
+
+
+class ConsulSpec(_Frozen):
+    """Where the control plane finds replicas in production. Tokens come from env or file."""
+
+    address: str = "127.0.0.1:8500"
+    scheme: Literal["http", "https"] = "http"
+    datacenter: str | None = None
+    token_file: str | None = Field(None, description="file holding the ACL token (or CONSUL_HTTP_TOKEN)")
+    ca_file: str | None = None
+    wait_s: int = Field(30, ge=1, le=600)
+    allow_warning: bool = False
+    service_prefix: str = Field("triton-", description="Consul service name = prefix + model name")
+
+
+class NomadSpec(_Frozen):
+    """Where jobs are deployed and scaled. Tokens come from env or file, never the spec."""
+
+    address: str = "http://127.0.0.1:4646"
+    namespace: str = "default"
+    region: str | None = None
+    datacenters: tuple[str, ...] = ("dc1",)
+    token_file: str | None = Field(None, description="file holding the ACL token (or NOMAD_TOKEN)")
+    triton_image: str = "nvcr.io/nvidia/tritonserver:25.01-vllm-python-py3"
+    caravan_image: str = "caravan:0.1.0"
+
+
+class LocalSpec(_Frozen):
+    """`caravan up` / `caravan demo`: the whole stack on 127.0.0.1."""
+
+    time_scale: float = Field(0.1, gt=0, le=1, description="simulator durations are multiplied by this")
+    replica_base_port: int = Field(9100, ge=1024, le=65000)
+    metrics_base_port: int = Field(9300, ge=1024, le=65000)
+    prometheus_port: int = Field(9090, ge=1, le=65535)
+    state_dir: str = ".caravan"
+
+
+class PlatformSpec(_Frozen):
+    """The whole platform. ``default_model`` gets requests without a model header."""
+
+    models: list[ModelSpec] = Field(min_length=1)
+    default_model: str | None = None
+    envoy: EnvoySpec = EnvoySpec()
+    control_plane: ControlPlaneSpec = ControlPlaneSpec()
+    consul: ConsulSpec = ConsulSpec()
+    nomad: NomadSpec = NomadSpec()
+    local: LocalSpec = LocalSpec()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PlatformSpec:
+        errors = cross_field_errors(self.model_dump())
+        if errors:
+            raise ValueError("\n".join(errors))
+        return self
+
+    @property
+    def default(self) -> ModelSpec:
+        """The model that gets requests without a model header."""
+        name = self.default_model or self.models[0].name
+        return next(m for m in self.models if m.name == name)
+
+    def model(self, name: str) -> ModelSpec:
+        """The model called ``name``; KeyError if none."""
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+
+def cross_field_errors(data: dict[str, Any]) -> list[str]:
+    """Checks spanning several fields, run on raw data too, so they are reported
+    alongside field errors: duplicate names, unknown default model, port clashes."""
+    errors: list[str] = []
+    models = data.get("models")
+    seen: dict[str, int] = {}
+    for i, m in enumerate(models if isinstance(models, list) else []):
+        name = m.get("name") if isinstance(m, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name in seen:
+            errors.append(f"models[{i}].name: duplicate model name {name!r} (also models[{seen[name]}])")
+        seen.setdefault(name, i)
+    default = data.get("default_model")
+    if default is not None and seen and default not in seen:
+        errors.append(f"default_model: {default!r} is not one of the models {sorted(seen)}")
+    return errors + _port_clashes(data)
+
+
+def _port_clashes(data: dict[str, Any]) -> list[str]:
+    defaults = {("envoy", "listen_port"): 8080, ("envoy", "admin_port"): 9901,
+                ("control_plane", "xds_port"): 18000, ("control_plane", "admin_port"): 18001}
+    errors: list[str] = []
+    by_port: dict[Any, str] = {}
+    for (section, field), fallback in defaults.items():
+        sect = data.get(section)
+        port = sect.get(field, fallback) if isinstance(sect, dict) else fallback
+        name = f"{section}.{field}"
+        if port in by_port:
+            errors.append(f"{name}: port {port} is already used by {by_port[port]}")
+        by_port.setdefault(port, name)
+    return errors
+
+
+class SpecError(Exception):
+    """A spec failed to load or validate. ``errors`` holds one ``path: message`` per problem."""
+
+    def __init__(self, source: str, errors: list[str]) -> None:
+        self.source = source
+        self.errors = errors
+        super().__init__(f"{source}: {len(errors)} error(s)\n" + "\n".join(f"  {e}" for e in errors))
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def format_errors(exc: ValidationError) -> list[str]:
+    """Turn a pydantic error into ``path: message`` lines, one per problem, in document order."""
+    lines: list[str] = []
+    for err in exc.errors():
+        loc = _path(tuple(err["loc"]))
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        for part in msg.split("\n"):
+            # A model-level validator may name a sub-field itself ("max: ...").
+            lines.append(_join(loc, part))
+    return lines
+
+
+def _join(loc: str, msg: str) -> str:
+    """Prefix ``msg`` with ``loc``; a message that names a sub-field ("max: ...") extends the path."""
+    if not loc:
+        return msg
+    head, sep, rest = msg.partition(": ")
+    if sep and re.fullmatch(r"[a-z_][a-z0-9_]*", head):
+        return f"{loc}.{head}: {rest}"
+    return f"{loc}: {msg}"
+
+
+def parse_spec(data: Any, source: str = "<spec>") -> PlatformSpec:
+    """Validate already-parsed YAML/JSON data. Raises SpecError listing every problem."""
+    if not isinstance(data, dict):
+        raise SpecError(source, [f"<root>: expected a mapping with a 'models' list, got {type(data).__name__}"])
+    try:
+        spec = PlatformSpec.model_validate(data)
+    except ValidationError as exc:
+        errors = format_errors(exc)
+        errors += [e for e in cross_field_errors(data) if e not in errors]
+        raise SpecError(source, errors) from None
+    extra = _validate_extensions(spec)
+    if extra:
+        raise SpecError(source, extra)
+    return spec
+
+
+def _validate_extensions(spec: PlatformSpec) -> list[str]:
+    """Validate sections owned by other packages (autoscaling policies)."""
+    errors: list[str] = []
+    for i, m in enumerate(spec.models):
+        if m.autoscaling is None:
+            continue
+        try:
+            from caravan.autoscaler.policy import validate_policy
+        except ImportError:  # autoscaler not installed in this build
+            break
+        errors.extend(f"models[{i}].autoscaling.{e}" for e in validate_policy(m.autoscaling, m))
+    return errors
+
+
+def load_spec(path: str | Path) -> PlatformSpec:
+    """Read and validate a YAML spec file. Raises SpecError (with every problem) or OSError."""
+    text = Path(path).read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(str(path), [f"<yaml>: {exc}"]) from None
+    return parse_spec(data, str(path))
