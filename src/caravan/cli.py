@@ -40,6 +40,11 @@ COMMAND_MODULES = (
 )
 
 
+@app.callback()
+def _main() -> None:
+    """Nomad-native LLM serving: Triton+vLLM replicas behind Envoy, driven by an xDS control plane."""
+
+
 @app.command()
 def validate(spec: Path = typer.Argument(..., help="platform spec YAML")) -> None:
     """Validate a platform spec; print every error with its path."""
