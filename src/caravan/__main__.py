@@ -1,0 +1,3 @@
+from caravan.cli import app
+
+app()
