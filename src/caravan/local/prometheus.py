@@ -1,0 +1,87 @@
+"""Real Prometheus for the local stack: config, file-based replica targets, argv.
+
+Replica targets live in a file_sd JSON file that the supervisor rewrites on every
+scale event; Prometheus re-reads it by itself (no reload needed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from caravan.discovery.types import Replica
+from caravan.spec import PlatformSpec
+
+if TYPE_CHECKING:
+    from caravan.local.supervisor import LocalPorts
+
+TARGETS_FILE = "replica-targets.json"
+
+
+def local_config(spec: PlatformSpec, ports: LocalPorts, rule_files: Iterable[str] = ()) -> dict[str, Any]:
+    """Prometheus config scraping Envoy, the control plane and every replica every 1 s."""
+    static = [
+        ("envoy", f"127.0.0.1:{ports.envoy_admin}", "/stats/prometheus"),
+        ("caravan-xds", f"127.0.0.1:{ports.xds_admin}", "/metrics"),
+    ]
+    jobs: list[dict[str, Any]] = [
+        {"job_name": name, "metrics_path": path, "static_configs": [{"targets": [target]}]}
+        for name, target, path in static
+    ]
+    jobs.append({"job_name": "triton", "file_sd_configs": [{"files": [TARGETS_FILE], "refresh_interval": "1s"}]})
+    return {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": list(rule_files),
+        "scrape_configs": jobs,
+    }
+
+
+def write_local_config(directory: Path, spec: PlatformSpec, ports: LocalPorts) -> Path:
+    """Write prometheus.yml (+ rule files rendered from the spec) into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    rules = _write_rules(directory, spec)
+    path = directory / "prometheus.yml"
+    path.write_text(yaml.safe_dump(local_config(spec, ports, rules), sort_keys=False))
+    if not (directory / TARGETS_FILE).exists():
+        write_replica_targets(directory, [])
+    return path
+
+
+def _write_rules(directory: Path, spec: PlatformSpec) -> list[str]:
+    from caravan.render.prometheus import render
+
+    out: list[str] = []
+    for rel, text in sorted(render(spec).items()):
+        if "/rules/" in rel and rel.endswith((".yml", ".yaml")):
+            dest = directory / "rules" / Path(rel).name
+            dest.parent.mkdir(exist_ok=True)
+            dest.write_text(text)
+            out.append(str(dest))
+    return out
+
+
+def write_replica_targets(directory: Path, replicas: Iterable[Replica]) -> None:
+    """Atomically rewrite the file_sd targets: one group per replica, labelled caravan_model and replica (not `model`, which Triton metrics carry)."""
+    groups = [
+        {"targets": [f"{r.address}:{r.metrics_port}"], "labels": {"caravan_model": r.model, "replica": r.id}}
+        for r in replicas if r.metrics_port is not None
+    ]
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".targets-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(groups, f)
+    os.replace(tmp, directory / TARGETS_FILE)
+
+
+def prometheus_argv(binary: str, config: Path, data_dir: Path, port: int) -> list[str]:
+    return [
+        binary, f"--config.file={config}", f"--storage.tsdb.path={data_dir}",
+        f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=2h",
+        "--web.enable-lifecycle",
+    ]

@@ -1,0 +1,325 @@
+"""``caravan up``: the whole serving stack on 127.0.0.1, as child processes we own.
+
+::
+
+    LocalStack.start()
+      ├─ replicas   caravan replica --model M ...   (N per model, registered when healthy)
+      ├─ registry   .caravan/registry.json          (the local ReplicaSource, written atomically)
+      ├─ xds        caravan xds --registry ...      (real control plane, ADS on ports.xds)
+      ├─ envoy      envoy -c .caravan/envoy/envoy.yaml (real Envoy, bootstrap from render.envoy)
+      └─ prometheus /usr/bin/prometheus (when installed)
+    LocalStack.stop()  drains and ends every child by PID, newest first
+
+Replica lifecycle (``ReplicaFleet``, used by the local autoscaler)::
+
+    starting ──health SERVING──► registered(HEALTHY) ──scale_to(down)──► DRAINING ──grace──► SIGTERM ──► gone
+
+Thread-safety: ``scale_to`` / ``counts`` may be called from any thread (one lock);
+``start`` / ``stop`` from the owning thread only.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import yaml
+
+from caravan.discovery.local import write_registry
+from caravan.discovery.types import HealthStatus, Replica
+from caravan.local.health import grpc_serving, infer_once
+from caravan.local.process import ChildProcess, caravan_argv, free_port, port_open, venv_binary
+from caravan.spec import PlatformSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LocalPorts:
+    """Every port the local stack listens on (all on 127.0.0.1)."""
+
+    envoy_listen: int
+    envoy_admin: int
+    xds: int
+    xds_admin: int
+    prometheus: int
+
+    @classmethod
+    def from_spec(cls, spec: PlatformSpec) -> LocalPorts:
+        return cls(spec.envoy.listen_port, spec.envoy.admin_port, spec.control_plane.xds_port,
+                   spec.control_plane.admin_port, spec.local.prometheus_port)
+
+    @classmethod
+    def free(cls) -> LocalPorts:
+        """Fresh OS-chosen ports, for tests running side by side."""
+        return cls(free_port(), free_port(), free_port(), free_port(), free_port())
+
+    def apply(self, spec: PlatformSpec) -> PlatformSpec:
+        """The spec with these ports and loopback addresses (what the children are given)."""
+        envoy = spec.envoy.model_copy(update={"address": "127.0.0.1", "listen_port": self.envoy_listen,
+                                              "admin_port": self.envoy_admin})
+        cp = spec.control_plane.model_copy(update={"address": "127.0.0.1", "xds_port": self.xds,
+                                                   "admin_port": self.xds_admin})
+        return spec.model_copy(update={"envoy": envoy, "control_plane": cp})
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    """What varies between `caravan up`, `caravan demo` and tests."""
+
+    time_scale: float = 0.1
+    prometheus: bool = True
+    replica_args: tuple[str, ...] = ()  # extra `caravan replica` flags
+    drain_grace_s: float = 1.0  # DRAINING in Envoy before SIGTERM
+    ready_timeout_s: float = 60.0
+
+
+@dataclass
+class _ReplicaProc:
+    replica: Replica
+    proc: ChildProcess
+    ready: bool = False
+    draining: bool = False
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class StackError(RuntimeError):
+    """The local stack could not start; the message names the component and its log."""
+
+
+class LocalStack:
+    """The local serving stack. Use as a context manager, or call start()/stop()."""
+
+    def __init__(self, spec: PlatformSpec, state_dir: Path, ports: LocalPorts,
+                 options: StackOptions = StackOptions()) -> None:
+        self.spec = ports.apply(spec)
+        self.state_dir = state_dir.resolve()
+        self.ports = ports
+        self.options = options
+        self._lock = threading.Lock()
+        self._replicas: dict[str, list[_ReplicaProc]] = {m.name: [] for m in self.spec.models}
+        self._serial = 0
+        self._infra: list[ChildProcess] = []
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    # ---- paths and endpoints -------------------------------------------------
+    @property
+    def registry_path(self) -> Path:
+        return self.state_dir / "registry.json"
+
+    @property
+    def spec_path(self) -> Path:
+        return self.state_dir / "platform.yaml"
+
+    @property
+    def endpoint(self) -> str:
+        """Envoy's gRPC inference endpoint, host:port."""
+        return f"127.0.0.1:{self.ports.envoy_listen}"
+
+    @property
+    def prometheus_url(self) -> str | None:
+        running = any(p.name == "prometheus" and p.alive() for p in self._infra)
+        return f"http://127.0.0.1:{self.ports.prometheus}" if running else None
+
+    # ---- lifecycle ---------------------------------------------------------------
+    def start(self) -> LocalStack:
+        """Start everything; return once a request through Envoy succeeds for every model.
+        Raises StackError (after stopping what it started) on failure."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        self._check_ports_free()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "logs").mkdir(exist_ok=True)
+        self.spec_path.write_text(yaml.safe_dump(self.spec.model_dump(mode="json"), sort_keys=False))
+        write_registry(self.registry_path, [])
+        for m in self.spec.models:
+            self.scale_to(m.name, m.replicas.start)
+        self._start_control_plane()
+        self._start_envoy()
+        if self.options.prometheus:
+            self._start_prometheus()
+        self._watcher = threading.Thread(target=self._watch, name="replica-watch", daemon=True)
+        self._watcher.start()
+        self._wait_serving()
+
+    def stop(self) -> None:
+        """End every child we started (replicas first, then infra, newest first)."""
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(5)
+        with self._lock:
+            procs = [rp.proc for rps in self._replicas.values() for rp in rps]
+            for rps in self._replicas.values():
+                rps.clear()
+        for p in procs:
+            p.signal(signal.SIGTERM)
+        for p in procs + list(reversed(self._infra)):
+            p.stop(grace_s=10)
+        self._infra.clear()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- ReplicaFleet --------------------------------------------------------------
+    def counts(self, model: str) -> tuple[int, int]:
+        """(ready, starting) replicas of ``model``; draining ones count as neither."""
+        with self._lock:
+            live = [rp for rp in self._replicas[model] if not rp.draining]
+            ready = sum(rp.ready for rp in live)
+            return ready, len(live) - ready
+
+    def scale_to(self, model: str, count: int) -> None:
+        """Start replicas, or drain the newest ones, until ``model`` has ``count`` live replicas.
+        Draining: DRAINING in the registry (Envoy stops new requests), then SIGTERM after
+        ``drain_grace_s`` (the replica finishes in-flight requests and exits)."""
+        if count < 0:
+            raise ValueError(f"count: must be >= 0, got {count}")
+        with self._lock:
+            live = [rp for rp in self._replicas[model] if not rp.draining]
+            for _ in range(count - len(live)):
+                self._replicas[model].append(self._spawn(model))
+            for rp in sorted(live, key=lambda r: r.started_at)[count:]:
+                rp.draining = True
+                rp.replica = replace(rp.replica, health=HealthStatus.DRAINING)
+                threading.Timer(self.options.drain_grace_s, rp.proc.signal,
+                                args=(signal.SIGTERM,)).start()
+            self._publish()
+
+    def replicas(self, model: str) -> list[Replica]:
+        """The registered (ready) replicas of ``model``."""
+        with self._lock:
+            return [rp.replica for rp in self._replicas[model] if rp.ready]
+
+    # ---- internals -------------------------------------------------------------------
+    def _spawn(self, model: str) -> _ReplicaProc:
+        self._serial += 1
+        rid = f"{model}-{self._serial}"
+        port, mport = free_port(), free_port()
+        argv = caravan_argv(
+            "replica", "--model", model, "--port", str(port), "--metrics-port", str(mport),
+            "--replica-id", rid, "--time-scale", str(self.options.time_scale),
+            *self.options.replica_args,
+        )
+        proc = ChildProcess(rid, argv, self.state_dir / "logs" / f"replica-{rid}.log").start()
+        log.info("replica starting", extra={"replica": rid, "port": port, "metrics_port": mport})
+        rep = Replica(id=rid, model=model, address="127.0.0.1", port=port, metrics_port=mport)
+        return _ReplicaProc(rep, proc)
+
+    def _publish(self) -> None:
+        """Write the registry: ready replicas (HEALTHY) and draining ones (DRAINING). Lock held."""
+        regs = [rp.replica for rps in self._replicas.values() for rp in rps if rp.ready]
+        write_registry(self.registry_path, regs)
+        self._write_prometheus_targets()
+
+    def _watch(self) -> None:
+        """Mark replicas ready when their health check serves; forget exited ones."""
+        while not self._stop.wait(0.1):
+            with self._lock:
+                changed = self._reap()
+            pending = self._pending()
+            for rp in pending:
+                if grpc_serving(rp.replica.endpoint, timeout_s=0.5):
+                    with self._lock:
+                        rp.ready = True
+                        changed = True
+                        log.info("replica ready", extra={"replica": rp.replica.id})
+            if changed:
+                with self._lock:
+                    self._publish()
+
+    def _pending(self) -> list[_ReplicaProc]:
+        with self._lock:
+            return [rp for rps in self._replicas.values() for rp in rps
+                    if not rp.ready and not rp.draining and rp.proc.alive()]
+
+    def _reap(self) -> bool:
+        changed = False
+        for model, rps in self._replicas.items():
+            for rp in [r for r in rps if not r.proc.alive()]:
+                rps.remove(rp)
+                rp.proc.stop()
+                changed = True
+                level = logging.INFO if rp.draining else logging.WARNING
+                log.log(level, "replica exited", extra={"replica": rp.replica.id, "model": model,
+                                                        "code": rp.proc.proc.returncode if rp.proc.proc else None})
+        return changed
+
+    def _start_control_plane(self) -> None:
+        argv = caravan_argv("xds", "--spec", str(self.spec_path), "--registry", str(self.registry_path),
+                            "--port", str(self.ports.xds), "--admin-port", str(self.ports.xds_admin))
+        self._launch("xds", argv, self.ports.xds)
+
+    def _start_envoy(self) -> None:
+        from caravan.render.envoy import bootstrap
+
+        boot = bootstrap(self.spec, [("127.0.0.1", self.ports.xds)], node_id="caravan-local",
+                         cluster="caravan")
+        path = self.state_dir / "envoy" / "envoy.yaml"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(yaml.safe_dump(boot, sort_keys=False))
+        argv = [venv_binary("envoy"), "-c", str(path), "--use-dynamic-base-id",
+                "--log-level", "warn", "--concurrency", "1"]
+        self._launch("envoy", argv, self.ports.envoy_admin)
+
+    def _start_prometheus(self) -> None:
+        from caravan.local.prometheus import prometheus_argv, write_local_config
+
+        try:
+            binary = venv_binary("prometheus")
+        except FileNotFoundError:
+            log.warning("prometheus not installed; skipping (apt-get install -y prometheus)")
+            return
+        config = write_local_config(self.state_dir / "prometheus", self.spec, self.ports)
+        argv = prometheus_argv(binary, config, self.state_dir / "prometheus" / "data", self.ports.prometheus)
+        self._launch("prometheus", argv, self.ports.prometheus)
+
+    def _write_prometheus_targets(self) -> None:
+        from caravan.local.prometheus import write_replica_targets
+
+        regs = [rp.replica for rps in self._replicas.values() for rp in rps if rp.ready]
+        write_replica_targets(self.state_dir / "prometheus", regs)
+
+    def _launch(self, name: str, argv: Sequence[str], port: int) -> None:
+        proc = ChildProcess(name, argv, self.state_dir / "logs" / f"{name}.log").start()
+        self._infra.append(proc)
+        _wait(lambda: port_open("127.0.0.1", port), 30, lambda: proc.alive(),
+              f"{name} did not listen on 127.0.0.1:{port}", proc)
+
+    def _check_ports_free(self) -> None:
+        for name, port in vars(self.ports).items():
+            if port_open("127.0.0.1", port):
+                raise StackError(f"port {port} ({name}) is already in use on 127.0.0.1; "
+                                 "stop what uses it or change the port in the spec")
+
+    def _wait_serving(self) -> None:
+        for m in self.spec.models:
+            _wait(lambda m=m: infer_once(self.endpoint, m.name), self.options.ready_timeout_s,
+                  lambda: all(p.alive() for p in self._infra),
+                  f"no successful request through Envoy for model {m.name!r}", None)
+
+
+def _wait(ok: Callable[[], bool], timeout_s: float, alive: Callable[[], bool], what: str,
+          proc: ChildProcess | None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ok():
+            return
+        if not alive():
+            raise StackError(f"{what}: process exited" + (f"\n{proc.tail()}" if proc else ""))
+        time.sleep(0.1)
+    raise StackError(f"{what} within {timeout_s:.0f}s" + (f"\n{proc.tail()}" if proc else ""))
