@@ -118,6 +118,18 @@ class SimulatorParams(_Frozen):
     mean_output_tokens: int = Field(300, ge=1, description="when max_tokens is not given")
 
 
+class SloSpec(_Frozen):
+    """A model's service-level objectives; the Prometheus alerts fire above them.
+
+    Latencies are p95 over 5 minutes, in milliseconds; ``error_ratio`` is the
+    fraction (0-1) of failed inference requests over 5 minutes.
+    """
+
+    ttft_ms: float = Field(2000.0, gt=0, description="p95 time to first token, ms")
+    e2e_ms: float = Field(30000.0, gt=0, description="p95 end-to-end request latency, ms")
+    error_ratio: float = Field(0.05, gt=0, lt=1, description="max fraction of failed requests")
+
+
 class ModelSpec(_Frozen):
     """One served model: engine, replica bounds, resources, routing."""
 
@@ -127,6 +139,7 @@ class ModelSpec(_Frozen):
     resources: Resources = Resources()
     routing: Routing = Routing()
     simulator: SimulatorParams = SimulatorParams()
+    slo: SloSpec = SloSpec()
     autoscaling: dict[str, Any] | None = Field(
         None, description="scaling policy; validated by caravan.autoscaler.policy"
     )
