@@ -76,6 +76,7 @@ class Resources(_Frozen):
     cpu_mhz: int = Field(4000, ge=100)
     memory_mb: int = Field(32768, ge=256)
     gpus: int | None = Field(None, ge=0, description="defaults to engine.tensor_parallel_size")
+    shm_mb: int = Field(8192, ge=64, description="/dev/shm size for the container (NCCL, vLLM)")
 
 
 class Routing(_Frozen):
@@ -203,8 +204,43 @@ class NomadSpec(_Frozen):
     region: str | None = None
     datacenters: tuple[str, ...] = ("dc1",)
     token_file: str | None = Field(None, description="file holding the ACL token (or NOMAD_TOKEN)")
+    ca_file: str | None = Field(None, description="CA bundle for https (or NOMAD_CACERT)")
+    client_cert: str | None = Field(None, description="mTLS client cert (or NOMAD_CLIENT_CERT)")
+    client_key: str | None = Field(None, description="mTLS client key (or NOMAD_CLIENT_KEY)")
     triton_image: str = "nvcr.io/nvidia/tritonserver:25.01-vllm-python-py3"
     caravan_image: str = "caravan:0.1.0"
+    envoy_image: str = "envoyproxy/envoy:v1.40.0"
+    gpus_per_node: int = Field(8, ge=1, le=64, description="GPUs one Nomad client offers")
+    model_cache_volume: str = Field(
+        "model-cache", pattern=r"^[a-z0-9][a-z0-9_-]*$",
+        description="Nomad host_volume on GPU clients holding downloaded weights",
+    )
+    drain_s: int = Field(30, ge=0, le=600, description="group shutdown_delay: deregister, then wait")
+    kill_timeout_s: int = Field(
+        120, ge=5, le=3600, description="SIGTERM -> SIGKILL; in-flight streams finish meanwhile"
+    )
+    canary: int = Field(0, ge=0, le=10, description="canaries per deployment (auto-promoted)")
+    xds_replicas: int = Field(2, ge=1, le=10, description="control-plane xDS instances")
+
+    @field_validator("triton_image", "caravan_image", "envoy_image")
+    @classmethod
+    def _pinned(cls, v: str) -> str:
+        problem = image_tag_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+
+def image_tag_problem(ref: str) -> str | None:
+    """Why an image reference is not pinned (no tag nor digest), else None."""
+    name, at, digest = ref.partition("@")
+    if at:
+        return None if digest.startswith("sha256:") else f"{ref!r}: digest must be sha256:<hex>"
+    last = name.rsplit("/", 1)[-1]
+    repo, colon, tag = last.partition(":")
+    if not repo or not colon or not tag:
+        return f"{ref!r} has no tag: pin a version, e.g. {name.rstrip(':')}:<version>"
+    return None
 
 
 class LocalSpec(_Frozen):
@@ -265,7 +301,34 @@ def cross_field_errors(data: dict[str, Any]) -> list[str]:
     default = data.get("default_model")
     if default is not None and seen and default not in seen:
         errors.append(f"default_model: {default!r} is not one of the models {sorted(seen)}")
-    return errors + _port_clashes(data)
+    return errors + _port_clashes(data) + _gpu_fit(data)
+
+
+def _gpu_fit(data: dict[str, Any]) -> list[str]:
+    """A replica must fit on one node: tensor_parallel_size <= GPUs asked <= gpus_per_node."""
+    nomad = data.get("nomad")
+    per_node = nomad.get("gpus_per_node", 8) if isinstance(nomad, dict) else 8
+    models = data.get("models")
+    if not isinstance(per_node, int) or not isinstance(models, list):
+        return []
+    errors: list[str] = []
+    for i, m in enumerate(models):
+        engine = m.get("engine") if isinstance(m, dict) else None
+        tp = engine.get("tensor_parallel_size", 1) if isinstance(engine, dict) else 1
+        res = m.get("resources") if isinstance(m, dict) else None
+        gpus = res.get("gpus") if isinstance(res, dict) else None
+        if not isinstance(tp, int):
+            continue
+        if tp > per_node:
+            errors.append(f"models[{i}].engine.tensor_parallel_size: {tp} GPUs needed on one "
+                          f"node, but nomad.gpus_per_node is {per_node}")
+        if isinstance(gpus, int) and gpus < tp:
+            errors.append(f"models[{i}].resources.gpus: {gpus} is less than "
+                          f"engine.tensor_parallel_size ({tp})")
+        elif isinstance(gpus, int) and gpus > per_node:
+            errors.append(f"models[{i}].resources.gpus: {gpus} is more than "
+                          f"nomad.gpus_per_node ({per_node})")
+    return errors
 
 
 def _port_clashes(data: dict[str, Any]) -> list[str]:
