@@ -1,0 +1,271 @@
+"""Triton gRPC adapter: sends one ``RequestSpec`` and measures it (tritonclient.grpc.aio).
+
+Tensor contract (Triton's vLLM backend): ``text_input`` BYTES[1], ``stream`` BOOL[1],
+``sampling_parameters`` BYTES[1] (JSON, ``{"max_tokens": N, ...}``),
+``exclude_input_in_output`` BOOL[1] = True and, with ``count_tokens``,
+``return_num_input_tokens`` / ``return_num_output_tokens`` BOOL[1] (r24.12+).
+Headers: ``x-model`` (Envoy routes on it) and, for sessions, ``x-session-id``.
+
+Streaming uses **one bidi ``ModelStreamInfer`` stream per request**: gRPC headers are
+per stream, so this is the only way to give each request its own ``x-session-id``
+(and have Envoy balance each request); it also makes every response belong to exactly
+one request, so TTFT and inter-token gaps are exact. The request iterator yields one
+request and ends (half-close); the stream ends after the last response. The end time
+is the response flagged ``triton_final_response`` (else the stream end).
+
+Tokens: a response's ``num_output_tokens`` when present, else 1 per streamed response
+with text (vLLM streams about a token per response). Unary (``stream=False``) needs a
+non-decoupled model: Triton rejects ``ModelInfer`` on decoupled models such as the
+vLLM backend's, so unary mode is for servers that allow it (e.g. ``caravan replica``).
+
+One client (one gRPC channel) per transport; use from one event loop only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aioclient
+from tritonclient.utils import InferenceServerException
+
+from caravan.bench.dataset import RequestSpec, count_words
+from caravan.bench.stats import OK, RequestRecord
+
+Clock = Callable[[], float]
+
+REPLICA_ID_PARAM = "caravan_replica_id"
+FINAL_PARAM = "triton_final_response"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where and how to send: ``url`` is ``HOST:PORT`` of Envoy or a replica;
+    ``timeout_s`` bounds each request (DEADLINE_EXCEEDED after it); ``sampling``
+    adds fields to ``sampling_parameters`` (``max_tokens`` comes from each request)."""
+
+    url: str
+    stream: bool = True
+    timeout_s: float = 120.0
+    count_tokens: bool = True
+    sampling: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        host, sep, port = self.url.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"url: expected HOST:PORT (e.g. 127.0.0.1:8080), got {self.url!r}")
+        if not self.timeout_s > 0:
+            raise ValueError(f"timeout_s: must be > 0 seconds, got {self.timeout_s}")
+
+
+def _tensor(name: str, dtype: str, value: Any) -> grpcclient.InferInput:
+    arr = np.array([value], dtype=np.object_ if dtype == "BYTES" else bool)
+    t = grpcclient.InferInput(name, [1], dtype)
+    t.set_data_from_numpy(arr)
+    return t
+
+
+def build_inputs(spec: RequestSpec, target: Target) -> list[grpcclient.InferInput]:
+    """The input tensors of one request (Triton vLLM backend contract)."""
+    sampling = {**target.sampling, "max_tokens": spec.max_tokens}
+    inputs = [
+        _tensor("text_input", "BYTES", spec.prompt.encode()),
+        _tensor("stream", "BOOL", target.stream),
+        _tensor("sampling_parameters", "BYTES", json.dumps(sampling).encode()),
+        _tensor("exclude_input_in_output", "BOOL", True),
+    ]
+    if target.count_tokens:
+        inputs.append(_tensor("return_num_input_tokens", "BOOL", True))
+        inputs.append(_tensor("return_num_output_tokens", "BOOL", True))
+    return inputs
+
+
+def output_u32(resp: Any, name: str) -> int | None:
+    """Sum of a UINT32 output tensor of a ``ModelInferResponse``; None when absent."""
+    for i, out in enumerate(resp.outputs):
+        if out.name == name:
+            if i < len(resp.raw_output_contents):
+                return int(np.frombuffer(resp.raw_output_contents[i], dtype="<u4").sum())
+            return int(sum(out.contents.uint_contents))
+    return None
+
+
+def has_text(resp: Any) -> bool:
+    """True when ``text_output`` holds a non-empty string (BYTES: 4-byte length + data)."""
+    for i, out in enumerate(resp.outputs):
+        if out.name == "text_output":
+            if i < len(resp.raw_output_contents):
+                return len(resp.raw_output_contents[i]) > 4
+            return any(out.contents.bytes_contents)
+    return False
+
+
+def param_str(resp: Any, name: str) -> str:
+    p = resp.parameters.get(name)
+    return "" if p is None else str(p.string_param)
+
+
+def is_final(resp: Any) -> bool:
+    p = resp.parameters.get(FINAL_PARAM)
+    return p is not None and bool(p.bool_param)
+
+
+def status_name(exc: BaseException) -> tuple[str, str]:
+    """(gRPC status code name, message) of a client-side exception."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return exc.code().name, exc.details() or ""
+    if isinstance(exc, InferenceServerException):
+        code = str(exc.status() or "UNKNOWN").removeprefix("StatusCode.")
+        return code, str(exc.message())
+    if isinstance(exc, asyncio.TimeoutError):
+        return "DEADLINE_EXCEEDED", "client timeout"
+    return "CLIENT_ERROR", repr(exc)
+
+
+class TritonTransport:
+    """Sends requests to ``target`` for ``model``. ``open`` before use, ``close`` after.
+
+    ``prepare`` pre-builds input tensors so the timed path only sends.
+    """
+
+    def __init__(self, target: Target, model: str, clock: Clock) -> None:
+        self.target = target
+        self.model = model
+        self._clock = clock
+        self._client: aioclient.InferenceServerClient | None = None
+        self._inputs: dict[tuple[str, int, int], list[grpcclient.InferInput]] = {}
+
+    async def open(self) -> None:
+        self._client = aioclient.InferenceServerClient(self.target.url)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def prepare(self, specs: Sequence[RequestSpec]) -> None:
+        self._inputs = {_key(s): build_inputs(s, self.target) for s in specs}
+
+    def _headers(self, spec: RequestSpec) -> dict[str, str]:
+        h = {"x-model": self.model}
+        if spec.session_id:
+            h["x-session-id"] = spec.session_id
+        return h
+
+    async def send(self, spec: RequestSpec, t0: float) -> RequestRecord:
+        """Send one request; never raises for server or network errors (they become
+        the record's ``status``). Times are ms relative to ``t0`` (clock seconds)."""
+        assert self._client is not None, "TritonTransport.open() not called"
+        inputs = self._inputs.get(_key(spec)) or build_inputs(spec, self.target)
+        start = self._clock()
+        m = _Measure(spec, start, t0)
+        try:
+            if self.target.stream:
+                await self._stream(spec, inputs, m)
+            else:
+                await self._unary(spec, inputs, m)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            m.status, m.error = status_name(exc)
+        if m.end is None:
+            m.end = self._clock()
+        return m.record()
+
+    async def _unary(self, spec: RequestSpec, inputs: list[Any], m: _Measure) -> None:
+        assert self._client is not None
+        result = await self._client.infer(
+            self.model, inputs, headers=self._headers(spec), client_timeout=self.target.timeout_s
+        )
+        m.end = self._clock()
+        resp = result.get_response()
+        m.replica = param_str(resp, REPLICA_ID_PARAM)
+        m.ttft = m.end
+        m.tokens_in = output_u32(resp, "num_input_tokens")
+        n = output_u32(resp, "num_output_tokens")
+        if n is None:
+            text = result.as_numpy("text_output")
+            n = 0 if text is None else sum(count_words(t.decode(errors="replace")) for t in text)
+        m.tokens_out = n
+
+    async def _stream(self, spec: RequestSpec, inputs: list[Any], m: _Measure) -> None:
+        assert self._client is not None
+
+        async def one() -> AsyncIterator[dict[str, Any]]:
+            yield {"model_name": self.model, "inputs": inputs, "request_id": str(spec.index)}
+
+        it = self._client.stream_infer(
+            one(), stream_timeout=self.target.timeout_s, headers=self._headers(spec)
+        )
+        async for result, error in it:
+            now = self._clock()
+            if error is not None:
+                m.status, m.error = "STREAM_ERROR", str(error.message())
+                m.end = now
+                continue
+            resp = result.get_response()
+            m.on_response(resp, now)
+
+
+def _key(spec: RequestSpec) -> tuple[str, int, int]:
+    return (spec.session_id, spec.turn, spec.index)
+
+
+class _Measure:
+    """Mutable per-request accumulator (one request, one task)."""
+
+    def __init__(self, spec: RequestSpec, start: float, t0: float) -> None:
+        self.spec = spec
+        self.start = start
+        self.t0 = t0
+        self.ttft: float | None = None
+        self.last: float | None = None
+        self.gaps: list[float] = []
+        self.end: float | None = None
+        self.tokens_in: int | None = None
+        self.tokens_out = 0
+        self.status = OK
+        self.error = ""
+        self.replica = ""
+
+    def on_response(self, resp: Any, now: float) -> None:
+        if not self.replica:
+            self.replica = param_str(resp, REPLICA_ID_PARAM)
+        if self.tokens_in is None:
+            self.tokens_in = output_u32(resp, "num_input_tokens")
+        n = output_u32(resp, "num_output_tokens")
+        if n is None:
+            n = 1 if has_text(resp) else 0
+        if n > 0:
+            if self.last is None:
+                self.ttft = now
+            else:
+                self.gaps.append((now - self.last) * 1000.0)
+            self.last = now
+            self.tokens_out += n
+        if is_final(resp) and self.end is None:
+            self.end = now
+
+    def record(self) -> RequestRecord:
+        assert self.end is not None
+        ms = 1000.0
+        return RequestRecord(
+            index=self.spec.index,
+            start_ms=(self.start - self.t0) * ms,
+            end_ms=(self.end - self.t0) * ms,
+            ttft_ms=None if self.ttft is None else (self.ttft - self.start) * ms,
+            itl_ms=tuple(self.gaps),
+            tokens_in=self.spec.tokens_in if self.tokens_in is None else self.tokens_in,
+            tokens_out=self.tokens_out,
+            status=self.status,
+            replica_id=self.replica,
+            session_id=self.spec.session_id,
+            turn=self.spec.turn,
+            error=self.error,
+        )
