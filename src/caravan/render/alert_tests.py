@@ -1,0 +1,139 @@
+"""promtool unit tests (``prometheus/tests/<alert>.yml``) for every Caravan alert, pure.
+
+Each alert gets cases that must fire and cases that must not, generated from the
+spec (each model's own SLOs and replica bounds). Series use promtool's expanding
+notation (``'0+10x20'``: start 0, add 10 per 1m interval, 20 times).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from caravan.render import alerts as a
+from caravan.render.rules import Alert
+from caravan.spec import ModelSpec, PlatformSpec
+
+RULE_FILES = ["../rules/caravan-recording.yml", "../rules/caravan-alerts.yml"]
+CDS = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+
+
+def _series(name: str, labels: dict[str, str], values: str) -> dict[str, str]:
+    inner = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    return {"series": f"{name}{{{inner}}}", "values": values}
+
+
+def _case(alert: Alert, series: list[dict[str, str]], at: str, fires: list[dict[str, str]]) -> dict[str, Any]:
+    return {
+        "interval": "1m",
+        "input_series": series,
+        "alert_rule_test": [{
+            "eval_time": at, "alertname": alert.name,
+            "exp_alerts": [alert.expected(**labels) for labels in fires],
+        }],
+    }
+
+
+def _histogram(metric: str, labels: dict[str, str], slo_s: float, slow: bool) -> list[dict[str, str]]:
+    """10 observations a minute, all below slo/4 (fast) or in (slo/4, 4*slo] (slow)."""
+    low, high = slo_s / 4, slo_s * 4
+    counts = {f"{low:g}": "0+0x20" if slow else "0+10x20", f"{high:g}": "0+10x20", "+Inf": "0+10x20"}
+    return [_series(f"{metric}_bucket", {**labels, "le": le}, v) for le, v in counts.items()]
+
+
+def _latency_cases(alert: Alert, metric: str, m: ModelSpec, slo_ms: float) -> list[dict[str, Any]]:
+    triton = {"model": m.name, "version": "1"}
+    vllm = {"model_name": m.name}
+    slo_s = slo_ms / 1000.0
+    return [
+        _case(alert, _histogram(metric, triton, slo_s, slow=True), "15m", [{"model": m.name}]),
+        _case(alert, _histogram(metric, vllm, slo_s, slow=True), "15m", [{"model": m.name}]),
+        _case(alert, _histogram(metric, triton, slo_s, slow=False), "15m", []),
+        _case(alert, _histogram(metric, triton, slo_s, slow=True), "3m", []),  # not yet for 5m
+    ]
+
+
+def _error_cases(m: ModelSpec) -> list[dict[str, Any]]:
+    t = {"model": m.name, "version": "1"}
+    five = {"envoy_cluster_name": m.cluster_name, "envoy_response_code_class": "5"}
+    ok = _series("nv_inference_request_success", t, "0+60x20")
+    fired = [{"model": m.name}]
+    alert = a.ERROR_RATIO_HIGH
+    return [
+        _case(alert, [ok, _series("nv_inference_request_failure", t, "0+60x20")], "15m", fired),
+        _case(alert, [ok, _series("envoy_cluster_upstream_rq_xx", five, "0+60x20")], "15m", fired),
+        _case(alert, [ok, _series("nv_inference_request_failure", t, "0+0x20")], "15m", []),
+        _case(alert, [ok], "15m", []),  # no failure series at all: ratio 0
+    ]
+
+
+def _healthy(spec: PlatformSpec, model: str, value: str) -> list[dict[str, str]]:
+    return [_series("envoy_cluster_membership_healthy", {"envoy_cluster_name": m.cluster_name},
+                    value if m.name == model else "1x20") for m in spec.models]
+
+
+def _no_healthy_cases(spec: PlatformSpec, m: ModelSpec) -> list[dict[str, Any]]:
+    alert = a.NO_HEALTHY_REPLICAS
+    want = _series(a.DESIRED, {"model": m.name}, "1x20")
+    others = [s for s in _healthy(spec, m.name, "") if m.cluster_name not in s["series"]]
+    cases = [
+        _case(alert, [*_healthy(spec, m.name, "0x20"), want], "5m", [{"model": m.name}]),
+        _case(alert, [*others, want], "5m", [{"model": m.name}]),  # Envoy reports nothing
+        _case(alert, [*_healthy(spec, m.name, "2x20"), want], "5m", []),
+    ]
+    if m.replicas.min == 0:  # scaled to zero on purpose: no page
+        idle = _series(a.DESIRED, {"model": m.name}, "0x20")
+        cases.append(_case(alert, [*_healthy(spec, m.name, "0x20"), idle], "5m", []))
+    return cases
+
+
+def _nack_cases() -> list[dict[str, Any]]:
+    alert, label = a.XDS_NACK, {"type": CDS}
+    return [
+        _case(alert, [_series(a.NACKS, label, "0 0 0 1 1 1 1 1 1 1")], "4m", [label]),
+        _case(alert, [_series(a.NACKS, label, "_ _ _ 1 1 1 1 1 1 1")], "4m", [label]),  # new series
+        _case(alert, [_series(a.NACKS, label, "0 1 1 1 1 1 1 1 1 1 1 1")], "10m", []),  # old NACK
+        _case(alert, [_series(a.NACKS, label, "0x20")], "10m", []),
+    ]
+
+
+def _pinned_cases(m: ModelSpec) -> list[dict[str, Any]]:
+    alert, top = a.AUTOSCALER_PINNED_AT_MAX, m.replicas.max
+    return [
+        _case(alert, [_series(a.DESIRED, {"model": m.name}, f"{top}x30")], "20m", [{"model": m.name}]),
+        _case(alert, [_series(a.DESIRED, {"model": m.name}, f"{top}x30")], "10m", []),  # < 15m
+        _case(alert, [_series(a.DESIRED, {"model": m.name}, f"{top - 1}x30")], "20m", []),
+    ]
+
+
+def _flapping_cases(m: ModelSpec) -> list[dict[str, Any]]:
+    alert, label = a.REPLICA_COUNT_FLAPPING, {"model": m.name}
+    return [
+        _case(alert, [_series(a.DESIRED, label, "1 2 1 2 1 2 1 2 1 2 1")], "10m", [label]),
+        _case(alert, [_series(a.DESIRED, label, "1 2 3 4 5 5 5 5 5 5 5")], "10m", []),  # ramp
+        _case(alert, [_series(a.DESIRED, label, "2x10")], "10m", []),
+    ]
+
+
+def _cases(alert: Alert, spec: PlatformSpec) -> list[dict[str, Any]]:
+    per_model = {
+        a.TTFT_ABOVE_SLO.name: lambda m: _latency_cases(
+            a.TTFT_ABOVE_SLO, "vllm:time_to_first_token_seconds", m, m.slo.ttft_ms),
+        a.E2E_ABOVE_SLO.name: lambda m: _latency_cases(
+            a.E2E_ABOVE_SLO, "vllm:e2e_request_latency_seconds", m, m.slo.e2e_ms),
+        a.ERROR_RATIO_HIGH.name: _error_cases,
+        a.NO_HEALTHY_REPLICAS.name: lambda m: _no_healthy_cases(spec, m),
+        a.AUTOSCALER_PINNED_AT_MAX.name: _pinned_cases,
+        a.REPLICA_COUNT_FLAPPING.name: _flapping_cases,
+    }
+    if alert.name == a.XDS_NACK.name:
+        return _nack_cases()
+    return [case for m in spec.models for case in per_model[alert.name](m)]
+
+
+def alert_test_files(spec: PlatformSpec) -> dict[str, dict[str, Any]]:
+    """File name -> promtool test document, one per alert in ``alerts.ALERTS``."""
+    return {
+        f"{alert.name}.yml": {"rule_files": RULE_FILES, "evaluation_interval": "1m",
+                              "tests": _cases(alert, spec)}
+        for alert in a.ALERTS
+    }
