@@ -22,7 +22,9 @@ def _series(name: str, labels: dict[str, str], values: str) -> dict[str, str]:
     return {"series": f"{name}{{{inner}}}", "values": values}
 
 
-def _case(alert: Alert, series: list[dict[str, str]], at: str, fires: list[dict[str, str]]) -> dict[str, Any]:
+def _case(
+    alert: Alert, series: list[dict[str, str]], at: str, fires: list[dict[str, str]]
+) -> dict[str, Any]:
     return {
         "interval": "1m",
         "input_series": series,
@@ -33,10 +35,13 @@ def _case(alert: Alert, series: list[dict[str, str]], at: str, fires: list[dict[
     }
 
 
-def _histogram(metric: str, labels: dict[str, str], slo_s: float, slow: bool) -> list[dict[str, str]]:
+def _histogram(
+    metric: str, labels: dict[str, str], slo_s: float, slow: bool
+) -> list[dict[str, str]]:
     """10 observations a minute, all below slo/4 (fast) or in (slo/4, 4*slo] (slow)."""
     low, high = slo_s / 4, slo_s * 4
-    counts = {f"{low:g}": "0+0x20" if slow else "0+10x20", f"{high:g}": "0+10x20", "+Inf": "0+10x20"}
+    first = "0+0x20" if slow else "0+10x20"
+    counts = {f"{low:g}": first, f"{high:g}": "0+10x20", "+Inf": "0+10x20"}
     return [_series(f"{metric}_bucket", {**labels, "le": le}, v) for le, v in counts.items()]
 
 
@@ -99,7 +104,8 @@ def _nack_cases() -> list[dict[str, Any]]:
 def _pinned_cases(m: ModelSpec) -> list[dict[str, Any]]:
     alert, top = a.AUTOSCALER_PINNED_AT_MAX, m.replicas.max
     return [
-        _case(alert, [_series(a.DESIRED, {"model": m.name}, f"{top}x30")], "20m", [{"model": m.name}]),
+        _case(alert, [_series(a.DESIRED, {"model": m.name}, f"{top}x30")], "20m",
+              [{"model": m.name}]),
         _case(alert, [_series(a.DESIRED, {"model": m.name}, f"{top}x30")], "10m", []),  # < 15m
         _case(alert, [_series(a.DESIRED, {"model": m.name}, f"{top - 1}x30")], "20m", []),
     ]

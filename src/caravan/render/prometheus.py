@@ -65,7 +65,8 @@ def _consul_sd(consul: ConsulSpec, services: list[str]) -> dict[str, Any]:
 def triton_relabel(service_prefix: str) -> list[dict[str, Any]]:
     """Relabelling for Triton replicas: scrape meta ``metrics_port``, label the model."""
     return [
-        {"source_labels": ["__meta_consul_service_metadata_metrics_port"], "regex": "", "action": "drop"},
+        {"source_labels": ["__meta_consul_service_metadata_metrics_port"],
+         "regex": "", "action": "drop"},
         {"source_labels": ["__address__", "__meta_consul_service_metadata_metrics_port"],
          "regex": r"(.+):\d+;(\d+)", "replacement": "${1}:${2}", "target_label": "__address__"},
         {"source_labels": ["__meta_consul_service"], "regex": re.escape(service_prefix) + "(.+)",
@@ -131,11 +132,13 @@ def local_config(
     for job, target in ((JOB_XDS, control_plane), (JOB_AUTOSCALER, autoscaler)):
         if target is not None:
             jobs.append({"job_name": job, "static_configs": [{"targets": [target]}]})
-    groups = [{"targets": list(t), "labels": {"caravan_model": m}} for m, t in sorted(replicas.items()) if t]
+    groups = [{"targets": list(t), "labels": {"caravan_model": m}}
+              for m, t in sorted(replicas.items()) if t]
     if groups:
         jobs.append({"job_name": JOB_TRITON, "static_configs": groups})
     doc = {
-        "global": {"scrape_interval": interval, "scrape_timeout": interval, "evaluation_interval": interval},
+        "global": {"scrape_interval": interval, "scrape_timeout": interval,
+                   "evaluation_interval": interval},
         "rule_files": list(rule_files),
         "scrape_configs": jobs,
     }

@@ -43,7 +43,8 @@ def _tokens(expr: str) -> list[tuple[str, str]]:
     while pos < len(expr):
         m = _TOKEN.match(expr, pos)
         if m is None:
-            raise PromQLSyntaxError(f"unexpected character {expr[pos]!r} at offset {pos} in {expr!r}")
+            raise PromQLSyntaxError(
+                f"unexpected character {expr[pos]!r} at offset {pos} in {expr!r}")
         kind = m.lastgroup or ""
         if kind != "space":
             out.append((kind, m.group()))

@@ -45,13 +45,16 @@ def test_component_jobs(job: str, service: str, path: str) -> None:
 
 CONSUL_CASES = [
     ("defaults", {}, {"server": "127.0.0.1:8500", "scheme": "http"}),
-    ("token file", {"token_file": "/secrets/consul"}, {"authorization": {"credentials_file": "/secrets/consul"}}),
-    ("tls", {"scheme": "https", "ca_file": "/ca.pem"}, {"scheme": "https", "tls_config": {"ca_file": "/ca.pem"}}),
+    ("token file", {"token_file": "/secrets/consul"},
+     {"authorization": {"credentials_file": "/secrets/consul"}}),
+    ("tls", {"scheme": "https", "ca_file": "/ca.pem"},
+     {"scheme": "https", "tls_config": {"ca_file": "/ca.pem"}}),
     ("datacenter", {"datacenter": "eu1"}, {"datacenter": "eu1"}),
 ]
 
 
-@pytest.mark.parametrize(("consul", "expected"), [c[1:] for c in CONSUL_CASES], ids=[c[0] for c in CONSUL_CASES])
+@pytest.mark.parametrize(("consul", "expected"), [c[1:] for c in CONSUL_CASES],
+                         ids=[c[0] for c in CONSUL_CASES])
 def test_consul_sd_settings(consul: dict[str, Any], expected: dict[str, Any]) -> None:
     sd = _jobs(_spec(consul))["triton"]["consul_sd_configs"][0]
     assert expected.items() <= sd.items()

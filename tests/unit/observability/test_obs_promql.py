@@ -29,7 +29,8 @@ def test_metric_names(expr: str, expected: set[str]) -> None:
     assert metric_names(expr) == expected
 
 
-@pytest.mark.parametrize("expr", ["rate(a[1m]", "a & b", "x{a=\"b\""], ids=["unclosed", "bad char", "open brace"])
+@pytest.mark.parametrize("expr", ["rate(a[1m]", "a & b", "x{a=\"b\""],
+                         ids=["unclosed", "bad char", "open brace"])
 def test_bad_expressions_raise(expr: str) -> None:
     with pytest.raises(PromQLSyntaxError):
         metric_names(expr)
