@@ -17,7 +17,8 @@ from caravan.bench.dataset import (
 def test_same_seed_same_requests() -> None:
     w = Workload(seed=3, input=Lengths(64, 0.5), output=Lengths(32, 0.5))
     assert w.build(50) == w.build(50)
-    assert w.build(50) != Workload(seed=4, input=Lengths(64, 0.5), output=Lengths(32, 0.5)).build(50)
+    other = Workload(seed=4, input=Lengths(64, 0.5), output=Lengths(32, 0.5))
+    assert w.build(50) != other.build(50)
 
 
 def test_warmup_stream_differs_from_measured() -> None:
