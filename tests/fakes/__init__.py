@@ -1,0 +1,1 @@
+"""API fakes of external services (Consul, Nomad), test code only."""
