@@ -1,0 +1,10 @@
+"""Policy-driven autoscaler: Prometheus signals in, Nomad job-group (or local replica) scaling out.
+
+policy.py      ScalingPolicy per model (the spec's ``autoscaling:`` section), validate_policy
+strategies.py  pure strategies (Nomad Autoscaler's + LLM-native) and vote combination
+checks.py      query -> sample window -> strategy -> vote
+handler.py     per-policy state machine, ``Autoscaler`` runner, ``build_autoscaler``
+ports.py       MetricsSource / ScaleTarget protocols
+prometheus.py  PrometheusMetricsSource;  nomad.py NomadScaleTarget;  local.py LocalScaleTarget
+metrics.py     the autoscaler's own Prometheus metrics;  commands.py ``caravan autoscale``
+"""

@@ -1,0 +1,75 @@
+"""The autoscaler's two ports: where metrics come from and what gets scaled.
+
+``MetricsSource``: production and local both use ``PrometheusMetricsSource``.
+``ScaleTarget``: ``NomadScaleTarget`` (production) or ``LocalScaleTarget`` (``caravan up``).
+Implementations are called from a worker thread (``asyncio.to_thread``), one call at
+a time per policy; different policies may call concurrently, so adapters must be
+thread-safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class MetricsError(Exception):
+    """A query failed or gave no usable number (empty, several series, NaN, HTTP error).
+
+    The message names the query. A check that raises this is a check *error*, never 0.
+    """
+
+
+class ScaleError(Exception):
+    """The target refused or failed a scale request (not a "not ready" refusal)."""
+
+
+class NotReadyError(ScaleError):
+    """The target cannot be scaled right now (e.g. a Nomad deployment is active): skip the round."""
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    """A model's replicas as the target sees them.
+
+    ``running``: serving (healthy) replicas; ``starting``: placed but not healthy yet
+    (a model still loading), counted as capacity so slow loads do not over-scale;
+    ``desired``: what the target was last asked for; ``ready``: False while the target
+    cannot take a scale request (an active deployment), so the round is skipped.
+    """
+
+    running: int
+    starting: int
+    desired: int
+    ready: bool = True
+    note: str = ""
+
+    @property
+    def capacity(self) -> int:
+        """The count strategies work from: running plus starting."""
+        return self.running + self.starting
+
+
+class MetricsSource(Protocol):
+    def query(self, promql: str) -> float:
+        """The value of an instant query returning exactly one series.
+
+        Raises MetricsError (naming the query) on HTTP errors, timeouts, zero or
+        several series, and NaN/Inf values.
+        """
+        ...
+
+
+class ScaleTarget(Protocol):
+    def status(self, model: str) -> TargetStatus:
+        """Current replicas of ``model``. Raises ScaleError when it cannot be read."""
+        ...
+
+    def scale(self, model: str, count: int, reason: str, meta: Mapping[str, str]) -> None:
+        """Ask for ``count`` replicas of ``model``.
+
+        Raises NotReadyError when the target refuses for now (skip the round),
+        ScaleError for any other failure.
+        """
+        ...

@@ -1,0 +1,99 @@
+"""``PrometheusMetricsSource``: instant PromQL queries over Prometheus' HTTP API.
+
+``GET {base}/api/v1/query?query=...&timeout=...`` (https://prometheus.io/docs/prometheus/latest/querying/api/).
+A query must give exactly one series (or a scalar); zero or several series, NaN/Inf,
+HTTP or network errors and timeouts all raise ``MetricsError`` naming the query, so
+a missing signal is a check error and never a silent 0. Thread-safe (no shared
+mutable state; one HTTP request per call).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from caravan.autoscaler.ports import MetricsError
+
+
+class PrometheusMetricsSource:
+    """Implements ``MetricsSource``. ``base_url`` like ``http://127.0.0.1:9090``;
+    ``timeout_s`` bounds the whole HTTP request (and is passed to Prometheus too)."""
+
+    def __init__(self, base_url: str, timeout_s: float = 5.0) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"prometheus URL {base_url!r}: expected http://host:port or https://..."
+            )
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s: must be > 0 (got {timeout_s})")
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+
+    def query(self, promql: str) -> float:
+        """The single value of ``promql`` now. Raises MetricsError (see module doc)."""
+        args = urllib.parse.urlencode({"query": promql, "timeout": f"{self.timeout_s:g}s"})
+        url = f"{self.base_url}/api/v1/query?{args}"
+        body = self._get(url, promql)
+        return single_value(body, promql)
+
+    def _get(self, url: str, promql: str) -> Any:
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout_s) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            detail = _error_text(exc.read())
+            raise MetricsError(
+                f"query {promql!r}: HTTP {exc.code} from Prometheus: {detail}"
+            ) from None
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise MetricsError(
+                f"query {promql!r}: Prometheus at {self.base_url} unreachable: {reason}"
+            ) from None
+        except json.JSONDecodeError as exc:
+            raise MetricsError(f"query {promql!r}: response is not JSON: {exc}") from None
+
+
+def _error_text(raw: bytes) -> str:
+    try:
+        data = json.loads(raw)
+        return f"{data.get('errorType', 'error')}: {data.get('error', '')}"
+    except (json.JSONDecodeError, AttributeError):
+        return raw.decode(errors="replace")[:200]
+
+
+def single_value(body: Any, promql: str) -> float:
+    """The one value in an ``/api/v1/query`` answer. Pure; raises MetricsError naming ``promql``."""
+    if not isinstance(body, dict) or body.get("status") != "success":
+        raise MetricsError(f"query {promql!r}: Prometheus answered {str(body)[:200]}")
+    data = body.get("data") or {}
+    kind, result = data.get("resultType"), data.get("result")
+    if kind == "scalar":
+        return _finite(result, promql)
+    if kind != "vector" or not isinstance(result, list):
+        raise MetricsError(f"query {promql!r}: expected an instant vector, got {kind}")
+    if len(result) != 1:
+        labels = [r.get("metric", {}) for r in result[:3]]
+        what = (
+            "no series (is the metric scraped yet?)"
+            if not result
+            else f"{len(result)} series {labels}"
+        )
+        raise MetricsError(
+            f"query {promql!r}: expected exactly one series, got {what}; aggregate it (sum, max)"
+        )
+    return _finite(result[0].get("value"), promql)
+
+
+def _finite(pair: Any, promql: str) -> float:
+    try:
+        value = float(pair[1])
+    except (TypeError, ValueError, IndexError):
+        raise MetricsError(f"query {promql!r}: malformed sample {pair!r}") from None
+    if math.isnan(value) or math.isinf(value):
+        raise MetricsError(f"query {promql!r}: value is {value} (no data in the window?)")
+    return value

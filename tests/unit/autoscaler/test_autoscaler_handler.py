@@ -1,0 +1,331 @@
+"""The per-policy state machine with a fake clock and in-memory ports (no I/O)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from caravan.autoscaler.handler import PolicyHandler, build_autoscaler
+from caravan.autoscaler.metrics import AutoscalerMetrics
+from caravan.autoscaler.policy import ScalingPolicy, policy_for
+from caravan.autoscaler.ports import MetricsError, NotReadyError, ScaleError, TargetStatus
+from caravan.spec import EngineArgs, ModelSpec, parse_spec
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@dataclass
+class Metrics:
+    """Answers by substring of the query; an Exception value is raised."""
+
+    answers: dict[str, float | Exception] = field(default_factory=dict)
+
+    def query(self, promql: str) -> float:
+        for key, value in self.answers.items():
+            if key in promql:
+                if isinstance(value, Exception):
+                    raise value
+                return value
+        raise MetricsError(f"query {promql!r}: expected exactly one series, got no series")
+
+
+@dataclass
+class Target:
+    running: int = 1
+    starting: int = 0
+    ready: bool = True
+    refuse: Exception | None = None
+    calls: list[tuple[int, str, Mapping[str, str]]] = field(default_factory=list)
+
+    def status(self, model: str) -> TargetStatus:
+        n = self.running + self.starting
+        return TargetStatus(self.running, self.starting, n, ready=self.ready)
+
+    def scale(self, model: str, count: int, reason: str, meta: Mapping[str, str]) -> None:
+        if self.refuse is not None:
+            raise self.refuse
+        self.calls.append((count, reason, meta))
+        self.running, self.starting = count, 0
+
+
+def _policy(**over: Any) -> ScalingPolicy:
+    raw: dict[str, Any] = {
+        "min": 1,
+        "max": 5,
+        "cooldown_up_s": 30,
+        "cooldown_down_s": 60,
+        "scale_down_stabilization_s": 100,
+        "checks": [
+            {
+                "name": "load",
+                "query": 'load{model="{model}"}',
+                "query_window_s": 1,
+                "strategy": {"name": "requests-per-replica", "params": {"target": 10}},
+            }
+        ],
+    }
+    raw.update(over)
+    m = ModelSpec(
+        name="m", engine=EngineArgs(model="x"), replicas={"min": 1, "max": 5}, autoscaling=raw
+    )
+    p = policy_for(m)
+    assert p is not None
+    return p
+
+
+def _handler(
+    policy: ScalingPolicy | None = None, load: float = 0.0, **target: Any
+) -> tuple[PolicyHandler, Metrics, Target, Clock]:
+    metrics, tgt, clock = Metrics({"load": load}), Target(**target), Clock()
+    return PolicyHandler(policy or _policy(), metrics, tgt, clock), metrics, tgt, clock
+
+
+def test_scale_up_acts_in_the_first_tick() -> None:
+    h, _, tgt, _ = _handler(load=35)
+    d = h.tick()
+    assert (d.action, d.direction, d.current, d.desired) == ("scaled", "up", 1, 4)
+    assert tgt.calls[0][0] == 4 and tgt.calls[0][2]["caravan.direction"] == "up"
+
+
+def test_cooldown_blocks_the_next_action_until_it_expires() -> None:
+    h, m, tgt, clock = _handler(load=35)
+    h.tick()
+    m.answers["load"] = 48  # wants 5 now
+    clock.t += 29
+    assert h.tick().action == "cooldown"
+    clock.t += 2
+    d = h.tick()
+    assert (d.action, d.desired) == ("scaled", 5) and [c[0] for c in tgt.calls] == [4, 5]
+
+
+def test_scale_down_waits_for_the_whole_stabilization_window() -> None:
+    h, _m, tgt, clock = _handler(load=0, running=4)
+    actions = []
+    for _ in range(11):  # 0, 10, ..., 100 s
+        actions.append(h.tick().action)
+        clock.t += 10
+    assert actions[:10] == ["stabilizing"] * 10 and actions[10] == "scaled"
+    assert tgt.calls[-1][0] == 1
+
+
+def test_stabilization_restarts_when_the_decision_breaks() -> None:
+    h, m, tgt, clock = _handler(load=0, running=4)
+    for _ in range(5):
+        h.tick()
+        clock.t += 10
+    m.answers["load"] = 40  # holds at 4: not "down"
+    assert h.tick().action == "none"
+    m.answers["load"] = 0
+    clock.t += 10
+    for _ in range(10):
+        assert h.tick().action == "stabilizing"
+        clock.t += 10
+    assert h.tick().action == "scaled" and not tgt.calls[:-1]
+
+
+def test_scale_down_goes_to_the_largest_count_asked_in_the_window() -> None:
+    h, m, _tgt, clock = _handler(_policy(scale_down_stabilization_s=20), load=25, running=5)
+    h.tick()  # wants 3
+    clock.t += 10
+    m.answers["load"] = 0
+    h.tick()  # wants 1
+    clock.t += 10
+    d = h.tick()
+    assert (d.action, d.desired) == ("scaled", 3)
+
+
+def test_dry_run_decides_without_scaling() -> None:
+    h, _, tgt, _ = _handler(_policy(dry_run=True), load=35)
+    d = h.tick()
+    assert (d.action, d.desired) == ("dry-run", 4) and tgt.calls == []
+
+
+def test_explain_mode_does_not_scale() -> None:
+    h, _, tgt, _ = _handler(load=35)
+    d = h.tick(act=False)
+    assert (d.action, d.desired) == ("scale", 4) and tgt.calls == []
+
+
+def test_failing_check_blocks_scale_down() -> None:
+    p = _policy(
+        scale_down_stabilization_s=0,
+        checks=[
+            {
+                "name": "load",
+                "query": "load",
+                "strategy": {"name": "requests-per-replica", "params": {"target": 10}},
+            },
+            {
+                "name": "ttft",
+                "query": "ttft",
+                "strategy": {"name": "latency-slo", "params": {"slo_s": 1}},
+            },
+        ],
+    )
+    h, m, tgt, _ = _handler(p, load=0, running=3)
+    m.answers["ttft"] = MetricsError("query 'ttft': value is nan")
+    d = h.tick()
+    assert (d.action, d.desired) == ("none", 3) and "ttft" in d.reason and tgt.calls == []
+    assert d.checks[1].vote.error is not None
+
+
+def test_ignored_failing_check_lets_scale_down_through() -> None:
+    p = _policy(
+        scale_down_stabilization_s=0,
+        on_check_error="ignore",
+        checks=[
+            {
+                "name": "load",
+                "query": "load",
+                "strategy": {"name": "requests-per-replica", "params": {"target": 10}},
+            },
+            {
+                "name": "ttft",
+                "query": "ttft",
+                "strategy": {"name": "latency-slo", "params": {"slo_s": 1}},
+            },
+        ],
+    )
+    h, m, tgt, _ = _handler(p, load=0, running=3)
+    m.answers["ttft"] = MetricsError("boom")
+    assert h.tick().action == "scaled" and tgt.calls[0][0] == 1
+
+
+def test_nan_is_a_check_error_not_zero() -> None:
+    h, _m, tgt, _ = _handler(_policy(scale_down_stabilization_s=0), load=math.nan, running=3)
+    d = h.tick()
+    assert d.action == "none" and d.checks[0].vote.error and tgt.calls == []
+
+
+def test_not_ready_target_skips_the_round() -> None:
+    h, _, tgt, _ = _handler(load=35, ready=False)
+    d = h.tick()
+    assert d.action == "not-ready" and tgt.calls == []
+
+
+def test_deployment_refusal_at_scale_time_is_not_ready_without_cooldown() -> None:
+    h, _, tgt, clock = _handler(
+        load=35, refuse=NotReadyError("job scaling blocked due to active deployment")
+    )
+    assert h.tick().action == "not-ready"
+    tgt.refuse = None
+    clock.t += 10
+    assert h.tick().action == "scaled"
+
+
+def test_scale_failure_is_an_error_decision() -> None:
+    h, _, _, _ = _handler(load=35, refuse=ScaleError("permission denied"))
+    d = h.tick()
+    assert d.action == "error" and "permission denied" in d.reason
+
+
+def test_starting_replicas_count_as_capacity() -> None:
+    h, _, tgt, _ = _handler(load=35, running=1, starting=3)
+    d = h.tick()
+    assert (d.current, d.action) == (4, "none") and tgt.calls == []
+
+
+def test_policies_share_no_state() -> None:
+    a, _, _, _ = _handler(load=35)
+    b, _, _, _ = _handler(load=0, running=4)
+    a.tick()
+    b.tick()
+    assert a.state.cooldown_until > 0 and b.state.cooldown_until == float("-inf")
+    assert a.state.windows is not b.state.windows
+
+
+def test_decisions_are_exported() -> None:
+    reg = CollectorRegistry()
+    metrics, tgt, clock = Metrics({"load": 35.0}), Target(), Clock()
+    h = PolicyHandler(_policy(), metrics, tgt, clock, AutoscalerMetrics(reg))
+    h.tick()
+    h.tick()
+    get = reg.get_sample_value
+    assert get("caravan_autoscaler_desired_count", {"model": "m"}) == 4
+    assert get("caravan_autoscaler_current_count", {"model": "m"}) == 4
+    assert get("caravan_autoscaler_check_value", {"model": "m", "check": "load"}) == 35
+    assert (
+        get(
+            "caravan_autoscaler_decisions_total",
+            {"model": "m", "direction": "up", "action": "scaled"},
+        )
+        == 1
+    )
+    assert (
+        get(
+            "caravan_autoscaler_decisions_total",
+            {"model": "m", "direction": "none", "action": "none"},
+        )
+        == 1
+    )
+    last = next(s for s in reg.collect() if s.name == "caravan_autoscaler_last_decision").samples
+    assert len(last) == 1 and last[0].labels["action"] == "none"
+
+
+def test_build_autoscaler_and_run_until_stopped() -> None:
+    spec = parse_spec(
+        {
+            "models": [
+                {
+                    "name": "a",
+                    "engine": {"model": "x"},
+                    "replicas": {"min": 1, "max": 3},
+                    "autoscaling": {
+                        "evaluation_interval_s": 0.05,
+                        "checks": [
+                            {
+                                "name": "load",
+                                "query": "load",
+                                "strategy": {
+                                    "name": "requests-per-replica",
+                                    "params": {"target": 10},
+                                },
+                            }
+                        ],
+                    },
+                },
+                {"name": "b", "engine": {"model": "x"}},
+            ]
+        }
+    )
+    tgt = Target()
+    scaler = build_autoscaler(spec, Metrics({"load": 25.0}), tgt, CollectorRegistry(), Clock())
+    assert [h.policy.model for h in scaler.handlers] == ["a"]
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(scaler.run(stop))
+        for _ in range(100):  # bounded: up to 5 s
+            if tgt.calls:
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(main())
+    assert tgt.calls[0][0] == 3
+
+
+@pytest.mark.parametrize(
+    ("running", "load", "expected"),
+    [(0, 0.0, 1), (9, 200.0, 5)],
+    ids=["below-min-idle", "above-max-busy"],
+)
+def test_out_of_bounds_counts_are_brought_within_bounds(
+    running: int, load: float, expected: int
+) -> None:
+    h, _, tgt, _ = _handler(_policy(scale_down_stabilization_s=0), load=load, running=running)
+    h.tick()
+    assert tgt.calls[0][0] == expected

@@ -1,0 +1,152 @@
+"""Policy schema: defaults from the model, every error at once with section-relative paths."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from caravan.autoscaler.policy import SIGNALS, policy_for, validate_policy
+from caravan.spec import EngineArgs, ModelSpec, SpecError, load_spec, parse_spec
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _model(autoscaling: dict[str, Any] | None = None) -> ModelSpec:
+    return ModelSpec(
+        name="llama",
+        engine=EngineArgs(model="x"),
+        replicas={"min": 1, "max": 4},
+        autoscaling=autoscaling,
+    )
+
+
+def _check(**over: Any) -> dict[str, Any]:
+    c: dict[str, Any] = {
+        "name": "c",
+        "signal": "envoy_in_flight",
+        "strategy": {"name": "requests-per-replica", "params": {"target": 8}},
+    }
+    c.update(over)
+    return c
+
+
+ERRORS = [
+    (
+        "target-not-positive",
+        {"checks": [_check(strategy={"name": "requests-per-replica", "params": {"target": 0}})]},
+        "checks[0].strategy.params.target: must be > 0",
+    ),
+    (
+        "unknown-strategy",
+        {"checks": [_check(strategy={"name": "magic"})]},
+        "checks[0].strategy.name: unknown strategy 'magic'",
+    ),
+    (
+        "unknown-signal",
+        {"checks": [_check(signal="gpu")]},
+        "checks[0].signal: unknown signal 'gpu'",
+    ),
+    ("query-and-signal", {"checks": [_check(query="up")]}, "checks[0].query: give exactly one"),
+    (
+        "bad-placeholder",
+        {"checks": [_check(signal=None, query='x{model="{modle}"}')]},
+        "checks[0].query: unknown placeholder {modle}",
+    ),
+    ("max-below-min", {"min": 3, "max": 2}, "max: must be >= min (3)"),
+    ("negative-cooldown", {"cooldown_up_s": -5}, "cooldown_up_s: must be >= 0"),
+    ("zero-interval", {"evaluation_interval_s": 0}, "evaluation_interval_s: must be > 0"),
+    ("bad-on-error", {"on_check_error": "explode"}, "on_check_error: must be one of"),
+    ("unknown-field", {"cooldown": 5}, "cooldown: unknown field"),
+    (
+        "duplicate-check",
+        {"checks": [_check(), _check()]},
+        "checks[1].name: duplicate check name 'c'",
+    ),
+    ("empty-checks", {"checks": []}, "checks: must have at least 1"),
+    ("model-is-derived", {"model": "other"}, "model: is derived from the model"),
+]
+
+
+@pytest.mark.parametrize(("raw", "needle"), [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS])
+def test_errors_name_the_path(raw: dict[str, Any], needle: str) -> None:
+    errors = validate_policy(raw, _model())
+    assert any(e.startswith(needle) for e in errors), errors
+
+
+def test_every_error_is_reported_at_once() -> None:
+    raw = {
+        "min": 3,
+        "max": 2,
+        "cooldown_down_s": -1,
+        "checks": [
+            _check(strategy={"name": "target-value", "params": {"target": -1}}),
+            _check(name="d", signal="nope"),
+        ],
+    }
+    errors = validate_policy(raw, _model())
+    assert len(errors) == 4, errors
+
+
+def test_defaults_come_from_the_model() -> None:
+    p = policy_for(_model({}))
+    assert p is not None
+    assert (p.min, p.max, p.evaluation_interval_s, p.job, p.group) == (
+        1,
+        4,
+        10.0,
+        "triton-llama",
+        "triton",
+    )
+    assert [c.signal for c in p.checks] == ["envoy_in_flight"]
+    assert p.render(p.checks[0]).count('envoy_cluster_name="model-llama"') == 2
+
+
+def test_no_section_means_no_policy() -> None:
+    assert policy_for(_model(None)) is None
+
+
+@pytest.mark.parametrize("signal", sorted(SIGNALS), ids=sorted(SIGNALS))
+def test_builtin_signals_render_without_placeholders(signal: str) -> None:
+    p = policy_for(_model({"checks": [_check(signal=signal)]}))
+    assert p is not None
+    text = p.render(p.checks[0])
+    assert "{model}" not in text and "{cluster}" not in text and "llama" in text
+
+
+def test_query_placeholders_are_filled() -> None:
+    q = 'sum(x{m="{model}",j="{job}",g="{group}",c="{cluster}"})'
+    p = policy_for(_model({"checks": [_check(signal=None, query=q)]}))
+    assert p is not None
+    assert p.render(p.checks[0]) == 'sum(x{m="llama",j="triton-llama",g="triton",c="model-llama"})'
+
+
+def test_spec_loading_reports_policy_errors_with_full_paths() -> None:
+    data = {
+        "models": [
+            {
+                "name": "a",
+                "engine": {"model": "x"},
+                "autoscaling": {
+                    "checks": [
+                        _check(strategy={"name": "requests-per-replica", "params": {"target": -2}})
+                    ]
+                },
+            }
+        ]
+    }
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    assert info.value.errors == [
+        "models[0].autoscaling.checks[0].strategy.params.target: must be > 0.0 (got -2)"
+    ]
+
+
+def test_example_platform_spec_has_a_valid_policy() -> None:
+    spec = load_spec(ROOT / "examples" / "platform.yaml")
+    policies = [policy_for(m) for m in spec.models]
+    assert policies[0] is not None and policies[0].checks
+    raw = yaml.safe_load((ROOT / "examples" / "platform.yaml").read_text())
+    assert "autoscaling" in raw["models"][0]

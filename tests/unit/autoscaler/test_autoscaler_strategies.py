@@ -1,0 +1,254 @@
+"""Strategies replicate the Nomad Autoscaler's math (plugins/builtin/strategy/*/plugin_test.go
+cases) and define the LLM-native ones; ``combine`` follows its conflict rules."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from caravan.autoscaler.strategies import Vote, combine, params_errors, run_strategy
+
+# (strategy, params, window, count, expected desired or None)
+CASES: list[tuple[str, str, dict[str, Any], list[float], int, int | None]] = [
+    # target-value: cases from the upstream plugin tests
+    ("tv-factor-1", "target-value", {"target": 13}, [13], 2, None),
+    ("tv-factor-2", "target-value", {"target": 13}, [26], 2, 4),
+    ("tv-from-zero", "target-value", {"target": 10}, [20], 0, 2),
+    ("tv-small-diff", "target-value", {"target": 10}, [9.95], 1, None),
+    ("tv-zero-target-from-zero", "target-value", {"target": 0}, [1], 0, 1),
+    ("tv-zero-target-to-zero", "target-value", {"target": 0}, [0], 5, 0),
+    ("tv-tiny-change-ignored", "target-value", {"target": 5}, [5.00001], 8, None),
+    ("tv-tiny-threshold", "target-value", {"target": 5, "threshold": 0.000001}, [5.00001], 8, 9),
+    ("tv-docs-memory-example", "target-value", {"target": 70}, [80], 10, 12),
+    ("tv-down", "target-value", {"target": 10}, [5], 4, 2),
+    ("tv-zero-metric-at-zero", "target-value", {"target": 10}, [0], 0, None),
+    ("tv-max-scale-up", "target-value", {"target": 10, "max_scale_up": 2}, [100], 2, 4),
+    ("tv-max-scale-down", "target-value", {"target": 10, "max_scale_down": 1}, [1], 8, 7),
+    ("tv-uses-latest", "target-value", {"target": 10}, [100, 20], 1, 2),
+    # threshold: upstream semantics (bounds [lower, upper), within_bounds_trigger)
+    (
+        "th-delta-up",
+        "threshold",
+        {"lower_bound": 70, "upper_bound": 100, "delta": 1, "within_bounds_trigger": 1},
+        [80],
+        3,
+        4,
+    ),
+    (
+        "th-delta-down",
+        "threshold",
+        {"upper_bound": 30, "delta": -1, "within_bounds_trigger": 2},
+        [10, 20],
+        3,
+        2,
+    ),
+    (
+        "th-not-enough-in-bounds",
+        "threshold",
+        {"lower_bound": 70, "delta": 1},
+        [80, 80, 80, 80, 10],
+        3,
+        None,
+    ),
+    ("th-default-trigger-5", "threshold", {"lower_bound": 70, "delta": 1}, [80] * 5, 3, 4),
+    (
+        "th-upper-exclusive",
+        "threshold",
+        {"lower_bound": 0, "upper_bound": 10, "delta": 1, "within_bounds_trigger": 1},
+        [10],
+        3,
+        None,
+    ),
+    (
+        "th-percentage",
+        "threshold",
+        {"lower_bound": 0, "percentage": 50, "within_bounds_trigger": 1},
+        [1],
+        3,
+        5,
+    ),
+    (
+        "th-percentage-down",
+        "threshold",
+        {"upper_bound": 5, "percentage": -50, "within_bounds_trigger": 1},
+        [1],
+        3,
+        2,
+    ),
+    (
+        "th-value",
+        "threshold",
+        {"lower_bound": 0, "value": 7, "within_bounds_trigger": 1},
+        [1],
+        3,
+        7,
+    ),
+    (
+        "th-value-same",
+        "threshold",
+        {"lower_bound": 0, "value": 3, "within_bounds_trigger": 1},
+        [1],
+        3,
+        None,
+    ),
+    (
+        "th-delta-not-below-zero",
+        "threshold",
+        {"upper_bound": 5, "delta": -5, "within_bounds_trigger": 1},
+        [1],
+        2,
+        0,
+    ),
+    # fixed-value / pass-through
+    ("fv-set", "fixed-value", {"value": 3}, [0], 1, 3),
+    ("fv-same", "fixed-value", {"value": 3}, [0], 3, None),
+    ("pt-up", "pass-through", {}, [5.9], 2, 5),
+    ("pt-same", "pass-through", {}, [2], 2, None),
+    ("pt-down", "pass-through", {}, [1], 4, 1),
+    ("pt-max-scale-up", "pass-through", {"max_scale_up": 1}, [9], 2, 3),
+    ("pt-max-scale-down", "pass-through", {"max_scale_down": 2}, [0], 9, 7),
+    # requests-per-replica (KubeAI style, with a hysteresis band)
+    ("rpr-burst-latest", "requests-per-replica", {"target": 10}, [0, 0, 0, 45], 1, 5),
+    ("rpr-at-target", "requests-per-replica", {"target": 10}, [20, 20], 2, None),
+    ("rpr-within-band", "requests-per-replica", {"target": 10}, [21, 21], 2, None),
+    ("rpr-just-above-band", "requests-per-replica", {"target": 10}, [23], 2, 3),
+    ("rpr-down-follows-mean", "requests-per-replica", {"target": 10}, [40, 40, 0, 0], 4, 3),
+    ("rpr-down-idle", "requests-per-replica", {"target": 10}, [0, 0], 3, 0),
+    ("rpr-from-zero", "requests-per-replica", {"target": 8}, [1], 0, 1),
+    ("rpr-zero-stays", "requests-per-replica", {"target": 8}, [0], 0, None),
+    ("rpr-no-down-inside-band", "requests-per-replica", {"target": 10}, [18.5], 2, None),
+    ("rpr-max-scale-up", "requests-per-replica", {"target": 1, "max_scale_up": 2}, [50], 1, 3),
+    # latency-slo
+    ("slo-over", "latency-slo", {"slo_s": 1.0}, [0.2, 1.5], 2, 3),
+    ("slo-over-step", "latency-slo", {"slo_s": 1.0, "step_up": 2}, [1.5], 2, 4),
+    ("slo-comfortable", "latency-slo", {"slo_s": 1.0}, [0.3, 0.4], 2, 1),
+    ("slo-one-sample-not-comfortable", "latency-slo", {"slo_s": 1.0}, [0.6, 0.3], 2, None),
+    ("slo-between", "latency-slo", {"slo_s": 1.0, "down_ratio": 0.8}, [0.9], 2, None),
+    ("slo-zero-count-no-down", "latency-slo", {"slo_s": 1.0}, [0.0], 0, None),
+]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "params", "window", "count", "expected"),
+    [c[1:] for c in CASES],
+    ids=[c[0] for c in CASES],
+)
+def test_strategy_math(
+    strategy: str, params: dict[str, Any], window: list[float], count: int, expected: int | None
+) -> None:
+    assert run_strategy(strategy, window, count, params) == expected
+
+
+PARAM_ERRORS = [
+    ("tv-missing-target", "target-value", {}, "target: required parameter is missing"),
+    ("tv-negative", "target-value", {"target": -1}, "target: must be >= 0"),
+    ("rpr-zero", "requests-per-replica", {"target": 0}, "target: must be > 0"),
+    (
+        "rpr-tolerance",
+        "requests-per-replica",
+        {"target": 1, "tolerance": 1},
+        "tolerance: must be < 1",
+    ),
+    (
+        "th-no-bounds",
+        "threshold",
+        {"delta": 1},
+        "upper_bound: give upper_bound, lower_bound or both",
+    ),
+    (
+        "th-two-actions",
+        "threshold",
+        {"lower_bound": 1, "delta": 1, "value": 2},
+        "delta: give exactly one",
+    ),
+    ("th-negative-value", "threshold", {"lower_bound": 1, "value": -2}, "value: must be >= 0"),
+    ("unknown-param", "fixed-value", {"value": 1, "valu": 2}, "valu: unknown parameter"),
+    ("slo-ratio", "latency-slo", {"slo_s": 1, "down_ratio": 1.5}, "down_ratio: must be < 1"),
+]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "params", "needle"),
+    [c[1:] for c in PARAM_ERRORS],
+    ids=[c[0] for c in PARAM_ERRORS],
+)
+def test_bad_params_name_the_field(strategy: str, params: dict[str, Any], needle: str) -> None:
+    errors = params_errors(strategy, params)
+    assert any(e.startswith(needle) for e in errors), errors
+    with pytest.raises(ValueError, match=needle.split(":")[0]):
+        run_strategy(strategy, [1.0], 1, params)
+
+
+def _v(
+    name: str,
+    desired: int | None,
+    error: str | None = None,
+    on_error: str = "fail",
+    group: str | None = None,
+) -> Vote:
+    return Vote(
+        check=name,
+        desired=desired,
+        value=1.0,
+        error=error,
+        on_error=on_error,  # type: ignore[arg-type]
+        group=group,
+    )
+
+
+COMBINE = [
+    ("up-beats-down", [_v("a", 5), _v("b", 1)], 3, (1, 10), 5, "up"),
+    ("up-beats-none", [_v("a", None), _v("b", 4)], 3, (1, 10), 4, "up"),
+    ("none-beats-down", [_v("a", None), _v("b", 1)], 3, (1, 10), 3, "none"),
+    ("larger-up-wins", [_v("a", 5), _v("b", 7)], 3, (1, 10), 7, "up"),
+    ("larger-down-wins", [_v("a", 1), _v("b", 2)], 3, (1, 10), 2, "down"),
+    ("fail-blocks-down", [_v("a", 1), _v("b", None, "boom")], 3, (1, 10), 3, "none"),
+    ("fail-does-not-block-up", [_v("a", 5), _v("b", None, "boom")], 3, (1, 10), 5, "up"),
+    (
+        "ignore-does-not-block-down",
+        [_v("a", 1), _v("b", None, "boom", "ignore")],
+        3,
+        (1, 10),
+        1,
+        "down",
+    ),
+    ("clamp-max", [_v("a", 50)], 3, (1, 10), 10, "up"),
+    ("clamp-min", [_v("a", 0)], 3, (1, 10), 1, "down"),
+    ("below-min-brought-up", [_v("a", None)], 0, (1, 10), 1, "up"),
+    ("above-max-brought-down", [_v("a", None)], 12, (1, 10), 10, "down"),
+    ("all-failed-holds", [_v("a", None, "x"), _v("b", None, "y", "ignore")], 3, (1, 10), 3, "none"),
+    (
+        "group-tiers-down",
+        [_v("hi", None, group="mem"), _v("lo", 2, group="mem")],
+        3,
+        (1, 10),
+        2,
+        "down",
+    ),
+    (
+        "group-plus-independent-none",
+        [_v("lo", 2, group="mem"), _v("c", None)],
+        3,
+        (1, 10),
+        3,
+        "none",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("votes", "count", "bounds", "desired", "direction"),
+    [c[1:] for c in COMBINE],
+    ids=[c[0] for c in COMBINE],
+)
+def test_combine(
+    votes: list[Vote], count: int, bounds: tuple[int, int], desired: int, direction: str
+) -> None:
+    p = combine(votes, count, *bounds)
+    assert (p.desired, p.direction) == (desired, direction), p.reason
+
+
+def test_combine_reason_names_the_failed_check() -> None:
+    p = combine([_v("a", 1), _v("latency", None, "query 'x' returned nan")], 3, 1, 10)
+    assert "latency" in p.reason and "blocked" in p.reason
