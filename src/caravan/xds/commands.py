@@ -1,0 +1,135 @@
+"""``caravan xds``: run the xDS control plane (ADS on --port, admin HTTP on --admin-port).
+
+Replicas come from ``--registry FILE`` (the local supervisor's registry) or
+``--consul`` (the spec's Consul). Heavy imports stay inside the command so
+``caravan --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+    from caravan.discovery.types import ReplicaSource
+    from caravan.spec import PlatformSpec
+
+
+SPEC_OPT = typer.Option(..., "--spec", help="platform spec YAML")
+REGISTRY_OPT = typer.Option(None, "--registry", help="local replica registry (JSON)")
+CONSUL_OPT = typer.Option(False, "--consul", help="discover replicas in Consul (spec.consul)")
+PORT_OPT = typer.Option(None, "--port", help="ADS port (default spec.control_plane.xds_port)")
+ADMIN_OPT = typer.Option(
+    None, "--admin-port", help="admin HTTP port (default control_plane.admin_port)"
+)
+NODE_OPT = typer.Option(
+    "caravan-xds", "--node-id", help="this instance's id (logs, /debug/snapshot)"
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("xds")(xds)
+
+
+def xds(
+    spec: Path = SPEC_OPT,
+    registry: Path | None = REGISTRY_OPT,
+    consul: bool = CONSUL_OPT,
+    port: int | None = PORT_OPT,
+    admin_port: int | None = ADMIN_OPT,
+    node_id: str = NODE_OPT,
+) -> None:
+    """Run the xDS control plane: discovery -> snapshots -> ADS (SotW and delta) for Envoy."""
+    import asyncio
+    import contextlib
+
+    from prometheus_client import CollectorRegistry
+
+    from caravan.logs import setup_logging
+    from caravan.spec import SpecError, load_spec
+
+    setup_logging("xds")
+    if (registry is None) == (not consul):
+        raise typer.BadParameter(
+            "give exactly one of --registry FILE or --consul", param_hint="--registry"
+        )
+    try:
+        ps = load_spec(spec)
+    except (SpecError, OSError) as exc:
+        typer.echo(f"xds: {exc}", err=True)
+        raise typer.Exit(2) from None
+    metrics = CollectorRegistry()
+    source = _source(ps, registry, metrics)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_run(ps, source, metrics, port, admin_port, node_id))
+
+
+def _source(ps: PlatformSpec, registry: Path | None, metrics: CollectorRegistry) -> ReplicaSource:
+    if registry is not None:
+        from caravan.discovery.local import FileReplicaSource
+
+        return FileReplicaSource(registry)
+    from caravan.discovery.consul import ConsulReplicaSource
+
+    try:
+        return ConsulReplicaSource.from_spec(ps.consul, metrics)
+    except ValueError as exc:
+        typer.echo(f"xds: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+async def _run(
+    ps: PlatformSpec,
+    source: ReplicaSource,
+    metrics: CollectorRegistry,
+    port: int | None,
+    admin_port: int | None,
+    node_id: str,
+) -> None:
+    import asyncio
+    import signal
+
+    from caravan.xds.controlplane import ControlPlane
+
+    cp = ControlPlane(ps, source, metrics, port=port, instance_id=node_id)
+    admin = await _start_admin(cp, metrics, ps, admin_port)
+    task = asyncio.create_task(cp.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    finally:
+        if admin is not None:
+            await _stop_admin(admin)
+
+
+async def _start_admin(
+    cp: Any, metrics: CollectorRegistry, ps: PlatformSpec, port: int | None
+) -> Any:
+    """Start the admin HTTP endpoint (caravan.xds.admin) if that module is present."""
+    import importlib
+    import logging
+
+    try:
+        admin = importlib.import_module("caravan.xds.admin")
+    except ModuleNotFoundError:
+        logging.getLogger(__name__).warning("caravan.xds.admin not available; no admin endpoint")
+        return None
+    return await admin.start_admin(
+        cp, metrics, ps.control_plane.address, ps.control_plane.admin_port if port is None else port
+    )
+
+
+async def _stop_admin(handle: Any) -> None:
+    stop = getattr(handle, "stop", None)
+    if stop is not None:
+        result = stop()
+        if hasattr(result, "__await__"):
+            await result

@@ -1,0 +1,209 @@
+"""The ADS gRPC server (grpc.aio): SotW ``StreamAggregatedResources`` and delta
+``DeltaAggregatedResources`` over one ``SnapshotCache``.
+
+This module is the thin I/O adapter: each stream gets a protocol session
+(``caravan.xds.sotw`` / ``caravan.xds.delta``) and feeds it requests and snapshot
+changes, one at a time, in arrival order; it sends what the session returns, counts
+pushes, ACKs and NACKs, logs each NACK's reason, and keeps ``ClientRegistry`` current.
+The server also serves ``grpc.health.v1`` (overall status SERVING once the first
+snapshot exists), so Envoy's bootstrap can health-check control-plane instances.
+
+Everything runs on one event loop; none of this is thread-safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import grpc
+from envoy.service.discovery.v3 import ads_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from caravan.xds.cache import SnapshotCache
+from caravan.xds.clients import ClientInfo, ClientRegistry, XdsMetrics, short
+from caravan.xds.delta import DeltaSession
+from caravan.xds.snapshot import Snapshot
+from caravan.xds.sotw import Outcome, SotwSession
+
+log = logging.getLogger(__name__)
+
+_CHANGED = object()
+_EOF = object()
+
+
+class Session(Protocol):
+    node_id: str
+    cluster: str
+
+    def handle_request(self, req: Any, snap: Snapshot) -> Outcome: ...
+
+    def handle_snapshot(self, snap: Snapshot) -> Outcome: ...
+
+
+class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
+    """Serves both ADS flavours from ``cache``."""
+
+    def __init__(self, cache: SnapshotCache, clients: ClientRegistry, metrics: XdsMetrics) -> None:
+        self._cache = cache
+        self._clients = clients
+        self._metrics = metrics
+
+    async def StreamAggregatedResources(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        async for resp in self._serve(SotwSession(), "sotw", request_iterator, context):
+            yield resp
+
+    async def DeltaAggregatedResources(
+        self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        async for resp in self._serve(DeltaSession(), "delta", request_iterator, context):
+            yield resp
+
+    async def _serve(
+        self,
+        session: Session,
+        protocol: str,
+        requests: AsyncIterator[Any],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[Any]:
+        info = self._clients.connect(protocol, context.peer())
+        self._metrics.clients.labels(protocol).inc()
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        dirty = [False]
+
+        def on_change(_snap: Snapshot) -> None:
+            if not dirty[0]:
+                dirty[0] = True
+                queue.put_nowait(_CHANGED)
+
+        self._cache.add_listener(on_change)
+        reader = asyncio.create_task(_read(requests, queue))
+        log.info(
+            "xds stream opened",
+            extra={"stream": info.stream_id, "protocol": protocol, "peer": info.peer},
+        )
+        try:
+            while True:
+                item = await queue.get()
+                if item is _EOF:
+                    break
+                if item is _CHANGED:
+                    dirty[0] = False
+                    outcome = session.handle_snapshot(self._cache.snapshot)
+                else:
+                    outcome = session.handle_request(item, self._cache.snapshot)
+                self._record(info, session, outcome, item)
+                for resp in outcome.responses:
+                    yield resp
+        finally:
+            self._cache.remove_listener(on_change)
+            reader.cancel()
+            self._clients.disconnect(info)
+            self._metrics.clients.labels(protocol).dec()
+            log.info("xds stream closed", extra={"stream": info.stream_id, "node": info.node_id})
+
+    def _record(self, info: ClientInfo, session: Session, outcome: Outcome, item: object) -> None:
+        info.node_id, info.cluster = session.node_id, session.cluster
+        if outcome.stale:
+            log.debug("stale nonce ignored", extra={"stream": info.stream_id})
+        if outcome.unknown_type:
+            log.warning(
+                "request for an unknown type ignored",
+                extra={"stream": info.stream_id, "type_url": getattr(item, "type_url", "")},
+            )
+        if outcome.acked is not None:
+            type_url, version = outcome.acked
+            info.acked[type_url] = version
+            self._metrics.acks.labels(short(type_url)).inc()
+        if outcome.nack is not None:
+            n = outcome.nack
+            info.nacks[n.type_url] = info.nacks.get(n.type_url, 0) + 1
+            info.last_nack[n.type_url] = n.message
+            self._metrics.nacks.labels(short(n.type_url)).inc()
+            log.warning(
+                "xds NACK: version parked until the snapshot changes",
+                extra={
+                    "node": info.node_id,
+                    "type": short(n.type_url),
+                    "version": n.version,
+                    "reason": n.message,
+                    "stream": info.stream_id,
+                },
+            )
+        for resp in outcome.responses:
+            info.pushes += 1
+            self._metrics.pushes.labels(short(resp.type_url), info.protocol).inc()
+            log.debug(
+                "xds push",
+                extra={
+                    "node": info.node_id,
+                    "type": short(resp.type_url),
+                    "nonce": resp.nonce,
+                    "stream": info.stream_id,
+                },
+            )
+
+
+async def _read(requests: AsyncIterator[Any], queue: asyncio.Queue[object]) -> None:
+    try:
+        async for req in requests:
+            queue.put_nowait(req)
+    except (grpc.aio.AioRpcError, asyncio.CancelledError):
+        pass
+    except Exception:  # a broken stream ends the stream, not the server
+        log.exception("xds stream read failed")
+    finally:
+        queue.put_nowait(_EOF)
+
+
+class XdsServer:
+    """A grpc.aio server with ADS and health. ``start`` returns the bound port."""
+
+    def __init__(
+        self,
+        cache: SnapshotCache,
+        clients: ClientRegistry,
+        metrics: XdsMetrics,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.cache = cache
+        self.host = host
+        self.port = port
+        self._server = grpc.aio.server(
+            options=[
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ]
+        )
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
+            AdsServicer(cache, clients, metrics), self._server
+        )
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+
+    async def start(self) -> int:
+        """Bind and start serving. Raises RuntimeError if the port cannot be bound."""
+        bound: int = self._server.add_insecure_port(f"{self.host}:{self.port}")
+        if bound == 0:
+            raise RuntimeError(f"xds: cannot listen on {self.host}:{self.port}")
+        self.port = bound
+        await self._server.start()
+        await self.set_serving(self.cache.ready)
+        return bound
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self._health.set("", status)
+
+    async def stop(self, grace_s: float = 1.0) -> None:
+        await self._server.stop(grace_s)
