@@ -11,6 +11,8 @@ A real HTTP server on 127.0.0.1 in a daemon thread. It follows the documented AP
   POST /v1/job/:id/scale             {Count, Target{Group}, Message|Error, Meta, PolicyOverride}
                                      -> {EvalID, EvalCreateIndex, JobModifyIndex, Index};
                                      400 while a deployment is active
+  GET  /v1/job/:id/deployment        latest deployment: {ID, JobID, Status: "running"} while
+                                     one is active (start_deployment), else null
   GET  /v1/job/:id/scale             blocking query (index, wait; X-Nomad-Index header) ->
                                      {JobID, Namespace, JobStopped, TaskGroups{g: {Desired,
                                      Placed, Running, Healthy, Unhealthy, Events}}}
@@ -324,6 +326,12 @@ def _route(fake: FakeNomad, method: str, path: str, query: dict[str, str], body:
         return fake.plan(ns, job_id, body)
     if rest == ["scale"] and method == "POST":
         return fake.scale(ns, job_id, body)
+    if rest == ["deployment"] and method == "GET":  # latest deployment (null when none)
+        fake._stored(ns, job_id)
+        if (ns, job_id) not in fake._deploying:
+            return None
+        return {"ID": f"deploy-{job_id}", "JobID": job_id, "Namespace": ns, "Status": "running",
+                "StatusDescription": "Deployment is running"}
     if rest == ["scale"] and method == "GET":
         fake._stored(ns, job_id)
         if "index" in query:
