@@ -57,6 +57,9 @@ ENVOY: frozenset[str] = frozenset({
 CONTROL_PLANE: frozenset[str] = frozenset({
     "caravan_xds_pushes_total",
     "caravan_xds_nacks_total",
+    "caravan_xds_acks_total",
+    "caravan_xds_snapshot_builds_total",
+    "caravan_xds_source_failures_total",
     "caravan_xds_connected_clients",
     "caravan_xds_snapshot_build_seconds",
     "caravan_discovery_errors_total",
@@ -69,10 +72,13 @@ AUTOSCALER: frozenset[str] = frozenset({
     "caravan_autoscaler_desired_count",
     "caravan_autoscaler_check_value",
     "caravan_autoscaler_decisions_total",
+    "caravan_autoscaler_check_vote",
+    "caravan_autoscaler_last_decision",
+    "caravan_autoscaler_last_decision_timestamp_seconds",
 })
 
-# Prometheus' own per-target series.
-PROMETHEUS: frozenset[str] = frozenset({"up", "scrape_duration_seconds"})
+# Prometheus' own series: per-target ``up``, and ``ALERTS`` for rule states.
+PROMETHEUS: frozenset[str] = frozenset({"up", "scrape_duration_seconds", "ALERTS"})
 
 EXPORTED: frozenset[str] = TRITON | VLLM | ENVOY | CONTROL_PLANE | AUTOSCALER | PROMETHEUS
 
