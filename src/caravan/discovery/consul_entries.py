@@ -28,7 +28,9 @@ present, must equal the watched model.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,7 +63,7 @@ class _Skip(Exception):
 
 @dataclass(frozen=True)
 class Skipped:
-    """One malformed entry: its service id (or ``#<index>`` when it has none),
+    """One malformed entry: its service id (or ``#<content hash>`` when it has none),
     a reason from ``SKIP_REASONS`` and a human-readable detail."""
 
     service_id: str
@@ -89,8 +91,8 @@ def parse_entries(
     replicas: dict[str, Replica] = {}
     skipped: list[Skipped] = []
     excluded = 0
-    for i, entry in enumerate(entries):
-        sid = _service_id_or_index(entry, i)
+    for entry in entries:
+        sid = _service_key(entry)
         try:
             replica = parse_entry(entry, model, service, allow_warning)
         except _Skip as s:
@@ -135,12 +137,15 @@ def parse_entry(entry: Any, model: str, service: str, allow_warning: bool) -> Re
     )
 
 
-def _service_id_or_index(entry: Any, i: int) -> str:
+def _service_key(entry: Any) -> str:
+    """The entry's service id or, lacking one, ``#`` + a short hash of its content
+    (stable across responses, unlike its position)."""
     if isinstance(entry, dict):
         svc = entry.get("Service")
         if isinstance(svc, dict) and isinstance(svc.get("ID"), str) and svc["ID"]:
             return str(svc["ID"])
-    return f"#{i}"
+    text = json.dumps(entry, sort_keys=True, default=repr)
+    return "#" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _obj(value: Any, name: str) -> Mapping[str, Any]:

@@ -141,3 +141,10 @@ def test_output_sorted_by_id_and_body_must_be_a_list() -> None:
     assert [r.id for r in result.replicas] == ["a", "b"]
     bad = parse_entries({"not": "a list"}, "llama", SVC)
     assert (bad.replicas, [s.reason for s in bad.skipped]) == ((), ["not_an_object"])
+
+
+def test_idless_entry_key_is_stable_across_positions() -> None:
+    raw = ["not", "an", "entry"]
+    first = parse_entries([raw], "llama", SVC).skipped[0].service_id
+    later = parse_entries([entry("x"), entry("y"), raw], "llama", SVC).skipped[0].service_id
+    assert first == later and first.startswith("#")
