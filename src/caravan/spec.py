@@ -220,6 +220,9 @@ class NomadSpec(_Frozen):
         120, ge=5, le=3600, description="SIGTERM -> SIGKILL; in-flight streams finish meanwhile"
     )
     canary: int = Field(0, ge=0, le=10, description="canaries per deployment (auto-promoted)")
+    startup_grace_s: int = Field(
+        900, ge=30, le=7200, description="weights download + model load before checks count"
+    )
     xds_replicas: int = Field(2, ge=1, le=10, description="control-plane xDS instances")
 
     @field_validator("triton_image", "caravan_image", "envoy_image")

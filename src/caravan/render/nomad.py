@@ -1,0 +1,33 @@
+"""Nomad jobs renderer: every job of the platform, as HCL (default) or API JSON. Pure.
+
+``jobs(spec)`` is the one job model; ``render`` encodes it as ``jobs/<id>.nomad.hcl``
+(for ``nomad job run``), ``render_json`` as ``jobs/<id>.nomad.json`` (the
+``POST /v1/jobs`` body ``{"Job": ...}``, for ``curl`` or ``caravan deploy``).
+"""
+
+from __future__ import annotations
+
+import json
+
+from caravan.render.job_hcl import job_hcl
+from caravan.render.job_json import job_request
+from caravan.render.jobmodel import Job
+from caravan.render.platform_jobs import control_plane_job, envoy_job
+from caravan.render.triton_job import triton_job
+from caravan.spec import PlatformSpec
+
+JOBS_DIR = "jobs"
+
+
+def jobs(spec: PlatformSpec) -> tuple[Job, ...]:
+    """Every job: one per model, then the control plane, then Envoy."""
+    return (*(triton_job(spec, m) for m in spec.models), control_plane_job(spec), envoy_job(spec))
+
+
+def render(spec: PlatformSpec) -> dict[str, str]:
+    return {f"{JOBS_DIR}/{job.id}.nomad.hcl": job_hcl(job) for job in jobs(spec)}
+
+
+def render_json(spec: PlatformSpec) -> dict[str, str]:
+    return {f"{JOBS_DIR}/{job.id}.nomad.json": json.dumps(job_request(job), indent=2) + "\n"
+            for job in jobs(spec)}

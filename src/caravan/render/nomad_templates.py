@@ -1,0 +1,77 @@
+"""consul-template texts embedded in Nomad jobs (``template`` blocks). Pure.
+
+- ``secrets_env``: every key of the job's Nomad Variables (``nomad/jobs/<job>``) as
+  ``KEY="value"`` lines for an ``env = true`` template. Operators store
+  ``CONSUL_HTTP_TOKEN``, ``NOMAD_TOKEN``, ``HF_TOKEN`` there (``nomad var put``);
+  no token ever appears in a rendered file. An absent variable renders nothing.
+- ``platform_yaml``: the spec as YAML for in-cluster ``caravan`` commands, with
+  addresses and ports taken from the allocation (``{{ env "NOMAD_PORT_xds" }}``)
+  and token files dropped (tokens come from ``secrets_env``).
+- ``envoy_bootstrap``: ``caravan.render.envoy.bootstrap()`` as JSON, whose xDS
+  cluster endpoints are every ``caravan-xds`` instance in Consul (``range service``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+from caravan.render import envoy
+from caravan.spec import PlatformSpec
+
+XDS_SERVICE = "caravan-xds"
+
+
+def secrets_env(job_id: str) -> str:
+    return (
+        f'{{{{ range nomadVarList "nomad/jobs/{job_id}" }}}}'
+        "{{ with nomadVar .Path }}{{ range .Tuples }}"
+        "{{ .K }}={{ .V | toJSON }}\n"
+        "{{ end }}{{ end }}{{ end }}\n"
+    )
+
+
+def _placeholder(name: str) -> str:
+    return f"__CARAVAN_{name}__"
+
+
+def platform_yaml(spec: PlatformSpec, xds_ports: bool) -> str:
+    """The spec for a control-plane allocation (see module doc). ``xds_ports``: the
+    allocation has ports ``xds`` and ``admin`` (the xDS group) to put in ``control_plane``."""
+    data: dict[str, Any] = spec.model_dump(mode="json", exclude_defaults=True)
+    data.pop("local", None)
+    for section in ("control_plane", "envoy", "consul", "nomad"):
+        data.setdefault(section, {})
+    if xds_ports:
+        data["control_plane"].update(address=_placeholder("NOMAD_IP_xds"),
+                                     xds_port=_placeholder("NOMAD_PORT_xds"),
+                                     admin_port=_placeholder("NOMAD_PORT_admin"))
+    data["envoy"]["address"] = "0.0.0.0"  # the listener Envoy gets over LDS
+    data["consul"].pop("token_file", None)
+    data["nomad"].pop("token_file", None)
+    text = yaml.safe_dump(data, sort_keys=True, width=1_000_000)
+    for name in ("NOMAD_IP_xds", "NOMAD_PORT_xds", "NOMAD_PORT_admin"):
+        value = f'{{{{ env "{name}" }}}}'  # renders to a bare IP or port number
+        text = text.replace(f"'{_placeholder(name)}'", value).replace(_placeholder(name), value)
+    return "# caravan platform spec for this allocation (rendered by Nomad)\n" + text
+
+
+def envoy_bootstrap(spec: PlatformSpec) -> str:
+    """Envoy's bootstrap (JSON, valid YAML) for ``envoy -c`` inside the Envoy job."""
+    boot = envoy.bootstrap(spec, [("xds.invalid", 1)])
+    cluster = next(c for c in boot["static_resources"]["clusters"]
+                   if c["name"] == envoy.XDS_CLUSTER)
+    cluster["load_assignment"]["endpoints"][0]["lb_endpoints"] = _placeholder("XDS")
+    boot["admin"]["address"]["socket_address"]["address"] = _placeholder("ADMIN_IP")
+    text = json.dumps(boot, indent=2, sort_keys=False)
+    if "{{" in text or "}}" in text:
+        raise ValueError("envoy bootstrap contains '{{' or '}}': it would break the template")
+    endpoint = ('{"endpoint": {"address": {"socket_address": '
+                '{"address": "{{ .Address }}", "port_value": {{ .Port }} } } } }')
+    endpoints = (f'[{{{{ range $i, $s := service "{XDS_SERVICE}" }}}}{{{{ if $i }}}}, {{{{ end }}}}'
+                 f'{{{{ with $s }}}}{endpoint}{{{{ end }}}}{{{{ end }}}}]')
+    text = text.replace(f'"{_placeholder("XDS")}"', endpoints)
+    text = text.replace(_placeholder("ADMIN_IP"), '{{ env "NOMAD_IP_admin" }}')
+    return text + "\n"

@@ -1,0 +1,146 @@
+"""Nomad jobs of the platform itself, built purely from the spec.
+
+``caravan-control-plane``: group ``xds`` (``nomad.xds_replicas`` instances of
+``caravan xds --consul``; Consul services ``caravan-xds`` with a grpc check, which
+Envoy's bootstrap template lists, and ``caravan-xds-admin``) and group ``autoscaler``
+(one ``caravan autoscale``; service ``caravan-autoscaler`` for its metrics). The spec
+reaches the tasks as a template (``local/platform.yaml``) with the allocation's
+addresses; tokens come from the job's Nomad Variables (``secrets/caravan.env``);
+the autoscaler finds Prometheus as Consul service ``prometheus``.
+
+``envoy``: Envoy with its bootstrap from a template listing every ``caravan-xds``
+instance; static ports ``envoy.listen_port`` (service ``caravan-envoy``) and
+``envoy.admin_port`` (service ``caravan-envoy-admin``, scraped by Prometheus).
+Both jobs use host networking (``network_mode = "host"``) so the processes bind
+the allocation's ports and reach the node's Consul and Nomad agents on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+from caravan.render import nomad_templates
+from caravan.render.jobmodel import (
+    Check,
+    DockerConfig,
+    Job,
+    Network,
+    Port,
+    ReschedulePolicy,
+    Resources,
+    RestartPolicy,
+    Service,
+    Task,
+    TaskGroup,
+    Template,
+    UpdateStrategy,
+)
+from caravan.spec import PlatformSpec
+
+CONTROL_PLANE_JOB = "caravan-control-plane"
+ENVOY_JOB = "envoy"
+PROMETHEUS_SERVICE = "prometheus"
+SPEC_PATH = "local/platform.yaml"
+_HEADER = "Rendered by `caravan render` from the platform spec; do not edit by hand.\n"
+
+_RESTART = RestartPolicy(attempts=10, interval_s=300, delay_s=15, mode="delay")
+_RESCHEDULE = ReschedulePolicy(delay_s=30, max_delay_s=600)
+_UPDATE = UpdateStrategy(max_parallel=1, min_healthy_time_s=10, healthy_deadline_s=120,
+                         progress_deadline_s=300)
+
+
+def control_plane_job(spec: PlatformSpec) -> Job:
+    return Job(
+        id=CONTROL_PLANE_JOB, datacenters=spec.nomad.datacenters, namespace=spec.nomad.namespace,
+        region=spec.nomad.region, priority=70, groups=(_xds_group(spec), _autoscaler_group(spec)),
+        comment=("Caravan control plane: xDS server(s) and the autoscaler.\n" + _HEADER +
+                 f"Tokens: nomad var put nomad/jobs/{CONTROL_PLANE_JOB} "
+                 "CONSUL_HTTP_TOKEN=... NOMAD_TOKEN=..."),
+    )
+
+
+def _spec_templates() -> tuple[Template, ...]:
+    return (Template("secrets/caravan.env", nomad_templates.secrets_env(CONTROL_PLANE_JOB),
+                     env=True),)
+
+
+def _caravan_task(spec: PlatformSpec, name: str, args: tuple[str, ...],
+                  entrypoint: tuple[str, ...] = (), extra: tuple[Template, ...] = ()) -> Task:
+    """A task of the caravan image (``ENTRYPOINT ["caravan"]``): ``args`` are caravan's."""
+    spec_yaml = nomad_templates.platform_yaml(spec, xds_ports=name == "xds")
+    return Task(
+        name=name,
+        config=DockerConfig(image=spec.nomad.caravan_image, entrypoint=entrypoint, args=args,
+                            network_mode="host"),
+        templates=(Template(SPEC_PATH, spec_yaml),
+                   *_spec_templates(), *extra),
+        resources=Resources(cpu_mhz=500, memory_mb=512),
+        kill_timeout_s=30,
+    )
+
+
+def _xds_group(spec: PlatformSpec) -> TaskGroup:
+    args = ("xds", "--spec", f"/{SPEC_PATH}", "--consul", "--port", "${NOMAD_PORT_xds}",
+            "--admin-port", "${NOMAD_PORT_admin}", "--node-id", "xds-${NOMAD_ALLOC_INDEX}")
+    return TaskGroup(
+        name="xds", count=spec.nomad.xds_replicas,
+        network=Network((Port("xds"), Port("admin"))),
+        services=(
+            Service(nomad_templates.XDS_SERVICE, port="xds", tags=("caravan",), checks=(
+                Check("xds-grpc-health", type="grpc", port="xds", interval_s=5, timeout_s=2),)),
+            Service("caravan-xds-admin", port="admin", tags=("caravan",), checks=(
+                Check("xds-admin-tcp", type="tcp", port="admin", interval_s=10, timeout_s=2),)),
+        ),
+        update=_UPDATE, restart=_RESTART, reschedule=_RESCHEDULE, shutdown_delay_s=5,
+        tasks=(_caravan_task(spec, "xds", args),),
+    )
+
+
+def _autoscaler_group(spec: PlatformSpec) -> TaskGroup:
+    prom = (f'{{{{ range $i, $s := service "{PROMETHEUS_SERVICE}" }}}}{{{{ if eq $i 0 }}}}'
+            "PROMETHEUS_URL=http://{{ $s.Address }}:{{ $s.Port }}\n{{ end }}{{ end }}")
+    script = ('exec caravan autoscale --spec /local/platform.yaml --prometheus "$PROMETHEUS_URL" '
+              '--metrics-port "$NOMAD_PORT_metrics"')
+    # A shell expands $PROMETHEUS_URL, which comes from a Consul-service template.
+    task = _caravan_task(spec, "autoscaler", (script,), entrypoint=("/bin/sh", "-c"),
+                         extra=(Template("local/prometheus.env", prom, env=True),))
+    return TaskGroup(
+        name="autoscaler", count=1,  # one decision-maker: cooldowns live in its memory
+        network=Network((Port("metrics"),)),
+        services=(Service("caravan-autoscaler", port="metrics", tags=("caravan",), checks=(
+            Check("autoscaler-tcp", type="tcp", port="metrics", interval_s=10, timeout_s=2),)),),
+        update=_UPDATE, restart=_RESTART, reschedule=_RESCHEDULE,
+        tasks=(task,),
+    )
+
+
+def envoy_job(spec: PlatformSpec) -> Job:
+    boot = Template("local/envoy.json", nomad_templates.envoy_bootstrap(spec))
+    task = Task(
+        name="envoy",
+        config=DockerConfig(image=spec.nomad.envoy_image, command="envoy",
+                            args=("-c", "/local/envoy.json", "--use-dynamic-base-id"),
+                            network_mode="host"),
+        templates=(boot,),
+        resources=Resources(cpu_mhz=2000, memory_mb=1024),
+        kill_timeout_s=30,
+    )
+    return Job(
+        id=ENVOY_JOB, datacenters=spec.nomad.datacenters, namespace=spec.nomad.namespace,
+        region=spec.nomad.region, priority=70,
+        groups=(TaskGroup(
+            name="envoy", count=1,
+            network=Network((Port("ingress", static=spec.envoy.listen_port),
+                             Port("admin", static=spec.envoy.admin_port))),
+            services=(
+                Service("caravan-envoy", port="ingress", tags=("caravan",), checks=(
+                    Check("envoy-ingress-tcp", type="tcp", port="ingress", interval_s=10,
+                          timeout_s=2),)),
+                Service("caravan-envoy-admin", port="admin", tags=("caravan",), checks=(
+                    Check("envoy-ready", type="http", port="admin", path="/ready",
+                          interval_s=10, timeout_s=2),)),
+            ),
+            update=_UPDATE, restart=_RESTART, reschedule=_RESCHEDULE,
+            shutdown_delay_s=spec.nomad.drain_s,
+            tasks=(task,),
+        ),),
+        comment="Envoy: the single gRPC inference endpoint, configured over ADS.\n" + _HEADER,
+    )

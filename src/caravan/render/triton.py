@@ -1,0 +1,88 @@
+"""Triton model repository for the vLLM backend, from the spec. Pure.
+
+Per model: ``triton_models/<model>/config.pbtxt`` (``backend: "vllm"``, decoupled
+transaction policy, ``max_batch_size: 0``, one ``KIND_MODEL`` instance that owns
+all tensor-parallel GPUs, ``REPORT_CUSTOM_METRICS`` for the vllm: metrics) and
+``triton_models/<model>/1/model.json`` (vLLM engine args). The tensors listed are
+the vLLM backend's contract; clients use them through ``tritonclient``.
+The same texts are embedded in the Nomad job (``template`` blocks).
+"""
+
+from __future__ import annotations
+
+import json
+
+from caravan.spec import ModelSpec, PlatformSpec
+
+REPOSITORY = "triton_models"
+
+# (name, data type, dims, optional) -- the vLLM backend's inputs and outputs.
+INPUTS: tuple[tuple[str, str, str, bool], ...] = (
+    ("text_input", "TYPE_STRING", "[ 1 ]", False),
+    ("image", "TYPE_STRING", "[ -1 ]", True),  # base64 images, multimodal models
+    ("stream", "TYPE_BOOL", "[ 1 ]", True),
+    ("sampling_parameters", "TYPE_STRING", "[ 1 ]", True),  # JSON: max_tokens, temperature..
+    ("exclude_input_in_output", "TYPE_BOOL", "[ 1 ]", True),
+    ("return_finish_reason", "TYPE_BOOL", "[ 1 ]", True),
+    ("return_num_input_tokens", "TYPE_BOOL", "[ 1 ]", True),
+    ("return_num_output_tokens", "TYPE_BOOL", "[ 1 ]", True),
+)
+OUTPUTS: tuple[tuple[str, str, str], ...] = (
+    ("text_output", "TYPE_STRING", "[ -1 ]"),
+    ("finish_reason", "TYPE_STRING", "[ -1 ]"),
+    ("num_input_tokens", "TYPE_UINT32", "[ 1 ]"),
+    ("num_output_tokens", "TYPE_UINT32", "[ -1 ]"),
+)
+
+
+def render(spec: PlatformSpec) -> dict[str, str]:
+    """``triton_models/...`` relative path -> text, for every model."""
+    files: dict[str, str] = {}
+    for m in spec.models:
+        files[f"{REPOSITORY}/{m.name}/config.pbtxt"] = config_pbtxt(m)
+        files[f"{REPOSITORY}/{m.name}/1/model.json"] = model_json(m)
+    return files
+
+
+def model_json(m: ModelSpec) -> str:
+    """vLLM engine arguments (``AsyncEngineArgs`` field names), pretty JSON."""
+    e = m.engine
+    args = {
+        "model": e.model,
+        "tensor_parallel_size": e.tensor_parallel_size,
+        "gpu_memory_utilization": e.gpu_memory_utilization,
+        "max_model_len": e.max_model_len,
+        "max_num_seqs": e.max_num_seqs,
+        "dtype": e.dtype,
+        "enable_prefix_caching": e.enable_prefix_caching,
+    }
+    return json.dumps(args, indent=2) + "\n"
+
+
+def config_pbtxt(m: ModelSpec) -> str:
+    """Triton model configuration (protobuf text format)."""
+    inputs = ",\n".join(_tensor(n, t, d, opt) for n, t, d, opt in INPUTS)
+    outputs = ",\n".join(_tensor(n, t, d, False) for n, t, d in OUTPUTS)
+    return (
+        f"# Triton + vLLM backend config for {m.name} (rendered by caravan; edit the spec).\n"
+        f'name: "{m.name}"\n'
+        'backend: "vllm"\n'
+        "max_batch_size: 0\n\n"
+        "# vLLM batches continuously itself; Triton streams each response as it comes.\n"
+        "model_transaction_policy {\n  decoupled: true\n}\n\n"
+        "# One instance owning all tensor-parallel GPUs of the replica.\n"
+        "instance_group [\n  {\n    count: 1\n    kind: KIND_MODEL\n  }\n]\n\n"
+        "parameters {\n"
+        '  key: "REPORT_CUSTOM_METRICS"\n'
+        '  value: { string_value: "true" }\n'
+        "}\n\n"
+        f"input [\n{inputs}\n]\n\n"
+        f"output [\n{outputs}\n]\n"
+    )
+
+
+def _tensor(name: str, dtype: str, dims: str, optional: bool) -> str:
+    lines = [f'    name: "{name}"', f"    data_type: {dtype}", f"    dims: {dims}"]
+    if optional:
+        lines.append("    optional: true")
+    return "  {\n" + "\n".join(lines) + "\n  }"
