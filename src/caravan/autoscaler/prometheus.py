@@ -95,5 +95,6 @@ def _finite(pair: Any, promql: str) -> float:
     except (TypeError, ValueError, IndexError):
         raise MetricsError(f"query {promql!r}: malformed sample {pair!r}") from None
     if math.isnan(value) or math.isinf(value):
-        raise MetricsError(f"query {promql!r}: value is {value} (no data in the window?)")
+        what = "NaN" if math.isnan(value) else "infinite"
+        raise MetricsError(f"query {promql!r}: value is {what} (no data in the window?)")
     return value

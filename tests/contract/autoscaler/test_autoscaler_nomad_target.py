@@ -18,11 +18,20 @@ JOB = "triton-llama"
 
 
 def _job(count: int = 1) -> dict[str, Any]:
-    return {"ID": JOB, "Name": JOB, "Type": "service", "Datacenters": ["dc1"],
-            "TaskGroups": [{"Name": "triton", "Count": count,
-                            "Scaling": {"Min": 0, "Max": 4, "Enabled": True},
-                            "Tasks": [{"Name": "triton", "Driver": "docker",
-                                       "Config": {"image": "x:1"}}]}]}
+    return {
+        "ID": JOB,
+        "Name": JOB,
+        "Type": "service",
+        "Datacenters": ["dc1"],
+        "TaskGroups": [
+            {
+                "Name": "triton",
+                "Count": count,
+                "Scaling": {"Min": 0, "Max": 4, "Enabled": True},
+                "Tasks": [{"Name": "triton", "Driver": "docker", "Config": {"image": "x:1"}}],
+            }
+        ],
+    }
 
 
 @pytest.fixture
@@ -46,8 +55,12 @@ def test_status_reads_the_group(fake: FakeNomad) -> None:
 def test_scale_posts_count_group_message_and_meta(fake: FakeNomad) -> None:
     _target(fake).scale("llama", 3, "in-flight 52 > 2 x 16", {"caravan.direction": "up"})
     body = [r.body for r in fake.requests if r.method == "POST" and r.path.endswith("/scale")][-1]
-    assert body == {"Count": 3, "Target": {"Group": "triton"}, "Message": "in-flight 52 > 2 x 16",
-                    "Meta": {"caravan.direction": "up"}}
+    assert body == {
+        "Count": 3,
+        "Target": {"Group": "triton"},
+        "Message": "in-flight 52 > 2 x 16",
+        "Meta": {"caravan.direction": "up"},
+    }
     assert fake.requests[-1].token == "s3cret"
     assert _target(fake).status("llama").desired == 3
 
@@ -76,11 +89,16 @@ def test_active_deployment_means_not_ready(fake: FakeNomad) -> None:
     t.scale("llama", 3, "r", {})
 
 
-@pytest.mark.parametrize(("model", "count", "needle"),
-                         [("llama", 9, "greater than scaling policy maximum"),
-                          ("ghost", 1, "not found"), ("other", 1, "no Nomad job configured"),
-                          ("llama", -1, "must be >= 0")],
-                         ids=["above-job-max", "unknown-job", "unknown-model", "negative"])
+@pytest.mark.parametrize(
+    ("model", "count", "needle"),
+    [
+        ("llama", 9, "greater than scaling policy maximum"),
+        ("ghost", 1, "not found"),
+        ("other", 1, "no Nomad job configured"),
+        ("llama", -1, "must be >= 0"),
+    ],
+    ids=["above-job-max", "unknown-job", "unknown-model", "negative"],
+)
 def test_scale_errors_are_clear(fake: FakeNomad, model: str, count: int, needle: str) -> None:
     with pytest.raises(ScaleError, match=needle) as info:
         _target(fake).scale(model, count, "r", {})
@@ -103,8 +121,9 @@ def test_unreachable_nomad_is_a_scale_error() -> None:
 def test_blocking_status_returns_on_change(fake: FakeNomad) -> None:
     t = _target(fake)
     _, index = t.blocking_status("llama", 0, 1)
-    timer = threading.Timer(0.3, lambda: fake.set_allocations(JOB, "triton", placed=3, running=3,
-                                                               healthy=2))
+    timer = threading.Timer(
+        0.3, lambda: fake.set_allocations(JOB, "triton", placed=3, running=3, healthy=2)
+    )
     timer.start()
     started = time.monotonic()
     st, new_index = t.blocking_status("llama", index, 5)
@@ -131,10 +150,21 @@ def test_slow_model_load_does_not_over_scale(fake: FakeNomad) -> None:
     from caravan.autoscaler.policy import policy_for
     from caravan.spec import EngineArgs, ModelSpec
 
-    m = ModelSpec(name="llama", engine=EngineArgs(model="x"), replicas={"min": 1, "max": 4},
-                  autoscaling={"cooldown_up_s": 0, "checks": [
-                      {"name": "load", "query": "q", "strategy": {
-                          "name": "requests-per-replica", "params": {"target": 10}}}]})
+    m = ModelSpec(
+        name="llama",
+        engine=EngineArgs(model="x"),
+        replicas={"min": 1, "max": 4},
+        autoscaling={
+            "cooldown_up_s": 0,
+            "checks": [
+                {
+                    "name": "load",
+                    "query": "q",
+                    "strategy": {"name": "requests-per-replica", "params": {"target": 10}},
+                }
+            ],
+        },
+    )
     policy = policy_for(m)
     assert policy is not None
     now = [0.0]

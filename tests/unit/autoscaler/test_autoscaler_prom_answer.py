@@ -29,8 +29,8 @@ def test_single_value(body: dict[str, Any], value: float) -> None:
 BAD = [
     ("empty", _vec(), "no series"),
     ("two-series", _vec("1", "2"), "2 series"),
-    ("nan", _vec("NaN"), "nan"),
-    ("inf", _vec("+Inf"), "inf"),
+    ("nan", _vec("NaN"), "NaN"),
+    ("inf", _vec("+Inf"), "infinite"),
     ("error-status", {"status": "error", "error": "bad"}, "answered"),
     ("matrix", {"status": "success", "data": {"resultType": "matrix", "result": []}}, "matrix"),
 ]
