@@ -151,6 +151,7 @@ class ConsulReplicaSource:
         client = self._factory(s)
         index, failures, last = 0, 0, None
         malformed: set[tuple[str, str]] = set()
+        self._metrics.errors.labels(model=model)  # export 0 before the first error
         log.info("watching consul service", extra={
             "model": model, "service": service, "consul": s.base_url, "wait_s": s.wait_s,
             "acl_token": s.token is not None,
