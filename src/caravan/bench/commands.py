@@ -89,8 +89,6 @@ def _run(o: dict[str, Any]) -> int:
     import asyncio
     import json
 
-    from rich.console import Console
-
     from caravan.bench import arrivals, dataset, meta, plots, report, results, runner, stats
     from caravan.bench.progress import RichProgress
     from caravan.bench.triton import Target
@@ -123,7 +121,7 @@ def _run(o: dict[str, Any]) -> int:
         load=", ".join(lv.label for lv in levels), seed=str(o["seed"]),
         workload=_describe(o), slos=", ".join(f"{s.metric}<={s.limit_ms:g}" for s in slos),
     )
-    console = Console()
+    console = _console()
     sink = RichProgress() if o["progress"] else None
 
     async def go() -> results.SweepResult:
@@ -147,6 +145,15 @@ def _run(o: dict[str, Any]) -> int:
     return 0 if total_ok else 1
 
 
+def _console() -> Any:
+    """stdout console; 160 columns when not a terminal (files, pipes, CI logs)."""
+    import sys
+
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 def _describe(o: dict[str, Any]) -> str:
     if o["prompts"] is not None:
         src = f"prompts={o['prompts']}"
@@ -162,7 +169,6 @@ def compare(
     plot: Annotated[Path | None, typer.Option(help="write an overlay PNG here")] = None,
 ) -> None:
     """Print runs side by side with ratios to the first; optionally plot them together."""
-    from rich.console import Console
 
     from caravan.bench import compare as cmp
     from caravan.bench import plots, results
@@ -176,10 +182,11 @@ def compare(
     names = labels.split(",") if labels else [_default_label(p, runs) for p in runs]
     if len(names) != len(runs):
         raise _fail(f"--labels: got {len(names)} labels for {len(runs)} runs")
-    Console().print(cmp.compare_table(loaded, names))
+    console = _console()
+    console.print(cmp.compare_table(loaded, names))
     if plot is not None:
         plots.plot_runs(loaded, names, plot)
-        Console().print(f"wrote {plot}")
+        console.print(f"wrote {plot}")
 
 
 def _default_label(p: Path, runs: list[Path]) -> str:

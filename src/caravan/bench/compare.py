@@ -1,6 +1,6 @@
 """Compare bench runs side by side (pure rows + a rich Table).
 
-Levels are matched by (shape, value). For each metric the table shows every run's
+Levels are matched by (shape, value). One row per level and metric shows every run's
 figure and, for runs after the first, the ratio ``run / first`` (``1.25x`` means 25%
 higher: worse for latency, better for throughput). A run lacking a level shows ``-``.
 """
@@ -63,12 +63,8 @@ def level_keys(results: Sequence[SweepResult]) -> list[tuple[str, float]]:
 
 
 def compare_headers(labels: Sequence[str]) -> list[str]:
-    cols = ["Level"]
-    for m in METRICS:
-        unit = f" ({m.unit})" if m.unit else ""
-        cols += [f"{m.title}{unit} {lab}" for lab in labels]
-        cols += [f"{m.title} {lab}/{labels[0]}" for lab in labels[1:]]
-    return cols
+    """``Level | Metric | <run>... | <run>/<first>...``."""
+    return ["Level", "Metric", *labels, *(f"{lab}/{labels[0]}" for lab in labels[1:])]
 
 
 def _fmt(x: float) -> str:
@@ -76,18 +72,19 @@ def _fmt(x: float) -> str:
 
 
 def compare_rows(results: Sequence[SweepResult]) -> list[list[str]]:
-    """Rows matching ``compare_headers`` (one per level key)."""
+    """Rows matching ``compare_headers``: one per (level, metric)."""
     maps = [_by_key(r) for r in results]
     rows = []
     for key in level_keys(results):
         shape, value = key
-        row = [f"{shape} {value:g}"]
-        for m in METRICS:
+        for i, m in enumerate(METRICS):
             vals = [m.value(mp[key].summary) if key in mp else None for mp in maps]
+            unit = f" ({m.unit})" if m.unit else ""
+            row = [f"{shape} {value:g}" if i == 0 else "", f"{m.title}{unit}"]
             row += ["-" if v is None else _fmt(v * m.scale) for v in vals]
             base = vals[0]
             row += ["-" if v is None or base is None else ratio(base, v) for v in vals[1:]]
-        rows.append(row)
+            rows.append(row)
     return rows
 
 
@@ -96,7 +93,7 @@ def compare_table(results: Sequence[SweepResult], labels: Sequence[str]) -> Tabl
         raise ValueError("compare: need one label per run and at least one run")
     table = Table(title="caravan bench compare")
     for i, h in enumerate(compare_headers(labels)):
-        table.add_column(h, justify="left" if i == 0 else "right")
+        table.add_column(h, justify="left" if i < 2 else "right")
     for row in compare_rows(results):
         table.add_row(*row)
     return table

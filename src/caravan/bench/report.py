@@ -3,7 +3,8 @@
 Columns: ``Concurrency`` (or ``Rate (req/s)``) | ``Total requests`` |
 ``Mean response time`` | ``P95 latency`` | ``Errors`` | ``TTFT p50`` | ``ITL mean`` |
 ``Tokens/s`` (+ ``Goodput`` when SLOs were given). Response times are end-to-end,
-shown in seconds like the reference table (``4.23s``); TTFT and ITL in ms.
+shown in seconds like the reference table (``4.23s``, or ms below 1 s); TTFT and ITL
+in ms.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from caravan.bench.results import LevelResult, SweepResult
 
 
 def fmt_s(ms: float) -> str:
-    """Milliseconds shown as seconds with 2 decimals: ``4230.0`` -> ``4.23s``."""
-    return f"{ms / 1000.0:.2f}s"
+    """A response time: seconds with 2 decimals like the reference (``4230.0`` ->
+    ``4.23s``) from 1 s up; below that in ms (``12.3 ms``), so fast runs stay readable."""
+    return f"{ms / 1000.0:.2f}s" if ms >= 1000.0 else fmt_ms(ms)
 
 
 def fmt_ms(ms: float) -> str:

@@ -7,7 +7,7 @@ from bench_samples import level, sweep_result
 from rich.console import Console
 
 from caravan.bench.arrivals import Shape
-from caravan.bench.compare import compare_headers, compare_rows, compare_table, ratio
+from caravan.bench.compare import METRICS, compare_headers, compare_rows, compare_table, ratio
 from caravan.bench.report import fmt_ms, fmt_s, headers, markdown_table, reference_table, table_rows
 from caravan.bench.results import SweepResult
 from caravan.bench.stats import Slo
@@ -37,8 +37,9 @@ def test_rate_sweep_header_and_goodput_column() -> None:
     assert table_rows(result)[0][-1] == "0.14 req/s (50%)"
 
 
-@pytest.mark.parametrize(("ms", "text"), [(4230.0, "4.23s"), (5.0, "0.01s"), (0.0, "0.00s")],
-                         ids=["reference", "rounds-up", "zero"])
+@pytest.mark.parametrize(("ms", "text"),
+                         [(4230.0, "4.23s"), (1000.0, "1.00s"), (999.4, "999 ms"), (5.0, "5.0 ms")],
+                         ids=["reference", "one-second", "below-a-second", "small"])
 def test_fmt_s(ms: float, text: str) -> None:
     assert fmt_s(ms) == text
 
@@ -74,11 +75,13 @@ def test_compare_rows_side_by_side_with_ratios() -> None:
     a = SweepResult({}, (level(1, [2000.0, 2000.0]), level(5, [3000.0])))
     b = SweepResult({}, (level(1, [3000.0, 3000.0]),))
     hs = compare_headers(["A", "B"])
-    assert hs[:4] == ["Level", "Mean response time (s) A", "Mean response time (s) B",
-                      "Mean response time B/A"]
+    assert hs == ["Level", "Metric", "A", "B", "B/A"]
     rows = compare_rows([a, b])
-    assert rows[0][:4] == ["concurrency 1", "2.00", "3.00", "1.50x"]
-    assert rows[1][:4] == ["concurrency 5", "3.00", "-", "-"]  # level missing from B
+    assert len(rows) == 2 * len(METRICS)
+    assert rows[0] == ["concurrency 1", "Mean response time (s)", "2.00", "3.00", "1.50x"]
+    assert rows[1] == ["", "P95 latency (s)", "2.00", "3.00", "1.50x"]
+    # B lacks concurrency 5
+    assert rows[len(METRICS)] == ["concurrency 5", "Mean response time (s)", "3.00", "-", "-"]
     assert all(len(r) == len(hs) for r in rows)
 
 
