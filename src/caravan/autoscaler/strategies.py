@@ -18,10 +18,11 @@ Nomad Autoscaler semantics (hashicorp/nomad-autoscaler plugins/builtin/strategy)
 
 LLM-native:
 
-* ``requests-per-replica`` (KubeAI-style): load = max(window mean, latest) in-flight
-  requests; up to ceil(load / target) when load exceeds count * target * (1 +
-  tolerance); down to ceil(load / (target * (1 - tolerance))) when that is below
-  count. Bursts act on the latest sample, decreases follow the window mean, and the
+* ``requests-per-replica`` (KubeAI-style): load = max(window mean, mean of the last
+  ``burst_samples`` samples) in-flight requests; up to ceil(load / target) when load
+  exceeds count * target * (1 + tolerance); down to ceil(load / (target * (1 -
+  tolerance))) when that is below count. Bursts act on the recent samples (2 by
+  default: one noisy sample is not a burst), decreases follow the window mean, and the
   down target is lower than the up one, so the two never alternate.
 * ``latency-slo``: up by ``step_up`` while the latest latency exceeds ``slo_s``;
   down by ``step_down`` once every sample in the window is below slo_s * down_ratio.
@@ -88,6 +89,7 @@ class PassThroughParams(_Limits):
 class RequestsPerReplicaParams(_Limits):
     target: float = Field(gt=0, description="in-flight requests one replica should carry")
     tolerance: float = Field(0.1, ge=0, lt=1)
+    burst_samples: int = Field(2, ge=1, description="scale-up looks at the mean of the last N")
 
 
 class LatencySloParams(_Params):
@@ -144,7 +146,8 @@ def pass_through(window: Sequence[float], count: int, p: PassThroughParams) -> i
 def requests_per_replica(
     window: Sequence[float], count: int, p: RequestsPerReplicaParams
 ) -> int | None:
-    load = max(sum(window) / len(window), window[-1], 0.0)
+    recent = window[-p.burst_samples :]
+    load = max(sum(window) / len(window), sum(recent) / len(recent), 0.0)
     if count == 0:
         return _limit(math.ceil(load / p.target), 0, p) if load > 0 else None
     if load > count * p.target * (1 + p.tolerance):
