@@ -23,6 +23,7 @@ from obs_prom_server import PROMETHEUS, get_json, running_prometheus
 
 from caravan.local.process import ChildProcess, free_port, venv_binary, wait_for_port
 from caravan.render import prometheus as prom
+from caravan.render.panel_plot import plot_panels
 from caravan.render.rules import recorded_names
 from caravan.spec import PlatformSpec, parse_spec
 
@@ -163,3 +164,8 @@ def test_every_recording_rule_has_series(
         (series,) = ratio["data"]["result"]
         assert series["metric"] == {"__name__": "model:caravan_errors:ratio_rate5m", "model": MODEL}
         assert 0.0 < float(series["value"][1]) < 1.0
+        drawn = plot_panels(url, MODEL, tmp_path / "panels.png", window_s=60)
+    with_data = {title for title, lines in drawn.items() if lines}
+    assert with_data == {"Requests/s", "Errors", "Time to first token", "End-to-end latency",
+                         "Tokens/s", "In-flight requests", "Replicas: desired vs running"}
+    assert (tmp_path / "panels.png").stat().st_size > 10_000
