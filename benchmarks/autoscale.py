@@ -208,11 +208,12 @@ def main() -> None:
         f"decision at {s['decision_at_s']}s (+{s['decision_after_crossing_s']}s; "
         f"interval {s['evaluation_interval_s']:g}s), first new replica serving at "
         f"{s['first_new_replica_serving_at_s']}s (step->serving {s['step_to_serving_s']}s), "
-        f"final replicas {s['final_replicas']}"
+        f"peak replicas requested {s['peak_replicas_requested']} (3 carry 12 req/s; backlog "
+        f"peak {s['peak_in_flight']:.0f} in flight), replicas at t=900 s {s['final_replicas']}"
     )
     print(
         f"  same step, starting replicas not counted (Nomad Autoscaler #540): "
-        f"final replicas {u['final_replicas']}, scale-ups {len(u['scale_ups'])}"
+        f"peak replicas requested {u['peak_replicas_requested']}, scale-ups {len(u['scale_ups'])}"
     )
     for key in ("steady", "steady_edge"):
         r = out[key]
