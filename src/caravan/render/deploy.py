@@ -29,8 +29,10 @@ class NomadApiError(Exception):
 
     def __init__(self, job_id: str, status: int, message: str) -> None:
         self.job_id, self.status, self.message = job_id, status, message.strip()
-        what = f"HTTP {status}" if status else "no answer"
-        super().__init__(f"job {job_id!r}: Nomad refused it ({what}): {self.message}")
+        if status:
+            super().__init__(f"job {job_id!r}: Nomad refused it (HTTP {status}): {self.message}")
+        else:
+            super().__init__(f"job {job_id!r}: cannot reach Nomad: {self.message}")
 
 
 class JobsApi(Protocol):

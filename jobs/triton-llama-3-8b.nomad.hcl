@@ -1,0 +1,269 @@
+# Triton + vLLM replicas of model llama-3-8b (meta-llama/Meta-Llama-3.1-8B-Instruct).
+# Rendered by `caravan render` from the platform spec; do not edit by hand.
+# Secrets (HF_TOKEN...): nomad var put nomad/jobs/triton-llama-3-8b HF_TOKEN=...
+
+job "triton-llama-3-8b" {
+  namespace   = "default"
+  type        = "service"
+  datacenters = ["dc1"]
+  priority    = 50
+
+  meta {
+    caravan_model = "llama-3-8b"
+  }
+
+  group "triton" {
+    count          = 2
+    shutdown_delay = "30s"
+
+    scaling {
+      enabled = true
+      min     = 1
+      max     = 4
+    }
+
+    network {
+      mode = "host"
+
+      port "grpc" {
+        to = 8001
+      }
+
+      port "http" {
+        to = 8000
+      }
+
+      port "metrics" {
+        to = 8002
+      }
+    }
+
+    volume "model-cache" {
+      type      = "host"
+      source    = "model-cache"
+      read_only = false
+    }
+
+    service {
+      name     = "triton-llama-3-8b"
+      provider = "consul"
+      port     = "grpc"
+      tags     = ["caravan", "triton"]
+
+      meta {
+        model        = "llama-3-8b"
+        metrics_port = "${NOMAD_HOST_PORT_metrics}"
+      }
+
+      check {
+        name     = "triton-grpc-health"
+        type     = "grpc"
+        port     = "grpc"
+        interval = "10s"
+        timeout  = "3s"
+
+        check_restart {
+          limit           = 3
+          grace           = "15m"
+          ignore_warnings = false
+        }
+      }
+    }
+
+    update {
+      max_parallel      = 1
+      health_check      = "checks"
+      min_healthy_time  = "30s"
+      healthy_deadline  = "20m"
+      progress_deadline = "25m"
+      canary            = 0
+      auto_promote      = false
+      auto_revert       = true
+    }
+
+    restart {
+      attempts = 2
+      interval = "30m"
+      delay    = "30s"
+      mode     = "fail"
+    }
+
+    reschedule {
+      delay          = "1m"
+      delay_function = "exponential"
+      max_delay      = "30m"
+      unlimited      = true
+    }
+
+    task "tritonserver" {
+      driver       = "docker"
+      kill_timeout = "2m"
+      kill_signal  = "SIGTERM"
+
+      config {
+        image   = "nvcr.io/nvidia/tritonserver:25.01-vllm-python-py3"
+        command = "tritonserver"
+        args = [
+          "--model-repository=/local/models",
+          "--grpc-port=8001",
+          "--http-port=8000",
+          "--metrics-port=8002",
+          "--allow-metrics=true",
+          "--allow-gpu-metrics=true",
+          "--exit-timeout-secs=110",
+        ]
+        ports    = ["grpc", "http", "metrics"]
+        shm_size = 8589934592
+      }
+
+      env {
+        HF_HOME = "/model-cache/huggingface"
+      }
+
+      volume_mount {
+        volume      = "model-cache"
+        destination = "/model-cache"
+        read_only   = false
+      }
+
+      template {
+        destination = "local/models/llama-3-8b/config.pbtxt"
+        change_mode = "restart"
+        env         = false
+        data = <<EOT
+# Triton + vLLM backend config for llama-3-8b (rendered by caravan; edit the spec).
+name: "llama-3-8b"
+backend: "vllm"
+max_batch_size: 0
+
+# vLLM batches continuously itself; Triton streams each response as it comes.
+model_transaction_policy {
+  decoupled: true
+}
+
+# One instance owning all tensor-parallel GPUs of the replica.
+instance_group [
+  {
+    count: 1
+    kind: KIND_MODEL
+  }
+]
+
+parameters {
+  key: "REPORT_CUSTOM_METRICS"
+  value: { string_value: "true" }
+}
+
+input [
+  {
+    name: "text_input"
+    data_type: TYPE_STRING
+    dims: [ 1 ]
+  },
+  {
+    name: "image"
+    data_type: TYPE_STRING
+    dims: [ -1 ]
+    optional: true
+  },
+  {
+    name: "stream"
+    data_type: TYPE_BOOL
+    dims: [ 1 ]
+    optional: true
+  },
+  {
+    name: "sampling_parameters"
+    data_type: TYPE_STRING
+    dims: [ 1 ]
+    optional: true
+  },
+  {
+    name: "exclude_input_in_output"
+    data_type: TYPE_BOOL
+    dims: [ 1 ]
+    optional: true
+  },
+  {
+    name: "return_finish_reason"
+    data_type: TYPE_BOOL
+    dims: [ 1 ]
+    optional: true
+  },
+  {
+    name: "return_num_input_tokens"
+    data_type: TYPE_BOOL
+    dims: [ 1 ]
+    optional: true
+  },
+  {
+    name: "return_num_output_tokens"
+    data_type: TYPE_BOOL
+    dims: [ 1 ]
+    optional: true
+  }
+]
+
+output [
+  {
+    name: "text_output"
+    data_type: TYPE_STRING
+    dims: [ -1 ]
+  },
+  {
+    name: "finish_reason"
+    data_type: TYPE_STRING
+    dims: [ -1 ]
+  },
+  {
+    name: "num_input_tokens"
+    data_type: TYPE_UINT32
+    dims: [ 1 ]
+  },
+  {
+    name: "num_output_tokens"
+    data_type: TYPE_UINT32
+    dims: [ -1 ]
+  }
+]
+EOT
+      }
+
+      template {
+        destination = "local/models/llama-3-8b/1/model.json"
+        change_mode = "restart"
+        env         = false
+        data = <<EOT
+{
+  "model": "meta-llama/Meta-Llama-3.1-8B-Instruct",
+  "tensor_parallel_size": 1,
+  "gpu_memory_utilization": 0.9,
+  "max_model_len": 8192,
+  "max_num_seqs": 256,
+  "dtype": "auto",
+  "enable_prefix_caching": true
+}
+EOT
+      }
+
+      template {
+        destination = "secrets/caravan.env"
+        change_mode = "restart"
+        env         = true
+        data = <<EOT
+{{ range nomadVarList "nomad/jobs/triton-llama-3-8b" }}{{ with nomadVar .Path }}{{ range .Tuples }}{{ .K }}={{ .V | toJSON }}
+{{ end }}{{ end }}{{ end }}
+EOT
+      }
+
+      resources {
+        cpu    = 8000
+        memory = 32768
+
+        device "nvidia/gpu" {
+          count = 1
+        }
+      }
+    }
+  }
+}
