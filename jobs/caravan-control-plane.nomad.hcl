@@ -42,9 +42,10 @@ job "caravan-control-plane" {
       tags     = ["caravan"]
 
       check {
-        name     = "xds-admin-tcp"
-        type     = "tcp"
+        name     = "xds-admin-health"
+        type     = "http"
         port     = "admin"
+        path     = "/healthz"
         interval = "10s"
         timeout  = "2s"
       }

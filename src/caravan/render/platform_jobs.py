@@ -87,7 +87,8 @@ def _xds_group(spec: PlatformSpec) -> TaskGroup:
             Service(nomad_templates.XDS_SERVICE, port="xds", tags=("caravan",), checks=(
                 Check("xds-grpc-health", type="grpc", port="xds", interval_s=5, timeout_s=2),)),
             Service("caravan-xds-admin", port="admin", tags=("caravan",), checks=(
-                Check("xds-admin-tcp", type="tcp", port="admin", interval_s=10, timeout_s=2),)),
+                Check("xds-admin-health", type="http", port="admin", path="/healthz",
+                      interval_s=10, timeout_s=2),)),
         ),
         update=_UPDATE, restart=_RESTART, reschedule=_RESCHEDULE, shutdown_delay_s=5,
         tasks=(_caravan_task(spec, "xds", args),),

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.fakes.nomad import FakeNomad
 from typer.testing import CliRunner
 
 from caravan.cli import app
 from caravan.render.deploy import NomadApiError, NomadSettings, PythonNomadJobs
-from tests.fakes.nomad import FakeNomad
 
 SPEC = "examples/platform.yaml"
 TOKEN = "acl-7f3e-very-secret"
@@ -75,7 +75,8 @@ def test_registers_only_after_confirmation(fake: FakeNomad, answer: str,
 def test_wrong_token_is_a_clear_403(fake: FakeNomad) -> None:
     result = _run(fake, "--dry-run", token="wrong")
     assert result.exit_code == 1
-    assert "job 'triton-llama-3-8b': Nomad refused it (HTTP 403): Permission denied" in result.output
+    assert ("job 'triton-llama-3-8b': Nomad refused it (HTTP 403): Permission denied"
+            in result.output)
 
 
 def test_token_file_flag(fake: FakeNomad, tmp_path: Path) -> None:
