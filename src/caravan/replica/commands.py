@@ -83,7 +83,6 @@ def replica(
     from caravan.replica.config import ReplicaConfig
     from caravan.replica.engine import EngineConfig
 
-    setup_logging("replica", log_level)
     try:
         engine = EngineConfig(
             max_num_seqs=max_num_seqs,
@@ -112,6 +111,7 @@ def replica(
         raise typer.BadParameter(str(exc).split(": ", 1)[-1], param_hint=f"'{flag}'") from None
     import asyncio
 
+    setup_logging("replica", log_level)
     try:
         asyncio.run(_run(config))
     except OSError as exc:

@@ -242,6 +242,10 @@ class Engine:
                 "need prompt_tokens >= 0 and output_tokens >= 1 "
                 f"(got {prompt_tokens}, {output_tokens})"
             )
+        if prompt_tokens >= cfg.max_model_len:
+            raise RequestRejected(
+                f"the prompt ({prompt_tokens} tokens) leaves no room for output within the "
+                f"maximum model length of {cfg.max_model_len} tokens")
         if prompt_tokens + output_tokens > cfg.max_model_len:
             raise RequestRejected(
                 f"prompt ({prompt_tokens} tokens) + output ({output_tokens} tokens) exceeds "
