@@ -84,8 +84,10 @@ def bootstrap(
     xds: Sequence[tuple[str, int]],
     node_id: str = DEFAULT_NODE_ID,
     cluster: str = DEFAULT_CLUSTER,
+    delta: bool = False,
 ) -> dict[str, Any]:
-    """The ADS bootstrap for one Envoy. ``xds`` lists every control-plane instance.
+    """The ADS bootstrap for one Envoy. ``xds`` lists every control-plane instance;
+    ``delta`` selects incremental xDS (``DELTA_GRPC``) instead of state of the world.
     Raises ValueError naming the bad argument (empty list, empty host, bad port)."""
     if not node_id:
         raise ValueError("node_id: must not be empty")
@@ -99,7 +101,7 @@ def bootstrap(
         },
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                "api_type": "DELTA_GRPC" if delta else "GRPC",
                 "transport_api_version": "V3",
                 "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
                 "set_node_on_first_message_only": True,

@@ -8,7 +8,7 @@ Replicas come from ``--registry FILE`` (the local supervisor's registry) or
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from caravan.discovery.types import ReplicaSource
     from caravan.spec import PlatformSpec
+    from caravan.xds.admin import AdminServer, ControlPlaneState
 
 
 SPEC_OPT = typer.Option(..., "--spec", help="platform spec YAML")
@@ -106,30 +107,16 @@ async def _run(
     except asyncio.CancelledError:
         pass
     finally:
-        if admin is not None:
-            await _stop_admin(admin)
+        await admin.stop()
 
 
 async def _start_admin(
-    cp: Any, metrics: CollectorRegistry, ps: PlatformSpec, port: int | None
-) -> Any:
-    """Start the admin HTTP endpoint (caravan.xds.admin) if that module is present."""
-    import importlib
-    import logging
+    cp: ControlPlaneState, metrics: CollectorRegistry, ps: PlatformSpec, port: int | None
+) -> AdminServer:
+    """Start the admin HTTP endpoint (/healthz, /readyz, /metrics, /debug/*)."""
+    from caravan.xds.admin import start_admin
 
-    try:
-        admin = importlib.import_module("caravan.xds.admin")
-    except ModuleNotFoundError:
-        logging.getLogger(__name__).warning("caravan.xds.admin not available; no admin endpoint")
-        return None
-    return await admin.start_admin(
-        cp, metrics, ps.control_plane.address, ps.control_plane.admin_port if port is None else port
+    host = ps.control_plane.address
+    return await start_admin(
+        cp, metrics, host, ps.control_plane.admin_port if port is None else port
     )
-
-
-async def _stop_admin(handle: Any) -> None:
-    stop = getattr(handle, "stop", None)
-    if stop is not None:
-        result = stop()
-        if hasattr(result, "__await__"):
-            await result

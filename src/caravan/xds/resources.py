@@ -71,7 +71,7 @@ _HEALTH = {
 def pack(message: object) -> any_pb2.Any:
     """Wrap a proto in ``google.protobuf.Any`` (type URL ``type.googleapis.com/<full name>``)."""
     out = any_pb2.Any()
-    out.Pack(message)
+    out.Pack(message, deterministic=True)
     return out
 
 

@@ -60,6 +60,10 @@ class BackgroundControlPlane:
         return self.call(wrapper())
 
     def stop(self) -> None:
+        """Cancel the control plane and end its loop thread. Idempotent."""
+        if not self._thread.is_alive():
+            return
+
         async def cancel() -> None:
             self.run_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -69,6 +73,7 @@ class BackgroundControlPlane:
             self.call(cancel())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
+        self.loop.close()
 
 
 def start_stub(tmp: Path, replica_id: str, model: str) -> tuple[ChildProcess, int]:
@@ -82,10 +87,10 @@ def start_stub(tmp: Path, replica_id: str, model: str) -> tuple[ChildProcess, in
 
 
 def start_envoy(
-    tmp: Path, spec: PlatformSpec, xds: list[tuple[str, int]], node_id: str
+    tmp: Path, spec: PlatformSpec, xds: list[tuple[str, int]], node_id: str, delta: bool = False
 ) -> ChildProcess:
     path = tmp / f"envoy-{node_id}.yaml"
-    path.write_text(yaml.safe_dump(bootstrap(spec, xds, node_id=node_id)))
+    path.write_text(yaml.safe_dump(bootstrap(spec, xds, node_id=node_id, delta=delta)))
     proc = ChildProcess(
         f"envoy-{node_id}",
         [

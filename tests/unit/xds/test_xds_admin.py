@@ -54,8 +54,11 @@ ROUTES = [
 ]
 
 
-@pytest.mark.parametrize(("method", "path", "ready", "status", "fragment"),
-                         [r[1:] for r in ROUTES], ids=[r[0] for r in ROUTES])
+@pytest.mark.parametrize(
+    ("method", "path", "ready", "status", "fragment"),
+    [r[1:] for r in ROUTES],
+    ids=[r[0] for r in ROUTES],
+)
 def test_route(method: str, path: str, ready: bool, status: int, fragment: str) -> None:
     state = FakeState(is_ready=ready, clients=[{"node": "envoy-1", "acked": {"CDS": "abc"}}])
     resp = route(method, path, state, registry_with_counter())
@@ -94,8 +97,11 @@ def test_served_over_http_and_readiness_flips() -> None:
             state.is_ready = True
             assert (await asyncio.to_thread(fetch, base + "/readyz"))[0] == 200
             status, ctype, body = await asyncio.to_thread(fetch, base + "/debug/clients")
-            assert (status, ctype, json.loads(body)) == (200, "application/json",
-                                                         [{"node": "envoy-1"}])
+            assert (status, ctype, json.loads(body)) == (
+                200,
+                "application/json",
+                [{"node": "envoy-1"}],
+            )
             status, ctype, body = await asyncio.to_thread(fetch, base + "/metrics")
             assert status == 200 and ctype.startswith("text/plain")
             assert "caravan_xds_pushes_total" in body

@@ -1,0 +1,135 @@
+"""Real Envoy over delta xDS, and over two control-plane instances (HA failover)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from xds_envoy_harness import (
+    BackgroundControlPlane,
+    ChildProcess,
+    cluster_hosts,
+    healthy_hosts,
+    start_envoy,
+    start_stub,
+    wait_until,
+)
+
+from caravan.discovery.local import write_registry
+from caravan.discovery.types import Replica
+from caravan.local.process import free_port
+from caravan.spec import PlatformSpec, parse_spec
+
+pytestmark = pytest.mark.integration
+
+
+def _spec() -> PlatformSpec:
+    return parse_spec(
+        {
+            "models": [
+                {
+                    "name": "alpha",
+                    "engine": {"model": "m/alpha"},
+                    "routing": {"maglev_table_size": 1031},
+                }
+            ],
+            "envoy": {"listen_port": free_port(), "admin_port": free_port()},
+            "control_plane": {"debounce_quiet_ms": 20, "debounce_max_ms": 200},
+        }
+    )
+
+
+@pytest.fixture
+def replicas(tmp_path: Path) -> Iterator[list[Replica]]:
+    procs: list[ChildProcess] = []
+    out: list[Replica] = []
+    try:
+        for i in range(2):
+            proc, port = start_stub(tmp_path, f"alpha-{i}", "alpha")
+            procs.append(proc)
+            out.append(Replica(f"alpha-{i}", "alpha", "127.0.0.1", port))
+        yield out
+    finally:
+        for p in procs:
+            p.stop()
+
+
+def _served(spec: PlatformSpec, session: str) -> str:
+    inp = grpcclient.InferInput("text_input", [1], "BYTES")
+    inp.set_data_from_numpy(np.array([b"hi"], dtype=np.object_))
+    with grpcclient.InferenceServerClient(f"127.0.0.1:{spec.envoy.listen_port}") as c:
+        r = c.infer(
+            "alpha", [inp], headers={"x-model": "alpha", "x-session-id": session}, client_timeout=10
+        )
+    return str(r.get_response().parameters["caravan_replica_id"].string_param)
+
+
+def _wait_hosts(spec: PlatformSpec, want: list[Replica]) -> None:
+    endpoints = {r.endpoint for r in want}
+    wait_until(
+        lambda: (
+            healthy_hosts(spec.envoy.admin_port, "model-alpha") == endpoints
+            and set(cluster_hosts(spec.envoy.admin_port).get("model-alpha", {})) == endpoints
+        ),
+        20,
+        f"model-alpha == {sorted(endpoints)}",
+    )
+
+
+def test_envoy_over_delta_xds_follows_adds_and_removals(
+    tmp_path: Path, replicas: list[Replica]
+) -> None:
+    spec, registry = _spec(), tmp_path / "registry.json"
+    write_registry(registry, replicas[:1])
+    cp = BackgroundControlPlane(spec, registry)
+    envoy = start_envoy(tmp_path, spec, [("127.0.0.1", cp.cp.port)], "delta-envoy", delta=True)
+    try:
+        _wait_hosts(spec, replicas[:1])
+        assert _served(spec, "d1") == "alpha-0"
+        write_registry(registry, replicas)
+        _wait_hosts(spec, replicas)
+        write_registry(registry, replicas[1:])
+        _wait_hosts(spec, replicas[1:])
+        assert {_served(spec, f"d-{i}") for i in range(6)} == {"alpha-1"}
+        (client,) = cp.run(cp.cp.clients_json)
+        assert client["protocol"] == "delta" and client["nacks"] == {}
+        assert (
+            client["acked_versions"]["eds"]
+            == cp.run(lambda: cp.cp.cache.snapshot.versions)[
+                "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
+            ]
+        )
+    finally:
+        envoy.stop()
+        cp.stop()
+
+
+def test_envoy_fails_over_between_two_control_planes(
+    tmp_path: Path, replicas: list[Replica]
+) -> None:
+    spec, registry = _spec(), tmp_path / "registry.json"
+    write_registry(registry, replicas[:1])
+    cps = [BackgroundControlPlane(spec, registry) for _ in range(2)]
+    versions = [cp.run(lambda cp=cp: dict(cp.cp.cache.snapshot.versions)) for cp in cps]
+    assert versions[0] == versions[1], "HA instances must agree on versions"
+    envoy = start_envoy(tmp_path, spec, [("127.0.0.1", cp.cp.port) for cp in cps], "ha-envoy")
+    try:
+        _wait_hosts(spec, replicas[:1])
+        wait_until(
+            lambda: sum(len(cp.run(cp.cp.clients_json)) for cp in cps) == 1, 10, "one ADS stream"
+        )
+        active = next(cp for cp in cps if cp.run(cp.cp.clients_json))
+        standby = next(cp for cp in cps if cp is not active)
+        active.stop()
+        assert _served(spec, "during-failover") == "alpha-0"  # Envoy keeps its last config
+        write_registry(registry, replicas)
+        _wait_hosts(spec, replicas)
+        (client,) = standby.run(standby.cp.clients_json)
+        assert client["node_id"] == "ha-envoy"
+    finally:
+        envoy.stop()
+        for cp in cps:
+            cp.stop()
