@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -125,15 +126,16 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=1500)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--tokens", type=int, default=8, help="streamed tokens per request")
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--time-scale", type=float, default=0.0001)
     p.add_argument("--out", type=Path, default=RESULTS / "bench_client.json")
     args = p.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
     port, mport = free_port(), free_port()
     argv = caravan_argv("replica", "--model", MODEL, "--port", str(port), "--metrics-port",
-                        str(mport), "--time-scale", str(args.time_scale))
-    log = RESULTS / "bench_client.replica.log"
+                        str(mport), "--time-scale", str(args.time_scale),
+                        "--stream-interval-ms", "0")
+    log = Path(tempfile.mkdtemp(prefix="caravan-bench-client-")) / "replica.log"
     with ChildProcess("replica", argv, log) as replica:
         if len(cpus) > 1:
             pin(replica.pid, cpus[1])
