@@ -350,7 +350,12 @@ class Replica:
         if self.port == 0:
             raise OSError(f"cannot listen on {cfg.host}:{cfg.port} for gRPC")
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self._metrics_http = start_metrics_server(self.metrics, cfg.host, cfg.metrics_port)
+        try:
+            self._metrics_http = start_metrics_server(self.metrics, cfg.host, cfg.metrics_port)
+        except OSError as exc:
+            raise OSError(
+                f"cannot listen on {cfg.host}:{cfg.metrics_port} for metrics: {exc.strerror}"
+            ) from None
         await server.start()
         self._server = server
         self._tasks.append(asyncio.create_task(self.driver.run(), name="engine-driver"))
