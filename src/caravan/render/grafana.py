@@ -265,13 +265,20 @@ def dashboards() -> dict[str, dict[str, Any]]:
     return {"caravan-overview.json": overview_dashboard(), "caravan-model.json": model_dashboard()}
 
 
+def json_text(doc: dict[str, Any]) -> str:
+    """A dashboard as the JSON file text Caravan writes (sorted keys, 2-space indent)."""
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
 def render(spec: PlatformSpec) -> dict[str, str]:
-    """Relative path -> text of the Grafana artefacts (deterministic). The dashboards do
-    not depend on the spec (the ``model`` variable lists the spec's models at run time)."""
-    del spec  # same dashboards for every spec; kept for the render() interface
+    """Relative path -> text of the Grafana artefacts and the Nomad job
+    ``grafana/grafana.nomad.{hcl,json}`` (deterministic). The dashboards do not depend on the
+    spec: the ``model`` variable lists the spec's models at run time."""
+    from caravan.render.monitoring_jobs import grafana_job, job_files
+
     header = "# Rendered by `caravan render`. Do not edit by hand.\n"
-    out = {f"{DASHBOARDS_DIR}/{name}": json.dumps(doc, indent=2, sort_keys=True) + "\n"
-           for name, doc in dashboards().items()}
+    out = {f"{DASHBOARDS_DIR}/{name}": json_text(doc) for name, doc in dashboards().items()}
+    out.update(job_files(grafana_job(spec), "grafana"))
     out[DATASOURCE_PATH] = header + yaml.safe_dump(datasource_provisioning(), sort_keys=False)
     out[PROVIDER_PATH] = header + yaml.safe_dump(dashboard_provider(), sort_keys=False)
     return out

@@ -51,12 +51,12 @@ def to_yaml(doc: Any) -> str:
     return HEADER + yaml.safe_dump(doc, sort_keys=False, width=1_000_000, allow_unicode=True)
 
 
-def _consul_sd(consul: ConsulSpec, services: list[str]) -> dict[str, Any]:
+def _consul_sd(consul: ConsulSpec, services: list[str], token_file: str | None) -> dict[str, Any]:
     sd: dict[str, Any] = {"server": consul.address, "scheme": consul.scheme, "services": services}
     if consul.datacenter:
         sd["datacenter"] = consul.datacenter
-    if consul.token_file:
-        sd["authorization"] = {"credentials_file": consul.token_file}
+    if token_file:
+        sd["authorization"] = {"credentials_file": token_file}
     if consul.ca_file:
         sd["tls_config"] = {"ca_file": consul.ca_file}
     return sd
@@ -76,8 +76,13 @@ def triton_relabel(service_prefix: str) -> list[dict[str, Any]]:
     ]
 
 
-def production_config(spec: PlatformSpec) -> dict[str, Any]:
-    """The production ``prometheus.yml`` as a dict (15 s scrape and evaluation)."""
+def production_config(spec: PlatformSpec, consul_token_file: str | None = "") -> dict[str, Any]:
+    """The production ``prometheus.yml`` as a dict (15 s scrape and evaluation).
+
+    ``consul_token_file``: the file Prometheus reads Consul's ACL token from (sent as a
+    bearer token); "" (default) means ``spec.consul.token_file``, None means no token.
+    """
+    token = spec.consul.token_file if consul_token_file == "" else consul_token_file
     services = [spec.consul.service_prefix + m.name for m in spec.models]
     component_jobs = [
         (JOB_ENVOY, ENVOY_SERVICE, "/stats/prometheus"),
@@ -86,12 +91,12 @@ def production_config(spec: PlatformSpec) -> dict[str, Any]:
     ]
     jobs: list[dict[str, Any]] = [{
         "job_name": JOB_TRITON, "metrics_path": "/metrics",
-        "consul_sd_configs": [_consul_sd(spec.consul, services)],
+        "consul_sd_configs": [_consul_sd(spec.consul, services, token)],
         "relabel_configs": triton_relabel(spec.consul.service_prefix),
     }]
     jobs += [
         {"job_name": job, "metrics_path": path,
-         "consul_sd_configs": [_consul_sd(spec.consul, [service])],
+         "consul_sd_configs": [_consul_sd(spec.consul, [service], token)],
          "relabel_configs": [{"source_labels": ["__meta_consul_node"], "target_label": "node"}]}
         for job, service, path in component_jobs
     ]
@@ -146,7 +151,8 @@ def local_config(
 
 
 def render(spec: PlatformSpec) -> dict[str, str]:
-    """Relative path -> text of every Prometheus artefact for ``spec`` (deterministic)."""
+    """Relative path -> text of every Prometheus artefact for ``spec`` (deterministic),
+    including the Nomad job ``prometheus/prometheus.nomad.{hcl,json}``."""
     out = {
         CONFIG_PATH: to_yaml(production_config(spec)),
         RECORDING_PATH: to_yaml({"groups": recording_groups(spec)}),
@@ -154,4 +160,7 @@ def render(spec: PlatformSpec) -> dict[str, str]:
     }
     for name, doc in alert_test_files(spec).items():
         out[f"{TESTS_DIR}/{name}"] = to_yaml(doc)
+    from caravan.render.monitoring_jobs import job_files, prometheus_job
+
+    out.update(job_files(prometheus_job(spec), "prometheus"))
     return out

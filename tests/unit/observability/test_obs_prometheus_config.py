@@ -94,4 +94,15 @@ def test_render_is_deterministic_and_complete() -> None:
     first, second = prom.render(_spec()), prom.render(_spec())
     assert first == second
     assert {prom.CONFIG_PATH, prom.RECORDING_PATH, prom.ALERTS_PATH} <= set(first)
-    assert all(text.startswith(prom.HEADER) for text in first.values())
+    assert {"prometheus/prometheus.nomad.hcl", "prometheus/prometheus.nomad.json"} <= set(first)
+    assert all(text.startswith(prom.HEADER) for rel, text in first.items() if rel.endswith(".yml"))
+
+
+def test_production_config_token_override() -> None:
+    spec = _spec({"token_file": "/host/consul.token"})
+    sd = lambda cfg: cfg["scrape_configs"][0]["consul_sd_configs"][0]  # noqa: E731
+    assert sd(prom.production_config(spec))["authorization"] == {
+        "credentials_file": "/host/consul.token"}
+    assert sd(prom.production_config(spec, "/secrets/t"))["authorization"] == {
+        "credentials_file": "/secrets/t"}
+    assert "authorization" not in sd(prom.production_config(spec, None))

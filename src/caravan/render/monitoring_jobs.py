@@ -1,0 +1,227 @@
+"""Nomad jobs for Prometheus and Grafana, built on the render job model (pure).
+
+``prometheus``: the upstream ``prom/prometheus`` image (Debian's build lacks Consul
+SD) with the rendered ``prometheus.yml`` and rule files as templates; Consul service
+``prometheus`` (the name the autoscaler and Grafana look up), ready check ``/-/ready``.
+Its TSDB lives in the allocation directory: it survives restarts, not rescheduling.
+
+``grafana``: ``grafana/grafana-oss`` with the Prometheus datasource (URL from the
+Consul service ``prometheus``) and Caravan's dashboards provisioned from templates;
+Consul service ``grafana``, check ``/api/health``. The admin password comes from the
+job's Nomad Variables (``GF_SECURITY_ADMIN_PASSWORD``), never from a rendered file.
+
+Both use host networking (``network_mode = "host"``), like the platform jobs, so
+Prometheus reaches the node's Consul agent and every replica's metrics port.
+File texts are embedded as consul-template ``template`` blocks; their literal ``{{``
+(Prometheus annotations, Grafana legends) are escaped by ``template_literal``.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+
+from caravan.render import alerts, nomad_templates, rules
+from caravan.render import grafana as g
+from caravan.render import prometheus as prom
+from caravan.render.jobmodel import (
+    Check,
+    DockerConfig,
+    Job,
+    Network,
+    Port,
+    Resources,
+    RestartPolicy,
+    Service,
+    Task,
+    TaskGroup,
+    Template,
+)
+from caravan.render.platform_jobs import PROMETHEUS_SERVICE
+from caravan.spec import PlatformSpec
+
+PROMETHEUS_IMAGE = "prom/prometheus:v2.53.0"
+GRAFANA_IMAGE = "grafana/grafana-oss:11.1.0"
+PROMETHEUS_JOB = "prometheus"
+GRAFANA_JOB = "grafana"
+GRAFANA_SERVICE = "grafana"
+CONSUL_TOKEN_PATH = "secrets/consul.token"
+_HEADER = "Rendered by `caravan render` from the platform spec; do not edit by hand.\n"
+_RESTART = RestartPolicy(attempts=10, interval_s=300, delay_s=15, mode="delay")
+
+
+def template_literal(text: str) -> str:
+    """``text`` as a consul-template whose output is exactly ``text``: every ``{{`` and
+    ``}}`` becomes an action printing it (``{{ "{{" }}``)."""
+    opened = text.replace("{{", "\x00L").replace("}}", "\x00R")
+    return opened.replace("\x00L", '{{ "{{" }}').replace("\x00R", '{{ "}}" }}')
+
+
+def _file(destination: str, text: str, change_mode: str = "restart") -> Template:
+    return Template(destination, template_literal(text), change_mode=change_mode)
+
+
+def _consul_token_template(job_id: str) -> Template:
+    data = (
+        f'{{{{ range nomadVarList "nomad/jobs/{job_id}" }}}}{{{{ with nomadVar .Path }}}}'
+        "{{ .CONSUL_HTTP_TOKEN }}{{ end }}{{ end }}"
+    )
+    return Template(CONSUL_TOKEN_PATH, data)
+
+
+def prometheus_job(spec: PlatformSpec) -> Job:
+    """The Prometheus job: production config, Caravan's rules, Consul service ``prometheus``."""
+    token_file = f"/{CONSUL_TOKEN_PATH}" if spec.consul.token_file else None
+    config = prom.to_yaml(prom.production_config(spec, consul_token_file=token_file))
+    templates = [
+        _file("local/prometheus.yml", config),
+        _file(
+            "local/rules/caravan-recording.yml",
+            prom.to_yaml({"groups": rules.recording_groups(spec)}),
+        ),
+        _file("local/rules/caravan-alerts.yml", prom.to_yaml({"groups": alerts.alert_groups()})),
+    ]
+    if token_file:
+        templates.append(_consul_token_template(PROMETHEUS_JOB))
+    task = Task(
+        name="prometheus",
+        config=DockerConfig(
+            image=PROMETHEUS_IMAGE,
+            network_mode="host",
+            args=(
+                "--config.file=/local/prometheus.yml",
+                "--storage.tsdb.path=/alloc/data/prometheus",
+                "--storage.tsdb.retention.time=15d",
+                "--web.listen-address=0.0.0.0:${NOMAD_PORT_http}",
+                "--web.enable-lifecycle",
+            ),
+        ),
+        templates=tuple(templates),
+        resources=Resources(cpu_mhz=1000, memory_mb=2048),
+        kill_timeout_s=30,
+    )
+    service = Service(
+        PROMETHEUS_SERVICE,
+        port="http",
+        tags=("caravan", "monitoring"),
+        checks=(
+            Check(
+                "prometheus-ready",
+                type="http",
+                port="http",
+                path="/-/ready",
+                interval_s=10,
+                timeout_s=2,
+            ),
+        ),
+    )
+    return _job(
+        PROMETHEUS_JOB,
+        spec,
+        TaskGroup(
+            name="prometheus",
+            count=1,
+            network=Network((Port("http"),)),
+            services=(service,),
+            restart=_RESTART,
+            tasks=(task,),
+        ),
+        "Prometheus: scrapes replicas, Envoy, control plane.",
+    )
+
+
+def grafana_job(spec: PlatformSpec, dashboards_dir: str = "/local/dashboards") -> Job:
+    """The Grafana job: datasource + dashboards provisioned, Consul service ``grafana``."""
+    prom_url = (
+        f'{{{{ range $i, $s := service "{PROMETHEUS_SERVICE}" }}}}{{{{ if eq $i 0 }}}}'
+        f"{g.PROMETHEUS_URL_ENV}=http://{{{{ $s.Address }}}}:{{{{ $s.Port }}}}\n"
+        "{{ end }}{{ end }}"
+    )
+    files = [
+        _file(
+            "local/provisioning/datasources/prometheus.yml",
+            prom.to_yaml(g.datasource_provisioning()),
+        ),
+        _file(
+            "local/provisioning/dashboards/caravan.yml",
+            prom.to_yaml(g.dashboard_provider(dashboards_dir)),
+        ),
+        *(
+            _file(str(PurePosixPath("local/dashboards") / name), g.json_text(doc), "noop")
+            for name, doc in g.dashboards().items()
+        ),
+    ]
+    task = Task(
+        name="grafana",
+        config=DockerConfig(image=GRAFANA_IMAGE, network_mode="host"),
+        env=(
+            ("GF_SERVER_HTTP_PORT", "${NOMAD_PORT_http}"),
+            ("GF_PATHS_PROVISIONING", "/local/provisioning"),
+            ("GF_PATHS_DATA", "/alloc/data/grafana"),
+        ),
+        templates=(
+            Template("local/prometheus.env", prom_url, env=True),
+            Template("secrets/grafana.env", nomad_templates.secrets_env(GRAFANA_JOB), env=True),
+            *files,
+        ),
+        resources=Resources(cpu_mhz=500, memory_mb=512),
+        kill_timeout_s=30,
+    )
+    service = Service(
+        GRAFANA_SERVICE,
+        port="http",
+        tags=("caravan", "monitoring"),
+        checks=(
+            Check(
+                "grafana-health",
+                type="http",
+                port="http",
+                path="/api/health",
+                interval_s=10,
+                timeout_s=2,
+            ),
+        ),
+    )
+    return _job(
+        GRAFANA_JOB,
+        spec,
+        TaskGroup(
+            name="grafana",
+            count=1,
+            network=Network((Port("http"),)),
+            services=(service,),
+            restart=_RESTART,
+            tasks=(task,),
+        ),
+        "Grafana: Caravan's dashboards over Prometheus.",
+    )
+
+
+def _job(job_id: str, spec: PlatformSpec, group: TaskGroup, what: str) -> Job:
+    return Job(
+        id=job_id,
+        datacenters=spec.nomad.datacenters,
+        namespace=spec.nomad.namespace,
+        region=spec.nomad.region,
+        priority=60,
+        groups=(group,),
+        comment=f"{what}\n{_HEADER}",
+    )
+
+
+def jobs(spec: PlatformSpec) -> tuple[Job, ...]:
+    """Both monitoring jobs."""
+    return (prometheus_job(spec), grafana_job(spec))
+
+
+def job_files(job: Job, directory: str) -> dict[str, str]:
+    """``<directory>/<id>.nomad.hcl`` (``nomad job run``) and ``<id>.nomad.json``
+    (the ``POST /v1/jobs`` body) for ``job``."""
+    import json
+
+    from caravan.render.job_hcl import job_hcl
+    from caravan.render.job_json import job_request
+
+    return {
+        f"{directory}/{job.id}.nomad.hcl": job_hcl(job),
+        f"{directory}/{job.id}.nomad.json": json.dumps(job_request(job), indent=2) + "\n",
+    }

@@ -1,0 +1,97 @@
+"""Nomad jobs for Prometheus and Grafana (job model -> HCL), pure."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import hcl2
+import pytest
+import yaml
+
+from caravan.render import grafana
+from caravan.render import monitoring_jobs as mj
+from caravan.render.job_hcl import job_hcl
+from caravan.render.jobmodel import Job, Template
+from caravan.spec import PlatformSpec, parse_spec
+
+_ACTION = re.compile(r'\{\{ "((?:[^"\\]|\\.)*)" \}\}')
+
+
+def consul_template_literals(data: str) -> str:
+    """Evaluate a template made only of string-literal actions (as consul-template would);
+    fail on any other action."""
+    out = _ACTION.sub(lambda m: json.loads(f'"{m.group(1)}"'), data)
+    assert "{{" not in _ACTION.sub("", data), f"non-literal action left in {data[:80]!r}"
+    return out
+
+
+LITERAL_CASES = [
+    ("plain", "a: b\n"),
+    ("prometheus annotation", "summary: p95 of {{ $labels.model }} is high"),
+    ("grafana legend", '{"legendFormat": "{{type}} {{ replica }}"}'),
+    ("nested braces", "{{{x}}}"),
+    ("dollar braces kept", "replacement: ${1}:${2}"),
+]
+
+
+@pytest.mark.parametrize("text", [c[1] for c in LITERAL_CASES], ids=[c[0] for c in LITERAL_CASES])
+def test_template_literal_round_trips(text: str) -> None:
+    assert consul_template_literals(mj.template_literal(text)) == text
+
+
+def _spec(**consul: Any) -> PlatformSpec:
+    return parse_spec({"models": [{"name": "a", "engine": {"model": "x"}}], "consul": consul})
+
+
+def _templates(job: Job) -> dict[str, Template]:
+    (group,) = job.groups
+    (task,) = group.tasks
+    return {t.destination: t for t in task.templates}
+
+
+def test_prometheus_job_ships_config_and_rules() -> None:
+    job = mj.prometheus_job(_spec())
+    files = _templates(job)
+    assert set(files) == {
+        "local/prometheus.yml",
+        "local/rules/caravan-recording.yml",
+        "local/rules/caravan-alerts.yml",
+    }
+    config = yaml.safe_load(consul_template_literals(files["local/prometheus.yml"].data))
+    assert config["rule_files"] == ["rules/caravan-recording.yml", "rules/caravan-alerts.yml"]
+    alerts = yaml.safe_load(consul_template_literals(files["local/rules/caravan-alerts.yml"].data))
+    assert "{{ $labels.model }}" in alerts["groups"][0]["rules"][0]["annotations"]["summary"]
+    (service,) = job.groups[0].services
+    assert (service.name, service.checks[0].path) == ("prometheus", "/-/ready")
+
+
+def test_prometheus_job_reads_consul_token_from_nomad_variables() -> None:
+    files = _templates(mj.prometheus_job(_spec(token_file="/etc/consul.token")))
+    assert "nomadVar" in files[mj.CONSUL_TOKEN_PATH].data
+    config = yaml.safe_load(consul_template_literals(files["local/prometheus.yml"].data))
+    sd = config["scrape_configs"][0]["consul_sd_configs"][0]
+    assert sd["authorization"] == {"credentials_file": f"/{mj.CONSUL_TOKEN_PATH}"}
+
+
+def test_grafana_job_provisions_datasource_and_dashboards() -> None:
+    job = mj.grafana_job(_spec())
+    files = _templates(job)
+    for name, doc in grafana.dashboards().items():
+        assert json.loads(consul_template_literals(files[f"local/dashboards/{name}"].data)) == doc
+    provider = yaml.safe_load(
+        consul_template_literals(files["local/provisioning/dashboards/caravan.yml"].data)
+    )
+    assert provider["providers"][0]["options"]["path"] == "/local/dashboards"
+    assert (
+        files["local/prometheus.env"].env
+        and 'service "prometheus"' in files["local/prometheus.env"].data
+    )
+    assert dict(job.groups[0].tasks[0].env)["GF_PATHS_PROVISIONING"] == "/local/provisioning"
+
+
+@pytest.mark.parametrize("job", mj.jobs(_spec()), ids=lambda j: j.id)
+def test_hcl_parses(job: Job) -> None:
+    doc = hcl2.loads(job_hcl(job))
+    assert job.id in json.dumps(doc["job"])
