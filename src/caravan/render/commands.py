@@ -48,12 +48,13 @@ def _load(spec: Path) -> PlatformSpec:
 
 def render_files(ps: PlatformSpec, fmt: Format) -> dict[str, str]:
     """Every rendered file; with ``json`` the Nomad jobs are API JSON instead of HCL."""
-    from caravan.render import RENDERERS, nomad, render_all
+    from caravan.render import nomad, render_all
 
-    if fmt is Format.hcl:
-        return render_all(ps)
-    others = tuple(r for r in RENDERERS if r is not nomad)
-    files = {**render_all(ps, others), **nomad.render_json(ps)}
+    files = render_all(ps)
+    if fmt is Format.json:
+        for job in nomad.jobs(ps):
+            files.pop(nomad.hcl_path(job))
+        files.update(nomad.render_json(ps))
     return dict(sorted(files.items()))
 
 
@@ -106,7 +107,7 @@ def deploy(
     typer.echo(f"Nomad {settings.address} (namespace {settings.namespace}"
                f"{', ACL token set' if settings.token else ''})")
     api = PythonNomadJobs(settings, timeout_s)
-    requests = [job_request(j) for j in nomad.jobs(ps)]
+    requests = [job_request(j) for j in nomad.all_jobs(ps)]
     result = run_deploy(requests, api, dry_run=dry_run, echo=typer.echo,
                         confirm=(lambda _q: True) if yes else _ask)
     if not result.ok:

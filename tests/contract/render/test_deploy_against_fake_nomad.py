@@ -11,11 +11,14 @@ from tests.fakes.nomad import FakeNomad
 from typer.testing import CliRunner
 
 from caravan.cli import app
+from caravan.render import nomad
 from caravan.render.deploy import NomadApiError, NomadSettings, PythonNomadJobs
+from caravan.spec import load_spec
 
 SPEC = "examples/platform.yaml"
 TOKEN = "acl-7f3e-very-secret"
-JOB_IDS = {"triton-llama-3-8b", "triton-qwen-2-vl-7b", "caravan-control-plane", "envoy"}
+JOB_IDS = {j.id for j in nomad.all_jobs(load_spec(SPEC))}
+assert {"triton-llama-3-8b", "triton-qwen-2-vl-7b", "caravan-control-plane", "envoy"} <= JOB_IDS
 
 
 @pytest.fixture
@@ -67,7 +70,7 @@ def test_second_deploy_is_a_no_op(fake: FakeNomad) -> None:
 def test_registers_only_after_confirmation(fake: FakeNomad, answer: str,
                                            registered: set[str]) -> None:
     result = _run(fake, stdin=answer)
-    assert "Register 4 job(s)" in result.output
+    assert f"Register {len(JOB_IDS)} job(s)" in result.output
     assert _registered(fake) == registered
     assert result.exit_code == (0 if registered else 1)
 
