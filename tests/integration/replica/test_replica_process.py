@@ -333,3 +333,31 @@ def test_client_cancelling_a_stream_frees_the_engine(tmp_path: Path) -> None:
             assert time.monotonic() - t0 < 5.0
         page = scrape(rep)
         assert 'vllm:num_requests_running{model_name="llama"} 0.0' in page
+
+
+def test_drain_timeout_bounds_the_wait_and_cancels_what_is_left(tmp_path: Path) -> None:
+    # real time: 300 tokens take ~4 s, far longer than the 0.5 s drain timeout
+    with replica_process(tmp_path, "--drain-timeout-s", "0.5") as rep:
+        c = rep.client()
+        collector = StreamCollector()
+        c.start_stream(collector)
+        try:
+            c.async_stream_infer(MODEL, inputs("long", stream=True, max_tokens=300))
+            assert collector.next()[1] is None
+            t0 = time.monotonic()
+            rep.proc.signal(signal.SIGTERM)
+            assert rep.proc.proc is not None and rep.proc.proc.wait(10) == 0
+            assert time.monotonic() - t0 < 3.0
+            results = []
+            for _ in range(1000):  # bounded: chunks sent before the cut, then an error
+                result, error = collector.next()
+                if error is not None:
+                    break
+                results.append(result)
+            assert error is not None
+            assert not any(
+                r.get_response().parameters["triton_final_response"].bool_param for r in results
+            )
+        finally:
+            c.stop_stream()
+            c.close()
