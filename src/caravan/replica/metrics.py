@@ -20,9 +20,10 @@ vLLM (label ``model_name``; prometheus_client accepts ':' in names): gauges
 ``vllm:prompt_tokens_total``, ``vllm:generation_tokens_total``.
 
 Units: every latency is *real wall-clock* time (what a Prometheus user sees), i.e.
-simulated time already multiplied by ``--time-scale``. Queue time comes from the
-engine's admission time converted to wall clock; TTFT and e2e are measured by the
-server when it hands the first / last response to gRPC.
+simulated time already multiplied by ``--time-scale``. Queue time and TTFT come from
+the engine's admission / first-token times mapped to the wall clock (measured from the
+request's arrival); e2e is measured by the server when it hands the last response to
+gRPC, so it includes the driver's delivery lag.
 
 Thread-safety: updates happen on the event loop; scrapes run on the HTTP thread and
 only read ints/floats and an immutable stats snapshot (atomic under the GIL).

@@ -8,7 +8,8 @@ Prometheus metrics are served on a separate port (see ``caravan.replica.metrics`
 
 Behaviour worth knowing:
 
-* ``ModelInfer`` returns the whole text in one response. (Real Triton refuses
+* ``ModelInfer`` returns the whole text in one response, whatever ``stream`` says
+  (``stream=true`` only changes the prompt-prepending default). (Real Triton refuses
   ModelInfer for decoupled models; the simulator allows it so unary clients and
   Envoy's unary retry path can be exercised.)
 * ``ModelStreamInfer`` is decoupled: with ``stream=true`` one response per chunk with
