@@ -31,4 +31,3 @@ def test_envoy_validates_rendered_bootstrap(tmp_path: Path, delta: bool) -> None
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "OK" in out.stdout + out.stderr
-

@@ -1,4 +1,7 @@
-"""Real Envoy over delta xDS, and over two control-plane instances (HA failover)."""
+"""Real Envoy over delta xDS, and over two control-plane instances (HA failover).
+
+Replicas here are the tiny stub (xds_stub_replica.py), which echoes the x-request-id
+it received, so request-id propagation through Envoy is checked too."""
 
 from __future__ import annotations
 
@@ -57,6 +60,15 @@ def replicas(tmp_path: Path) -> Iterator[list[Replica]]:
             p.stop()
 
 
+def _upstream_request_id(spec: PlatformSpec) -> str:
+    """The x-request-id the stub replica saw (it echoes it as a response parameter)."""
+    inp = grpcclient.InferInput("text_input", [1], "BYTES")
+    inp.set_data_from_numpy(np.array([b"hi"], dtype=np.object_))
+    with grpcclient.InferenceServerClient(f"127.0.0.1:{spec.envoy.listen_port}") as c:
+        r = c.infer("alpha", [inp], headers={"x-model": "alpha"}, client_timeout=10)
+    return str(r.get_response().parameters["x_request_id"].string_param)
+
+
 def _served(spec: PlatformSpec, session: str) -> str:
     inp = grpcclient.InferInput("text_input", [1], "BYTES")
     inp.set_data_from_numpy(np.array([b"hi"], dtype=np.object_))
@@ -89,6 +101,9 @@ def test_envoy_over_delta_xds_follows_adds_and_removals(
     try:
         _wait_hosts(spec, replicas[:1])
         assert _served(spec, "d1") == "alpha-0"
+        assert _upstream_request_id(spec), (
+            "Envoy must generate x-request-id and forward it upstream"
+        )
         write_registry(registry, replicas)
         _wait_hosts(spec, replicas)
         write_registry(registry, replicas[1:])

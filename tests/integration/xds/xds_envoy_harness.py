@@ -21,7 +21,13 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from caravan.discovery.local import FileReplicaSource
-from caravan.local.process import ChildProcess, free_port, venv_binary, wait_for_port
+from caravan.local.process import (
+    ChildProcess,
+    caravan_argv,
+    free_port,
+    venv_binary,
+    wait_for_port,
+)
 from caravan.render.envoy import bootstrap
 from caravan.spec import PlatformSpec
 from caravan.xds.controlplane import ControlPlane
@@ -74,6 +80,26 @@ class BackgroundControlPlane:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(5)
         self.loop.close()
+
+
+def start_replica(tmp: Path, replica_id: str, model: str) -> tuple[ChildProcess, int]:
+    """A real ``caravan replica`` (Triton-protocol simulator) at time scale 0.01."""
+    port, metrics = free_port(), free_port()
+    argv = caravan_argv(
+        "replica",
+        "--model",
+        model,
+        "--port",
+        str(port),
+        "--metrics-port",
+        str(metrics),
+        "--replica-id",
+        replica_id,
+        "--time-scale",
+        "0.01",
+    )
+    proc = ChildProcess(f"replica-{replica_id}", argv, tmp / "logs" / f"{replica_id}.log").start()
+    return proc, port
 
 
 def start_stub(tmp: Path, replica_id: str, model: str) -> tuple[ChildProcess, int]:
