@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from pathlib import Path
 from types import FrameType
@@ -38,7 +39,7 @@ def _sigterm_as_interrupt() -> None:
 
 def up(
     spec: Path = SPEC_ARG,
-    state_dir: Path = typer.Option(None, help="where logs, registry and rendered configs go (default: spec's local.state_dir)"),
+    state_dir: Path = typer.Option(None, help="logs, registry, rendered configs (default: spec's local.state_dir)"),
     time_scale: float = typer.Option(None, help="simulated durations x this (default: spec's local.time_scale)"),
     prometheus: bool = typer.Option(True, help="start Prometheus when installed"),
     autoscale: bool = typer.Option(False, help="run the autoscaler against the local replicas"),
@@ -81,7 +82,7 @@ def demo(
     from caravan.local.session import LocalSession
 
     ps = _load(spec)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 140)
     _sigterm_as_interrupt()
     session = LocalSession.create(ps, state_dir, time_scale, prometheus, autoscale)
     try:

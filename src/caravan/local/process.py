@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -77,17 +78,19 @@ class ChildProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ChildProcess:
-        out = subprocess.DEVNULL
-        if self.log_path is not None:
-            self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            out = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
+        if self.log_path is None:
+            self.proc = self._popen(subprocess.DEVNULL)
+            return self
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as out:  # the child keeps its own descriptor
+            self.proc = self._popen(out)
+        return self
+
+    def _popen(self, out: int | IO[bytes]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=self.env, start_new_session=True,
         )
-        if out is not subprocess.DEVNULL:
-            out.close()  # the child holds its own descriptor
-        return self
 
     @property
     def pid(self) -> int:

@@ -67,7 +67,8 @@ def _write_rules(directory: Path, spec: PlatformSpec) -> list[str]:
 
 
 def write_replica_targets(directory: Path, replicas: Iterable[Replica]) -> None:
-    """Atomically rewrite the file_sd targets: one group per replica, labelled caravan_model and replica (not `model`, which Triton metrics carry)."""
+    """Atomically rewrite the file_sd targets: one group per replica, labelled
+    ``caravan_model`` and ``replica`` (not ``model``, which Triton's own series carry)."""
     groups = [
         {"targets": [f"{r.address}:{r.metrics_port}"], "labels": {"caravan_model": r.model, "replica": r.id}}
         for r in replicas if r.metrics_port is not None

@@ -20,6 +20,7 @@ Thread-safety: ``scale_to`` / ``counts`` may be called from any thread (one lock
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -34,7 +35,7 @@ from caravan.discovery.local import write_registry
 from caravan.discovery.types import HealthStatus, Replica
 from caravan.local.health import grpc_serving, infer_once
 from caravan.local.process import ChildProcess, caravan_argv, free_port, port_open, venv_binary
-from caravan.spec import PlatformSpec
+from caravan.spec import ModelSpec, PlatformSpec
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +214,7 @@ class LocalStack:
         argv = caravan_argv(
             "replica", "--model", model, "--port", str(port), "--metrics-port", str(mport),
             "--replica-id", rid, "--time-scale", str(self.options.time_scale),
-            *self.options.replica_args,
+            *simulator_args(self.spec.model(model)), *self.options.replica_args,
         )
         proc = ChildProcess(rid, argv, self.state_dir / "logs" / f"replica-{rid}.log").start()
         log.info("replica starting", extra={"replica": rid, "port": port, "metrics_port": mport})
@@ -308,9 +309,22 @@ class LocalStack:
 
     def _wait_serving(self) -> None:
         for m in self.spec.models:
-            _wait(lambda m=m: infer_once(self.endpoint, m.name), self.options.ready_timeout_s,
+            _wait(functools.partial(infer_once, self.endpoint, m.name), self.options.ready_timeout_s,
                   lambda: all(p.alive() for p in self._infra),
                   f"no successful request through Envoy for model {m.name!r}", None)
+
+
+def simulator_args(m: ModelSpec) -> list[str]:
+    """`caravan replica` flags carrying the model's engine and simulator settings."""
+    sim, eng = m.simulator, m.engine
+    return [
+        "--max-num-seqs", str(eng.max_num_seqs), "--max-model-len", str(eng.max_model_len),
+        "--kv-cache-tokens", str(sim.kv_cache_tokens),
+        "--decode-ms-per-step", str(sim.decode_ms_per_step),
+        "--decode-ms-per-seq", str(sim.decode_ms_per_seq),
+        "--prefill-ms-per-token", str(sim.prefill_ms_per_token),
+        "--mean-output-tokens", str(sim.mean_output_tokens),
+    ]
 
 
 def _wait(ok: Callable[[], bool], timeout_s: float, alive: Callable[[], bool], what: str,

@@ -1,0 +1,91 @@
+"""``caravan demo``'s sweep: the bench engine, through Envoy, at rising concurrency.
+
+Defaults reproduce the reference table's shape (1, 5, 10, 25, 50, 100 concurrent
+streams, ~300 output tokens each) at the spec's simulator time scale, sized so the
+whole demo takes about 3 minutes on 2 cores. Response times are printed in
+*simulated* seconds (wall time / time scale), so they read like the reference
+table in ../shared/REFERENCE.md; the JSON keeps wall-clock values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from caravan.bench import arrivals, dataset, meta, plots, report, results, runner
+from caravan.bench.progress import RichProgress
+from caravan.bench.triton import Target
+from caravan.local.session import LocalSession
+
+OUTPUT_TOKENS = dataset.Lengths(300, 0.2)
+INPUT_TOKENS = dataset.Lengths(200, 0.5)
+
+
+REFERENCE_REQUESTS = {1: 100, 5: 100, 10: 100, 25: 500, 50: 500, 100: 1000}
+
+
+def default_requests(concurrency: int) -> int:
+    """Requests per level: the reference table's totals (100 ... 1000), else 10 per
+    concurrent stream within [100, 1000]."""
+    return REFERENCE_REQUESTS.get(concurrency, max(100, min(10 * concurrency, 1000)))
+
+
+def demo_levels(concurrency: str, requests: str | None) -> tuple[arrivals.LoadLevel, ...]:
+    """Concurrency levels with their request counts; ValueError names the bad option."""
+    values = arrivals.parse_values(concurrency, "--concurrency")
+    counts = (arrivals.parse_counts(requests, len(values)) if requests
+              else tuple(default_requests(int(v)) for v in values))
+    return tuple(
+        arrivals.LoadLevel(arrivals.Shape.CONCURRENCY, v,
+                           arrivals.Limits(requests=n, warmup=min(int(v), 10), duration_s=120.0))
+        for v, n in zip(values, counts, strict=True)
+    )
+
+
+def simulated_rows(result: results.SweepResult, time_scale: float) -> list[list[str]]:
+    """Reference-form rows with response times in simulated seconds (wall / time_scale)."""
+    rows = []
+    for lv in result.levels:
+        s = lv.summary
+        rows.append([f"{lv.level.value:g}", str(s.requests), f"{s.e2e.mean / 1000 / time_scale:.2f}s",
+                     f"{s.e2e.p95 / 1000 / time_scale:.2f}s", report.fmt_errors(lv)])
+    return rows
+
+
+def simulated_table(result: results.SweepResult, time_scale: float) -> Table:
+    """The reference benchmark's table, in simulated time, comparable to REFERENCE.md."""
+    table = Table(title=f"caravan demo: simulated 8B model on H100-class replicas "
+                        f"(time scale {time_scale:g}; times are simulated seconds)")
+    for i, h in enumerate(("Concurrency", "Total requests", "Mean response time", "P95 latency", "Errors")):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for row in simulated_rows(result, time_scale):
+        table.add_row(*row)
+    return table
+
+
+def run_demo(session: LocalSession, console: Console, concurrency: str, requests: str | None,
+             output: Path) -> bool:
+    """Sweep through Envoy, print the reference table, write JSON/CSV/PNG under ``output``.
+    True when every request succeeded."""
+    stack = session.stack
+    model = stack.spec.default.name
+    levels = demo_levels(concurrency, requests)
+    workload = dataset.Workload(seed=7, input=INPUT_TOKENS, output=OUTPUT_TOKENS, turns=1)
+    target = Target(stack.endpoint, stream=True, timeout_s=60.0)
+    info = meta.run_meta(url=stack.endpoint, model=model, load=", ".join(lv.label for lv in levels),
+                         time_scale=str(stack.options.time_scale), source="caravan demo")
+    with RichProgress(console) as sink:
+        result = asyncio.run(runner.run_sweep(target, model, levels, workload, sink, (), info))
+    scale = stack.options.time_scale
+    console.print(report.reference_table(result, title=f"{model} through Envoy (wall clock)"))
+    console.print(simulated_table(result, scale))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    results.write_json(result, output.with_suffix(".json"))
+    results.write_summary_csv(result, output.with_suffix(".csv"))
+    png = plots.plot_sweep(result, output.with_suffix(".png"), title="caravan demo (wall clock)")
+    console.print(f"wrote {output.with_suffix('.json')}, {output.with_suffix('.csv')}, {png}")
+    errors = sum(lv.summary.requests - lv.summary.ok for lv in result.levels)
+    return errors == 0

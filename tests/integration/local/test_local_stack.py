@@ -1,0 +1,96 @@
+"""`caravan up`'s supervisor against the real Envoy, control plane and replicas."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from caravan.discovery.local import read_registry
+from caravan.discovery.types import HealthStatus
+from caravan.local.health import infer_once
+from caravan.local.supervisor import LocalPorts, LocalStack, StackError, StackOptions
+from caravan.spec import PlatformSpec, parse_spec
+
+SPEC = {
+    "models": [
+        {"name": "alpha", "engine": {"model": "a"}, "replicas": {"min": 1, "initial": 2, "max": 3}},
+        {"name": "beta", "engine": {"model": "b"}},
+    ]
+}
+
+
+def spec() -> PlatformSpec:
+    return parse_spec(SPEC)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    s = LocalStack(spec(), tmp_path_factory.mktemp("stack"), LocalPorts.free(),
+                   StackOptions(time_scale=0.01, prometheus=False, drain_grace_s=0.5))
+    with s:
+        yield s
+
+
+def wait_until(cond: object, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if cond():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"condition not met within {timeout_s}s")
+
+
+def test_every_model_serves_through_envoy(stack: LocalStack) -> None:
+    assert stack.counts("alpha") == (2, 0)
+    assert stack.counts("beta") == (1, 0)
+    assert infer_once(stack.endpoint, "alpha")
+    assert infer_once(stack.endpoint, "beta")
+
+
+def test_registry_lists_ready_replicas(stack: LocalStack) -> None:
+    regs = read_registry(stack.registry_path)
+    assert sorted(r.model for r in regs) == ["alpha", "alpha", "beta"]
+    assert all(r.health is HealthStatus.HEALTHY and r.metrics_port for r in regs)
+
+
+def test_scale_up_then_drain_down(stack: LocalStack) -> None:
+    stack.scale_to("alpha", 3)
+    wait_until(lambda: stack.counts("alpha") == (3, 0))
+    newest = max(stack.replicas("alpha"), key=lambda r: int(r.id.rsplit("-", 1)[1]))
+    stack.scale_to("alpha", 2)
+    drained = {r.id: r.health for r in read_registry(stack.registry_path)}
+    assert drained[newest.id] is HealthStatus.DRAINING
+    wait_until(lambda: newest.id not in {r.id for r in read_registry(stack.registry_path)})
+    assert stack.counts("alpha") == (2, 0)
+    assert infer_once(stack.endpoint, "alpha")
+
+
+def test_negative_count_is_refused(stack: LocalStack) -> None:
+    with pytest.raises(ValueError, match="count: must be >= 0"):
+        stack.scale_to("alpha", -1)
+
+
+def test_stop_leaves_no_process(tmp_path: Path) -> None:
+    s = LocalStack(spec(), tmp_path, LocalPorts.free(), StackOptions(time_scale=0.01, prometheus=False)).start()
+    pids = [p.pid for p in s._infra] + [rp.proc.pid for rps in s._replicas.values() for rp in rps]
+    assert len(pids) == 5  # xds, envoy, 3 replicas
+    s.stop()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        ports = LocalPorts.free()
+        ports = LocalPorts(busy.getsockname()[1], ports.envoy_admin, ports.xds, ports.xds_admin, ports.prometheus)
+        with pytest.raises(StackError, match=r"\(envoy_listen\) is already in use"):
+            LocalStack(spec(), tmp_path, ports, StackOptions(prometheus=False)).start()
