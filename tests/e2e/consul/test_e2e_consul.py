@@ -12,7 +12,6 @@ which replica served a request is read from the response parameter
 from __future__ import annotations
 
 import signal
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,10 +259,8 @@ def test_envoy_fails_over_when_its_control_plane_is_killed(
         wait_until(lambda: traffic.total() >= 10, CONVERGE_S, "traffic before the kill")
         victim.proc.signal(signal.SIGKILL)
         wait_until(lambda: not victim.proc.alive(), 5, f"{victim.name} gone")
-        killed_at = time.monotonic()
         register(stack.fake, spare)
-        stack.wait_serving(*BASELINE, SPARE, timeout_s=30)
-        failover_s = time.monotonic() - killed_at
+        stack.wait_serving(*BASELINE, SPARE, timeout_s=30)  # only the survivor can push it
         eds_version = survivor.snapshot()["eds"]["version"]
         wait_until(lambda: any(c["node_id"] == ENVOY_NODE and c["acked_versions"].get("eds")
                                == eds_version for c in survivor.clients()),
@@ -274,7 +271,6 @@ def test_envoy_fails_over_when_its_control_plane_is_killed(
         _restart(stack, victim)
     assert failed == [], failed[:5]
     assert set(served) >= set(BASELINE), served
-    assert failover_s < 30
 
 
 def _restart(stack: Stack, cp: ControlPlaneProc) -> None:
