@@ -11,7 +11,11 @@ yields its current ``ReplicaSet``; later yields happen only when the set
 changed. While Consul is unreachable or failing, nothing new is yielded (the
 consumer keeps the last good set), ``caravan_discovery_errors_total{model}`` is
 incremented and the query is retried after an exponential backoff with full
-jitter (seeded ``random.Random`` injected). Malformed entries never reach the
+jitter (seeded ``random.Random`` injected): up to ``backoff_max_s`` (30 s) after
+HTTP-level failures (Consul answering with errors must not be hammered), but only
+up to ``reconnect_max_s`` (0.5 s) while Consul cannot be reached at all (a refused
+connection costs Consul nothing), so a replica change made once Consul is back
+reaches Envoy within about a second, whatever the outage lasted. Malformed entries never reach the
 output: see ``caravan.discovery.consul_entries`` for the mapping rules, and
 ``caravan_discovery_skipped_entries_total{model,reason}``, incremented (and
 logged) once each time a (service id, reason) starts being malformed.
@@ -49,8 +53,9 @@ class HealthClient(Protocol):
 
     Returns ``(raw X-Consul-Index header, decoded JSON body)``. ``index`` 0 means a
     non-blocking query; otherwise Consul holds the reply until the service
-    changes past ``index`` or ``wait_s`` (seconds) elapses. Raises on transport,
-    HTTP or decoding errors.
+    changes past ``index`` or ``wait_s`` (seconds) elapses. Raises the builtin
+    ``ConnectionError`` when Consul cannot be reached (refused, reset, connect
+    timeout), any other exception on HTTP, read-timeout or decoding errors.
     """
 
     def service_health(self, service: str, index: int, wait_s: float) -> tuple[object, Any]: ...
@@ -76,12 +81,21 @@ class PyConsulHealth:
         self._client.token = settings.token
 
     def service_health(self, service: str, index: int, wait_s: float) -> tuple[object, Any]:
-        if index > 0:
-            wait = format_wait(wait_s)
-            raw, body = self._client.health.service(service, index=str(index), wait=wait)
-        else:
-            raw, body = self._client.health.service(service)
+        import requests
+
+        try:
+            if index > 0:
+                wait = format_wait(wait_s)
+                raw, body = self._client.health.service(service, index=str(index), wait=wait)
+            else:
+                raw, body = self._client.health.service(service)
+        except requests.exceptions.ConnectionError as exc:
+            raise ConsulUnreachable(str(exc)) from exc
         return raw, body
+
+
+class ConsulUnreachable(ConnectionError):
+    """No connection to Consul at all (refused, reset, connect timeout)."""
 
 
 class DiscoveryMetrics:
@@ -113,6 +127,7 @@ class ConsulReplicaSource:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
+        reconnect_max_s: float = 0.5,
         requery_delay_s: float = 0.05,
     ) -> None:
         self._settings = settings
@@ -121,6 +136,7 @@ class ConsulReplicaSource:
         self._factory = client_factory
         self._sleep = sleep
         self._backoff = (backoff_initial_s, backoff_max_s)
+        self._reconnect_max_s = reconnect_max_s
         self._requery_delay_s = requery_delay_s
 
     @classmethod
@@ -180,7 +196,11 @@ class ConsulReplicaSource:
 
     def _on_error(self, model: str, service: str, exc: Exception, failures: int) -> float:
         self._metrics.errors.labels(model=model).inc()
-        delay = backoff_delay(failures, *self._backoff, self._rng)
+        initial_s, max_s = self._backoff
+        if isinstance(exc, ConnectionError):  # nobody listening: probing is free
+            max_s = min(max_s, self._reconnect_max_s)
+            initial_s = min(initial_s, max_s)
+        delay = backoff_delay(failures, initial_s, max_s, self._rng)
         log.warning("consul query failed; keeping the last replica set", extra={
             "model": model, "service": service, "error_type": type(exc).__name__,
             "error": self._redact(str(exc)), "attempt": failures, "retry_in_s": round(delay, 3),
