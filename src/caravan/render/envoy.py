@@ -6,7 +6,8 @@ the admin listener on 127.0.0.1:``spec.envoy.admin_port``, ADS
 one static ``xds_cluster`` (HTTP/2) listing every control-plane instance. The
 instances are health-checked over ``grpc.health.v1`` (a control plane reports
 SERVING once it has a snapshot), so Envoy's ADS stream fails over to a live,
-ready instance without a config change.
+ready instance without a config change. With ``spec.security.xds_tls`` the
+xds_cluster talks TLS (mTLS with a client certificate) to the control plane.
 
 Start Envoy with ``envoy -c FILE --use-dynamic-base-id`` (or a unique
 ``--base-id``) so several Envoys on one machine do not clash.
@@ -19,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from caravan.spec import PlatformSpec
+from caravan.spec import PlatformSpec, XdsTls
 
 XDS_CLUSTER = "xds_cluster"
 DEFAULT_NODE_ID = "caravan-envoy"
@@ -46,7 +47,38 @@ def _xds_endpoints(xds: Sequence[tuple[str, int]]) -> list[dict[str, Any]]:
     return out
 
 
-def _xds_cluster(xds: Sequence[tuple[str, int]]) -> dict[str, Any]:
+def xds_transport_socket(tls: XdsTls) -> dict[str, Any]:
+    """The xds_cluster's TLS socket: verify the control plane against ``tls.ca_file``;
+    present Envoy's client certificate when configured (mTLS). Paths only."""
+    common: dict[str, Any] = {
+        "alpn_protocols": ["h2"],
+        "validation_context": {"trusted_ca": {"filename": tls.ca_file}},
+    }
+    if tls.client_cert_file and tls.client_key_file:
+        common["tls_certificates"] = [
+            {
+                "certificate_chain": {"filename": tls.client_cert_file},
+                "private_key": {"filename": tls.client_key_file},
+            }
+        ]
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/"
+            "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": common,
+        },
+    }
+
+
+def _xds_cluster(xds: Sequence[tuple[str, int]], tls: XdsTls | None = None) -> dict[str, Any]:
+    cluster = _plain_xds_cluster(xds)
+    if tls is not None:
+        cluster["transport_socket"] = xds_transport_socket(tls)
+    return cluster
+
+
+def _plain_xds_cluster(xds: Sequence[tuple[str, int]]) -> dict[str, Any]:
     return {
         "name": XDS_CLUSTER,
         "type": "STATIC",
@@ -109,8 +141,12 @@ def bootstrap(
             "cds_config": dict(ads),
             "lds_config": dict(ads),
         },
-        "static_resources": {"clusters": [_xds_cluster(xds)]},
+        "static_resources": {"clusters": [_xds_cluster(xds, _xds_tls(spec))]},
     }
+
+
+def _xds_tls(spec: PlatformSpec) -> XdsTls | None:
+    return None if spec.security is None else spec.security.xds_tls
 
 
 def render(spec: PlatformSpec) -> dict[str, str]:

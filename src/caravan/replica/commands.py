@@ -7,9 +7,15 @@ stays fast.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import typer
 
 from caravan.spec import EngineArgs, SimulatorParams
+
+if TYPE_CHECKING:
+    import grpc
 
 _SIM = SimulatorParams.model_validate({})
 _ENGINE_DEFAULTS = EngineArgs.model_fields
@@ -77,6 +83,13 @@ def replica(
         30.0, "--drain-timeout-s", help="max seconds to drain on SIGTERM"
     ),
     log_level: str = typer.Option("INFO", "--log-level"),
+    tls_cert: Path | None = typer.Option(
+        None, "--tls-cert", help="PEM certificate: serve gRPC over TLS (with --tls-key)"
+    ),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM private key for --tls-cert"),
+    tls_client_ca: Path | None = typer.Option(
+        None, "--tls-client-ca", help="require client certificates signed by this CA (mTLS)"
+    ),
 ) -> None:
     """Run a simulated Triton+vLLM replica (KServe v2 gRPC, health, Prometheus metrics)."""
     from caravan.logs import setup_logging
@@ -111,15 +124,40 @@ def replica(
         raise typer.BadParameter(str(exc).split(": ", 1)[-1], param_hint=f"'{flag}'") from None
     import asyncio
 
+    creds = _credentials(tls_cert, tls_key, tls_client_ca)
     setup_logging("replica", log_level)
     try:
-        asyncio.run(_run(config))
+        asyncio.run(_run(config, creds))
     except OSError as exc:
         typer.echo(f"caravan replica: {exc}", err=True)
         raise typer.Exit(1) from None
 
 
-async def _run(config: object) -> None:
+def _credentials(
+    cert: Path | None, key: Path | None, client_ca: Path | None
+) -> grpc.ServerCredentials | None:
+    """grpc server credentials from the TLS flags (None: plaintext). Bad flags raise
+    typer.BadParameter naming the flag."""
+    if cert is None and key is None:
+        if client_ca is not None:
+            raise typer.BadParameter("needs --tls-cert and --tls-key", param_hint="'--tls-client-ca'")
+        return None
+    if cert is None or key is None:
+        missing = "--tls-cert" if cert is None else "--tls-key"
+        raise typer.BadParameter("--tls-cert and --tls-key go together", param_hint=f"'{missing}'")
+    from caravan.replica.server import tls_credentials
+
+    def read(path: Path, flag: str) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot read {path} ({exc.strerror})", param_hint=f"'{flag}'") from None
+
+    ca = None if client_ca is None else read(client_ca, "--tls-client-ca")
+    return tls_credentials(read(cert, "--tls-cert"), read(key, "--tls-key"), ca)
+
+
+async def _run(config: object, credentials: grpc.ServerCredentials | None = None) -> None:
     import asyncio
     import signal
 
@@ -127,7 +165,7 @@ async def _run(config: object) -> None:
     from caravan.replica.server import Replica
 
     assert isinstance(config, ReplicaConfig)
-    rep = Replica(config)
+    rep = Replica(config, credentials=credentials)
     await rep.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

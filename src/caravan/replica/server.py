@@ -312,8 +312,16 @@ class ReplicaServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mis
 class Replica:
     """Owns the gRPC server, the engine driver task, health and metrics of one replica."""
 
-    def __init__(self, config: ReplicaConfig, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        config: ReplicaConfig,
+        clock: Callable[[], float] = time.monotonic,
+        credentials: grpc.ServerCredentials | None = None,
+    ) -> None:
+        """``credentials``: serve gRPC (inference and health) over TLS with these
+        (``tls_credentials``) instead of plaintext."""
         self.config = config
+        self.credentials = credentials
         self.engine = Engine(config.engine)
         self.metrics = ReplicaMetrics(config.model, lambda: self.driver.stats())
         self.driver = EngineDriver(
@@ -345,7 +353,11 @@ class Replica:
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         try:
-            self.port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+            address = f"{cfg.host}:{cfg.port}"
+            if self.credentials is None:
+                self.port = server.add_insecure_port(address)
+            else:
+                self.port = server.add_secure_port(address, self.credentials)
         except RuntimeError as exc:
             raise OSError(f"cannot listen on {cfg.host}:{cfg.port} for gRPC: {exc}") from None
         if self.port == 0:
@@ -423,3 +435,11 @@ class Replica:
     async def wait(self) -> None:
         """Return once the replica has stopped (after a drain or ``stop``)."""
         await self._stopped.wait()
+
+
+def tls_credentials(cert: bytes, key: bytes, client_ca: bytes | None) -> grpc.ServerCredentials:
+    """Server TLS credentials from PEM bytes; with ``client_ca`` (mTLS), callers
+    must present a certificate signed by it (Envoy's upstream_tls cert)."""
+    return grpc.ssl_server_credentials(
+        [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )

@@ -1,14 +1,16 @@
 """``caravan xds``: run the xDS control plane (ADS on --port, admin HTTP on --admin-port).
 
 Replicas come from ``--registry FILE`` (the local supervisor's registry) or
-``--consul`` (the spec's Consul). Heavy imports stay inside the command so
+``--consul`` (the spec's Consul). With ``spec.security``: API keys are loaded from
+the files / env vars the spec names (never logged; blanked in ``/debug/snapshot``)
+and the ADS port serves TLS when ``security.xds_tls`` is set. Heavy imports stay inside the command so
 ``caravan --help`` stays fast.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -63,10 +65,25 @@ def xds(
     except (SpecError, OSError) as exc:
         typer.echo(f"xds: {exc}", err=True)
         raise typer.Exit(2) from None
+    ps = _with_secrets(ps)
     metrics = CollectorRegistry()
     source = _source(ps, registry, metrics)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_run(ps, source, metrics, port, admin_port, node_id))
+
+
+def _with_secrets(ps: PlatformSpec) -> PlatformSpec:
+    """Load API keys named by the spec (file / env); exit 2 with a message naming the
+    file, line or variable (never the key) when they are unusable."""
+    import os
+
+    from caravan.xds.security import with_loaded_keys
+
+    try:
+        return with_loaded_keys(ps, os.environ)
+    except ValueError as exc:
+        typer.echo(f"xds: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _source(ps: PlatformSpec, registry: Path | None, metrics: CollectorRegistry) -> ReplicaSource:
@@ -97,7 +114,15 @@ async def _run(
     from caravan.xds.controlplane import ControlPlane
 
     cp = ControlPlane(ps, source, metrics, port=port, instance_id=node_id)
-    admin = await _start_admin(cp, metrics, ps, admin_port)
+    if ps.security is not None and ps.security.xds_tls is not None:
+        from caravan.xds.server import tls_credentials
+
+        try:
+            cp.server.use_credentials(tls_credentials(ps.security.xds_tls))
+        except ValueError as exc:
+            typer.echo(f"xds: {exc}", err=True)
+            raise typer.Exit(2) from None
+    admin = await _start_admin(RedactedState(cp), metrics, ps, admin_port)
     task = asyncio.create_task(cp.run())
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -120,3 +145,23 @@ async def _start_admin(
     return await start_admin(
         cp, metrics, host, ps.control_plane.admin_port if port is None else port
     )
+
+
+class RedactedState:
+    """The admin endpoint's view of a control plane, with API keys blanked in
+    ``/debug/snapshot`` (``caravan.xds.security.redact``)."""
+
+    def __init__(self, inner: ControlPlaneState) -> None:
+        self._inner = inner
+
+    def ready(self) -> bool:
+        return self._inner.ready()
+
+    def snapshot_json(self) -> dict[str, Any]:
+        from caravan.xds.security import redact
+
+        out: dict[str, Any] = redact(self._inner.snapshot_json())
+        return out
+
+    def clients_json(self) -> list[dict[str, Any]]:
+        return self._inner.clients_json()

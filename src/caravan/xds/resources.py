@@ -10,9 +10,12 @@ What Envoy gets:
   connection manager (codec AUTO, so gRPC's HTTP/2 prior knowledge works), routes
   over ADS (``caravan-routes``), the router filter, a JSON access log on stdout,
   and ``generate_request_id`` so every request carries ``x-request-id`` upstream;
+  with ``spec.security``: TLS on the filter chain and auth / rate-limit / size
+  filters before the router (``caravan.xds.security``);
 * one RouteConfiguration ``caravan-routes`` (see ``route_configuration``);
 * one EDS Cluster ``model-<name>`` per model: Maglev on the session header,
-  bounded loads, HTTP/2 upstream, gRPC active health checks, outlier detection;
+  bounded loads, HTTP/2 upstream, gRPC active health checks, outlier detection,
+  and TLS to the replicas when the model has ``upstream_tls``;
 * one ClusterLoadAssignment per model, endpoints grouped by zone.
 """
 
@@ -45,6 +48,7 @@ from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 
 from caravan.discovery.types import HealthStatus, Replica, ReplicaSet
 from caravan.spec import ModelSpec, PlatformSpec
+from caravan.xds import security
 
 LISTENER_NAME = "caravan-grpc"
 ROUTE_CONFIG_NAME = "caravan-routes"
@@ -121,20 +125,26 @@ def _access_log(spec: PlatformSpec) -> accesslog_pb2.AccessLog:
 
 
 def http_connection_manager(spec: PlatformSpec) -> hcm_pb2.HttpConnectionManager:
-    """The listener's HCM: AUTO codec, RDS over ADS, router, JSON access log, request ids."""
-    return hcm_pb2.HttpConnectionManager(
+    """The listener's HCM: AUTO codec, RDS over ADS, router, JSON access log, request ids
+    (plus the security filters and size-limit reply text when ``spec.security`` is set)."""
+    hcm = hcm_pb2.HttpConnectionManager(
         stat_prefix="caravan",
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=ROUTE_CONFIG_NAME),
         http_filters=[
+            *security.http_filters(spec),
             hcm_pb2.HttpFilter(
                 name="envoy.filters.http.router", typed_config=pack(router_pb2.Router())
-            )
+            ),
         ],
         access_log=[_access_log(spec)],
         generate_request_id=wrappers_pb2.BoolValue(value=True),
         http2_protocol_options=protocol_pb2.Http2ProtocolOptions(),
     )
+    replies = security.local_reply_config(spec)
+    if replies is not None:
+        hcm.local_reply_config.CopyFrom(replies)
+    return hcm
 
 
 def listener(spec: PlatformSpec) -> listener_pb2.Listener:
@@ -150,8 +160,17 @@ def listener(spec: PlatformSpec) -> listener_pb2.Listener:
                 address=spec.envoy.address, port_value=spec.envoy.listen_port
             )
         ),
-        filter_chains=[listener_components_pb2.FilterChain(filters=[hcm])],
+        filter_chains=[_filter_chain(spec, hcm)],
     )
+
+
+def _filter_chain(
+    spec: PlatformSpec, hcm: listener_components_pb2.Filter
+) -> listener_components_pb2.FilterChain:
+    chain = listener_components_pb2.FilterChain(filters=[hcm])
+    if spec.security is not None and spec.security.listener_tls is not None:
+        chain.transport_socket.CopyFrom(security.downstream_tls(spec.security.listener_tls))
+    return chain
 
 
 # --------------------------------------------------------------------------- routes
@@ -323,7 +342,7 @@ def cluster(model: ModelSpec) -> cluster_pb2.Cluster:
     )
     if r.hash_balance_factor is not None:
         common.consistent_hashing_lb_config.hash_balance_factor.value = r.hash_balance_factor
-    return cluster_pb2.Cluster(
+    out = cluster_pb2.Cluster(
         name=model.cluster_name,
         type=cluster_pb2.Cluster.EDS,
         eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()),
@@ -339,6 +358,9 @@ def cluster(model: ModelSpec) -> cluster_pb2.Cluster:
         ignore_health_on_host_removal=True,
         circuit_breakers=_circuit_breakers(),
     )
+    if model.upstream_tls is not None:
+        out.transport_socket.CopyFrom(security.upstream_tls(model.upstream_tls))
+    return out
 
 
 # --------------------------------------------------------------------------- endpoints

@@ -5,6 +5,7 @@ This module is the thin I/O adapter: each stream gets a protocol session
 (``caravan.xds.sotw`` / ``caravan.xds.delta``) and feeds it requests and snapshot
 changes, one at a time, in arrival order; it sends what the session returns, counts
 pushes, ACKs and NACKs, logs each NACK's reason, and keeps ``ClientRegistry`` current.
+The port is plaintext, or TLS / mTLS with ``tls_credentials``.
 The server also serves ``grpc.health.v1`` (overall status SERVING once the first
 snapshot exists), so Envoy's bootstrap can health-check control-plane instances.
 
@@ -15,13 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
 from envoy.service.discovery.v3 import ads_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from caravan.spec import XdsTls
 from caravan.xds.cache import SnapshotCache
 from caravan.xds.clients import ClientInfo, ClientRegistry, XdsMetrics, short
 from caravan.xds.delta import DeltaSession
@@ -170,10 +173,12 @@ class XdsServer:
         metrics: XdsMetrics,
         host: str = "127.0.0.1",
         port: int = 0,
+        credentials: grpc.ServerCredentials | None = None,
     ) -> None:
         self.cache = cache
         self.host = host
         self.port = port
+        self.credentials = credentials
         self._server = grpc.aio.server(
             options=[
                 ("grpc.keepalive_time_ms", 30_000),
@@ -187,9 +192,18 @@ class XdsServer:
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
 
+    def use_credentials(self, credentials: grpc.ServerCredentials) -> None:
+        """Serve TLS (see ``tls_credentials``) instead of plaintext. Call before ``start``."""
+        self.credentials = credentials
+
     async def start(self) -> int:
-        """Bind and start serving. Raises RuntimeError if the port cannot be bound."""
-        bound: int = self._server.add_insecure_port(f"{self.host}:{self.port}")
+        """Bind and start serving (TLS when ``credentials`` is set). Raises
+        RuntimeError if the port cannot be bound."""
+        address = f"{self.host}:{self.port}"
+        if self.credentials is None:
+            bound: int = self._server.add_insecure_port(address)
+        else:
+            bound = self._server.add_secure_port(address, self.credentials)
         if bound == 0:
             raise RuntimeError(f"xds: cannot listen on {self.host}:{self.port}")
         self.port = bound
@@ -207,3 +221,22 @@ class XdsServer:
 
     async def stop(self, grace_s: float = 1.0) -> None:
         await self._server.stop(grace_s)
+
+
+def tls_credentials(
+    tls: XdsTls, read_file: Callable[[str], bytes] = lambda p: Path(p).read_bytes()
+) -> grpc.ServerCredentials:
+    """gRPC server credentials for the xDS port from ``tls`` (cert, key; with
+    ``client_ca_file``, a client certificate signed by it is required). Raises
+    ValueError naming the unreadable field and path."""
+    def read(field: str, path: str) -> bytes:
+        try:
+            return read_file(path)
+        except OSError as exc:
+            raise ValueError(
+                f"security.xds_tls.{field}: cannot read {path!r} ({exc.strerror})"
+            ) from None
+
+    pair = (read("key_file", tls.key_file), read("cert_file", tls.cert_file))
+    ca = None if tls.client_ca_file is None else read("client_ca_file", tls.client_ca_file)
+    return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)

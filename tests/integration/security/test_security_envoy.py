@@ -1,0 +1,261 @@
+"""Security controls with real certificates, the real Envoy and tritonclient.
+
+Stack ``secured``: xDS over mTLS, listener mTLS, upstream mTLS to a TLS replica
+that requires Envoy's client certificate, API keys (file + env) with per-client
+token buckets, and a request size limit. Stack ``tls_only``: listener TLS without
+client certificates and no authentication. All on 127.0.0.1, free ports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from sec_pki import Pki, make_pki
+from sec_stack import MODEL, SecureStack, admin_get, start_stack
+from tritonclient.utils import InferenceServerException
+
+from caravan.local.process import free_port
+from caravan.spec import PlatformSpec, parse_spec
+from caravan.xds.security import too_large_message
+
+pytestmark = pytest.mark.integration
+
+KEYS = {"alice": "alice-key-0123456789abcdef", "slow": "slow-key-0123456789abcdef"}
+CAROL_VAR = "CARAVAN_TEST_KEY_CAROL"
+CAROL_KEY = "carol-key-0123456789abcdef"
+MAX_BYTES = 64 * 1024
+
+
+def _base(tmp: Path, security: dict[str, Any]) -> PlatformSpec:
+    return parse_spec({
+        "models": [{"name": MODEL, "engine": {"model": "m/alpha"},
+                    "routing": {"maglev_table_size": 1031, "retries": 0}}],
+        "envoy": {"listen_port": free_port(), "admin_port": free_port()},
+        "control_plane": {"xds_port": free_port(), "admin_port": free_port(),
+                          "debounce_quiet_ms": 10, "debounce_max_ms": 100},
+        "security": security,
+    })
+
+
+def _secured_spec(tmp: Path, pki: Pki) -> PlatformSpec:
+    keys = tmp / "api-keys.txt"
+    keys.write_text("# client: key\n" + "".join(f"{c}: {k}\n" for c, k in KEYS.items()))
+    return _base(tmp, {
+        "listener_tls": {"cert_file": str(pki.server_cert), "key_file": str(pki.server_key),
+                         "client_ca_file": str(pki.ca)},
+        "upstream_tls": {"ca_file": str(pki.ca), "cert_file": str(pki.client_cert),
+                         "key_file": str(pki.client_key), "sni": "replica.caravan"},
+        "xds_tls": {"cert_file": str(pki.server_cert), "key_file": str(pki.server_key),
+                    "ca_file": str(pki.ca), "client_ca_file": str(pki.ca),
+                    "client_cert_file": str(pki.client_cert),
+                    "client_key_file": str(pki.client_key)},
+        "api_keys": {"file": str(keys), "env": {"carol": CAROL_VAR},
+                     "rate_limit": {"requests_per_s": 200, "burst": 200},
+                     "client_limits": {"slow": {"requests_per_s": 0.1, "burst": 2}}},
+        "max_request_bytes": MAX_BYTES,
+    })
+
+
+@dataclass
+class Secured:
+    stack: SecureStack
+    pki: Pki
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    tmp = tmp_path_factory.mktemp("sec-full")
+    pki = make_pki(tmp / "pki")
+    env = {**os.environ, CAROL_VAR: CAROL_KEY}
+    stack = start_stack(tmp, _secured_spec(tmp, pki), pki, 1, mtls_replicas=True, env=env)
+    try:
+        yield Secured(stack, pki)
+    finally:
+        stack.close()
+
+
+@pytest.fixture(scope="module")
+def tls_only(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SecureStack, Pki]]:
+    tmp = tmp_path_factory.mktemp("sec-tls")
+    pki = make_pki(tmp / "pki")
+    spec = _base(tmp, {"listener_tls": {"cert_file": str(pki.server_cert),
+                                        "key_file": str(pki.server_key)}})
+    stack = start_stack(tmp, spec, None, 1, mtls_replicas=False)
+    try:
+        yield stack, pki
+    finally:
+        stack.close()
+
+
+def _inputs(text: str = "hi", stream: bool = False) -> list[grpcclient.InferInput]:
+    def t(name: str, dtype: str, value: Any) -> grpcclient.InferInput:
+        x = grpcclient.InferInput(name, [1], dtype)
+        x.set_data_from_numpy(np.array([value], dtype=np.object_ if dtype == "BYTES" else bool))
+        return x
+
+    return [t("text_input", "BYTES", text.encode()),
+            t("sampling_parameters", "BYTES", json.dumps({"max_tokens": 4}).encode()),
+            t("stream", "BOOL", stream)]
+
+
+def _client(url: str, pki: Pki | None, cert: str = "client") -> grpcclient.InferenceServerClient:
+    if pki is None:
+        return grpcclient.InferenceServerClient(url)
+    chain = {"client": (pki.client_cert, pki.client_key), "rogue": (pki.rogue_cert, pki.rogue_key)}
+    if cert == "none":
+        return grpcclient.InferenceServerClient(url, ssl=True, root_certificates=str(pki.ca))
+    crt, key = chain[cert]
+    return grpcclient.InferenceServerClient(
+        url, ssl=True, root_certificates=str(pki.ca), private_key=str(key),
+        certificate_chain=str(crt),
+    )
+
+
+def _infer(url: str, pki: Pki | None, key: str | None, cert: str = "client",
+           text: str = "hi") -> tuple[str, str]:
+    """One unary request; (status name, message); status "OK" on success."""
+    headers = {"x-api-key": key} if key is not None else {}
+    try:
+        with _client(url, pki, cert) as c:
+            r = c.infer(MODEL, _inputs(text), headers=headers, client_timeout=10)
+    except InferenceServerException as exc:
+        return str(exc.status()).removeprefix("StatusCode."), str(exc.message())
+    assert r.as_numpy("text_output") is not None
+    return "OK", ""
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+def test_tls_listener_serves_tritonclient_and_refuses_plaintext(
+    tls_only: tuple[SecureStack, Pki],
+) -> None:
+    stack, pki = tls_only
+    assert _infer(stack.url, pki, None, cert="none") == ("OK", "")
+    status, _ = _infer(stack.url, None, None)
+    assert status == "UNAVAILABLE"
+
+
+def test_mtls_listener_refuses_clients_without_a_trusted_certificate(secured: Secured) -> None:
+    s = secured
+    assert _infer(s.stack.url, s.pki, KEYS["alice"])[0] == "OK"
+    for cert in ("none", "rogue"):
+        status, _ = _infer(s.stack.url, s.pki, KEYS["alice"], cert=cert)
+        assert status == "UNAVAILABLE", cert
+    assert _infer(s.stack.url, None, KEYS["alice"])[0] == "UNAVAILABLE"
+
+
+def _stat(admin: int, name: str) -> int:
+    for line in admin_get(admin, f"/stats?filter=^{name}$").splitlines():
+        key, _, value = line.partition(": ")
+        if key == name:
+            return int(value)
+    raise KeyError(name)
+
+
+def test_upstream_mtls_and_tls_health_checks(secured: Secured) -> None:
+    """The replica only accepts clients with a CA-signed cert, yet requests and the
+    gRPC health checks (host is healthy) get through over TLS."""
+    admin = secured.stack.spec.envoy.admin_port
+    assert _infer(secured.stack.url, secured.pki, KEYS["alice"])[0] == "OK"
+    assert _stat(admin, f"cluster.model-{MODEL}.ssl.handshake") >= 1
+    assert _stat(admin, f"cluster.model-{MODEL}.health_check.success") >= 1
+    port = int(secured.stack.cp.cp.snapshot_json()["eds"]["resources"][f"model-{MODEL}"]
+               ["resource"]["endpoints"][0]["lbEndpoints"][0]["endpoint"]["address"]
+               ["socketAddress"]["portValue"])
+    assert _infer(f"127.0.0.1:{port}", None, None)[0] == "UNAVAILABLE", "replica took plaintext"
+    assert _infer(f"127.0.0.1:{port}", secured.pki, None, cert="none")[0] == "UNAVAILABLE"
+
+
+def test_xds_over_mtls(secured: Secured) -> None:
+    """Envoy got its config from the TLS-only ADS port, with its client certificate."""
+    admin = secured.stack.spec.envoy.admin_port
+    assert _stat(admin, "cluster.xds_cluster.ssl.handshake") >= 1
+    assert secured.stack.cp.cp.clients_json(), "no Envoy connected to the control plane"
+    with grpc.insecure_channel(f"127.0.0.1:{secured.stack.cp.cp.port}") as ch:
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        with pytest.raises(grpc.RpcError) as err:
+            health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=3)
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+# --------------------------------------------------------------------------- API keys
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [(None, "UNAUTHENTICATED"), ("wrong-key-0123456789abcdef", "UNAUTHENTICATED"),
+     (KEYS["alice"], "OK"), (CAROL_KEY, "OK")],
+    ids=["missing-key", "invalid-key", "file-key", "env-key"],
+)
+def test_api_keys(secured: Secured, key: str | None, expected: str) -> None:
+    assert _infer(secured.stack.url, secured.pki, key)[0] == expected
+
+
+def test_spoofed_client_header_does_not_bypass_auth(secured: Secured) -> None:
+    try:
+        with _client(secured.stack.url, secured.pki) as c:
+            c.infer(MODEL, _inputs(), headers={"x-caravan-client": "alice"}, client_timeout=10)
+        status = "OK"
+    except InferenceServerException as exc:
+        status = str(exc.status()).removeprefix("StatusCode.")
+    assert status == "UNAUTHENTICATED"
+
+
+def test_per_key_rate_limit(secured: Secured) -> None:
+    """``slow`` has a burst of 2 at 0.1 req/s: the 3rd quick request is refused with
+    RESOURCE_EXHAUSTED; alice (200 req/s) is unaffected meanwhile."""
+    url, pki = secured.stack.url, secured.pki
+    got = [_infer(url, pki, KEYS["slow"])[0] for _ in range(4)]
+    assert got[:2] == ["OK", "OK"], got
+    assert got[2:] == ["RESOURCE_EXHAUSTED"] * 2, got
+    assert [_infer(url, pki, KEYS["alice"])[0] for _ in range(3)] == ["OK"] * 3
+
+
+# --------------------------------------------------------------------------- size limit
+
+
+def test_oversize_unary_request_refused_others_unaffected(secured: Secured) -> None:
+    url, pki = secured.stack.url, secured.pki
+    status, message = _infer(url, pki, KEYS["alice"], text="x" * (2 * MAX_BYTES))
+    assert (status, message) == ("UNKNOWN", too_large_message(MAX_BYTES))
+    assert _infer(url, pki, KEYS["alice"], text="y" * (MAX_BYTES // 2))[0] == "OK"
+
+
+def _stream_once(url: str, pki: Pki, text: str) -> object:
+    """One request over a bidi stream; the first thing the callback gets (a result
+    or an InferenceServerException), waiting at most 10 s."""
+    got: queue.Queue[object] = queue.Queue()
+    with _client(url, pki) as c:
+        c.start_stream(lambda result, error: got.put(error or result),
+                       headers={"x-api-key": KEYS["alice"]}, stream_timeout=10)
+        c.async_stream_infer(MODEL, _inputs(text, stream=True), request_id="r")
+        item = got.get(timeout=10)
+        c.stop_stream()
+    return item
+
+
+def test_oversize_stream_message_refused_not_hung(secured: Secured) -> None:
+    """On a stream Envoy has already opened upstream, the oversize body makes Envoy
+    reset the stream: the client gets INTERNAL at once (not a hang), and the next
+    stream is served."""
+    url, pki = secured.stack.url, secured.pki
+    t0 = time.monotonic()
+    item = _stream_once(url, pki, "z" * (2 * MAX_BYTES))
+    assert time.monotonic() - t0 < 5
+    assert isinstance(item, InferenceServerException), item
+    assert str(item.status()) == "StatusCode.INTERNAL", item
+    ok = _stream_once(url, pki, "fine")
+    assert not isinstance(ok, InferenceServerException), ok
