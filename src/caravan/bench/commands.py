@@ -70,6 +70,15 @@ def bench(
     out: Annotated[Path, typer.Option(help="output directory")] = Path("bench-results"),
     plot: Annotated[bool, typer.Option(help="write bench.png")] = True,
     progress: Annotated[bool, typer.Option(help="live progress bar")] = True,
+    tls_ca: Annotated[
+        Path | None, typer.Option(help="PEM CA of the endpoint: connect over TLS")
+    ] = None,
+    tls_cert: Annotated[Path | None, typer.Option(help="PEM client certificate (mTLS)")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="PEM client key (mTLS)")] = None,
+    api_key_file: Annotated[
+        Path | None, typer.Option(help="file holding the API key (else $CARAVAN_API_KEY)")
+    ] = None,
+    api_key_header: Annotated[str, typer.Option(help="header carrying the API key")] = "x-api-key",
 ) -> None:
     """Run a benchmark: `caravan bench --url HOST:PORT --model M --concurrency 1,5,10`.
 
@@ -111,7 +120,11 @@ def _run(o: dict[str, Any]) -> int:
         sampling = json.loads(o["sampling"])
         if not isinstance(sampling, dict):
             raise ValueError(f"--sampling: expected a JSON object, got {o['sampling']!r}")
-        target = Target(o["url"], o["stream"], o["timeout"], o["count_tokens"], sampling)
+        target = Target(
+            o["url"], o["stream"], o["timeout"], o["count_tokens"], sampling,
+            tls_ca=_path(o["tls_ca"]), tls_cert=_path(o["tls_cert"]), tls_key=_path(o["tls_key"]),
+            api_key=_api_key(o["api_key_file"]), api_key_header=o["api_key_header"],
+        )
     except OSError as exc:
         raise _fail(f"--prompts {o['prompts']}: {exc.strerror}") from None
     except (ValueError, json.JSONDecodeError) as exc:
@@ -143,6 +156,26 @@ def _run(o: dict[str, Any]) -> int:
     console.print(f"wrote {', '.join(map(str, written))} ({rows} request rows)")
     total_ok = sum(lv.summary.ok for lv in result.levels)
     return 0 if total_ok else 1
+
+
+def _path(p: Path | None) -> str | None:
+    return None if p is None else str(p)
+
+
+def _api_key(path: Path | None) -> str:
+    """The API key from ``--api-key-file`` or ``$CARAVAN_API_KEY`` ("" when neither);
+    raises ValueError naming the option (never the key)."""
+    import os
+
+    if path is None:
+        return os.environ.get("CARAVAN_API_KEY", "").strip()
+    try:
+        key = path.read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"--api-key-file {path}: {exc.strerror}") from None
+    if not key:
+        raise ValueError(f"--api-key-file {path}: the file is empty")
+    return key
 
 
 def _console() -> Any:

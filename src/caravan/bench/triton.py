@@ -48,15 +48,31 @@ FINAL_PARAM = "triton_final_response"
 class Target:
     """Where and how to send: ``url`` is ``HOST:PORT`` of Envoy or a replica;
     ``timeout_s`` bounds each request (DEADLINE_EXCEEDED after it); ``sampling``
-    adds fields to ``sampling_parameters`` (``max_tokens`` comes from each request)."""
+    adds fields to ``sampling_parameters`` (``max_tokens`` comes from each request).
+    TLS: ``tls_ca`` (PEM file) switches TLS on; ``tls_cert``/``tls_key`` add a client
+    certificate (mTLS). ``api_key`` is sent in ``api_key_header`` (never in repr)."""
 
     url: str
     stream: bool = True
     timeout_s: float = 120.0
     count_tokens: bool = True
     sampling: Mapping[str, Any] = field(default_factory=dict)
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    api_key: str = field(default="", repr=False)
+    api_key_header: str = "x-api-key"
+
+    @property
+    def tls(self) -> bool:
+        """True when the endpoint is reached over TLS (``tls_ca`` given)."""
+        return self.tls_ca is not None
 
     def __post_init__(self) -> None:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert: --tls-cert and --tls-key go together")
+        if self.tls_cert is not None and self.tls_ca is None:
+            raise ValueError("tls_ca: a client certificate needs --tls-ca (TLS to the server)")
         host, sep, port = self.url.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"url: expected HOST:PORT (e.g. 127.0.0.1:8080), got {self.url!r}")
@@ -142,7 +158,11 @@ class TritonTransport:
         self._inputs: dict[tuple[str, int, int], list[grpcclient.InferInput]] = {}
 
     async def open(self) -> None:
-        self._client = aioclient.InferenceServerClient(self.target.url)
+        t = self.target
+        self._client = aioclient.InferenceServerClient(
+            t.url, ssl=t.tls, root_certificates=t.tls_ca, private_key=t.tls_key,
+            certificate_chain=t.tls_cert,
+        )
 
     async def close(self) -> None:
         if self._client is not None:
@@ -154,6 +174,8 @@ class TritonTransport:
 
     def _headers(self, spec: RequestSpec) -> dict[str, str]:
         h = {"x-model": self.model}
+        if self.target.api_key:
+            h[self.target.api_key_header] = self.target.api_key
         if spec.session_id:
             h["x-session-id"] = spec.session_id
         return h

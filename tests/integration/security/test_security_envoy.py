@@ -248,14 +248,59 @@ def _stream_once(url: str, pki: Pki, text: str) -> object:
 
 
 def test_oversize_stream_message_refused_not_hung(secured: Secured) -> None:
-    """On a stream Envoy has already opened upstream, the oversize body makes Envoy
-    reset the stream: the client gets INTERNAL at once (not a hang), and the next
-    stream is served."""
+    """On a stream Envoy has already opened upstream, the oversize body is refused at
+    once (not a hang), and the next stream is served."""
     url, pki = secured.stack.url, secured.pki
     t0 = time.monotonic()
     item = _stream_once(url, pki, "z" * (2 * MAX_BYTES))
     assert time.monotonic() - t0 < 5
     assert isinstance(item, InferenceServerException), item
-    assert str(item.status()) == "StatusCode.INTERNAL", item
+    got = (str(item.status()).removeprefix("StatusCode."), str(item.message()))
+    # Envoy replies grpc-status UNKNOWN with the size message and resets the stream;
+    # depending on which the client reads first it reports that or INTERNAL (RST_STREAM).
+    assert got == ("UNKNOWN", too_large_message(MAX_BYTES)) or (
+        got[0] == "INTERNAL" and "RST_STREAM" in got[1]), got
     ok = _stream_once(url, pki, "fine")
     assert not isinstance(ok, InferenceServerException), ok
+
+
+# --------------------------------------------------------------------------- bench client
+
+
+@pytest.mark.parametrize(("with_key", "ok"), [(True, 3), (False, 0)], ids=["api-key", "no-key"])
+def test_caravan_bench_against_the_secured_endpoint(
+    secured: Secured, tmp_path: Path, with_key: bool, ok: int
+) -> None:
+    """`caravan bench --tls-ca --tls-cert --tls-key --api-key-file` measures the mTLS +
+    API-key endpoint; without the key every request is UNAUTHENTICATED (exit 1)."""
+    import subprocess
+
+    from caravan.local.process import caravan_argv
+
+    key_file = tmp_path / "key"
+    key_file.write_text(KEYS["alice"] + "\n")
+    pki = secured.pki
+    argv = caravan_argv(
+        "bench", "--url", secured.stack.url, "--model", MODEL, "--concurrency", "1",
+        "--requests", "3", "--output-tokens", "4", "--no-plot", "--no-progress",
+        "--tls-ca", str(pki.ca), "--tls-cert", str(pki.client_cert),
+        "--tls-key", str(pki.client_key), "--out", str(tmp_path / "out"),
+    )
+    if with_key:
+        argv += ["--api-key-file", str(key_file)]
+    env = {k: v for k, v in os.environ.items() if k != "CARAVAN_API_KEY"}
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert proc.returncode == (0 if ok else 1), proc.stderr[-2000:]
+    records = json.loads((tmp_path / "out" / "bench.json").read_text())
+    got = [(r["status"], r["error"]) for lv in records["levels"] for r in lv["records"]]
+    if ok:
+        assert [s for s, _ in got] == ["OK"] * 3, got
+    else:
+        # Envoy answers every keyless stream with grpc-status 16 (see its access log);
+        # grpc's aio client now and then reports its own INTERNAL for a bidi stream
+        # that the server ended before the client half-closed.
+        assert "UNAUTHENTICATED" in {s for s, _ in got}, got
+        assert set(got) <= {("UNAUTHENTICATED", "Client authentication failed."),
+                            ("INTERNAL", "Internal error from Core")}, got
+    assert KEYS["alice"] not in (tmp_path / "out" / "bench.json").read_text()
+    assert KEYS["alice"] not in proc.stdout + proc.stderr
