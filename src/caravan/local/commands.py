@@ -73,12 +73,12 @@ def demo(
     requests: str = typer.Option(None, help="requests per level, comma-separated (default: scaled to the level)"),
     output: Path = typer.Option(Path("benchmarks/results/demo"), help="JSON/CSV/PNG output prefix"),
     prometheus: bool = typer.Option(True, help="start Prometheus when installed"),
-    autoscale: bool = typer.Option(False, help="also run the autoscaler (load step -> scale up -> down)"),
+    autoscale: bool = typer.Option(False, help="instead of the sweep: load step -> scale up -> calm -> drain down"),
 ) -> None:
     """`caravan up` + a concurrency sweep through Envoy, a latency table, then shutdown."""
     from rich.console import Console
 
-    from caravan.local.demo import run_demo
+    from caravan.local.demo import run_autoscale_demo, run_demo
     from caravan.local.session import LocalSession
 
     ps = _load(spec)
@@ -89,7 +89,10 @@ def demo(
         with console.status("starting replicas, control plane, Envoy ..."):
             session.start()
         console.print(session.banner())
-        ok = run_demo(session, console, concurrency, requests, output)
+        if autoscale:
+            ok = run_autoscale_demo(session, console)
+        else:
+            ok = run_demo(session, console, concurrency, requests, output)
     except KeyboardInterrupt:
         ok = False
     finally:

@@ -19,6 +19,7 @@ from caravan.bench import arrivals, dataset, meta, plots, report, results, runne
 from caravan.bench.progress import RichProgress
 from caravan.bench.triton import Target
 from caravan.local.session import LocalSession
+from caravan.local.supervisor import LocalStack
 
 OUTPUT_TOKENS = dataset.Lengths(300, 0.2)
 INPUT_TOKENS = dataset.Lengths(200, 0.5)
@@ -89,3 +90,56 @@ def run_demo(session: LocalSession, console: Console, concurrency: str, requests
     console.print(f"wrote {output.with_suffix('.json')}, {output.with_suffix('.csv')}, {png}")
     errors = sum(lv.summary.requests - lv.summary.ok for lv in result.levels)
     return errors == 0
+
+
+AUTOSCALE_PHASES = (("baseline", 2, 0.15), ("load step", 48, 0.35), ("calm", 2, 0.5))
+
+
+async def _phase_load(stack: LocalStack, model: str, concurrency: int, seconds: float) -> results.SweepResult:
+    level = arrivals.LoadLevel(arrivals.Shape.CONCURRENCY, concurrency,
+                               arrivals.Limits(requests=max(50, int(concurrency * seconds * 3)), duration_s=seconds))
+    work = dataset.Workload(seed=11, input=INPUT_TOKENS, output=OUTPUT_TOKENS)
+    return await runner.run_sweep(Target(stack.endpoint, timeout_s=60.0), model, [level], work)
+
+
+Sample = tuple[float, str, int, int, int]  # (t s, phase, concurrency, ready, starting)
+
+
+async def _autoscale_timeline(stack: LocalStack, model: str, total_s: float
+                              ) -> tuple[list[results.SweepResult], list[Sample]]:
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    done: list[results.SweepResult] = []
+    samples: list[Sample] = []
+    for name, concurrency, share in AUTOSCALE_PHASES:
+        task = asyncio.create_task(_phase_load(stack, model, concurrency, share * total_s))
+        while not task.done():
+            samples.append((loop.time() - start, name, concurrency, *stack.counts(model)))
+            await asyncio.wait({task}, timeout=max(1.0, total_s / 30))
+        done.append(task.result())
+    return done, samples
+
+
+def run_autoscale_demo(session: LocalSession, console: Console, total_s: float | None = None) -> bool:
+    """Baseline -> load step -> calm through Envoy while the autoscaler runs; print the
+    replica count over time. True when every request succeeded and the model scaled up
+    and back down."""
+    stack = session.stack
+    model = stack.spec.default.name
+    policy_s = (stack.spec.default.autoscaling or {}).get("scale_down_stabilization_s", 300)
+    total = total_s or max(60.0, 2.5 * float(policy_s) * stack.options.time_scale)
+    console.print(f"running baseline / load step / calm for about {total:.0f} s ...")
+    phases, samples = asyncio.run(_autoscale_timeline(stack, model, total))
+    table = Table(title=f"caravan demo --autoscale: {model} replicas over time (wall seconds)")
+    for h in ("t (s)", "phase", "concurrency", "ready", "starting"):
+        table.add_column(h, justify="right")
+    for t, name, conc, ready, starting in samples:
+        table.add_row(f"{t:5.0f}", name, str(conc), str(ready), str(starting))
+    console.print(table)
+    peak = max(ready + starting for _, _, _, ready, starting in samples)
+    final = stack.counts(model)[0]
+    sent = sum(lv.summary.requests for ph in phases for lv in ph.levels)
+    errors = sum(lv.summary.requests - lv.summary.ok for ph in phases for lv in ph.levels)
+    start = stack.spec.default.replicas.start
+    console.print(f"replicas: start {start}, peak {peak}, end {final}; requests {sent}, failed {errors}")
+    return errors == 0 and peak > start and final < peak
