@@ -87,6 +87,8 @@ infer_requests = st.builds(
 @given(req=infer_requests)
 def test_bad_infer_requests_get_clear_errors(target: tuple[str, grpc.Channel],
                                              req: pb.ModelInferRequest) -> None:
+    """Bad tensors, datatypes, shapes, contents, models, versions: a clear gRPC
+    refusal within 5 s, never a crash or hang."""
     _, channel = target
     stub = pb_grpc.GRPCInferenceServiceStub(channel)
     try:
@@ -100,6 +102,7 @@ def test_bad_infer_requests_get_clear_errors(target: tuple[str, grpc.Channel],
     HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(blob=st.binary(max_size=300))
 def test_garbage_bytes_get_a_grpc_error(target: tuple[str, grpc.Channel], blob: bytes) -> None:
+    """Garbage bytes as the ModelInfer message: a gRPC error naming the problem."""
     _, channel = target
     call = channel.unary_unary(INFER, request_serializer=lambda b: b,
                                response_deserializer=lambda b: b)
@@ -115,6 +118,7 @@ def test_garbage_bytes_get_a_grpc_error(target: tuple[str, grpc.Channel], blob: 
 
 
 def test_oversize_input_is_refused_by_name(target: tuple[str, grpc.Channel]) -> None:
+    """An input above --max-input-bytes: INVALID_ARGUMENT naming text_input."""
     _, channel = target
     text = b"y" * (MAX_INPUT * 2)
     req = pb.ModelInferRequest(model_name=MODEL, inputs=[pb.ModelInferRequest.InferInputTensor(
@@ -129,6 +133,7 @@ def test_oversize_input_is_refused_by_name(target: tuple[str, grpc.Channel]) -> 
 
 def test_message_above_grpc_limit_is_resource_exhausted(target: tuple[str, grpc.Channel]
                                                         ) -> None:
+    """A message above the replica's gRPC receive limit: RESOURCE_EXHAUSTED."""
     _, channel = target
     text = b"z" * (MAX_INPUT + (2 << 20))  # above the replica's receive limit
     req = pb.ModelInferRequest(model_name=MODEL, inputs=[pb.ModelInferRequest.InferInputTensor(

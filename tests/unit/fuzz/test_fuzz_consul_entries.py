@@ -58,6 +58,8 @@ body = st.one_of(json_any, st.lists(st.one_of(entry, json_any), max_size=6))
 def test_parse_entries_never_raises_and_accounts_for_every_entry(
     body: Any, allow_warning: bool
 ) -> None:
+    """Any Consul health body: no exception; each entry is a replica, excluded, or
+    skipped with a known reason."""
     result = parse_entries(body, "llama", SERVICE, allow_warning)
     assert all(s.reason in SKIP_REASONS for s in result.skipped)
     if not isinstance(body, list):

@@ -57,6 +57,7 @@ spec_data = st.one_of(anything, st.fixed_dictionaries(
 @settings(max_examples=300, deadline=500, report_multiple_bugs=False)
 @given(data=spec_data)
 def test_parse_spec_gives_a_spec_or_a_spec_error(data: Any) -> None:
+    """Any parsed YAML data gives a PlatformSpec or a SpecError listing each problem."""
     try:
         spec = parse_spec(data, "fuzz")
     except SpecError as err:
@@ -77,6 +78,7 @@ def spec_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     "models: [", "models:\n  - name: x\n    engine: {model: m}\n  - *a", ": : :", "\t- x",
     "models: !!python/object:os.system x", "%YAML 9.9\n---\nx: 1"])))
 def test_load_spec_gives_a_spec_or_a_spec_error(spec_file: Path, text: str) -> None:
+    """Any file text (broken YAML, tags, anchors) gives a PlatformSpec or a SpecError."""
     spec_file.write_text(text)
     try:
         load_spec(spec_file)
