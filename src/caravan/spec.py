@@ -446,7 +446,7 @@ def cross_field_errors(data: dict[str, Any]) -> list[str]:
             errors.append(f"models[{i}].name: duplicate model name {name!r} (also models[{seen[name]}])")
         seen.setdefault(name, i)
     default = data.get("default_model")
-    if default is not None and seen and default not in seen:
+    if isinstance(default, str) and seen and default not in seen:  # non-strings: a field error
         errors.append(f"default_model: {default!r} is not one of the models {sorted(seen)}")
     return errors + _port_clashes(data) + _gpu_fit(data)
 
@@ -487,6 +487,8 @@ def _port_clashes(data: dict[str, Any]) -> list[str]:
         sect = data.get(section)
         port = sect.get(field, fallback) if isinstance(sect, dict) else fallback
         name = f"{section}.{field}"
+        if not isinstance(port, int):  # reported as a field error
+            continue
         if port in by_port:
             errors.append(f"{name}: port {port} is already used by {by_port[port]}")
         by_port.setdefault(port, name)

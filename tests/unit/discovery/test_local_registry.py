@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from caravan.discovery.local import FileReplicaSource, read_registry, replica_from_json, write_registry
+from caravan.discovery.local import (
+    FileReplicaSource,
+    read_registry,
+    replica_from_json,
+    write_registry,
+)
 from caravan.discovery.types import HealthStatus, Replica, ReplicaSet
 
 

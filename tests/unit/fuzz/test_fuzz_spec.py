@@ -50,10 +50,6 @@ spec_data = st.one_of(anything, st.fixed_dictionaries(
               "surprise": anything}))
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=(
-    "known bug in src/caravan/spec.py cross_field_errors(): `default not in seen` and "
-    "_port_clashes()'s `port in by_port` raise TypeError when default_model or a port is a "
-    "list/dict; fix: only compare str default_model and int ports"))
 @settings(max_examples=300, deadline=500, report_multiple_bugs=False)
 @given(data=spec_data)
 def test_parse_spec_gives_a_spec_or_a_spec_error(data: Any) -> None:
