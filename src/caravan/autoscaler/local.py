@@ -52,11 +52,11 @@ class LocalScaleTarget:
 class PrometheusReplicaCounts:
     """A read-only ``ScaleTarget`` for ``caravan autoscale --explain`` against a running
     ``caravan up``: replicas = scrape targets of the model that are up, as Prometheus
-    sees them (job ``triton``, label ``model``, see caravan.local.prometheus).
+    sees them (job ``triton``, target label ``caravan_model``, see caravan.local.prometheus).
     ``scale`` always raises ScaleError: use it only with ``--explain`` / dry runs.
     """
 
-    QUERY = 'count(up{job="triton", model="%s"} == 1) or vector(0)'
+    QUERY = 'count(up{job="triton", caravan_model="%s"} == 1) or vector(0)'
 
     def __init__(self, metrics: MetricsSource) -> None:
         self.metrics = metrics

@@ -2,7 +2,7 @@
 
 /usr/bin/prometheus runs as a child process on a free port, scraping two in-test
 prometheus_client exporters every second: one standing in for Envoy's cluster gauges,
-one for a replica's metrics endpoint (job ``triton``, label ``model``, like ``caravan up``).
+one for a replica's metrics endpoint (job ``triton``, target label ``caravan_model``, like ``caravan up``).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def _config(envoy_port: int, replica_port: int) -> dict[str, object]:
             {
                 "job_name": "triton",
                 "static_configs": [
-                    {"targets": [f"127.0.0.1:{replica_port}"], "labels": {"model": "llama"}}
+                    {"targets": [f"127.0.0.1:{replica_port}"], "labels": {"caravan_model": "llama"}}
                 ],
             },
         ],
