@@ -160,6 +160,13 @@ def markdown(faults: list[dict[str, Any]], tests: list[dict[str, Any]], meta: di
 
 
 KNOWN_GAPS = [
+    "A unary request in flight on a SIGKILLed replica can fail (INTERNAL, RST_STREAM; seen in "
+    "about 1 run in 3 of the replica-kill test): the replica's ModelInfer sends response "
+    "headers (x-caravan-replica) before inferring, so Envoy has started the response and may "
+    "not retry. Fix in replica/server.py: send that metadata with the response.",
+    "Free-port race: ports from `LocalPorts.free()` are not bound until their child starts, "
+    "so a replica's `free_port()` may return one of them (seen: Envoy's admin port taken by a "
+    "replica). The fault stacks avoid it; `LocalStack._spawn` does not yet.",
     "Streams in flight on a SIGKILLed replica fail fast but with INTERNAL, not UNAVAILABLE: "
     "Envoy resets the client's HTTP/2 stream with RST_STREAM(INTERNAL_ERROR) once response "
     "headers were sent, and gRPC maps that code to INTERNAL.",
@@ -183,6 +190,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.doc_only:
         data = json.loads(RESULTS.read_text())
+        data["meta"]["known_gaps"] = KNOWN_GAPS
+        RESULTS.write_text(json.dumps(data, indent=1, default=str))
         DOC.write_text(markdown(data["faults"], data["tests"], data["meta"]))
         return
     faults = run_faults(args.outage_s, args.cp_down_s)

@@ -192,6 +192,17 @@ class ManualStack:
         self._infra: list[ChildProcess] = []
         self._serial = 0
         self._initial = replicas
+        self._taken = set(vars(self.ports).values())
+
+    def _port(self) -> int:
+        """A free port not handed out before in this stack: ``free_port`` alone may return
+        a port chosen for a child that has not bound it yet (Envoy's admin, say)."""
+        for _ in range(100):
+            port = free_port()
+            if port not in self._taken:
+                self._taken.add(port)
+                return port
+        raise RuntimeError("no fresh free port after 100 tries")
 
     @property
     def endpoint(self) -> str:
@@ -233,7 +244,7 @@ class ManualStack:
         """Start one more replica process (not registered yet)."""
         self._serial += 1
         rid = f"{MODEL}-{self._serial}"
-        port, mport = free_port(), free_port()
+        port, mport = self._port(), self._port()
         argv = caravan_argv("replica", "--model", MODEL, "--port", str(port), "--metrics-port",
                             str(mport), "--replica-id", rid, "--time-scale", str(self.time_scale),
                             "--mean-output-tokens", "4", "--stream-interval-ms", "20",
