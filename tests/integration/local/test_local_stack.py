@@ -94,3 +94,16 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         ports = LocalPorts(busy.getsockname()[1], ports.envoy_admin, ports.xds, ports.xds_admin, ports.prometheus)
         with pytest.raises(StackError, match=r"\(envoy_listen\) is already in use"):
             LocalStack(spec(), tmp_path, ports, StackOptions(prometheus=False)).start()
+
+
+def test_readme_stream_client_streams_tokens_through_envoy(stack: LocalStack) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[3] / "examples" / "stream_client.py"
+    proc = subprocess.run([sys.executable, str(script), stack.endpoint, "alpha"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    text, _, served = proc.stdout.rpartition("\n(served by replica ")
+    assert len(text.split()) == 64  # max_tokens words, streamed chunk by chunk
+    assert served.startswith("alpha-")
