@@ -173,8 +173,6 @@ KNOWN_GAPS = [
     "Envoy's ADS reconnect backoff is Envoy's default (500 ms doubling up to 30 s) unless the "
     "bootstrap sets `envoy_grpc.retry_policy.retry_back_off`; without it, a control plane down "
     "for a few seconds is found again seconds after it is back.",
-    "`caravan.spec.parse_spec` raises TypeError (not SpecError) when `default_model` or an "
-    "Envoy/control-plane port is a list or mapping (`cross_field_errors`).",
     "Undecodable bytes sent as a ModelInfer message get gRPC UNKNOWN (grpc.aio's "
     "deserializer: \"Error parsing message\"), not INVALID_ARGUMENT.",
 ]

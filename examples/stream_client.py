@@ -24,7 +24,7 @@ def tensor(name, dtype, value):
 
 
 inputs = [
-    tensor("text_input", "BYTES", "What is Nomad?".encode()),
+    tensor("text_input", "BYTES", b"What is Nomad?"),
     tensor("stream", "BOOL", True),
     tensor("sampling_parameters", "BYTES", json.dumps({"max_tokens": 64, "temperature": 0.7}).encode()),
     tensor("exclude_input_in_output", "BOOL", True),
