@@ -115,7 +115,13 @@ job "envoy" {
       "grpc_services": [
         {
           "envoy_grpc": {
-            "cluster_name": "xds_cluster"
+            "cluster_name": "xds_cluster",
+            "retry_policy": {
+              "retry_back_off": {
+                "base_interval": "0.1s",
+                "max_interval": "0.5s"
+              }
+            }
           }
         }
       ],

@@ -135,7 +135,11 @@ def bootstrap(
             "ads_config": {
                 "api_type": "DELTA_GRPC" if delta else "GRPC",
                 "transport_api_version": "V3",
-                "grpc_services": [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}],
+                # Reconnect fast after a control-plane restart (default backoff grows to 30 s).
+                "grpc_services": [{"envoy_grpc": {
+                    "cluster_name": XDS_CLUSTER,
+                    "retry_policy": {"retry_back_off": {"base_interval": "0.1s", "max_interval": "0.5s"}},
+                }}],
                 "set_node_on_first_message_only": True,
             },
             "cds_config": dict(ads),

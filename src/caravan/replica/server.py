@@ -140,7 +140,6 @@ class ReplicaServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mis
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: Any
     ) -> pb.ModelInferResponse:
-        await context.send_initial_metadata(self._metadata)
         t0 = self._clock()
         responses: list[pb.ModelInferResponse] = []
         try:
@@ -148,6 +147,9 @@ class ReplicaServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mis
             await self._execute(gen, t0, incremental=False, final_param=None, emit=responses.append)
         except RequestError as exc:
             await context.abort(_GRPC_STATUS[exc.status], exc.message)
+        # Headers go out only with the answer: a replica that dies mid-request has sent
+        # nothing yet, so Envoy may still retry the request on another replica.
+        await context.send_initial_metadata(self._metadata)
         return responses[-1]
 
     async def ModelStreamInfer(

@@ -47,7 +47,8 @@ def test_bootstrap_ads_and_xds_cluster(
     assert boot["node"] == {"id": "n1", "cluster": "c1"}
     ads = boot["dynamic_resources"]["ads_config"]
     assert (ads["api_type"], ads["transport_api_version"]) == (api_type, "V3")
-    assert ads["grpc_services"] == [{"envoy_grpc": {"cluster_name": XDS_CLUSTER}}]
+    backoff = {"retry_back_off": {"base_interval": "0.1s", "max_interval": "0.5s"}}
+    assert ads["grpc_services"] == [{"envoy_grpc": {"cluster_name": XDS_CLUSTER, "retry_policy": backoff}}]
     for key in ("cds_config", "lds_config"):
         assert boot["dynamic_resources"][key] == {"ads": {}, "resource_api_version": "V3"}
     (cluster,) = boot["static_resources"]["clusters"]
