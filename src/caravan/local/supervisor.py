@@ -105,6 +105,7 @@ class LocalStack:
         self._lock = threading.Lock()
         self._replicas: dict[str, list[_ReplicaProc]] = {m.name: [] for m in self.spec.models}
         self._serial = 0
+        self._handed_out: set[int] = set(vars(ports).values())
         self._infra: list[ChildProcess] = []
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -210,7 +211,7 @@ class LocalStack:
     def _spawn(self, model: str) -> _ReplicaProc:
         self._serial += 1
         rid = f"{model}-{self._serial}"
-        port, mport = free_port(), free_port()
+        port, mport = self._fresh_port(), self._fresh_port()
         argv = caravan_argv(
             "replica", "--model", model, "--port", str(port), "--metrics-port", str(mport),
             "--replica-id", rid, "--time-scale", str(self.options.time_scale),
@@ -220,6 +221,15 @@ class LocalStack:
         log.info("replica starting", extra={"replica": rid, "port": port, "metrics_port": mport})
         rep = Replica(id=rid, model=model, address="127.0.0.1", port=port, metrics_port=mport)
         return _ReplicaProc(rep, proc)
+
+    def _fresh_port(self) -> int:
+        """A free port not already handed to another child (the OS may offer a port
+        that was picked for a process which has not bound it yet). Lock held."""
+        while True:
+            port = free_port()
+            if port not in self._handed_out:
+                self._handed_out.add(port)
+                return port
 
     def _publish(self) -> None:
         """Write the registry: ready replicas (HEALTHY) and draining ones (DRAINING). Lock held."""
