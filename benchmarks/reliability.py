@@ -160,19 +160,11 @@ def markdown(faults: list[dict[str, Any]], tests: list[dict[str, Any]], meta: di
 
 
 KNOWN_GAPS = [
-    "A unary request in flight on a SIGKILLed replica can fail (INTERNAL, RST_STREAM; seen in "
-    "about 1 run in 3 of the replica-kill test): the replica's ModelInfer sends response "
-    "headers (x-caravan-replica) before inferring, so Envoy has started the response and may "
-    "not retry. Fix in replica/server.py: send that metadata with the response.",
-    "Free-port race: ports from `LocalPorts.free()` are not bound until their child starts, "
-    "so a replica's `free_port()` may return one of them (seen: Envoy's admin port taken by a "
-    "replica). The fault stacks avoid it; `LocalStack._spawn` does not yet.",
-    "Streams in flight on a SIGKILLed replica fail fast but with INTERNAL, not UNAVAILABLE: "
-    "Envoy resets the client's HTTP/2 stream with RST_STREAM(INTERNAL_ERROR) once response "
-    "headers were sent, and gRPC maps that code to INTERNAL.",
-    "Envoy's ADS reconnect backoff is Envoy's default (500 ms doubling up to 30 s) unless the "
-    "bootstrap sets `envoy_grpc.retry_policy.retry_back_off`; without it, a control plane down "
-    "for a few seconds is found again seconds after it is back.",
+    "Streams in flight on a SIGKILLed replica fail at once, but after their first chunk the "
+    "client sees INTERNAL \"Stream removed (RST_STREAM)\", not UNAVAILABLE: Envoy has sent "
+    "response headers by then, so it can only reset the client's HTTP/2 stream "
+    "(`upstream_reset_after_response_started`), and gRPC maps RST_STREAM(INTERNAL_ERROR) to "
+    "INTERNAL. Clients should treat both as retryable transport failures.",
     "Undecodable bytes sent as a ModelInfer message get gRPC UNKNOWN (grpc.aio's "
     "deserializer: \"Error parsing message\"), not INVALID_ARGUMENT.",
 ]
