@@ -151,10 +151,12 @@ class ControlPlane:
         try:
             snap = self._builder.build(self.spec, sets)
             check_consistency(snap)
-        except ValueError as exc:
+        except Exception as exc:  # a bad input or a builder bug: never stop serving the last one
             self.metrics.builds.labels("error").inc()
             log.error(
-                "snapshot build failed; keeping the last snapshot", extra={"reason": str(exc)}
+                "snapshot build failed; keeping the last snapshot",
+                extra={"reason": f"{type(exc).__name__}: {exc}"},
+                exc_info=not isinstance(exc, ValueError),
             )
             self._pending.clear()
             return False
