@@ -1,21 +1,36 @@
-"""How fast and how calm is the autoscaler? A pure, seeded simulation on a fake clock.
+"""How fast, how right-sized and how calm is the autoscaler? A pure, seeded simulation.
 
     .venv/bin/python benchmarks/autoscale.py [--seed 7] [--steady-hours 6]
 
-The real ``PolicyHandler`` (the spec's default check: Envoy in-flight requests,
-``requests-per-replica`` target 16) drives a simple queueing model of LLM replicas:
-Poisson arrivals, each request holds one of ``slots`` batch slots of a replica for
-``service_s``; requests beyond the free slots wait in Envoy's pending queue. A new
-replica serves only after a model load of 30-120 s (seeded). Prometheus' scrape lag
-is modelled (the signal is ``scrape_lag_s`` old).
+The real ``PolicyHandler`` drives a fluid queueing model of LLM replicas on a fake
+clock advanced in 1 s steps: Poisson arrivals; each request holds one of ``slots``
+batch slots of a serving replica for ``service_s`` on average; requests beyond the
+free slots wait in a queue. A new replica serves only after a model load of 30-120 s
+(seeded). The simulation answers the policy's PromQL like Prometheus would, from
+values ``scrape_lag_s`` old:
 
-Scenarios:
-* step: 2 -> 12 req/s at t=300 s. Reaction = signal crossing -> scale decision ->
-  first new replica serving. Target: decision within one evaluation interval.
-* step-uncounted: the same with starting replicas NOT counted as capacity (what the
-  Nomad Autoscaler does, #540), to show the over-scaling Caravan avoids.
-* steady / steady-edge: constant load for hours (mid-band and right at a replica
-  boundary). Direction changes (up<->down reversals) among scale actions. Target: 0.
+* ``llm_demand`` (Little's law): arrivals over the check's window x the measured mean
+  service time (busy slot-seconds / completions over 5 min); in-flight while nothing
+  has completed yet.
+* ``envoy_in_flight``: busy slots + queue.
+* TTFT p95 (latency-slo scenarios): the queue wait, queue / admission rate (the fluid
+  model has no spread, so mean and p95 coincide: an approximation).
+
+Scenarios (``needed`` = ceil(12 req/s x 4 s / target 16) = 3 replicas):
+
+* step: 2 -> 12 req/s at t=300 s with the default policy (``llm_demand``,
+  requests-per-replica target 16). Reaction = signal crossing -> decision -> first new
+  replica serving (target: decision within one evaluation interval of the crossing);
+  peak replicas requested and placed vs needed.
+* step_uncounted: the same, but the target reports running allocations only and places
+  ``count - running`` new ones, ignoring those still starting: the behaviour reported
+  in nomad-autoscaler #540 (what counting starting allocations as capacity avoids).
+* step_in_flight(_uncounted): the previous default check (``envoy_in_flight``), which
+  reads the backlog that builds during model loads as demand.
+* step_latency_slo / _no_hold: a stepping strategy (latency-slo on TTFT p95, SLO 2 s)
+  with and without the handler's hold while replicas start.
+* steady / steady_edge: constant load for hours, mid-band and right at a replica
+  boundary, default policy. Direction changes among scale actions. Target: 0.
 
 Writes benchmarks/results/autoscale.json.
 """
@@ -39,13 +54,32 @@ from caravan.autoscaler.ports import TargetStatus
 from caravan.spec import EngineArgs, ModelSpec
 
 RESULTS = Path(__file__).parent / "results" / "autoscale.json"
+SERVICE_WINDOW_S = 300  # the 5 min of the llm_demand signal's service-time rates
+IN_FLIGHT_CHECK = {
+    "name": "in-flight",
+    "signal": "envoy_in_flight",
+    "query_window_s": 30,
+    "strategy": {"name": "requests-per-replica", "params": {"target": 16, "tolerance": 0.1}},
+}
+TTFT_CHECK = {
+    "name": "ttft",
+    "signal": "vllm_ttft_p95",
+    "query_window_s": 60,
+    "strategy": {"name": "latency-slo", "params": {"slo_s": 2.0, "down_ratio": 0.25}},
+}
 
 
 @dataclass
 class Sim:
-    """Fluid-ish queueing model, advanced in 1 s steps. Not thread-safe (single owner)."""
+    """Fluid-ish queueing model, advanced in 1 s steps. Not thread-safe (single owner).
 
-    rng: random.Random
+    Also plays Prometheus (``query``) and the scale target (``status``/``scale``).
+    ``count_starting`` False models nomad-autoscaler #540 (see module doc).
+    """
+
+    rng: random.Random  # arrivals
+    load_rng: random.Random  # model load delays (separate, so scenarios draw the same delays)
+    demand_window_s: int = 60
     service_s: float = 4.0
     slots: int = 32
     load_delay_s: tuple[float, float] = (30.0, 120.0)
@@ -56,8 +90,13 @@ class Sim:
     pending: float = 0.0
     serving: int = 1
     starting: list[float] = field(default_factory=list)  # ready-at times
-    history: list[float] = field(default_factory=list)  # in-flight per second
     first_new_serving: float | None = None
+    peak_placed: int = 1
+    arrivals: list[float] = field(default_factory=lambda: [0.0])  # prefix sums per second
+    busy: list[float] = field(default_factory=lambda: [0.0])  # slot-seconds, prefix sums
+    done: list[float] = field(default_factory=lambda: [0.0])  # completions, prefix sums
+    in_flight_hist: list[float] = field(default_factory=list)
+    wait_hist: list[float] = field(default_factory=list)
 
     def step(self, rate: float) -> None:
         self.t += 1.0
@@ -66,35 +105,60 @@ class Sim:
             self.first_new_serving = self.t
         self.serving += len(ready)
         self.starting = [r for r in self.starting if r > self.t]
-        self.pending += _poisson(self.rng, rate)
-        self.active -= self.active / self.service_s
-        admit = min(self.pending, max(self.serving * self.slots - self.active, 0.0))
+        arrived = _poisson(self.rng, rate)
+        self.pending += arrived
+        finished = self.active / self.service_s
+        busy = self.active
+        self.active -= finished
+        capacity = self.serving * self.slots
+        admit = min(self.pending, max(capacity - self.active, 0.0))
         self.active, self.pending = self.active + admit, self.pending - admit
-        self.history.append(self.active + self.pending)
+        self.arrivals.append(self.arrivals[-1] + arrived)
+        self.busy.append(self.busy[-1] + busy)
+        self.done.append(self.done[-1] + finished)
+        self.in_flight_hist.append(self.active + self.pending)
+        self.wait_hist.append(self.pending / max(capacity / self.service_s, 1e-9))
 
-    def in_flight(self) -> float:
-        """What Prometheus would return now: the value ``scrape_lag_s`` ago."""
-        i = max(len(self.history) - 1 - self.scrape_lag_s, 0)
-        return self.history[i] if self.history else 0.0
+    def _at(self) -> int:
+        """The index (seconds) Prometheus' latest scrape reflects."""
+        return max(len(self.in_flight_hist) - self.scrape_lag_s, 1)
+
+    def demand(self, at: int | None = None) -> float:
+        """Arrival rate over the window x mean service time over 5 min (Little's law)."""
+        i = self._at() if at is None else at
+        w = min(self.demand_window_s, i)
+        rate = (self.arrivals[i] - self.arrivals[i - w]) / w
+        j = max(i - SERVICE_WINDOW_S, 0)
+        completions = self.done[i] - self.done[j]
+        if completions <= 0:
+            return self.in_flight_hist[i - 1]
+        return rate * (self.busy[i] - self.busy[j]) / completions
 
     # MetricsSource
     def query(self, promql: str) -> float:
-        return self.in_flight()
+        i = self._at()
+        if "envoy_cluster_upstream_rq_total" in promql:
+            return self.demand()
+        if "histogram_quantile" in promql:
+            return self.wait_hist[i - 1]
+        return self.in_flight_hist[i - 1]
 
     # ScaleTarget
     def status(self, model: str) -> TargetStatus:
-        starting = len(self.starting) if self.count_starting else 0
-        return TargetStatus(self.serving, starting, self.serving + len(self.starting))
+        if not self.count_starting:
+            return TargetStatus(self.serving, 0, self.serving)
+        return TargetStatus(self.serving, len(self.starting), self.serving + len(self.starting))
 
     def scale(self, model: str, count: int, reason: str, meta: Mapping[str, str]) -> None:
-        have = self.serving + len(self.starting)
+        have = self.serving + len(self.starting) if self.count_starting else self.serving
         for _ in range(count - have):
-            self.starting.append(self.t + self.rng.uniform(*self.load_delay_s))
+            self.starting.append(self.t + self.load_rng.uniform(*self.load_delay_s))
         for _ in range(have - count):  # drain: the newest (starting) ones first
             if self.starting:
                 self.starting.pop()
             else:
                 self.serving -= 1
+        self.peak_placed = max(self.peak_placed, self.serving + len(self.starting))
 
 
 def _poisson(rng: random.Random, lam: float) -> int:
@@ -109,9 +173,12 @@ def _poisson(rng: random.Random, lam: float) -> int:
         k += 1
 
 
-def _policy() -> ScalingPolicy:
+def _policy(check: dict[str, Any] | None = None, **over: Any) -> ScalingPolicy:
+    raw: dict[str, Any] = dict(over)
+    if check is not None:
+        raw["checks"] = [check]
     m = ModelSpec(
-        name="llama", engine=EngineArgs(model="x"), replicas={"min": 1, "max": 8}, autoscaling={}
+        name="llama", engine=EngineArgs(model="x"), replicas={"min": 1, "max": 8}, autoscaling=raw
     )
     p = policy_for(m)
     assert p is not None
@@ -130,55 +197,146 @@ def _run(sim: Sim, rates: list[float], policy: ScalingPolicy) -> list[ScalingDec
     return decisions
 
 
-def step_scenario(seed: int, count_starting: bool = True) -> dict[str, Any]:
-    policy = _policy()
-    sim = Sim(random.Random(seed), count_starting=count_starting)
-    step_at, horizon = 300, 900
-    rates = [2.0 if t < step_at else 12.0 for t in range(horizon)]
+def _crossing(sim: Sim, policy: ScalingPolicy, step_at: int) -> int | None:
+    """First second after the step at which the check's signal (as scraped) crosses
+    one replica's up threshold: target x (1 + tolerance), or the latency SLO."""
+    check = policy.checks[0]
+    params = check.strategy.params
+    if "slo_s" in params:
+        bar, series = float(params["slo_s"]), sim.wait_hist
+    else:
+        bar = float(params["target"]) * (1 + float(params.get("tolerance", 0.1)))
+        series = sim.in_flight_hist
+    for t in range(step_at, len(series)):
+        i = max(t + 1 - sim.scrape_lag_s, 1)
+        value = sim.demand(i) if check.signal == "llm_demand" else series[i - 1]
+        if value > bar:
+            return t + 1
+    return None
+
+
+def step_scenario(seed: int, policy: ScalingPolicy, count_starting: bool = True) -> dict[str, Any]:
+    window = round(policy.checks[0].query_window_s)
+    sim = Sim(random.Random(seed), random.Random(seed + 1), window, count_starting=count_starting)
+    step_at, horizon, high = 300, 900, 12.0
+    rates = [2.0 if t < step_at else high for t in range(horizon)]
     decisions = _run(sim, rates, policy)
-    target = policy.checks[0].strategy.params["target"]
-    tol = 0.1
-    cross = next(
-        t + 1 for t, v in enumerate(sim.history) if t >= step_at and v > target * 1 * (1 + tol)
-    )
     ups = [d for d in decisions if d.action == "scaled" and d.direction == "up"]
     first = ups[0] if ups else None
+    cross = _crossing(sim, policy, step_at)
+    after = (first.at - cross) if first and cross is not None else None
     return {
+        "check": policy.checks[0].name,
+        "count_starting_as_capacity": count_starting,
         "step_at_s": step_at,
         "signal_crossed_at_s": cross,
         "decision_at_s": first.at if first else None,
-        "decision_after_crossing_s": (first.at - cross) if first else None,
+        "decision_after_crossing_s": after,
+        "step_to_decision_s": (first.at - step_at) if first else None,
         "evaluation_interval_s": policy.evaluation_interval_s,
         "first_new_replica_serving_at_s": sim.first_new_serving,
         "step_to_serving_s": (sim.first_new_serving - step_at) if sim.first_new_serving else None,
         "scale_ups": [(d.at, d.current, d.desired) for d in ups],
-        "final_replicas": sim.serving + len(sim.starting),
+        "held_while_starting": sum(1 for d in decisions if d.action == "starting"),
+        "needed_replicas": math.ceil(high * sim.service_s / 16),
         "peak_replicas_requested": max((d.desired for d in ups), default=1),
-        "peak_in_flight": max(sim.history),
-        "count_starting_as_capacity": count_starting,
+        "peak_replicas_placed": sim.peak_placed,
+        "replicas_at_end": sim.serving + len(sim.starting),
+        "peak_in_flight": max(sim.in_flight_hist),
     }
 
 
 def steady_scenario(seed: int, rate: float, hours: float) -> dict[str, Any]:
     policy = _policy()
-    sim = Sim(random.Random(seed))
-    n = int(hours * 3600)
-    decisions = _run(sim, [rate] * n, policy)
+    sim = Sim(random.Random(seed), random.Random(seed + 1), round(policy.checks[0].query_window_s))
+    decisions = _run(sim, [rate] * int(hours * 3600), policy)
     actions = [d for d in decisions if d.action == "scaled"]
-    settle = 900.0  # the first 15 min may scale to fit
-    late = [d for d in actions if d.at > settle]
     dirs = [d.direction for d in actions]
-    reversals = sum(1 for a, b in itertools.pairwise(dirs) if a != b)
     return {
+        "check": policy.checks[0].name,
         "rate_req_s": rate,
         "hours": hours,
-        "mean_in_flight": sum(sim.history) / len(sim.history),
+        "mean_in_flight": sum(sim.in_flight_hist) / len(sim.in_flight_hist),
         "scale_actions": len(actions),
-        "scale_actions_after_settling": len(late),
-        "direction_changes": reversals,
+        "scale_actions_after_settling": len([d for d in actions if d.at > 900.0]),
+        "direction_changes": sum(1 for a, b in itertools.pairwise(dirs) if a != b),
         "final_replicas": sim.serving + len(sim.starting),
         "actions": [(d.at, d.direction, d.current, d.desired) for d in actions],
     }
+
+
+def seed_sweep(seeds: range) -> dict[str, Any]:
+    """The load step and a 1 h boundary-load run over several seeds: peaks and flaps."""
+    demand, in_flight = _policy(), _policy(IN_FLIGHT_CHECK)
+    rows = []
+    for seed in seeds:
+        d, f = step_scenario(seed, demand), step_scenario(seed, in_flight)
+        u = step_scenario(seed, demand, count_starting=False)
+        edge = steady_scenario(seed, 8.0, 1.0)
+        rows.append({
+            "seed": seed,
+            "demand_peak_requested": d["peak_replicas_requested"],
+            "demand_decision_after_crossing_s": d["decision_after_crossing_s"],
+            "demand_uncounted_peak_placed": u["peak_replicas_placed"],
+            "in_flight_peak_requested": f["peak_replicas_requested"],
+            "steady_edge_direction_changes": edge["direction_changes"],
+        })
+    return {"seeds": [seeds.start, seeds.stop - 1], "rows": rows}
+
+
+def scenarios(seed: int, hours: float) -> dict[str, Any]:
+    demand, in_flight = _policy(), _policy(IN_FLIGHT_CHECK)
+    return {
+        "step": step_scenario(seed, demand),
+        "step_uncounted": step_scenario(seed, demand, count_starting=False),
+        "step_in_flight": step_scenario(seed, in_flight),
+        "step_in_flight_uncounted": step_scenario(seed, in_flight, count_starting=False),
+        "step_latency_slo": step_scenario(seed, _policy(TTFT_CHECK)),
+        "step_latency_slo_no_hold": step_scenario(
+            seed, _policy(TTFT_CHECK, hold_steps_while_starting=False)
+        ),
+        # 6 req/s * 4 s = 24 in flight: mid-band for 2 replicas of target 16.
+        "steady": steady_scenario(seed, 6.0, hours),
+        # 8 req/s * 4 s = 32 in flight: exactly 2 replicas' target, noise on both sides.
+        "steady_edge": steady_scenario(seed + 1, 8.0, hours),
+        "seed_sweep": seed_sweep(range(1, 11)),
+    }
+
+
+def _print(out: dict[str, Any]) -> None:
+    print("scenario                  | check     | starting counted | crossing->decision | "
+          "step->serving | peak requested | peak placed | needed | at 900 s")
+    for key, s in out.items():
+        if not key.startswith("step"):
+            continue
+        after = s["decision_after_crossing_s"]
+        print(
+            f"{key:<25} | {s['check']:<9} | {s['count_starting_as_capacity']!s:<16} | "
+            f"{'-' if after is None else f'{after:g} s':>18} | {s['step_to_serving_s']:>11} s | "
+            f"{s['peak_replicas_requested']:>14} | {s['peak_replicas_placed']:>11} | "
+            f"{s['needed_replicas']:>6} | {s['replicas_at_end']:>8}"
+        )
+    rows = out["seed_sweep"]["rows"]
+
+    def span(key: str) -> str:
+        values = [r[key] for r in rows]
+        return f"{min(values)}-{max(values)}"
+
+    print(
+        f"seeds {out['seed_sweep']['seeds']}: peak requested demand {span('demand_peak_requested')}"
+        f" vs in-flight {span('in_flight_peak_requested')}; demand uncounted placed "
+        f"{span('demand_uncounted_peak_placed')}; crossing->decision "
+        f"{span('demand_decision_after_crossing_s')} s; 1 h at the boundary: "
+        f"{span('steady_edge_direction_changes')} direction changes"
+    )
+    for key in ("steady", "steady_edge"):
+        r = out[key]
+        print(
+            f"{key}: {r['rate_req_s']:g} req/s for {r['hours']:g} h (mean in-flight "
+            f"{r['mean_in_flight']:.1f}): {r['scale_actions']} scale actions "
+            f"({r['scale_actions_after_settling']} after settling), "
+            f"{r['direction_changes']} direction changes, final replicas {r['final_replicas']}"
+        )
 
 
 def main() -> None:
@@ -189,40 +347,16 @@ def main() -> None:
     ap.add_argument("--steady-hours", type=float, default=6.0)
     args = ap.parse_args()
     logging.disable(logging.INFO)
+    results = scenarios(args.seed, args.steady_hours)
     out = {
         "seed": args.seed,
         "model": "service 4 s/request, 32 slots/replica, load delay 30-120 s, scrape lag 2 s",
         "policy": _policy().model_dump(mode="json", exclude={"checks"}),
-        "step": step_scenario(args.seed),
-        "step_uncounted_starting": step_scenario(args.seed, count_starting=False),
-        # 6 req/s * 4 s = 24 in flight: mid-band for 2 replicas of target 16.
-        "steady": steady_scenario(args.seed, 6.0, args.steady_hours),
-        # 8 req/s * 4 s = 32 in flight: exactly 2 replicas' target, noise on both sides.
-        "steady_edge": steady_scenario(args.seed + 1, 8.0, args.steady_hours),
+        **results,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=2) + "\n")
-    s, u = out["step"], out["step_uncounted_starting"]
-    print(
-        f"step 2->12 req/s at t={s['step_at_s']}s: signal crossed at {s['signal_crossed_at_s']}s, "
-        f"decision at {s['decision_at_s']}s (+{s['decision_after_crossing_s']}s; "
-        f"interval {s['evaluation_interval_s']:g}s), first new replica serving at "
-        f"{s['first_new_replica_serving_at_s']}s (step->serving {s['step_to_serving_s']}s), "
-        f"peak replicas requested {s['peak_replicas_requested']} (3 carry 12 req/s; backlog "
-        f"peak {s['peak_in_flight']:.0f} in flight), replicas at t=900 s {s['final_replicas']}"
-    )
-    print(
-        f"  same step, starting replicas not counted (Nomad Autoscaler #540): "
-        f"peak replicas requested {u['peak_replicas_requested']}, scale-ups {len(u['scale_ups'])}"
-    )
-    for key in ("steady", "steady_edge"):
-        r = out[key]
-        print(
-            f"{key}: {r['rate_req_s']:g} req/s for {r['hours']:g} h (mean in-flight "
-            f"{r['mean_in_flight']:.1f}): {r['scale_actions']} scale actions "
-            f"({r['scale_actions_after_settling']} after settling), "
-            f"{r['direction_changes']} direction changes, final replicas {r['final_replicas']}"
-        )
+    _print(results)
     print(f"wrote {RESULTS}")
 
 

@@ -10,6 +10,8 @@ One ``PolicyHandler`` per model. Each tick (every ``evaluation_interval_s``)::
                   ▼ status not ready (active deployment) ──────────► NOT-READY
                combine votes; clamp to [min, max]
                   │ same count ────────────────────────────────────► NONE
+                  │ up, but not above what was already asked ───────► NONE (waiting for placement)
+                  │ up by a stepping strategy while replicas start ─► STARTING
                   │ down, not yet held for the stabilization window ► STABILIZING
                   │ inside the cooldown of the last action ─────────► COOLDOWN
                   │ dry_run ────────────────────────────────────────► DRY-RUN
@@ -18,6 +20,12 @@ One ``PolicyHandler`` per model. Each tick (every ``evaluation_interval_s``)::
                   │ ──failed───────────────────────────────────────► ERROR
                   ▼
                SCALED: cooldown until now + cooldown_{up,down}_s; stabilization reset
+
+Starting replicas count as capacity: strategies see ``running + starting``, and a
+scale-up never re-asks for a count the target already has placed. A stepping
+strategy (``strategies.steps_from_count``: target-value, threshold delta/percentage,
+latency-slo) reads a signal that starting replicas cannot improve yet, so its
+scale-ups wait (STARTING) until they serve (``hold_steps_while_starting``).
 
 A scale-down acts only after every decision during ``scale_down_stabilization_s``
 was "down"; it then goes to the largest count asked in that window (the safest).
@@ -48,7 +56,7 @@ from caravan.autoscaler.ports import (
     ScaleTarget,
     TargetStatus,
 )
-from caravan.autoscaler.strategies import Direction, combine
+from caravan.autoscaler.strategies import Direction, Proposal, combine, steps_from_count
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -59,12 +67,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Action = Literal[
-    "scale", "scaled", "dry-run", "none", "cooldown", "stabilizing", "not-ready", "error"
+    "scale",
+    "scaled",
+    "dry-run",
+    "none",
+    "starting",
+    "cooldown",
+    "stabilizing",
+    "not-ready",
+    "error",
 ]
 ACTIONS: tuple[Action, ...] = (
     "scaled",
     "dry-run",
     "none",
+    "starting",
     "cooldown",
     "stabilizing",
     "not-ready",
@@ -137,6 +154,14 @@ def decide(
             f"{prop.reason}; already asked for {status.desired}, waiting for placement",
             calm,
         )
+    if _held_while_starting(policy, prop, status):
+        return out(
+            "starting",
+            prop.desired,
+            f"{prop.reason}; {status.starting} replica(s) still starting: "
+            "a stepping strategy waits until they serve",
+            calm,
+        )
     desired, st = prop.desired, calm
     if prop.direction == "down":
         since = now if state.down_since is None else state.down_since
@@ -159,6 +184,14 @@ def decide(
     if dry_run or policy.dry_run:
         return out("dry-run", desired, f"{prop.reason}; dry run, not scaling", st)
     return out("scale", desired, prop.reason, st)
+
+
+def _held_while_starting(policy: ScalingPolicy, prop: Proposal, status: TargetStatus) -> bool:
+    """A scale-up won by a stepping strategy while replicas are still starting."""
+    if prop.direction != "up" or status.starting <= 0 or not policy.hold_steps_while_starting:
+        return False
+    check = next((c for c in policy.checks if c.name == prop.check), None)
+    return check is not None and steps_from_count(check.strategy.name, check.strategy.params)
 
 
 def after_scale(

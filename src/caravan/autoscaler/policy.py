@@ -6,9 +6,10 @@ relative to the section (``checks[0].strategy.params.target: must be > 0``);
 ``policy_for`` turns a validated model into a frozen ``ScalingPolicy``.
 
 Durations are seconds (``_s`` suffix). Query templates may use the placeholders
-``{model}``, ``{job}``, ``{group}`` and ``{cluster}`` (the Envoy cluster,
-``model-<name>``); any other ``{word}`` is an error, since PromQL itself never
-uses a bare ``{word}``. Everything here is pure and thread-safe.
+``{model}``, ``{job}``, ``{group}``, ``{cluster}`` (the Envoy cluster,
+``model-<name>``) and ``{window}`` (the check's ``query_window_s`` as a PromQL
+duration in ms, e.g. ``60000ms``); any other ``{word}`` is an error, since PromQL
+itself never uses a bare ``{word}``. Everything here is pure and thread-safe.
 """
 
 from __future__ import annotations
@@ -23,17 +24,44 @@ from caravan.autoscaler.strategies import PARAMS, params_errors
 if TYPE_CHECKING:
     from caravan.spec import ModelSpec
 
-PLACEHOLDERS = ("model", "job", "group", "cluster")
+PLACEHOLDERS = ("model", "job", "group", "cluster", "window")
 _PLACEHOLDER_RE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+_IN_FLIGHT = (
+    'sum(envoy_cluster_upstream_rq_active{envoy_cluster_name="{cluster}"})'
+    ' + sum(envoy_cluster_upstream_rq_pending_active{envoy_cluster_name="{cluster}"})'
+)
+
+
+def _vllm_rate(metric: str) -> str:
+    """sum of rate(metric) over 5 min for the model, under Triton's ``model`` label
+    (Triton's vLLM backend) or vLLM's own ``model_name`` label (vLLM engine, the simulator)."""
+    return (
+        f'sum(rate({metric}{{model="{{model}}"}}[5m])'
+        f' or rate({metric}{{model_name="{{model}}"}}[5m]))'
+    )
+
+
+# Little's law: requests the model must serve at once = arrival rate (Envoy, over the
+# check's window) x mean service time (vLLM: e2e - TTFT per request over 5 min, i.e.
+# time spent generating, not waiting). A backlog raises neither factor, so it is not
+# read as steady demand. Without completed requests yet, falls back to in-flight.
+_DEMAND = (
+    '(sum(rate(envoy_cluster_upstream_rq_total{envoy_cluster_name="{cluster}"}[{window}]))'
+    " * ((" + _vllm_rate("vllm:e2e_request_latency_seconds_sum")
+    + " - " + _vllm_rate("vllm:time_to_first_token_seconds_sum")
+    + ") / (" + _vllm_rate("vllm:e2e_request_latency_seconds_count") + " > 0)))"
+    " or (" + _IN_FLIGHT + ")"
+)
 
 # Built-in signals: PromQL templates for metrics that exist in production.
 SIGNALS: dict[str, str] = {
+    # Concurrency demand by Little's law (see _DEMAND): the default sizing signal.
+    "llm_demand": _DEMAND,
     # In-flight requests at Envoy (active + queued), summed over the model's cluster.
-    # Triton's vLLM backend exports no waiting-queue gauge, so this is the default.
-    "envoy_in_flight": (
-        'sum(envoy_cluster_upstream_rq_active{envoy_cluster_name="{cluster}"})'
-        ' + sum(envoy_cluster_upstream_rq_pending_active{envoy_cluster_name="{cluster}"})'
-    ),
+    # Triton's vLLM backend exports no waiting-queue gauge, so queue depth comes from
+    # Envoy. Includes any backlog: after a load step it over-states steady demand.
+    "envoy_in_flight": _IN_FLIGHT,
     # Triton's own pending-request gauge, summed over replicas (near 0 for vLLM; other backends).
     "triton_pending": 'sum(nv_inference_pending_request_count{model="{model}"})',
     # p95 time to first token (seconds) over 1 minute; 0 when there was no traffic.
@@ -100,7 +128,9 @@ class ScalingPolicy(_Frozen):
 
     ``min``/``max`` are replica counts; ``cooldown_*_s`` block every action for that
     long after a scale-up / scale-down; a scale-down happens only after it was the
-    decision for ``scale_down_stabilization_s`` without a break.
+    decision for ``scale_down_stabilization_s`` without a break. With
+    ``hold_steps_while_starting`` a scale-up won by a stepping strategy
+    (``strategies.steps_from_count``) waits while replicas are still starting.
     """
 
     model: str
@@ -116,6 +146,9 @@ class ScalingPolicy(_Frozen):
     scale_down_stabilization_s: float = Field(300.0, ge=0)
     dry_run: bool = False
     on_check_error: Literal["fail", "ignore"] = "fail"
+    hold_steps_while_starting: bool = Field(
+        True, description="a stepping strategy does not scale up while replicas start"
+    )
     checks: tuple[Check, ...] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -135,6 +168,7 @@ class ScalingPolicy(_Frozen):
             "job": self.job,
             "group": self.group,
             "cluster": self.cluster,
+            "window": f"{max(1, round(check.query_window_s * 1000))}ms",
         }
         text = check.template
         for key, value in values.items():
@@ -143,13 +177,17 @@ class ScalingPolicy(_Frozen):
 
 
 def default_checks(target_in_flight: float = DEFAULT_TARGET_IN_FLIGHT) -> list[dict[str, Any]]:
-    """The checks used when a policy lists none: Envoy in-flight requests per replica."""
+    """The checks used when a policy lists none: concurrency demand (Little's law,
+    signal ``llm_demand``) per replica, arrivals averaged over 60 s. The signal is a
+    rate over that window already, so one sample above the band is a real rise
+    (``burst_samples`` 1)."""
+    params = {"target": target_in_flight, "burst_samples": 1}
     return [
         {
-            "name": "in-flight",
-            "signal": "envoy_in_flight",
-            "query_window_s": 30.0,
-            "strategy": {"name": "requests-per-replica", "params": {"target": target_in_flight}},
+            "name": "demand",
+            "signal": "llm_demand",
+            "query_window_s": 60.0,
+            "strategy": {"name": "requests-per-replica", "params": params},
         }
     ]
 

@@ -27,6 +27,13 @@ LLM-native:
 * ``latency-slo``: up by ``step_up`` while the latest latency exceeds ``slo_s``;
   down by ``step_down`` once every sample in the window is below slo_s * down_ratio.
 
+Sizing vs stepping: ``requests-per-replica``, ``fixed-value`` and ``pass-through``
+compute the count from the signal alone (the count only sets the hysteresis band);
+``target-value``, ``threshold`` (delta / percentage) and ``latency-slo`` step from the
+current count (``steps_from_count``). A stepping strategy must not step again while
+the replicas of its last step are still loading: the signal cannot reflect them yet
+(the handler holds such scale-ups, see ``handler.decide``).
+
 Pure and thread-safe.
 """
 
@@ -164,6 +171,19 @@ def latency_slo(window: Sequence[float], count: int, p: LatencySloParams) -> int
     return None
 
 
+def steps_from_count(name: str, params: dict[str, Any]) -> bool:
+    """True when strategy ``name`` computes its scale-up relative to the current count.
+
+    ``target-value`` (ceil(count x factor)), ``threshold`` with ``delta`` or
+    ``percentage``, and ``latency-slo`` (count + step_up) do; sizing strategies
+    (``requests-per-replica``, ``fixed-value``, ``pass-through``, ``threshold`` with
+    ``value``) do not. Unknown names are False.
+    """
+    if name == "threshold":
+        return params.get("value") is None
+    return name in ("target-value", "latency-slo")
+
+
 StrategyFn = Callable[[Sequence[float], int, Any], "int | None"]
 
 PARAMS: dict[str, type[_Params]] = {
@@ -252,11 +272,13 @@ class Vote:
 
 @dataclass(frozen=True)
 class Proposal:
-    """What the checks want, clamped to [min, max]: ``desired`` and why."""
+    """What the checks want, clamped to [min, max]: ``desired``, why, and the check
+    whose vote won (None when no check asked for the change, e.g. a clamp)."""
 
     desired: int
     direction: Direction
     reason: str
+    check: str | None = None
 
 
 def combine(votes: Sequence[Vote], count: int, lo: int, hi: int) -> Proposal:
@@ -271,9 +293,11 @@ def combine(votes: Sequence[Vote], count: int, lo: int, hi: int) -> Proposal:
     ups = [v for v in live if v.direction(count) == "up"]
     nones = [v for v in live if v.direction(count) == "none"]
     downs = [v for v in live if v.direction(count) == "down"]
+    winner: str | None = None
     if ups:
         best = max(ups, key=lambda v: int(v.desired or 0))
         desired, reason = int(best.desired or 0), f"check {best.check!r} wants {best.desired}"
+        winner = best.check
     elif blocking:
         desired, reason = (
             count,
@@ -287,11 +311,13 @@ def combine(votes: Sequence[Vote], count: int, lo: int, hi: int) -> Proposal:
     else:
         best = max(downs, key=lambda v: int(v.desired or 0))
         desired, reason = int(best.desired or 0), f"check {best.check!r} wants {best.desired}"
+        winner = best.check
     clamped = min(max(desired, lo), hi)
     if clamped != desired:
         reason += f"; clamped to [{lo}, {hi}]"
     direction: Direction = "up" if clamped > count else "down" if clamped < count else "none"
-    return Proposal(clamped, direction, reason)
+    same_way = (desired > count) == (clamped > count) and (desired < count) == (clamped < count)
+    return Proposal(clamped, direction, reason, winner if same_way else None)
 
 
 def _collapse_groups(votes: list[Vote], count: int) -> list[Vote]:

@@ -100,8 +100,11 @@ def test_defaults_come_from_the_model() -> None:
         "triton-llama",
         "triton",
     )
-    assert [c.signal for c in p.checks] == ["envoy_in_flight"]
-    assert p.render(p.checks[0]).count('envoy_cluster_name="model-llama"') == 2
+    assert [c.signal for c in p.checks] == ["llm_demand"]
+    text = p.render(p.checks[0])
+    # arrivals over the check's 60 s window, plus the in-flight fallback (active + pending)
+    assert "envoy_cluster_upstream_rq_total" in text and "[60000ms]" in text
+    assert text.count('envoy_cluster_name="model-llama"') == 3
 
 
 def test_no_section_means_no_policy() -> None:
