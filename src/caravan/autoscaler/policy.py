@@ -42,6 +42,15 @@ def _vllm_rate(metric: str) -> str:
     )
 
 
+def _p95(bucket: str) -> str:
+    """p95 over 1 min of a vLLM histogram (either label convention); 0 without traffic."""
+    return (
+        "(histogram_quantile(0.95, sum by (le) "
+        f'(rate({bucket}{{model="{{model}}"}}[1m]) or rate({bucket}{{model_name="{{model}}"}}[1m])))'
+        " >= 0) or vector(0)"
+    )
+
+
 # Little's law: requests the model must serve at once = arrival rate (Envoy, over the
 # check's window) x mean service time (vLLM: e2e - TTFT per request over 5 min, i.e.
 # time spent generating, not waiting). A backlog raises neither factor, so it is not
@@ -65,17 +74,9 @@ SIGNALS: dict[str, str] = {
     # Triton's own pending-request gauge, summed over replicas (near 0 for vLLM; other backends).
     "triton_pending": 'sum(nv_inference_pending_request_count{model="{model}"})',
     # p95 time to first token (seconds) over 1 minute; 0 when there was no traffic.
-    "vllm_ttft_p95": (
-        "(histogram_quantile(0.95, sum by (le) "
-        '(rate(vllm:time_to_first_token_seconds_bucket{model="{model}"}[1m]))) >= 0)'
-        " or vector(0)"
-    ),
+    "vllm_ttft_p95": _p95("vllm:time_to_first_token_seconds_bucket"),
     # p95 end-to-end request latency (seconds) over 1 minute; 0 when there was no traffic.
-    "vllm_e2e_p95": (
-        "(histogram_quantile(0.95, sum by (le) "
-        '(rate(vllm:e2e_request_latency_seconds_bucket{model="{model}"}[1m]))) >= 0)'
-        " or vector(0)"
-    ),
+    "vllm_e2e_p95": _p95("vllm:e2e_request_latency_seconds_bucket"),
 }
 
 DEFAULT_TARGET_IN_FLIGHT = 16.0

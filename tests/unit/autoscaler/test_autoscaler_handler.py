@@ -329,3 +329,72 @@ def test_out_of_bounds_counts_are_brought_within_bounds(
     h, _, tgt, _ = _handler(_policy(scale_down_stabilization_s=0), load=load, running=running)
     h.tick()
     assert tgt.calls[0][0] == expected
+
+
+def _check(strategy: str, params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": "sig",
+        "query": 'load{model="{model}"}',
+        "query_window_s": 1,
+        "strategy": {"name": strategy, "params": params},
+    }
+
+
+SLO = ("latency-slo", {"slo_s": 1.0})
+TV = ("target-value", {"target": 10})
+DELTA = ("threshold", {"lower_bound": 10, "delta": 1, "within_bounds_trigger": 1})
+RPR = ("requests-per-replica", {"target": 10})
+
+# (id, (strategy, params), hold flag, running, starting, load, action, scale calls)
+HOLD: list[tuple[str, tuple[str, dict[str, Any]], bool, int, int, float, str, list[int]]] = [
+    ("slo-steps-while-starting-held", SLO, True, 2, 1, 5.0, "starting", []),
+    ("slo-steps-when-nothing-starting", SLO, True, 2, 0, 5.0, "scaled", [3]),
+    ("slo-hold-disabled", SLO, False, 2, 1, 5.0, "scaled", [4]),
+    ("target-value-held", TV, True, 1, 1, 20.0, "starting", []),
+    ("threshold-delta-held", DELTA, True, 1, 1, 20.0, "starting", []),
+    ("sizing-strategy-not-held", RPR, True, 1, 1, 45.0, "scaled", [5]),
+    ("sizing-within-placed-count-waits", RPR, True, 1, 3, 35.0, "none", []),
+]
+
+
+@pytest.mark.parametrize(
+    ("strategy", "hold", "running", "starting", "load", "action", "calls"),
+    [c[1:] for c in HOLD],
+    ids=[c[0] for c in HOLD],
+)
+def test_stepping_strategies_wait_for_starting_replicas(
+    strategy: tuple[str, dict[str, Any]],
+    hold: bool,
+    running: int,
+    starting: int,
+    load: float,
+    action: str,
+    calls: list[int],
+) -> None:
+    policy = _policy(checks=[_check(*strategy)], hold_steps_while_starting=hold)
+    h, _, tgt, _ = _handler(policy, load=load, running=running, starting=starting)
+    d = h.tick()
+    assert d.action == action, d.reason
+    assert [c[0] for c in tgt.calls] == calls
+    if action == "starting":
+        assert f"{starting} replica(s) still starting" in d.reason
+
+
+def test_held_step_acts_once_the_starting_replicas_serve() -> None:
+    policy = _policy(checks=[_check(*SLO)], cooldown_up_s=0)
+    h, _, tgt, clock = _handler(policy, load=5.0, running=2, starting=1)
+    assert h.tick().action == "starting"
+    tgt.running, tgt.starting = 3, 0  # the model finished loading; latency still high
+    clock.t += 10
+    d = h.tick()
+    assert (d.action, d.current, d.desired) == ("scaled", 3, 4)
+
+
+def test_default_policy_sizes_from_demand_not_in_flight() -> None:
+    """The default check reads the llm_demand signal (arrivals x service time)."""
+    m = ModelSpec(name="m", engine=EngineArgs(model="x"), replicas={"min": 1, "max": 8}, autoscaling={})
+    policy = policy_for(m)
+    assert policy is not None
+    metrics, tgt, clock = Metrics({"envoy_cluster_upstream_rq_total": 48.0}), Target(), Clock()
+    d = PolicyHandler(policy, metrics, tgt, clock).tick()
+    assert (d.action, d.desired, d.checks[0].vote.check) == ("scaled", 3, "demand")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from caravan.autoscaler.strategies import Vote, combine, params_errors, run_strategy
+from caravan.autoscaler.strategies import Vote, combine, params_errors, run_strategy, steps_from_count
 
 # (strategy, params, window, count, expected desired or None)
 CASES: list[tuple[str, str, dict[str, Any], list[float], int, int | None]] = [
@@ -268,3 +268,43 @@ def test_combine(
 def test_combine_reason_names_the_failed_check() -> None:
     p = combine([_v("a", 1), _v("latency", None, "query 'x' returned nan")], 3, 1, 10)
     assert "latency" in p.reason and "blocked" in p.reason
+
+
+# (id, strategy, params, steps from the current count)
+STEPPING = [
+    ("target-value", "target-value", {"target": 10}, True),
+    ("threshold-delta", "threshold", {"upper_bound": 5, "delta": 1}, True),
+    ("threshold-percentage", "threshold", {"upper_bound": 5, "percentage": 50}, True),
+    ("threshold-value", "threshold", {"upper_bound": 5, "value": 4}, False),
+    ("latency-slo", "latency-slo", {"slo_s": 1}, True),
+    ("requests-per-replica", "requests-per-replica", {"target": 4}, False),
+    ("fixed-value", "fixed-value", {"value": 2}, False),
+    ("pass-through", "pass-through", {}, False),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "steps"), [c[1:] for c in STEPPING], ids=[c[0] for c in STEPPING]
+)
+def test_which_strategies_step_from_the_count(name: str, params: dict[str, Any], steps: bool) -> None:
+    assert steps_from_count(name, params) is steps
+
+
+# (id, votes, count, bounds, winning check)
+WINNERS: list[tuple[str, list[Vote], int, tuple[int, int], str | None]] = [
+    ("largest-up", [_v("a", 4), _v("b", 6)], 3, (1, 10), "b"),
+    ("up-clamped-to-max-keeps-winner", [_v("a", 20)], 3, (1, 10), "a"),
+    ("down", [_v("a", 1), _v("b", 2)], 3, (1, 10), "b"),
+    ("none", [_v("a", None)], 3, (1, 10), None),
+    ("up-from-min-clamp-not-a-check", [_v("a", 0)], 0, (1, 10), None),
+    ("down-clamped-to-min-keeps-winner", [_v("a", 0)], 3, (1, 10), "a"),
+]
+
+
+@pytest.mark.parametrize(
+    ("votes", "count", "bounds", "winner"), [c[1:] for c in WINNERS], ids=[c[0] for c in WINNERS]
+)
+def test_proposal_names_the_winning_check(
+    votes: list[Vote], count: int, bounds: tuple[int, int], winner: str | None
+) -> None:
+    assert combine(votes, count, *bounds).check == winner
