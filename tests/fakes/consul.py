@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -96,7 +97,7 @@ class ConsulFake:
         if self._server is not None:
             return self.base_url
         self.port = self.port or free_port()
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), _Handler)
+        server = _QuietServer(("127.0.0.1", self.port), _Handler)
         server.daemon_threads = True
         server.fake = self  # type: ignore[attr-defined]
         threading.Thread(target=server.serve_forever, args=(0.05,), name="consul-fake",
@@ -334,6 +335,14 @@ def _flag(query: dict[str, list[str]], name: str) -> bool:
     if value.lower() in ("0", "false", "f"):
         return False
     raise _HttpError(400, f"Invalid value for ?{name}")
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up (a timed-out blocking query) is normal, as for real Consul."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
