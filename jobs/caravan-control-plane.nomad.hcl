@@ -114,12 +114,13 @@ envoy:
 models:
 - autoscaling:
     checks:
-    - name: in-flight
+    - name: demand
       query_window_s: 30
-      signal: envoy_in_flight
+      signal: llm_demand
       strategy:
         name: requests-per-replica
         params:
+          burst_samples: 1
           target: 16
           tolerance: 0.1
     cooldown_down_s: 60
@@ -239,12 +240,13 @@ envoy:
 models:
 - autoscaling:
     checks:
-    - name: in-flight
+    - name: demand
       query_window_s: 30
-      signal: envoy_in_flight
+      signal: llm_demand
       strategy:
         name: requests-per-replica
         params:
+          burst_samples: 1
           target: 16
           tolerance: 0.1
     cooldown_down_s: 60
