@@ -15,20 +15,53 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from caravan.spec_base import Frozen as _Frozen
+from caravan.spec_security import (
+    ApiKey,
+    ApiKeysSpec,
+    ListenerTls,
+    RateLimit,
+    SecuritySpec,
+    UpstreamTls,
+    XdsTls,
+)
+
+__all__ = [
+    "ApiKey",
+    "ApiKeysSpec",
+    "ConsulSpec",
+    "ControlPlaneSpec",
+    "EngineArgs",
+    "EnvoySpec",
+    "ListenerTls",
+    "LocalSpec",
+    "ModelSpec",
+    "NomadSpec",
+    "PlatformSpec",
+    "RateLimit",
+    "ReplicaBounds",
+    "Resources",
+    "Routing",
+    "SecuritySpec",
+    "SimulatorParams",
+    "SloSpec",
+    "SpecError",
+    "UpstreamTls",
+    "XdsTls",
+    "cross_field_errors",
+    "format_errors",
+    "is_prime",
+    "load_spec",
+    "parse_spec",
+]
+
 MODEL_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 def is_prime(n: int) -> bool:
@@ -137,122 +170,6 @@ class SloSpec(_Frozen):
     ttft_ms: float = Field(2000.0, gt=0, description="p95 time to first token, ms")
     e2e_ms: float = Field(30000.0, gt=0, description="p95 end-to-end request latency, ms")
     error_ratio: float = Field(0.05, gt=0, lt=1, description="max fraction of failed requests")
-
-
-class ListenerTls(_Frozen):
-    """TLS on Envoy's listener. Paths are read by Envoy on its own host (never sent
-    over xDS). ``client_ca_file`` set: mTLS, a client certificate signed by it is required."""
-
-    cert_file: str = Field(min_length=1, description="PEM server certificate chain")
-    key_file: str = Field(min_length=1, description="PEM private key")
-    client_ca_file: str | None = Field(None, description="require client certs signed by this CA")
-
-
-class UpstreamTls(_Frozen):
-    """TLS (mTLS when ``cert_file``/``key_file`` are set) from Envoy to every replica."""
-
-    ca_file: str = Field(min_length=1, description="CA that signed the replicas' certificates")
-    cert_file: str | None = Field(None, description="Envoy's client certificate (mTLS)")
-    key_file: str | None = Field(None, description="Envoy's client key (mTLS)")
-    sni: str | None = Field(None, description="SNI sent to replicas (and matched to their SAN)")
-
-    @model_validator(mode="after")
-    def _pair(self) -> UpstreamTls:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file: cert_file and key_file must be given together")
-        return self
-
-
-class XdsTls(_Frozen):
-    """TLS on the xDS channel. The control plane serves ``cert_file``/``key_file``;
-    Envoy verifies it with ``ca_file``. With ``client_ca_file`` the control plane
-    requires Envoy's certificate (``client_cert_file``/``client_key_file``)."""
-
-    cert_file: str = Field(min_length=1, description="control plane's server certificate")
-    key_file: str = Field(min_length=1, description="control plane's private key")
-    ca_file: str = Field(min_length=1, description="CA Envoy trusts for the control plane")
-    client_ca_file: str | None = Field(None, description="mTLS: CA of Envoy's client certs")
-    client_cert_file: str | None = Field(None, description="Envoy's client certificate")
-    client_key_file: str | None = Field(None, description="Envoy's client key")
-
-    @model_validator(mode="after")
-    def _mtls(self) -> XdsTls:
-        if (self.client_cert_file is None) != (self.client_key_file is None):
-            raise ValueError(
-                "client_cert_file: client_cert_file and client_key_file must be given together"
-            )
-        if self.client_ca_file is not None and self.client_cert_file is None:
-            raise ValueError(
-                "client_cert_file: required when client_ca_file is set (the control plane "
-                "refuses Envoys without a certificate)"
-            )
-        return self
-
-
-class RateLimit(_Frozen):
-    """A token bucket: ``burst`` requests at once, refilled at ``requests_per_s``."""
-
-    requests_per_s: float = Field(gt=0, le=1_000_000, description="sustained requests per second")
-    burst: int = Field(ge=1, le=1_000_000, description="bucket size (requests)")
-
-
-class ApiKey(_Frozen):
-    """One loaded credential (``client`` names the caller). Only ever built by the
-    control plane from ``api_keys.file`` / ``api_keys.env``; the key is a SecretStr."""
-
-    client: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    key: SecretStr
-
-
-class ApiKeysSpec(_Frozen):
-    """API-key authentication at Envoy, with a local rate limit per client.
-
-    Keys never appear in the spec: ``file`` holds ``client: key`` lines (``#``
-    comments allowed), ``env`` maps a client name to an environment variable holding
-    its key. ``loaded`` is filled by the control plane at start-up; setting it in a
-    spec file is an error.
-    """
-
-    header: str = Field("x-api-key", pattern=r"^[a-z0-9-]+$", description="request header")
-    file: str | None = Field(None, description="file of 'client: key' lines")
-    env: dict[str, str] = Field(default_factory=dict, description="client -> env var name")
-    rate_limit: RateLimit | None = Field(None, description="per-client default limit")
-    client_limits: dict[str, RateLimit] = Field(
-        default_factory=dict, description="per-client overrides of rate_limit"
-    )
-    loaded: tuple[ApiKey, ...] = Field((), exclude=True, repr=False)
-
-    @field_validator("loaded")
-    @classmethod
-    def _not_in_spec(cls, v: tuple[ApiKey, ...]) -> tuple[ApiKey, ...]:
-        if v:
-            raise ValueError(
-                "must not be set in a spec: keys come from api_keys.file or api_keys.env"
-            )
-        return v
-
-    @model_validator(mode="after")
-    def _source(self) -> ApiKeysSpec:
-        if self.file is None and not self.env:
-            raise ValueError("file: give api_keys.file or api_keys.env (or both)")
-        for client, var in self.env.items():
-            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", client):
-                raise ValueError(f"env: client name {client!r} must match [A-Za-z0-9_.-]{{1,64}}")
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
-                raise ValueError(f"env: {var!r} (client {client!r}) is not an env var name")
-        return self
-
-
-class SecuritySpec(_Frozen):
-    """Security controls; every one is off unless set. See docs/security.md."""
-
-    listener_tls: ListenerTls | None = None
-    upstream_tls: UpstreamTls | None = None
-    xds_tls: XdsTls | None = None
-    api_keys: ApiKeysSpec | None = None
-    max_request_bytes: int | None = Field(
-        None, ge=1024, le=1 << 30, description="largest request body Envoy accepts, bytes"
-    )
 
 
 class ModelSpec(_Frozen):
