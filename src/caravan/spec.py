@@ -470,15 +470,14 @@ def parse_spec(data: Any, source: str = "<spec>") -> PlatformSpec:
 
 
 def _validate_extensions(spec: PlatformSpec) -> list[str]:
-    """Validate sections owned by other packages (autoscaling policies)."""
+    """Validate sections owned by other packages (autoscaling policies). The import is
+    local because caravan.autoscaler.policy itself imports this module."""
+    from caravan.autoscaler.policy import validate_policy
+
     errors: list[str] = []
     for i, m in enumerate(spec.models):
         if m.autoscaling is None:
             continue
-        try:
-            from caravan.autoscaler.policy import validate_policy
-        except ImportError:  # autoscaler not installed in this build
-            break
         errors.extend(f"models[{i}].autoscaling.{e}" for e in validate_policy(m.autoscaling, m))
     return errors
 
