@@ -7,6 +7,7 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import typer
 
@@ -37,6 +38,20 @@ def _sigterm_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _start(session: Any, console: Any) -> None:
+    """Start the session and print its banner; a start failure exits 1 with its reason
+    (the session's stop(), in the caller's ``finally``, ends what was started)."""
+    from caravan.local.supervisor import StackError
+
+    try:
+        with console.status("starting replicas, control plane, Envoy ..."):
+            session.start()
+    except (StackError, RuntimeError) as exc:
+        console.print(f"[red]caravan: could not start the local stack:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from None
+    console.print(session.banner())
+
+
 def up(
     spec: Path = SPEC_ARG,
     state_dir: Path = typer.Option(None, help="logs, registry, rendered configs (default: spec's local.state_dir)"),
@@ -54,9 +69,7 @@ def up(
     _sigterm_as_interrupt()
     session = LocalSession.create(ps, state_dir, time_scale, prometheus, autoscale)
     try:
-        with console.status("starting replicas, control plane, Envoy ..."):
-            session.start()
-        console.print(session.banner())
+        _start(session, console)
         threading.Event().wait()
     except KeyboardInterrupt:
         console.print("stopping ...")
@@ -86,9 +99,7 @@ def demo(
     _sigterm_as_interrupt()
     session = LocalSession.create(ps, state_dir, time_scale, prometheus, autoscale)
     try:
-        with console.status("starting replicas, control plane, Envoy ..."):
-            session.start()
-        console.print(session.banner())
+        _start(session, console)
         if autoscale:
             ok = run_autoscale_demo(session, console)
         else:
