@@ -97,7 +97,8 @@ class _Run:
         return bool(self.stopped)
 
     async def one(self, spec: RequestSpec) -> None:
-        await self.gate.wait(spec)
+        if spec.session_id and spec.turn > 0:  # no gate coroutine on the common path
+            await self.gate.wait(spec)
         try:
             rec = await self.transport.send(spec, self.t0)
         finally:

@@ -102,7 +102,11 @@ def percentile(values: Sequence[float], q: float) -> float:
         raise ValueError("percentile of an empty sequence")
     if not 0.0 <= q <= 100.0:
         raise ValueError(f"percentile q must be in [0, 100], got {q}")
-    xs = sorted(values)
+    return _percentile_sorted(sorted(values), q)
+
+
+def _percentile_sorted(xs: Sequence[float], q: float) -> float:
+    """``percentile`` of already sorted, non-empty ``xs``."""
     rank = q / 100.0 * (len(xs) - 1)
     lo = math.floor(rank)
     hi = math.ceil(rank)
@@ -125,14 +129,15 @@ class Dist:
 def dist(values: Sequence[float]) -> Dist:
     if not values:
         return Dist()
+    xs = sorted(values)  # once, not once per percentile
     return Dist(
-        count=len(values),
-        mean=math.fsum(values) / len(values),
-        median=percentile(values, 50),
-        p90=percentile(values, 90),
-        p95=percentile(values, 95),
-        p99=percentile(values, 99),
-        max=max(values),
+        count=len(xs),
+        mean=math.fsum(xs) / len(xs),
+        median=_percentile_sorted(xs, 50),
+        p90=_percentile_sorted(xs, 90),
+        p95=_percentile_sorted(xs, 95),
+        p99=_percentile_sorted(xs, 99),
+        max=xs[-1],
     )
 
 

@@ -35,13 +35,11 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
+from caravan.bench.answer import read_answer
 from caravan.bench.dataset import RequestSpec, count_words
 from caravan.bench.stats import OK, RequestRecord
 
 Clock = Callable[[], float]
-
-REPLICA_ID_PARAM = "caravan_replica_id"
-FINAL_PARAM = "triton_final_response"
 
 
 @dataclass(frozen=True)
@@ -100,36 +98,6 @@ def build_inputs(spec: RequestSpec, target: Target) -> list[grpcclient.InferInpu
         inputs.append(_tensor("return_num_input_tokens", "BOOL", True))
         inputs.append(_tensor("return_num_output_tokens", "BOOL", True))
     return inputs
-
-
-def output_u32(resp: Any, name: str) -> int | None:
-    """Sum of a UINT32 output tensor of a ``ModelInferResponse``; None when absent."""
-    for i, out in enumerate(resp.outputs):
-        if out.name == name:
-            if i < len(resp.raw_output_contents):
-                return int(np.frombuffer(resp.raw_output_contents[i], dtype="<u4").sum())
-            return int(sum(out.contents.uint_contents))
-    return None
-
-
-def has_text(resp: Any) -> bool:
-    """True when ``text_output`` holds a non-empty string (BYTES: 4-byte length + data)."""
-    for i, out in enumerate(resp.outputs):
-        if out.name == "text_output":
-            if i < len(resp.raw_output_contents):
-                return len(resp.raw_output_contents[i]) > 4
-            return any(out.contents.bytes_contents)
-    return False
-
-
-def param_str(resp: Any, name: str) -> str:
-    p = resp.parameters.get(name)
-    return "" if p is None else str(p.string_param)
-
-
-def is_final(resp: Any) -> bool:
-    p = resp.parameters.get(FINAL_PARAM)
-    return p is not None and bool(p.bool_param)
 
 
 def status_name(exc: BaseException) -> tuple[str, str]:
@@ -206,11 +174,11 @@ class TritonTransport:
             self.model, inputs, headers=self._headers(spec), client_timeout=self.target.timeout_s
         )
         m.end = self._clock()
-        resp = result.get_response()
-        m.replica = param_str(resp, REPLICA_ID_PARAM)
+        answer = read_answer(result.get_response())
+        m.replica = answer.replica
         m.ttft = m.end
-        m.tokens_in = output_u32(resp, "num_input_tokens")
-        n = output_u32(resp, "num_output_tokens")
+        m.tokens_in = answer.tokens_in
+        n = answer.tokens_out
         if n is None:
             text = result.as_numpy("text_output")
             n = 0 if text is None else sum(count_words(t.decode(errors="replace")) for t in text)
@@ -257,13 +225,14 @@ class _Measure:
         self.replica = ""
 
     def on_response(self, resp: Any, now: float) -> None:
+        answer = read_answer(resp)
         if not self.replica:
-            self.replica = param_str(resp, REPLICA_ID_PARAM)
+            self.replica = answer.replica
         if self.tokens_in is None:
-            self.tokens_in = output_u32(resp, "num_input_tokens")
-        n = output_u32(resp, "num_output_tokens")
+            self.tokens_in = answer.tokens_in
+        n = answer.tokens_out
         if n is None:
-            n = 1 if has_text(resp) else 0
+            n = 1 if answer.text else 0
         if n > 0:
             if self.last is None:
                 self.ttft = now
@@ -271,7 +240,7 @@ class _Measure:
                 self.gaps.append((now - self.last) * 1000.0)
             self.last = now
             self.tokens_out += n
-        if is_final(resp) and self.end is None:
+        if answer.final and self.end is None:
             self.end = now
 
     def record(self) -> RequestRecord:

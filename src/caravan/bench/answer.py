@@ -1,0 +1,66 @@
+"""What the load generator reads from one ``ModelInferResponse`` (pure, no I/O).
+
+``read_answer`` walks the response's outputs once (the hot path of every request:
+protobuf field access is the cost, so one pass instead of one per field) and returns
+the replica id (parameter ``caravan_replica_id``), the ``num_input_tokens`` and
+``num_output_tokens`` UINT32 outputs (summed; None when absent), whether
+``text_output`` holds non-empty text and whether the response is flagged
+``triton_final_response``. Tensors may come as raw bytes (``raw_output_contents``,
+what Triton sends) or typed ``contents``; both are read. When a name repeats, its
+first output counts. ValueError when raw UINT32 bytes are not a multiple of 4.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+REPLICA_ID_PARAM = "caravan_replica_id"
+FINAL_PARAM = "triton_final_response"
+
+
+class Answer(NamedTuple):
+    replica: str
+    tokens_in: int | None
+    tokens_out: int | None
+    text: bool
+    final: bool
+
+
+def read_answer(resp: Any) -> Answer:
+    """One pass over ``resp`` (a ``ModelInferResponse``); see the module contract."""
+    raw = resp.raw_output_contents
+    n_raw = len(raw)
+    tokens_in = tokens_out = None
+    text: bool | None = None
+    for i, out in enumerate(resp.outputs):
+        name = out.name
+        if name == "num_output_tokens":
+            if tokens_out is None:
+                tokens_out = sum_u32(raw[i]) if i < n_raw else int(sum(out.contents.uint_contents))
+        elif name == "num_input_tokens":
+            if tokens_in is None:
+                tokens_in = sum_u32(raw[i]) if i < n_raw else int(sum(out.contents.uint_contents))
+        elif name == "text_output" and text is None:
+            # BYTES raw layout: 4-byte length, then the data
+            text = len(raw[i]) > 4 if i < n_raw else any(out.contents.bytes_contents)
+    params = resp.parameters
+    rid = params.get(REPLICA_ID_PARAM)
+    fin = params.get(FINAL_PARAM)
+    return Answer(
+        "" if rid is None else str(rid.string_param),
+        tokens_in,
+        tokens_out,
+        bool(text),
+        fin is not None and bool(fin.bool_param),
+    )
+
+
+def sum_u32(raw: bytes) -> int:
+    """Sum of little-endian UINT32 values in ``raw`` (one value, the common case, without
+    numpy). ValueError for a length that is not a multiple of 4."""
+    if len(raw) == 4:
+        return int.from_bytes(raw, "little")
+    return int(np.frombuffer(raw, dtype="<u4").sum())
+
