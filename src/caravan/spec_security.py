@@ -118,13 +118,62 @@ class ApiKeysSpec(_Frozen):
         return self
 
 
+class JwtSpec(_Frozen):
+    """JWT (RS256/ES256/... per the JWKS) authentication at Envoy, with an optional
+    local rate limit per subject (the ``sub`` claim).
+
+    A token must carry ``Authorization: Bearer <jwt>``, be signed by a key of the
+    JWKS in ``jwks_file``, name ``issuer`` as ``iss``, one of ``audiences`` in ``aud``,
+    and carry ``exp`` and a non-empty ``sub``. The JWKS holds public keys only; the
+    control plane reads it at start-up into ``loaded_jwks`` (setting it in a spec
+    file is an error) and sends it to Envoy inline over xDS.
+    """
+
+    issuer: str = Field(min_length=1, description="required 'iss' claim")
+    audiences: tuple[str, ...] = Field(min_length=1, description="accepted 'aud' values")
+    jwks_file: str = Field(min_length=1, description="JWKS (public keys) read at start-up")
+    forward_payload_header: str | None = Field(
+        None, pattern=r"^[a-z0-9-]+$", description="forward the verified payload upstream"
+    )
+    rate_limit: RateLimit | None = Field(None, description="limit of every subject")
+    subject_limits: dict[str, RateLimit] = Field(
+        default_factory=dict, description="per-subject overrides of rate_limit"
+    )
+    loaded_jwks: str = Field("", exclude=True, repr=False)
+
+    @field_validator("loaded_jwks")
+    @classmethod
+    def _jwks_not_in_spec(cls, v: str) -> str:
+        if v:
+            raise ValueError("must not be set in a spec: the JWKS comes from jwt.jwks_file")
+        return v
+
+    @field_validator("subject_limits")
+    @classmethod
+    def _subjects(cls, v: dict[str, RateLimit]) -> dict[str, RateLimit]:
+        for sub in v:
+            if not sub or len(sub) > 256:
+                raise ValueError(f"subject {sub!r} must be 1 to 256 characters")
+        return v
+
+
 class SecuritySpec(_Frozen):
-    """Security controls; every one is off unless set. See docs/security.md."""
+    """Security controls; every one is off unless set. See docs/security.md.
+    ``api_keys`` and ``jwt`` are alternatives: setting both is an error."""
 
     listener_tls: ListenerTls | None = None
     upstream_tls: UpstreamTls | None = None
     xds_tls: XdsTls | None = None
     api_keys: ApiKeysSpec | None = None
+    jwt: JwtSpec | None = None
     max_request_bytes: int | None = Field(
         None, ge=1024, le=1 << 30, description="largest request body Envoy accepts, bytes"
     )
+
+    @model_validator(mode="after")
+    def _one_client_auth(self) -> SecuritySpec:
+        if self.api_keys is not None and self.jwt is not None:
+            raise ValueError(
+                "jwt: api_keys and jwt cannot both be set (pick one client authentication)"
+            )
+        return self

@@ -73,8 +73,9 @@ def xds(
 
 
 def _with_secrets(ps: PlatformSpec) -> PlatformSpec:
-    """Load API keys named by the spec (file / env); exit 2 with a message naming the
-    file, line or variable (never the key) when they are unusable."""
+    """Load API keys (file / env) and the JWT JWKS (``security.jwt.jwks_file``) named
+    by the spec; exit 2 with a message naming the field, file, line or variable
+    (never the key) when they are unusable."""
     import os
 
     from caravan.xds.security import with_loaded_keys

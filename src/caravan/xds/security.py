@@ -14,8 +14,11 @@ Everything is off unless ``spec.security`` switches it on (see docs/security.md)
   ``CLIENT_HEADER`` and the key header is stripped), ``local_ratelimit`` with one
   token bucket per client (RESOURCE_EXHAUSTED when empty) and ``body_size_limit``
   (gRPC UNKNOWN "request too long": HTTP 413 through Envoy's HTTP->gRPC table).
+  With ``security.jwt`` instead of API keys: the header strip, ``jwt_authn`` and a
+  per-subject ``local_ratelimit`` from ``caravan.xds.jwt_auth``.
 * ``load_api_keys`` / ``with_loaded_keys``: read keys from the file / env vars named
-  in the spec. Errors name the file, line or variable, never the key.
+  in the spec (and the JWKS of ``security.jwt``). Errors name the file, line or
+  variable, never the key.
 * ``redact``: blank key material in JSON dumps of a snapshot (``/debug/snapshot``).
 
 API keys do travel over xDS (inside the listener): put the xDS channel on TLS
@@ -58,6 +61,8 @@ from caravan.spec import (
     RateLimit,
     UpstreamTls,
 )
+from caravan.spec_security import JwtSpec
+from caravan.xds import jwt_auth
 
 TLS_SOCKET = "envoy.transport_sockets.tls"
 CLIENT_HEADER = "x-caravan-client"
@@ -178,31 +183,52 @@ def local_rate_limit(limits: Mapping[str, RateLimit]) -> hcm_pb2.HttpFilter:
     the ``CLIENT_HEADER`` that ``api_key_auth`` sets. Over the limit: gRPC
     RESOURCE_EXHAUSTED. Requests of unlisted clients are not limited (the default
     bucket is effectively unbounded and only used when no descriptor matches)."""
+    descriptors = [
+        ratelimit_pb2.LocalRateLimitDescriptor(
+            entries=[ratelimit_pb2.RateLimitDescriptor.Entry(key=CLIENT_DESCRIPTOR, value=client)],
+            token_bucket=token_bucket(limit),
+        )
+        for client, limit in sorted(limits.items())
+    ]
+    cfg = _rate_limit_config("caravan_client_rate_limit", CLIENT_HEADER, CLIENT_DESCRIPTOR,
+                             descriptors)
+    return hcm_pb2.HttpFilter(name="envoy.filters.http.local_ratelimit", typed_config=_pack(cfg))
+
+
+def subject_rate_limit(jwt: JwtSpec) -> hcm_pb2.HttpFilter | None:
+    """``envoy.filters.http.local_ratelimit`` per JWT subject, keyed on the
+    ``SUBJECT_HEADER`` that ``jwt_authn`` sets from ``sub``: the overrides, then one
+    dynamic bucket per other subject (``jwt.rate_limit``). None when no limit is set."""
+    descriptors = jwt_auth.subject_descriptors(jwt, token_bucket)
+    if not descriptors:
+        return None
+    cfg = _rate_limit_config("caravan_subject_rate_limit", jwt_auth.SUBJECT_HEADER,
+                             jwt_auth.SUBJECT_DESCRIPTOR, descriptors)
+    if jwt.rate_limit is not None:
+        cfg.max_dynamic_descriptors.value = jwt_auth.MAX_DYNAMIC_SUBJECTS
+    return hcm_pb2.HttpFilter(name="envoy.filters.http.local_ratelimit", typed_config=_pack(cfg))
+
+
+def _rate_limit_config(
+    stat_prefix: str, header: str, key: str,
+    descriptors: list[ratelimit_pb2.LocalRateLimitDescriptor],
+) -> local_rate_limit_pb2.LocalRateLimit:
     action = route_components_pb2.RateLimit.Action(
         request_headers=route_components_pb2.RateLimit.Action.RequestHeaders(
-            header_name=CLIENT_HEADER, descriptor_key=CLIENT_DESCRIPTOR, skip_if_absent=True
+            header_name=header, descriptor_key=key, skip_if_absent=True
         )
     )
-    cfg = local_rate_limit_pb2.LocalRateLimit(
-        stat_prefix="caravan_client_rate_limit",
+    return local_rate_limit_pb2.LocalRateLimit(
+        stat_prefix=stat_prefix,
         token_bucket=token_bucket(RateLimit(requests_per_s=1_000_000, burst=1_000_000)),
         filter_enabled=_always(),
         filter_enforced=_always(),
         rate_limits=[route_components_pb2.RateLimit(actions=[action])],
-        descriptors=[
-            ratelimit_pb2.LocalRateLimitDescriptor(
-                entries=[
-                    ratelimit_pb2.RateLimitDescriptor.Entry(key=CLIENT_DESCRIPTOR, value=client)
-                ],
-                token_bucket=token_bucket(limit),
-            )
-            for client, limit in sorted(limits.items())
-        ],
+        descriptors=descriptors,
         always_consume_default_token_bucket=wrappers_pb2.BoolValue(value=False),
         rate_limited_as_resource_exhausted=True,
         enable_x_ratelimit_headers=ratelimit_pb2.DRAFT_VERSION_03,
     )
-    return hcm_pb2.HttpFilter(name="envoy.filters.http.local_ratelimit", typed_config=_pack(cfg))
 
 
 def _body_size_limit_class() -> Any:
@@ -252,22 +278,35 @@ def too_large_message(max_bytes: int) -> str:
             "(security.max_request_bytes)")
 
 
-def local_reply_config(spec: PlatformSpec) -> hcm_pb2.LocalReplyConfig | None:
-    """With a size limit, Envoy's 413 local replies carry ``too_large_message`` (the
-    gRPC status stays UNKNOWN, from Envoy's HTTP->gRPC table). None when off."""
-    sec = spec.security
-    if sec is None or sec.max_request_bytes is None:
-        return None
-    is_413 = accesslog_pb2.AccessLogFilter(
+def _status_is(code: int, runtime_key: str) -> accesslog_pb2.AccessLogFilter:
+    return accesslog_pb2.AccessLogFilter(
         status_code_filter=accesslog_pb2.StatusCodeFilter(
             comparison=accesslog_pb2.ComparisonFilter(
                 op=accesslog_pb2.ComparisonFilter.EQ,
-                value=base_pb2.RuntimeUInt32(default_value=413, runtime_key="caravan.too_large"),
+                value=base_pb2.RuntimeUInt32(default_value=code, runtime_key=runtime_key),
             )
         )
     )
-    body = base_pb2.DataSource(inline_string=too_large_message(sec.max_request_bytes))
-    return hcm_pb2.LocalReplyConfig(mappers=[hcm_pb2.ResponseMapper(filter=is_413, body=body)])
+
+
+def local_reply_config(spec: PlatformSpec) -> hcm_pb2.LocalReplyConfig | None:
+    """With a size limit, Envoy's 413 local replies carry ``too_large_message`` (the
+    gRPC status stays UNKNOWN, from Envoy's HTTP->gRPC table). With JWT, local 403
+    replies (``jwt_authn``: audience not allowed; nothing else in the chain sends
+    403) become 401, so every rejected token is gRPC UNAUTHENTICATED. None when off."""
+    sec = spec.security
+    if sec is None or (sec.max_request_bytes is None and sec.jwt is None):
+        return None
+    mappers: list[hcm_pb2.ResponseMapper] = []
+    if sec.max_request_bytes is not None:
+        body = base_pb2.DataSource(inline_string=too_large_message(sec.max_request_bytes))
+        mappers.append(hcm_pb2.ResponseMapper(
+            filter=_status_is(413, "caravan.too_large"), body=body))
+    if sec.jwt is not None:
+        mappers.append(hcm_pb2.ResponseMapper(
+            filter=_status_is(403, "caravan.jwt_forbidden"),
+            status_code=wrappers_pb2.UInt32Value(value=401)))
+    return hcm_pb2.LocalReplyConfig(mappers=mappers)
 
 
 def http_filters(spec: PlatformSpec) -> list[hcm_pb2.HttpFilter]:
@@ -281,6 +320,11 @@ def http_filters(spec: PlatformSpec) -> list[hcm_pb2.HttpFilter]:
         limits = client_limits(sec.api_keys)
         if limits:
             filters.append(local_rate_limit(limits))
+    if sec.jwt is not None:
+        filters += [jwt_auth.strip_identity_headers(sec.jwt), jwt_auth.jwt_authn(sec.jwt)]
+        limiter = subject_rate_limit(sec.jwt)
+        if limiter is not None:
+            filters.append(limiter)
     if sec.max_request_bytes is not None:
         filters.append(body_size_limit(sec.max_request_bytes))
     return filters
@@ -365,14 +409,19 @@ def _check_unique(keys: list[ApiKey]) -> None:
 def with_loaded_keys(
     spec: PlatformSpec, env: Mapping[str, str], read_file: ReadFile = _read_text
 ) -> PlatformSpec:
-    """``spec`` with ``security.api_keys.loaded`` filled (``spec`` itself when API keys
-    are off). The loaded keys are excluded from dumps and reprs of the spec."""
+    """``spec`` with ``security.api_keys.loaded`` and ``security.jwt.loaded_jwks``
+    filled (``spec`` itself when both are off). Loaded material is excluded from
+    dumps and reprs of the spec. Raises ValueError naming the field on bad input."""
     sec = spec.security
-    if sec is None or sec.api_keys is None:
+    if sec is None or (sec.api_keys is None and sec.jwt is None):
         return spec
-    loaded = load_api_keys(sec.api_keys, env, read_file)
-    keys = sec.api_keys.model_copy(update={"loaded": loaded})
-    return spec.model_copy(update={"security": sec.model_copy(update={"api_keys": keys})})
+    update: dict[str, object] = {}
+    if sec.api_keys is not None:
+        loaded = load_api_keys(sec.api_keys, env, read_file)
+        update["api_keys"] = sec.api_keys.model_copy(update={"loaded": loaded})
+    if sec.jwt is not None:
+        update["jwt"] = jwt_auth.load_jwks(sec.jwt, read_file)
+    return spec.model_copy(update={"security": sec.model_copy(update=update)})
 
 
 def redact(data: Any) -> Any:

@@ -6,11 +6,14 @@ from typing import Any
 
 import pytest
 from envoy.extensions.filters.http.api_key_auth.v3 import api_key_auth_pb2
+from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
+from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2
 from envoy.extensions.transport_sockets.tls.v3 import tls_pb2
 from google.protobuf import json_format
 
 from caravan.spec import ApiKeysSpec, ListenerTls, RateLimit, SpecError, UpstreamTls, parse_spec
+from caravan.xds import jwt_auth
 from caravan.xds import resources as res
 from caravan.xds import security as sec
 
@@ -214,3 +217,114 @@ def test_redact_blanks_only_api_keys() -> None:
     assert KEY_A not in text and KEY_B not in text
     assert sec.REDACTED in text and "alice" in text and "caravan-grpc" in text
     assert KEY_A in str(dumped), "redact must not modify its input"
+
+
+# --------------------------------------------------------------------------- JWT
+
+JWKS = '{"keys": [{"kty": "RSA", "kid": "k1", "n": "sXch", "e": "AQAB"}]}'
+JWT = {"issuer": "https://iss", "audiences": ["api"], "jwks_file": "/jwks.json"}
+
+
+def _jwt_spec(**over: Any) -> Any:
+    spec = _spec({"jwt": {**JWT, **over}})
+    return sec.with_loaded_keys(spec, {}, _files({"/jwks.json": JWKS}))
+
+
+@pytest.mark.parametrize(
+    ("security", "message"),
+    [
+        ({"jwt": JWT, "api_keys": {"file": "/k"}},
+         "security.jwt: api_keys and jwt cannot both be set"),
+        ({"jwt": {**JWT, "loaded_jwks": JWKS}}, "security.jwt.loaded_jwks: must not be set"),
+        ({"jwt": {**JWT, "audiences": []}}, "security.jwt.audiences: Tuple should have at least 1"),
+        ({"jwt": {**JWT, "issuer": ""}}, "security.jwt.issuer: String should have at least 1"),
+        ({"jwt": {**JWT, "forward_payload_header": "X Bad"}},
+         "security.jwt.forward_payload_header: String should match pattern"),
+        ({"jwt": {**JWT, "subject_limits": {"": {"requests_per_s": 1, "burst": 1}}}},
+         "security.jwt.subject_limits: subject '' must be 1 to 256"),
+    ],
+    ids=["with-api-keys", "literal-jwks", "no-audience", "empty-issuer", "bad-header",
+         "empty-subject"],
+)
+def test_spec_jwt_errors(security: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError) as err:
+        _spec(security)
+    assert any(e.startswith(message) for e in err.value.errors), err.value.errors
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({}, "security.jwt.jwks_file '/jwks.json': cannot read it (No such file or directory)"),
+        ({"/jwks.json": "{nope"}, "security.jwt.jwks_file '/jwks.json': not JSON"),
+        ({"/jwks.json": '{"keys": []}'}, "expected a JWKS object with a non-empty 'keys' list"),
+        ({"/jwks.json": '[1]'}, "expected a JWKS object with a non-empty 'keys' list"),
+        ({"/jwks.json": '{"keys": [{"kty": "oct", "k": "x"}]}'},
+         "keys[0].kty is 'oct'; expected 'RSA', 'EC' or 'OKP'"),
+        ({"/jwks.json": '{"keys": [{"kty": "RSA", "n": "a", "e": "b", "d": "c"}]}'},
+         "keys[0] holds private key material ['d']; the JWKS must contain public keys only"),
+        ({"/jwks.json": '{"keys": [{"kty": "RSA", "n": "a"}]}'}, "keys[0] (RSA) lacks ['e']"),
+    ],
+    ids=["missing", "not-json", "no-keys", "not-object", "symmetric", "private", "no-exponent"],
+)
+def test_load_jwks_errors_name_the_field(files: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError) as err:
+        sec.with_loaded_keys(_spec({"jwt": JWT}), {}, _files(files))
+    assert message in str(err.value)
+
+
+def test_loaded_jwks_is_compact_and_not_dumped() -> None:
+    spec = _jwt_spec()
+    assert spec.security.jwt.loaded_jwks == (
+        '{"keys":[{"e":"AQAB","kid":"k1","kty":"RSA","n":"sXch"}]}')
+    assert "sXch" not in repr(spec) and "loaded_jwks" not in str(spec.model_dump())
+
+
+def test_jwt_filters_in_order_with_provider_and_rule() -> None:
+    spec = _jwt_spec(forward_payload_header="x-jwt-payload")
+    hcm = res.http_connection_manager(spec)
+    assert [f.name for f in hcm.http_filters] == [
+        "envoy.filters.http.header_mutation", "envoy.filters.http.jwt_authn",
+        "envoy.filters.http.router"], "no rate limit filter without a limit"
+    strip = _unpack(hcm.http_filters[0].typed_config, header_mutation_pb2.HeaderMutation)
+    assert [m.remove for m in strip.mutations.request_mutations] == [
+        jwt_auth.SUBJECT_HEADER, "x-jwt-payload"]
+    cfg = _unpack(hcm.http_filters[1].typed_config, jwt_pb2.JwtAuthentication)
+    p = cfg.providers[jwt_auth.PROVIDER]
+    assert (p.issuer, list(p.audiences), p.forward) == ("https://iss", ["api"], False)
+    assert p.require_expiration and p.subjects.safe_regex.regex == ".+"
+    assert p.local_jwks.inline_string == spec.security.jwt.loaded_jwks
+    assert p.forward_payload_header == "x-jwt-payload"
+    assert [(c.claim_name, c.header_name) for c in p.claim_to_headers] == [
+        ("sub", jwt_auth.SUBJECT_HEADER)]
+    rule = cfg.rules[0]
+    assert (rule.match.prefix, rule.requires.provider_name) == ("/", jwt_auth.PROVIDER)
+    assert hcm.local_reply_config.mappers[0].status_code.value == 401
+
+
+@pytest.mark.parametrize(
+    ("limits", "values", "dynamic"),
+    [
+        ({"rate_limit": {"requests_per_s": 2, "burst": 4}}, [""], 10_000),
+        ({"subject_limits": {"z": {"requests_per_s": 1, "burst": 1},
+                             "a": {"requests_per_s": 9, "burst": 9}}}, ["a", "z"], 0),
+        ({"rate_limit": {"requests_per_s": 2, "burst": 4},
+          "subject_limits": {"vip": {"requests_per_s": 50, "burst": 50}}}, ["vip", ""], 10_000),
+    ],
+    ids=["default-only", "overrides-only", "overrides-then-wildcard"],
+)
+def test_subject_rate_limit_descriptors(
+    limits: dict[str, Any], values: list[str], dynamic: int
+) -> None:
+    hcm = res.http_connection_manager(_jwt_spec(**limits))
+    rl = _unpack(hcm.http_filters[2].typed_config, local_rate_limit_pb2.LocalRateLimit)
+    assert [d.entries[0].value for d in rl.descriptors] == values
+    assert {d.entries[0].key for d in rl.descriptors} == {jwt_auth.SUBJECT_DESCRIPTOR}
+    assert rl.rate_limits[0].actions[0].request_headers.header_name == jwt_auth.SUBJECT_HEADER
+    assert rl.max_dynamic_descriptors.value == dynamic
+    assert rl.rate_limited_as_resource_exhausted
+
+
+def test_jwt_filter_needs_loaded_jwks() -> None:
+    with pytest.raises(ValueError, match="JWKS not loaded"):
+        res.http_connection_manager(_spec({"jwt": JWT}))
