@@ -25,6 +25,7 @@ from caravan.spec_base import Frozen as _Frozen
 from caravan.spec_security import (
     ApiKey,
     ApiKeysSpec,
+    JwtSpec,
     ListenerTls,
     RateLimit,
     SecuritySpec,
@@ -39,6 +40,7 @@ __all__ = [
     "ControlPlaneSpec",
     "EngineArgs",
     "EnvoySpec",
+    "JwtSpec",
     "ListenerTls",
     "LocalSpec",
     "ModelSpec",
