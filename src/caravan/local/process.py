@@ -78,6 +78,10 @@ class ChildProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ChildProcess:
+        """Start the child once; calling it again (e.g. ``with ChildProcess(...).start()``)
+        returns the same running child rather than a second, unowned one."""
+        if self.proc is not None:
+            return self
         if self.log_path is None:
             self.proc = self._popen(subprocess.DEVNULL)
             return self
