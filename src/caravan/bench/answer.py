@@ -64,3 +64,31 @@ def sum_u32(raw: bytes) -> int:
         return int.from_bytes(raw, "little")
     return int(np.frombuffer(raw, dtype="<u4").sum())
 
+
+
+def text_outputs(resp: Any) -> list[str]:
+    """Every element of ``resp``'s first ``text_output`` tensor, decoded as UTF-8
+    (undecodable bytes replaced); [] when there is none. Raw BYTES layout: repeated
+    4-byte little-endian length + data. ValueError for a truncated raw tensor."""
+    raw = resp.raw_output_contents
+    for i, out in enumerate(resp.outputs):
+        if out.name == "text_output":
+            if i < len(raw):
+                return [b.decode(errors="replace") for b in split_bytes(raw[i])]
+            return [b.decode(errors="replace") for b in out.contents.bytes_contents]
+    return []
+
+
+def split_bytes(raw: bytes) -> list[bytes]:
+    """The elements of a raw BYTES tensor. ValueError when a length runs past the end."""
+    items, pos = [], 0
+    while pos < len(raw):
+        if pos + 4 > len(raw):
+            raise ValueError(f"raw BYTES tensor: truncated length at byte {pos} of {len(raw)}")
+        n = int.from_bytes(raw[pos:pos + 4], "little")
+        pos += 4
+        if pos + n > len(raw):
+            raise ValueError(f"raw BYTES tensor: element of {n} bytes runs past byte {len(raw)}")
+        items.append(raw[pos:pos + n])
+        pos += n
+    return items

@@ -1,4 +1,8 @@
-"""Triton gRPC adapter: sends one ``RequestSpec`` and measures it (tritonclient.grpc.aio).
+"""Triton gRPC adapter: sends one ``RequestSpec`` and measures it.
+
+Requests are pre-serialized ``ModelInferRequest`` messages (``caravan.bench.wire``, the
+message classes ``tritonclient.grpc`` ships) sent on one ``grpc.aio`` channel, so the
+load generator spends its CPU on sending, not on rebuilding tensors per request.
 
 Tensor contract (Triton's vLLM backend): ``text_input`` BYTES[1], ``stream`` BOOL[1],
 ``sampling_parameters`` BYTES[1] (JSON, ``{"max_tokens": N, ...}``),
@@ -9,8 +13,8 @@ Headers: ``x-model`` (Envoy routes on it) and, for sessions, ``x-session-id``.
 Streaming uses **one bidi ``ModelStreamInfer`` stream per request**: gRPC headers are
 per stream, so this is the only way to give each request its own ``x-session-id``
 (and have Envoy balance each request); it also makes every response belong to exactly
-one request, so TTFT and inter-token gaps are exact. The request iterator yields one
-request and ends (half-close); the stream ends after the last response. The end time
+one request, so TTFT and inter-token gaps are exact. The client writes one request
+and half-closes; the stream ends after the last response. The end time
 is the response flagged ``triton_final_response`` (else the stream end).
 
 Tokens: a response's ``num_output_tokens`` when present, else 1 per streamed response
@@ -24,22 +28,29 @@ One client (one gRPC channel) per transport; use from one event loop only.
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
-import tritonclient.grpc as grpcclient
-import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException
 
-from caravan.bench.answer import read_answer
+from caravan.bench.answer import read_answer, text_outputs
 from caravan.bench.dataset import RequestSpec, count_words
 from caravan.bench.stats import OK, RequestRecord
+from caravan.bench.wire import (
+    MODEL_INFER,
+    MODEL_STREAM_INFER,
+    decode_response,
+    decode_stream_response,
+    encode_request,
+)
 
 Clock = Callable[[], float]
+# tritonclient's channel limits (INT32_MAX): prompts and answers of any size
+CHANNEL_OPTIONS = (("grpc.max_send_message_length", 2**31 - 1),
+                   ("grpc.max_receive_message_length", 2**31 - 1))
 
 
 @dataclass(frozen=True)
@@ -78,28 +89,6 @@ class Target:
             raise ValueError(f"timeout_s: must be > 0 seconds, got {self.timeout_s}")
 
 
-def _tensor(name: str, dtype: str, value: Any) -> grpcclient.InferInput:
-    arr = np.array([value], dtype=np.object_ if dtype == "BYTES" else bool)
-    t = grpcclient.InferInput(name, [1], dtype)
-    t.set_data_from_numpy(arr)
-    return t
-
-
-def build_inputs(spec: RequestSpec, target: Target) -> list[grpcclient.InferInput]:
-    """The input tensors of one request (Triton vLLM backend contract)."""
-    sampling = {**target.sampling, "max_tokens": spec.max_tokens}
-    inputs = [
-        _tensor("text_input", "BYTES", spec.prompt.encode()),
-        _tensor("stream", "BOOL", target.stream),
-        _tensor("sampling_parameters", "BYTES", json.dumps(sampling).encode()),
-        _tensor("exclude_input_in_output", "BOOL", True),
-    ]
-    if target.count_tokens:
-        inputs.append(_tensor("return_num_input_tokens", "BOOL", True))
-        inputs.append(_tensor("return_num_output_tokens", "BOOL", True))
-    return inputs
-
-
 def status_name(exc: BaseException) -> tuple[str, str]:
     """(gRPC status code name, message) of a client-side exception."""
     if isinstance(exc, grpc.aio.AioRpcError):
@@ -115,51 +104,59 @@ def status_name(exc: BaseException) -> tuple[str, str]:
 class TritonTransport:
     """Sends requests to ``target`` for ``model``. ``open`` before use, ``close`` after.
 
-    ``prepare`` pre-builds input tensors so the timed path only sends.
+    ``prepare`` serializes every request up front (``wire.encode_request``), so the
+    timed path is one gRPC call on a ``grpc.aio`` channel with the message classes
+    tritonclient ships; nothing is built or wrapped per request.
     """
 
     def __init__(self, target: Target, model: str, clock: Clock) -> None:
         self.target = target
         self.model = model
         self._clock = clock
-        self._client: aioclient.InferenceServerClient | None = None
-        self._inputs: dict[tuple[str, int, int], list[grpcclient.InferInput]] = {}
+        self._channel: grpc.aio.Channel | None = None
+        self._infer: Any = None  # ModelInfer / ModelStreamInfer multi-callables of the channel
+        self._stream_infer: Any = None
+        self._requests: dict[tuple[str, int, int], bytes] = {}
 
     async def open(self) -> None:
-        t = self.target
-        self._client = aioclient.InferenceServerClient(
-            t.url, ssl=t.tls, root_certificates=t.tls_ca, private_key=t.tls_key,
-            certificate_chain=t.tls_cert,
-        )
+        self._channel = ch = open_channel(self.target)
+        self._infer = ch.unary_unary(MODEL_INFER, response_deserializer=decode_response)
+        self._stream_infer = ch.stream_stream(
+            MODEL_STREAM_INFER, response_deserializer=decode_stream_response)
 
     async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
 
     def prepare(self, specs: Sequence[RequestSpec]) -> None:
-        self._inputs = {_key(s): build_inputs(s, self.target) for s in specs}
+        self._requests = {_key(s): self._encode(s) for s in specs}
 
-    def _headers(self, spec: RequestSpec) -> dict[str, str]:
-        h = {"x-model": self.model}
+    def _encode(self, spec: RequestSpec) -> bytes:
+        t = self.target
+        return encode_request(self.model, str(spec.index), spec.prompt, spec.max_tokens,
+                              stream=t.stream, count_tokens=t.count_tokens, sampling=t.sampling)
+
+    def _metadata(self, spec: RequestSpec) -> tuple[tuple[str, str], ...]:
+        md = [("x-model", self.model)]
         if self.target.api_key:
-            h[self.target.api_key_header] = self.target.api_key
+            md.append((self.target.api_key_header, self.target.api_key))
         if spec.session_id:
-            h["x-session-id"] = spec.session_id
-        return h
+            md.append(("x-session-id", spec.session_id))
+        return tuple(md)
 
     async def send(self, spec: RequestSpec, t0: float) -> RequestRecord:
         """Send one request; never raises for server or network errors (they become
         the record's ``status``). Times are ms relative to ``t0`` (clock seconds)."""
-        assert self._client is not None, "TritonTransport.open() not called"
-        inputs = self._inputs.get(_key(spec)) or build_inputs(spec, self.target)
+        assert self._channel is not None, "TritonTransport.open() not called"
+        request = self._requests.get(_key(spec)) or self._encode(spec)
         start = self._clock()
         m = _Measure(spec, start, t0)
         try:
             if self.target.stream:
-                await self._stream(spec, inputs, m)
+                await self._stream(spec, request, m)
             else:
-                await self._unary(spec, inputs, m)
+                await self._unary(spec, request, m)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -168,39 +165,44 @@ class TritonTransport:
             m.end = self._clock()
         return m.record()
 
-    async def _unary(self, spec: RequestSpec, inputs: list[Any], m: _Measure) -> None:
-        assert self._client is not None
-        result = await self._client.infer(
-            self.model, inputs, headers=self._headers(spec), client_timeout=self.target.timeout_s
-        )
+    async def _unary(self, spec: RequestSpec, request: bytes, m: _Measure) -> None:
+        resp = await self._infer(request, metadata=self._metadata(spec), timeout=self.target.timeout_s)
         m.end = self._clock()
-        answer = read_answer(result.get_response())
+        answer = read_answer(resp)
         m.replica = answer.replica
         m.ttft = m.end
         m.tokens_in = answer.tokens_in
         n = answer.tokens_out
         if n is None:
-            text = result.as_numpy("text_output")
-            n = 0 if text is None else sum(count_words(t.decode(errors="replace")) for t in text)
+            n = sum(count_words(t) for t in text_outputs(resp))
         m.tokens_out = n
 
-    async def _stream(self, spec: RequestSpec, inputs: list[Any], m: _Measure) -> None:
-        assert self._client is not None
-
-        async def one() -> AsyncIterator[dict[str, Any]]:
-            yield {"model_name": self.model, "inputs": inputs, "request_id": str(spec.index)}
-
-        it = self._client.stream_infer(
-            one(), stream_timeout=self.target.timeout_s, headers=self._headers(spec)
-        )
-        async for result, error in it:
+    async def _stream(self, spec: RequestSpec, request: bytes, m: _Measure) -> None:
+        call = self._stream_infer(metadata=self._metadata(spec), timeout=self.target.timeout_s)
+        await call.write(request)
+        await call.done_writing()
+        async for resp in call:
             now = self._clock()
-            if error is not None:
-                m.status, m.error = "STREAM_ERROR", str(error.message())
+            if resp.error_message:
+                m.status, m.error = "STREAM_ERROR", resp.error_message
                 m.end = now
                 continue
-            resp = result.get_response()
-            m.on_response(resp, now)
+            m.on_response(resp.infer_response, now)
+
+
+def open_channel(target: Target) -> grpc.aio.Channel:
+    """A ``grpc.aio`` channel to ``target`` with tritonclient's message-size limits;
+    TLS (and a client certificate) when the target asks for it."""
+    if not target.tls:
+        return grpc.aio.insecure_channel(target.url, options=CHANNEL_OPTIONS)
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=_read(target.tls_ca), private_key=_read(target.tls_key),
+        certificate_chain=_read(target.tls_cert))
+    return grpc.aio.secure_channel(target.url, creds, options=CHANNEL_OPTIONS)
+
+
+def _read(path: str | None) -> bytes | None:
+    return None if path is None else Path(path).read_bytes()
 
 
 def _key(spec: RequestSpec) -> tuple[str, int, int]:
