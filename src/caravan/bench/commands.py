@@ -95,10 +95,9 @@ def bench(
 
 
 def _run(o: dict[str, Any]) -> int:
-    import asyncio
     import json
 
-    from caravan.bench import arrivals, dataset, meta, plots, report, results, runner, stats
+    from caravan.bench import arrivals, dataset, loop, meta, plots, report, results, runner, stats
     from caravan.bench.progress import RichProgress
     from caravan.bench.triton import Target
     from caravan.logs import setup_logging
@@ -142,9 +141,9 @@ def _run(o: dict[str, Any]) -> int:
 
     if sink is not None:
         with sink:
-            result = asyncio.run(go())
+            result = loop.run(go())
     else:
-        result = asyncio.run(go())
+        result = loop.run(go())
     console.print(report.reference_table(result))
     out: Path = o["out"]
     results.write_json(result, out / "bench.json")

@@ -15,6 +15,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from caravan.bench.loop import loop_name
+
 
 def git_revision(cwd: Path | None = None) -> str:
     """``HEAD``'s commit (with ``-dirty`` when the tree has changes), or ``""``."""
@@ -46,6 +48,7 @@ def run_meta(**fields: str) -> dict[str, str]:
         "python": sys.version.split()[0],
         "tritonclient": _version("tritonclient"),
         "grpcio": _version("grpcio"),
+        "event_loop": loop_name(),
         "caravan": _version("caravan"),
     }
     return {**base, **fields}

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from caravan.bench import arrivals, dataset, meta, plots, report, results, runner
+from caravan.bench import loop as bench_loop
 from caravan.bench.progress import RichProgress
 from caravan.bench.triton import Target
 from caravan.local.session import LocalSession
@@ -79,7 +80,7 @@ def run_demo(session: LocalSession, console: Console, concurrency: str, requests
     info = meta.run_meta(url=stack.endpoint, model=model, load=", ".join(lv.label for lv in levels),
                          time_scale=str(stack.options.time_scale), source="caravan demo")
     with RichProgress(console) as sink:
-        result = asyncio.run(runner.run_sweep(target, model, levels, workload, sink, (), info))
+        result = bench_loop.run(runner.run_sweep(target, model, levels, workload, sink, (), info))
     scale = stack.options.time_scale
     console.print(report.reference_table(result, title=f"{model} through Envoy (wall clock)"))
     console.print(simulated_table(result, scale))
