@@ -1,28 +1,34 @@
 """Is the load generator ever the bottleneck? Requests/s and streamed responses/s that
 ``caravan bench``'s engine sustains on ONE core, beside a plain tritonclient asyncio
-loop sending the same requests, in the same run, against the same near-instant replica.
+loop sending the same requests, in the same run, against the same instant server.
 
-    .venv/bin/python benchmarks/bench_client.py [--requests 1500 --concurrency 32 --rounds 5]
+    .venv/bin/python benchmarks/bench_client.py [--requests 3000 --concurrency 32 --rounds 15]
 
-The client (this process) is pinned to one CPU and the replica (``caravan replica``
-with a tiny ``--time-scale``, so it answers almost at once) to the other when the
-machine has two. Both clients send identical pre-built requests: the same tensors,
-the same headers (``x-model``), the same per-request timeout and, when streaming, the
-same ``request_id`` on one bidi stream per request (as ``caravan bench`` does).
+The client (this process) is pinned to one CPU and the server to the other when the
+machine has two. The server (``--server instant``, the default) is
+``benchmarks/instant_server.py``: canned, replica-shaped answers sent at once, cheaper
+per request than either client, so the client is the bottleneck (``client_cpu_util``
+near 1.0) and its throughput is what one core sustains. ``--server replica`` uses the
+simulated ``caravan replica`` instead, which costs about as much CPU per request as the
+client: the client then idles (server-bound) and the figures measure wake-ups, not
+capacity. Both clients send identical requests: the same tensors, the same headers
+(``x-model``), the same ``request_id``, the same per-request timeout and, when
+streaming, one bidi stream per request (as ``caravan bench`` does).
 
 Two figures per client and round, over the measured requests only (after warm-up):
 
-* wall: requests (or streamed responses) per second of wall time. On a 2-core box
-  the one-core Python replica saturates before the client does, so this figure is
-  usually **replica-bound** (``client_cpu_util`` well below 1.0 says so).
+* wall: requests (or streamed responses) per second of wall time;
 * capacity: requests (responses) per second of client CPU time (``time.process_time``
   of this process, every thread, all pinned to one core) = what the client sustains
-  on one core once it is the bottleneck. This is the ratio the target applies to.
+  on one core. This is the ratio the target applies to.
 
-Rounds alternate which client goes first; figures are medians over rounds; the
-ratio is caravan / plain of the median capacity. Target: ratio >= 1.0.
-The plain loop does less per request than ``caravan bench`` must: it reads nothing
-from the answer, while the engine records replica id, token counts and timings.
+The engine runs on the event loop ``caravan bench`` uses (uvloop when installed,
+``caravan.bench.loop``); the plain loop on asyncio's default, as a plain script would.
+Rounds alternate which client goes first. The ratio is the median over rounds of
+caravan / plain within a round (pairs ran back to back, so a slow spell of a shared
+machine moves both alike). Target: ratio >= 1.0. The plain loop does less per request
+than ``caravan bench`` must: it reads nothing from the answer, while the engine records
+replica id, token counts and timings.
 Writes benchmarks/results/bench_client.json.
 """
 
@@ -42,14 +48,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 
+from caravan.bench import loop as bench_loop
 from caravan.bench.arrivals import Limits, LoadLevel, Shape
-from caravan.bench.dataset import Lengths, Workload
+from caravan.bench.dataset import Lengths, RequestSpec, Workload
 from caravan.bench.results import LevelResult
 from caravan.bench.runner import run_sweep
 from caravan.bench.stats import RequestRecord
-from caravan.bench.triton import Target, build_inputs
+from caravan.bench.triton import Target
 from caravan.local.process import ChildProcess, caravan_argv, free_port, wait_for_port
 
 MODEL = "bench"
@@ -98,6 +107,24 @@ async def caravan_engine(url: str, n: int, c: int, stream: bool, w: Workload) ->
             "loop_lag_p99_ms": lv.client.loop_p99_ms}
 
 
+def _tensor(name: str, dtype: str, value: Any) -> grpcclient.InferInput:
+    t = grpcclient.InferInput(name, [1], dtype)
+    t.set_data_from_numpy(np.array([value], dtype=np.object_ if dtype == "BYTES" else bool))
+    return t
+
+
+def build_inputs(spec: RequestSpec, target: Target) -> list[grpcclient.InferInput]:
+    """The plain loop's tensors, built the usual tritonclient way (same contract as
+    ``caravan.bench.wire``)."""
+    sampling = json.dumps({"max_tokens": spec.max_tokens}).encode()
+    return [_tensor("text_input", "BYTES", spec.prompt.encode()),
+            _tensor("stream", "BOOL", target.stream),
+            _tensor("sampling_parameters", "BYTES", sampling),
+            _tensor("exclude_input_in_output", "BOOL", True),
+            _tensor("return_num_input_tokens", "BOOL", True),
+            _tensor("return_num_output_tokens", "BOOL", True)]
+
+
 async def plain_loop(url: str, n: int, c: int, stream: bool, w: Workload) -> dict[str, float]:
     """The simplest correct tritonclient asyncio load loop (the baseline)."""
     target = Target(url, stream, TIMEOUT_S)
@@ -119,7 +146,8 @@ async def plain_loop(url: str, n: int, c: int, stream: bool, w: Workload) -> dic
                         if error is not None:
                             counts["errors"] += 1
                 else:
-                    await client.infer(MODEL, inp, headers=headers, client_timeout=TIMEOUT_S)
+                    await client.infer(MODEL, inp, request_id=rid, headers=headers,
+                                       client_timeout=TIMEOUT_S)
                     counts["responses"] += 1
                 counts["requests"] += 1
             except Exception:
@@ -147,13 +175,14 @@ def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
 
 
 def measure(url: str, args: argparse.Namespace, stream: bool) -> dict[str, Any]:
-    w = Workload(seed=1, input=Lengths(16), output=Lengths(args.tokens if stream else 4))
+    w = Workload(seed=1, input=Lengths(16), output=Lengths(args.tokens))
     runs: dict[str, list[dict[str, float]]] = {"caravan": [], "plain": []}
     unit = "responses" if stream else "req"
     for rnd in range(args.rounds):
         order = [("caravan", caravan_engine), ("plain", plain_loop)]
         for name, fn in order if rnd % 2 == 0 else order[::-1]:
-            got = asyncio.run(fn(url, args.requests, args.concurrency, stream, w))
+            run = bench_loop.run if name == "caravan" else asyncio.run  # as `caravan bench` runs
+            got = run(fn(url, args.requests, args.concurrency, stream, w))
             if got["errors"]:
                 raise SystemExit(f"{name} ({'stream' if stream else 'unary'}): {got}")
             runs[name].append(got)
@@ -163,25 +192,41 @@ def measure(url: str, args: argparse.Namespace, stream: bool) -> dict[str, Any]:
     med = {name: median_of(r) for name, r in runs.items()}
     key, wall_key = f"{unit}_per_cpu_s", f"{unit}_per_s"
     return {"caravan": med["caravan"], "plain": med["plain"], "rounds": runs,
-            "ratio": med["caravan"][key] / med["plain"][key], "ratio_of": key,
-            "wall_ratio": med["caravan"][wall_key] / med["plain"][wall_key],
-            "replica_bound": max(m["client_cpu_util"] for m in med.values()) < 0.9}
+            "ratio": paired_ratio(runs, key), "ratio_of": key,
+            "wall_ratio": paired_ratio(runs, wall_key),
+            "ratio_of_medians": med["caravan"][key] / med["plain"][key],
+            "server_bound": max(m["client_cpu_util"] for m in med.values()) < 0.9}
+
+
+def paired_ratio(runs: dict[str, list[dict[str, float]]], key: str) -> float:
+    """Median over rounds of caravan / plain within the round: both ran back to back,
+    so a slow spell of this shared machine moves both sides of a pair alike."""
+    return statistics.median(c[key] / p[key] for c, p in zip(runs["caravan"], runs["plain"],
+                                                                  strict=True))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--requests", type=int, default=1500)
+    p.add_argument("--requests", type=int, default=3000)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--tokens", type=int, default=8, help="streamed tokens per request")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--time-scale", type=float, default=0.0001)
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--time-scale", type=float, default=0.0001,
+                   help="the replica's time scale (--server replica)")
+    p.add_argument("--server", choices=("instant", "replica"), default="instant",
+                   help="instant: canned answers (benchmarks/instant_server.py), cheaper per "
+                        "request than the client; replica: the simulated `caravan replica`")
     p.add_argument("--out", type=Path, default=RESULTS / "bench_client.json")
     args = p.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
     port, mport = free_port(), free_port()
-    argv = caravan_argv("replica", "--model", MODEL, "--port", str(port), "--metrics-port",
-                        str(mport), "--time-scale", str(args.time_scale),
-                        "--stream-interval-ms", "0")
+    if args.server == "replica":
+        argv = caravan_argv("replica", "--model", MODEL, "--port", str(port), "--metrics-port",
+                            str(mport), "--time-scale", str(args.time_scale),
+                            "--stream-interval-ms", "0")
+    else:
+        argv = [sys.executable, str(Path(__file__).parent / "instant_server.py"), "--port",
+                str(port), "--tokens", str(args.tokens)]
     log = Path(tempfile.mkdtemp(prefix="caravan-bench-client-")) / "replica.log"
     with ChildProcess("replica", argv, log) as replica:
         if len(cpus) > 1:
@@ -197,9 +242,11 @@ def main() -> None:
             print(f"{mode}: capacity caravan {r['caravan'][r['ratio_of']]:.0f} vs plain "
                   f"{r['plain'][r['ratio_of']]:.0f} {r['ratio_of']}: ratio {r['ratio']:.2f}x; "
                   f"wall ratio {r['wall_ratio']:.2f}x"
-                  f"{' (replica-bound)' if r['replica_bound'] else ''}")
+                  f"{' (server-bound: client CPU < 0.9)' if r['server_bound'] else ''}")
     out["config"] = {**{k: str(v) for k, v in vars(args).items()}, "client_cpus": "1",
-                     "machine_cpus": str(len(cpus)), "python": sys.version.split()[0],
+                     "machine_cpus": str(len(cpus)),
+                     "caravan_event_loop": bench_loop.loop_name(), "plain_event_loop": "asyncio",
+                     "python": sys.version.split()[0],
                      "platform": platform.platform()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
