@@ -82,6 +82,12 @@ def replica(
     drain_timeout_s: float = typer.Option(
         30.0, "--drain-timeout-s", help="max seconds to drain on SIGTERM"
     ),
+    fixed_ms_per_token: float | None = typer.Option(
+        None, "--fixed-ms-per-token",
+        help="bypass the batching engine: answer every request after exactly this many "
+             "real ms per output token, each on its own (measures what a proxy adds; "
+             "benchmarks/envoy_overhead.py)",
+    ),
     log_level: str = typer.Option("INFO", "--log-level"),
     tls_cert: Path | None = typer.Option(
         None, "--tls-cert", help="PEM certificate: serve gRPC over TLS (with --tls-key)"
@@ -118,6 +124,7 @@ def replica(
             stream_interval_ms=stream_interval_ms,
             max_input_bytes=max_input_bytes,
             drain_timeout_s=drain_timeout_s,
+            fixed_ms_per_token=fixed_ms_per_token,
         )
     except ValueError as exc:
         flag = "--" + str(exc).split(":", 1)[0].replace("_", "-")

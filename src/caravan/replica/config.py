@@ -30,6 +30,7 @@ class ReplicaConfig:
     stream_interval_ms: float = 50.0
     max_input_bytes: int = MIB
     drain_timeout_s: float = 30.0
+    fixed_ms_per_token: float | None = None  # None: the batching engine serves requests
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -44,6 +45,8 @@ class ReplicaConfig:
         _positive("load_delay_s", self.load_delay_s)
         _positive("stream_interval_ms", self.stream_interval_ms)
         _positive("drain_timeout_s", self.drain_timeout_s)
+        if self.fixed_ms_per_token is not None:
+            _positive("fixed_ms_per_token", self.fixed_ms_per_token)
         if self.max_input_bytes < 1:
             raise ValueError(f"max_input_bytes: must be >= 1 (got {self.max_input_bytes})")
         if self.mean_output_tokens < 1:

@@ -17,6 +17,11 @@ Behaviour worth knowing:
   ``stream`` false/absent, one response with the whole text. Every streamed response
   carries ``triton_final_response`` (true on the last). Several requests may be in
   flight on one stream; errors go in ``error_message`` and the stream keeps serving.
+* Fixed-latency mode (``fixed_ms_per_token`` set, for measuring what a proxy adds):
+  the batching engine is bypassed; every admitted request is answered after exactly
+  ``fixed_ms_per_token`` x its output tokens real ms, independently of the others (no
+  batch steps to align with), in one response (``ModelInfer``) or one final response
+  (``ModelStreamInfer``).
 * Every response carries parameter ``caravan_replica_id`` and the request's ``id``;
   every RPC sends initial metadata ``x-caravan-replica: <id>``.
 * Loading (``load_delay_s``): health NOT_SERVING, ServerReady/ModelReady false,
@@ -249,6 +254,11 @@ class ReplicaServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mis
             cfg.mean_output_tokens,
             max(1, cfg.engine.max_model_len - prompt_tokens),
         )
+        if cfg.fixed_ms_per_token is not None:
+            await self._answer_after(cfg.fixed_ms_per_token * plan.output_tokens, gen, t0,
+                                     prompt_tokens, seed, plan.output_tokens, plan.finish_reason,
+                                     final_param, emit)
+            return
         try:
             handle = self.driver.submit(prompt_tokens, plan.output_tokens, streaming=incremental)
         except RequestRejected as exc:
@@ -276,6 +286,29 @@ class ReplicaServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mis
         first = handle.first_token_s if handle.first_token_s is not None else self._clock()
         self.metrics.first_token(first - handle.arrival_s)
         self.metrics.succeeded(self._clock() - t0, first - handle.arrival_s, plan.output_tokens)
+
+    async def _answer_after(
+        self,
+        latency_ms: float,
+        gen: GenerateRequest,
+        t0: float,
+        prompt_tokens: int,
+        seed: int,
+        output_tokens: int,
+        finish_reason: str,
+        final_param: bool | None,
+        emit: Callable[[pb.ModelInferResponse], None],
+    ) -> None:
+        """Fixed-latency mode: sleep ``latency_ms`` real ms, then emit the whole answer."""
+        self.metrics.handed_off(self._clock() - t0)
+        await asyncio.sleep(latency_ms / 1000.0)
+        text = (gen.prompt if gen.prepend_input else "") + Words(seed, output_tokens).text(0, output_tokens)
+        chunk = Chunk(text, prompt_tokens, output_tokens, finish_reason)
+        emit(infer_response(self.config.model, self.config.replica_id, gen, chunk,
+                            final=None if final_param is None else True))
+        took = self._clock() - t0
+        self.metrics.first_token(took)
+        self.metrics.succeeded(took, took, output_tokens)
 
     async def _deliver(
         self,

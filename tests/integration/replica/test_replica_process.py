@@ -27,6 +27,8 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 from tritonclient.utils import InferenceServerException
 
+from caravan.local.process import caravan_argv
+
 pytestmark = pytest.mark.integration
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -361,3 +363,38 @@ def test_drain_timeout_bounds_the_wait_and_cancels_what_is_left(tmp_path: Path) 
         finally:
             c.stop_stream()
             c.close()
+
+
+def test_fixed_latency_mode_answers_each_request_after_the_set_time(tmp_path: Path) -> None:
+    """--fixed-ms-per-token bypasses the batching engine: unary and streamed answers are
+    whole, and each takes tokens x the set time whether alone or with others in flight."""
+    with replica_process(tmp_path, "--fixed-ms-per-token", "25", "--replica-id", "fx") as r:
+        with r.client() as c:
+            t0 = time.monotonic()
+            result = c.infer(MODEL, inputs("a b", max_tokens=6, exclude_input=True,
+                                           return_num_output_tokens=True), request_id="f1")
+            took = time.monotonic() - t0
+            assert 0.15 <= took < 1.0, took
+            assert len(text_of(result).split()) == 6
+            assert result.as_numpy("num_output_tokens").tolist() == [6]
+            assert result.get_response().parameters["caravan_replica_id"].string_param == "fx"
+            done = StreamCollector()
+            c.start_stream(callback=done)
+            t0 = time.monotonic()
+            for i in range(5):  # in flight together: each still takes ~150 ms, not 5x
+                c.async_stream_infer(MODEL, inputs(f"p{i}", stream=True, max_tokens=6),
+                                     request_id=f"s{i}")
+            finals = [done.until_final() for _ in range(5)]
+            took = time.monotonic() - t0
+            c.stop_stream()
+        assert 0.15 <= took < 0.6, took
+        assert all(len(f) == 1 for f in finals)  # one whole response per request
+        assert sorted(f[0].get_response().id for f in finals) == [f"s{i}" for i in range(5)]
+
+
+def test_fixed_ms_per_token_must_not_be_negative(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        caravan_argv("replica", "--model", "m", "--port", "0", "--metrics-port", "0",
+                     "--fixed-ms-per-token", "-1"), capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode != 0
+    assert "fixed-ms-per-token" in proc.stderr and ">= 0" in proc.stderr
