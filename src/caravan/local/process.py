@@ -7,24 +7,38 @@ Not thread-safe: one owner per instance.
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+_RECENT_PORTS = 4096  # remembered hand-outs: far more than a stack starts at once
+_HANDED_OUT: collections.deque[int] = collections.deque(maxlen=_RECENT_PORTS)
+_HANDED_OUT_LOCK = threading.Lock()
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that was free on ``host`` a moment ago (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A TCP port that was free on ``host`` a moment ago (the OS picks it), and not one
+    of the last 4096 this process handed out: the OS may offer a port again before the
+    child it was meant for has bound it, and two children would then race for it.
+    Thread-safe."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+        with _HANDED_OUT_LOCK:
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.append(port)
+                return port
 
 
 def port_open(host: str, port: int, timeout_s: float = 0.2) -> bool:
