@@ -48,6 +48,7 @@ from caravan.bench.wire import (
 )
 
 Clock = Callable[[], float]
+Metadata = tuple[tuple[str, str], ...]  # gRPC request headers
 # tritonclient's channel limits (INT32_MAX): prompts and answers of any size
 CHANNEL_OPTIONS = (("grpc.max_send_message_length", 2**31 - 1),
                    ("grpc.max_receive_message_length", 2**31 - 1))
@@ -116,7 +117,8 @@ class TritonTransport:
         self._channel: grpc.aio.Channel | None = None
         self._infer: Any = None  # ModelInfer / ModelStreamInfer multi-callables of the channel
         self._stream_infer: Any = None
-        self._requests: dict[tuple[str, int, int], bytes] = {}
+        # per request: its serialized message and its gRPC metadata, built by prepare
+        self._requests: dict[tuple[str, int, int], tuple[bytes, Metadata]] = {}
 
     async def open(self) -> None:
         self._channel = ch = open_channel(self.target)
@@ -132,12 +134,13 @@ class TritonTransport:
     def prepare(self, specs: Sequence[RequestSpec]) -> None:
         self._requests = {_key(s): self._encode(s) for s in specs}
 
-    def _encode(self, spec: RequestSpec) -> bytes:
+    def _encode(self, spec: RequestSpec) -> tuple[bytes, Metadata]:
         t = self.target
-        return encode_request(self.model, str(spec.index), spec.prompt, spec.max_tokens,
-                              stream=t.stream, count_tokens=t.count_tokens, sampling=t.sampling)
+        request = encode_request(self.model, str(spec.index), spec.prompt, spec.max_tokens,
+                                 stream=t.stream, count_tokens=t.count_tokens, sampling=t.sampling)
+        return request, self._metadata(spec)
 
-    def _metadata(self, spec: RequestSpec) -> tuple[tuple[str, str], ...]:
+    def _metadata(self, spec: RequestSpec) -> Metadata:
         md = [("x-model", self.model)]
         if self.target.api_key:
             md.append((self.target.api_key_header, self.target.api_key))
@@ -149,14 +152,14 @@ class TritonTransport:
         """Send one request; never raises for server or network errors (they become
         the record's ``status``). Times are ms relative to ``t0`` (clock seconds)."""
         assert self._channel is not None, "TritonTransport.open() not called"
-        request = self._requests.get(_key(spec)) or self._encode(spec)
+        request, metadata = self._requests.get(_key(spec)) or self._encode(spec)
         start = self._clock()
         m = _Measure(spec, start, t0)
         try:
             if self.target.stream:
-                await self._stream(spec, request, m)
+                await self._stream(request, metadata, m)
             else:
-                await self._unary(spec, request, m)
+                await self._unary(request, metadata, m)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -165,8 +168,8 @@ class TritonTransport:
             m.end = self._clock()
         return m.record()
 
-    async def _unary(self, spec: RequestSpec, request: bytes, m: _Measure) -> None:
-        resp = await self._infer(request, metadata=self._metadata(spec), timeout=self.target.timeout_s)
+    async def _unary(self, request: bytes, metadata: Metadata, m: _Measure) -> None:
+        resp = await self._infer(request, metadata=metadata, timeout=self.target.timeout_s)
         m.end = self._clock()
         answer = read_answer(resp)
         m.replica = answer.replica
@@ -177,8 +180,8 @@ class TritonTransport:
             n = sum(count_words(t) for t in text_outputs(resp))
         m.tokens_out = n
 
-    async def _stream(self, spec: RequestSpec, request: bytes, m: _Measure) -> None:
-        call = self._stream_infer(metadata=self._metadata(spec), timeout=self.target.timeout_s)
+    async def _stream(self, request: bytes, metadata: Metadata, m: _Measure) -> None:
+        call = self._stream_infer(metadata=metadata, timeout=self.target.timeout_s)
         await call.write(request)
         await call.done_writing()
         async for resp in call:
@@ -211,6 +214,9 @@ def _key(spec: RequestSpec) -> tuple[str, int, int]:
 
 class _Measure:
     """Mutable per-request accumulator (one request, one task)."""
+
+    __slots__ = ("end", "error", "gaps", "last", "replica", "spec", "start", "status", "t0",
+                 "tokens_in", "tokens_out", "ttft")
 
     def __init__(self, spec: RequestSpec, start: float, t0: float) -> None:
         self.spec = spec
