@@ -46,7 +46,8 @@ depend on which request happens to be the median); the difference of the arms' p
 and p99 and their ratios (envoy / direct). The
 client's event-loop lag p99 is reported beside them; a level whose client lag p99
 exceeds 20 ms is marked client-bound. Target: added p50 <= 0.5 ms at concurrency 50.
-Writes benchmarks/results/envoy_overhead.json. All traffic is on 127.0.0.1.
+Writes benchmarks/results/envoy_overhead.json and docs/img/envoy-overhead.png
+(``--replot`` redraws the PNG from the JSON without measuring). All traffic is on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ from caravan.spec import parse_spec
 
 MODEL = "overhead"
 RESULTS = Path(__file__).parent / "results"
+TARGET_MS = 0.5  # issue 6: added p50 at concurrency 50, unary
 LAG_LIMIT_MS = 20.0  # caravan bench's own CPU-starvation threshold (LagThresholds.loop_ms)
 
 
@@ -243,6 +245,38 @@ def report(name: str, levels: dict[str, Any]) -> None:
               f" | client lag p99 {lag:.1f} ms {'(' + '; '.join(notes) + ')' if notes else ''}")
 
 
+def plot(out: dict[str, Any], path: Path) -> Path:
+    """Bars per service: per-request added p50 by level and placement (dots: the
+    difference of the arms' p50s), with the 0.5 ms target as a dashed line."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    services = [svc for svc in SERVICES if svc in out]
+    fig = Figure(figsize=(5.5 * len(services), 4.2), layout="constrained")
+    axes = fig.subplots(1, len(services), squeeze=False)[0]
+    for ax, svc in zip(axes, services, strict=True):
+        names = [n for n in PLACEMENTS if n in out[svc]]
+        labels = list(out[svc][names[0]]["levels"])
+        width = 0.8 / len(names)
+        for k, name in enumerate(names):
+            levels = out[svc][name]["levels"]
+            xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(labels))]
+            bars = ax.bar(xs, [levels[lb]["paired_added_p50_ms"] for lb in labels], width,
+                          label=name)
+            ax.plot(xs, [levels[lb]["added_p50_ms"] for lb in labels], "o", color="black",
+                    markersize=3, label="p50 envoy - direct" if k == 0 else None)
+            ax.bar_label(bars, fmt="%.2f", fontsize=7)
+        ax.axhline(TARGET_MS, linestyle="--", color="red", linewidth=1, label="target 0.5 ms")
+        ax.set_xticks(range(len(labels)), labels)
+        ax.set_ylabel("added latency, per-request p50 (ms)")
+        ax.set_title(f"{svc} replica")
+        ax.legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=100)
+    return path
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--placement", choices=("all", *PLACEMENTS), default="all")
@@ -262,7 +296,15 @@ def main() -> None:
     p.add_argument("--output-spread", type=float, default=0.9,
                    help="tokens uniform in mean x [1 - spread, 1 + spread]")
     p.add_argument("--out", type=Path, default=RESULTS / "envoy_overhead.json")
+    p.add_argument("--png", type=Path,
+                   default=Path(__file__).parent.parent / "docs" / "img" / "envoy-overhead.png")
+    p.add_argument("--replot", action="store_true",
+                   help="measure nothing: redraw the PNG from the JSON at --out")
     args = p.parse_args()
+    png = args.png
+    if args.replot:
+        print(f"wrote {plot(json.loads(args.out.read_text()), png)}")
+        return
     cpus = sorted(os.sched_getaffinity(0))
     names = PLACEMENTS if args.placement == "all" else (args.placement,)
     services = tuple(SERVICES) if args.service == "both" else (args.service,)
@@ -290,7 +332,7 @@ def main() -> None:
             report(f"{service} {name}", out[service][name]["levels"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} and {plot(out, png)}")
 
 
 if __name__ == "__main__":
