@@ -16,6 +16,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from caravan.tensor_bytes import BytesLayoutError, decode_bytes_elements
+
 REPLICA_ID_PARAM = "caravan_replica_id"
 FINAL_PARAM = "triton_final_response"
 
@@ -81,14 +83,10 @@ def text_outputs(resp: Any) -> list[str]:
 
 def split_bytes(raw: bytes) -> list[bytes]:
     """The elements of a raw BYTES tensor. ValueError when a length runs past the end."""
-    items, pos = [], 0
-    while pos < len(raw):
-        if pos + 4 > len(raw):
-            raise ValueError(f"raw BYTES tensor: truncated length at byte {pos} of {len(raw)}")
-        n = int.from_bytes(raw[pos:pos + 4], "little")
-        pos += 4
-        if pos + n > len(raw):
-            raise ValueError(f"raw BYTES tensor: element of {n} bytes runs past byte {len(raw)}")
-        items.append(raw[pos:pos + n])
-        pos += n
-    return items
+    try:
+        return decode_bytes_elements(raw)
+    except BytesLayoutError as exc:
+        if exc.length is None:
+            raise ValueError(f"raw BYTES tensor: truncated length at byte {exc.offset} of {exc.size}") from None
+        raise ValueError(
+            f"raw BYTES tensor: element of {exc.length} bytes runs past byte {exc.size}") from None

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from tritonclient.utils import InferenceServerException
 
 from caravan.bench.answer import read_answer, text_outputs
 from caravan.bench.dataset import RequestSpec, count_words
@@ -94,9 +93,6 @@ def status_name(exc: BaseException) -> tuple[str, str]:
     """(gRPC status code name, message) of a client-side exception."""
     if isinstance(exc, grpc.aio.AioRpcError):
         return exc.code().name, exc.details() or ""
-    if isinstance(exc, InferenceServerException):
-        code = str(exc.status() or "UNKNOWN").removeprefix("StatusCode.")
-        return code, str(exc.message())
     if isinstance(exc, asyncio.TimeoutError):
         return "DEADLINE_EXCEEDED", "client timeout"
     return "CLIENT_ERROR", repr(exc)

@@ -23,13 +23,15 @@ from typing import Any
 
 from tritonclient.grpc import service_pb2
 
+from caravan.tensor_bytes import encode_bytes_elements
+
 MODEL_INFER = "/inference.GRPCInferenceService/ModelInfer"
 MODEL_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
 
 
 def bytes_element(data: bytes) -> bytes:
     """One BYTES element in Triton's raw layout: 4-byte little-endian length + data."""
-    return len(data).to_bytes(4, "little") + data
+    return encode_bytes_elements([data])
 
 
 def bool_element(value: bool) -> bytes:

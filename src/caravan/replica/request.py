@@ -21,12 +21,12 @@ from __future__ import annotations
 import enum
 import json
 import math
-import struct
 from dataclasses import dataclass
 from typing import Any
 
 from tritonclient.grpc import service_pb2 as pb
 
+from caravan import tensor_bytes
 from caravan.replica.contract import INPUTS_BY_NAME, MODEL_VERSION, OUTPUTS, TensorSpec
 
 OUTPUT_NAMES = frozenset(t.name for t in OUTPUTS)
@@ -201,26 +201,19 @@ def _decode(tensor: Any, spec: TensorSpec, raw: bytes | None, max_bytes: int, ta
 
 
 def decode_bytes_elements(raw: bytes, name: str, tag: str = "") -> list[bytes]:
-    """Split raw BYTES tensor data (4-byte little-endian length + bytes, repeated)."""
-    out: list[bytes] = []
-    pos = 0
-    while pos < len(raw):
-        if pos + 4 > len(raw):
-            raise _invalid(tag, f"input '{name}': truncated BYTES length prefix at offset {pos}")
-        (n,) = struct.unpack_from("<I", raw, pos)
-        pos += 4
-        if pos + n > len(raw):
-            raise _invalid(
-                tag, f"input '{name}': BYTES element of {n} bytes runs past the end of the data"
-            )
-        out.append(raw[pos : pos + n])
-        pos += n
-    return out
+    """Split raw BYTES tensor data (4-byte little-endian length + bytes, repeated);
+    ``RequestError`` INVALID_ARGUMENT naming input ``name`` when it is malformed."""
+    try:
+        return tensor_bytes.decode_bytes_elements(raw)
+    except tensor_bytes.BytesLayoutError as exc:
+        if exc.length is None:
+            raise _invalid(tag, f"input '{name}': truncated BYTES length prefix at offset {exc.offset}") from None
+        raise _invalid(
+            tag, f"input '{name}': BYTES element of {exc.length} bytes runs past the end of the data"
+        ) from None
 
 
-def encode_bytes_elements(items: list[bytes]) -> bytes:
-    """Inverse of ``decode_bytes_elements``."""
-    return b"".join(struct.pack("<I", len(b)) + b for b in items)
+encode_bytes_elements = tensor_bytes.encode_bytes_elements
 
 
 def _utf8(data: bytes, name: str, tag: str) -> str:
