@@ -59,7 +59,7 @@ from caravan.replica.request import (
     parse_request,
 )
 from caravan.replica.responses import Chunk, infer_response, stream_error
-from caravan.replica.textgen import Words, count_prompt_tokens, plan_output, seed_for
+from caravan.replica.textgen import Plan, Words, count_prompt_tokens, plan_output, seed_for
 
 log = logging.getLogger(__name__)
 
@@ -255,8 +255,7 @@ class ReplicaServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mis
             max(1, cfg.engine.max_model_len - prompt_tokens),
         )
         if cfg.fixed_ms_per_token is not None:
-            await self._answer_after(cfg.fixed_ms_per_token * plan.output_tokens, gen, t0,
-                                     prompt_tokens, seed, plan.output_tokens, plan.finish_reason,
+            await self._answer_after(cfg.fixed_ms_per_token, gen, t0, prompt_tokens, seed, plan,
                                      final_param, emit)
             return
         try:
@@ -289,26 +288,32 @@ class ReplicaServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mis
 
     async def _answer_after(
         self,
-        latency_ms: float,
+        ms_per_token: float,
         gen: GenerateRequest,
         t0: float,
         prompt_tokens: int,
         seed: int,
-        output_tokens: int,
-        finish_reason: str,
+        plan: Plan,
         final_param: bool | None,
         emit: Callable[[pb.ModelInferResponse], None],
     ) -> None:
-        """Fixed-latency mode: sleep ``latency_ms`` real ms, then emit the whole answer."""
+        """Fixed-latency mode: sleep ``ms_per_token`` x output tokens (real ms), then
+        emit the whole answer."""
+        n = plan.output_tokens
         self.metrics.handed_off(self._clock() - t0)
-        await asyncio.sleep(latency_ms / 1000.0)
-        text = (gen.prompt if gen.prepend_input else "") + Words(seed, output_tokens).text(0, output_tokens)
-        chunk = Chunk(text, prompt_tokens, output_tokens, finish_reason)
-        emit(infer_response(self.config.model, self.config.replica_id, gen, chunk,
-                            final=None if final_param is None else True))
+        await asyncio.sleep(ms_per_token * n / 1000.0)
+        emit(self._whole_answer(gen, Words(seed, n), n, prompt_tokens, plan.finish_reason,
+                                final_param))
         took = self._clock() - t0
         self.metrics.first_token(took)
-        self.metrics.succeeded(took, took, output_tokens)
+        self.metrics.succeeded(took, took, n)
+
+    def _whole_answer(self, gen: GenerateRequest, words: Words, n: int, prompt_tokens: int,
+                      finish_reason: str, final: bool | None) -> pb.ModelInferResponse:
+        """One response with all ``n`` generated tokens (and the prompt when asked)."""
+        text = (gen.prompt if gen.prepend_input else "") + words.text(0, n)
+        chunk = Chunk(text, prompt_tokens, n, finish_reason)
+        return infer_response(self.config.model, self.config.replica_id, gen, chunk, final=final)
 
     async def _deliver(
         self,
@@ -339,9 +344,8 @@ class ReplicaServicer(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mis
             if upd.done:
                 break
         if not incremental:
-            text = (gen.prompt if gen.prepend_input else "") + words.text(0, handle.output_tokens)
-            chunk = Chunk(text, prompt_tokens, handle.output_tokens, finish_reason)
-            emit(infer_response(model, rid, gen, chunk, final=final_param))
+            emit(self._whole_answer(gen, words, handle.output_tokens, prompt_tokens,
+                                    finish_reason, final_param))
 
 
 class Replica:
