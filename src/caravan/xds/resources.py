@@ -12,7 +12,9 @@ What Envoy gets:
   and ``generate_request_id`` so every request carries ``x-request-id`` upstream;
   with ``spec.security``: TLS on the filter chain and auth / rate-limit / size
   filters before the router (``caravan.xds.security``);
-* one RouteConfiguration ``caravan-routes`` (see ``route_configuration``);
+* one RouteConfiguration ``caravan-routes`` (see ``route_configuration``); every
+  model route adds the response header ``x-caravan-upstream`` (``UPSTREAM_HOST_HEADER``)
+  naming the replica (``host:port``) that served the request;
 * one EDS Cluster ``model-<name>`` per model: Maglev on the session header,
   bounded loads, HTTP/2 upstream, gRPC active health checks, outlier detection,
   and TLS to the replicas when the model has ``upstream_tls``;
@@ -54,6 +56,9 @@ LISTENER_NAME = "caravan-grpc"
 ROUTE_CONFIG_NAME = "caravan-routes"
 STREAM_PATH = "/inference.GRPCInferenceService/ModelStreamInfer"
 RETRY_ON = "unavailable,reset,connect-failure,refused-stream,cancelled"
+# Response header (gRPC initial metadata) naming the replica that served a request, as
+# Envoy's ``%UPSTREAM_HOST%`` ("host:port"); clients such as ``caravan bench`` read it.
+UPSTREAM_HOST_HEADER = "x-caravan-upstream"
 HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 # Health checking and ejection, tuned so local tests converge in about a second.
@@ -188,9 +193,38 @@ def _header_absent(header: str) -> route_components_pb2.HeaderMatcher:
     return route_components_pb2.HeaderMatcher(name=header, present_match=False)
 
 
+def _retry_policy(retries: int) -> route_components_pb2.RetryPolicy:
+    """Retry on another replica (``previous_hosts``) when the upstream fails before it
+    sends response headers: connect failure, refused or reset stream, gRPC UNAVAILABLE
+    or CANCELLED in a headers-only reply."""
+    return route_components_pb2.RetryPolicy(
+        retry_on=RETRY_ON,
+        num_retries=wrappers_pb2.UInt32Value(value=retries),
+        retry_host_predicate=[
+            route_components_pb2.RetryPolicy.RetryHostPredicate(
+                name="envoy.retry_host_predicates.previous_hosts",
+                typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()),
+            )
+        ],
+        host_selection_retry_max_attempts=3,
+    )
+
+
 def _action(model: ModelSpec, stream: bool) -> route_components_pb2.RouteAction:
-    """Streams: no timeout, no retries. Unary: the model's timeout and retry policy.
-    Both hash on the session header and honour the client's grpc-timeout."""
+    """Streams: no timeout (only the client's grpc-timeout). Unary: the model's
+    ``unary_timeout_s`` (also the cap on grpc-timeout). Both hash on the session header
+    and, with ``routing.retries`` > 0, retry as ``_retry_policy`` says.
+
+    Retrying is safe for streams: Envoy retries only until it has forwarded response
+    headers downstream, and a gRPC server sends its headers at the latest with its
+    first response, so at most one replica's answer ever reaches the client. A client
+    sees a stream whose replica failed before its headers as one slower stream from
+    another replica (``UPSTREAM_HOST_HEADER`` names that one); once headers have gone
+    out, a failure ends the stream with its error (no retry, no duplicated text). Envoy buffers the request
+    to replay it: a request larger than the route's buffer limit (1 MiB by default) is
+    not retried, and if its first attempt already failed it gets HTTP 507
+    (``exceeded request buffer limit while retrying upstream``).
+    """
     r = model.routing
     action = route_components_pb2.RouteAction(
         cluster=model.cluster_name,
@@ -202,41 +236,41 @@ def _action(model: ModelSpec, stream: bool) -> route_components_pb2.RouteAction:
             )
         ],
     )
-    if stream:
-        action.timeout.CopyFrom(_ms(0))
-        action.max_stream_duration.grpc_timeout_header_max.CopyFrom(_ms(0))
-        return action
-    action.timeout.CopyFrom(_ms(r.unary_timeout_s * 1000))
-    action.max_stream_duration.grpc_timeout_header_max.CopyFrom(_ms(r.unary_timeout_s * 1000))
+    timeout_ms = 0 if stream else r.unary_timeout_s * 1000
+    action.timeout.CopyFrom(_ms(timeout_ms))
+    action.max_stream_duration.grpc_timeout_header_max.CopyFrom(_ms(timeout_ms))
     if r.retries > 0:
-        action.retry_policy.CopyFrom(
-            route_components_pb2.RetryPolicy(
-                retry_on=RETRY_ON,
-                num_retries=wrappers_pb2.UInt32Value(value=r.retries),
-                retry_host_predicate=[
-                    route_components_pb2.RetryPolicy.RetryHostPredicate(
-                        name="envoy.retry_host_predicates.previous_hosts",
-                        typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()),
-                    )
-                ],
-                host_selection_retry_max_attempts=3,
-            )
-        )
+        action.retry_policy.CopyFrom(_retry_policy(r.retries))
     return action
+
+
+def upstream_host_header() -> base_pb2.HeaderValueOption:
+    """``UPSTREAM_HOST_HEADER: %UPSTREAM_HOST%`` on the response, overwriting any value
+    the replica sent (so it cannot be spoofed). Envoy leaves it out when no upstream
+    was chosen (e.g. no healthy replica: a local reply)."""
+    return base_pb2.HeaderValueOption(
+        header=base_pb2.HeaderValue(key=UPSTREAM_HOST_HEADER, value="%UPSTREAM_HOST%"),
+        append_action=base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD,
+    )
 
 
 def _model_routes(
     model: ModelSpec, name: str, headers: list[route_components_pb2.HeaderMatcher]
 ) -> list[route_components_pb2.Route]:
+    """``<name>-stream`` (path ModelStreamInfer, the inference path), then
+    ``<name>-unary`` (every other RPC of the model's replicas: metadata, readiness and
+    ``ModelInfer``, which a Triton vLLM replica refuses; see ``route_configuration``)."""
     stream = route_components_pb2.Route(
         name=f"{name}-stream",
         match=route_components_pb2.RouteMatch(path=STREAM_PATH, headers=headers),
         route=_action(model, stream=True),
+        response_headers_to_add=[upstream_host_header()],
     )
     unary = route_components_pb2.Route(
         name=f"{name}-unary",
         match=route_components_pb2.RouteMatch(prefix="/", headers=headers),
         route=_action(model, stream=False),
+        response_headers_to_add=[upstream_host_header()],
     )
     return [stream, unary]
 
@@ -251,12 +285,21 @@ def route_configuration(spec: PlatformSpec) -> route_pb2.RouteConfiguration:
     """Routes, first match wins:
 
     1. per model, header ``<model_header>: <name>`` -> ``model-<name>`` (stream route
-       first: path ModelStreamInfer, no timeout, no retries; then every other path);
+       first: path ModelStreamInfer, no timeout; then every other path with the
+       model's ``unary_timeout_s``; both retry before response headers, see ``_action``);
     2. no model header -> the default model's cluster (same stream/unary split);
     3. a model header naming no model -> a local 404 reply, which Envoy turns into
        gRPC status UNIMPLEMENTED with ``unknown_model_message`` as grpc-message.
        (Sending an unknown model to the default model would silently serve the wrong
        model, so it is refused instead.)
+
+    Inference is ``ModelStreamInfer`` only: Triton's vLLM backend is decoupled, and
+    Triton answers ``ModelInfer`` on a decoupled model with gRPC UNIMPLEMENTED
+    ("ModelInfer RPC doesn't support models with decoupled transaction policy"). The
+    unary route still forwards it, so a unary client gets that status from the replica
+    (UNIMPLEMENTED is not retried), with ``UPSTREAM_HOST_HEADER`` like any routed
+    reply; the route exists for the replicas' other unary RPCs (ServerReady,
+    ModelMetadata, ModelConfig...), which are idempotent and safe to retry.
     """
     header = spec.envoy.model_header
     routes: list[route_components_pb2.Route] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from envoy.config.core.v3 import health_check_pb2
+from envoy.config.core.v3 import base_pb2, health_check_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.access_loggers.stream.v3 import stream_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -87,16 +87,18 @@ def test_model_routes_match_header_and_hash_session(
 @pytest.mark.parametrize(
     ("route", "timeout_s", "retries"),
     [
-        ("alpha-stream", 0, None),
+        ("alpha-stream", 0, 2),
         ("alpha-unary", 30, 2),
+        ("beta-stream", 0, None),
         ("beta-unary", 120, None),
-        ("default-stream", 0, None),
+        ("default-stream", 0, 2),
         ("default-unary", 30, 2),
     ],
     ids=[
-        "stream-no-timeout-no-retry",
+        "stream-no-timeout-retries-before-headers",
         "unary-timeout-retries",
-        "retries-0-no-policy",
+        "stream-retries-0-no-policy",
+        "unary-retries-0-no-policy",
         "default-stream",
         "default-unary",
     ],
@@ -114,6 +116,30 @@ def test_route_timeouts_and_retries(route: str, timeout_s: int, retries: int | N
         assert [h.name for h in p.retry_host_predicate] == [
             "envoy.retry_host_predicates.previous_hosts"
         ]
+        assert not p.HasField("per_try_timeout"), "a stream's length is the client's business"
+
+
+@pytest.mark.parametrize("route", ["alpha-stream", "alpha-unary", "beta-stream", "beta-unary",
+                                   "default-stream", "default-unary"])
+def test_model_routes_name_the_upstream_host_in_a_response_header(route: str) -> None:
+    (opt,) = _route(route).response_headers_to_add
+    assert (opt.header.key, opt.header.value) == ("x-caravan-upstream", "%UPSTREAM_HOST%")
+    assert res.UPSTREAM_HOST_HEADER == "x-caravan-upstream"
+    assert opt.append_action == base_pb2.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+
+
+def test_unknown_model_reply_names_no_upstream() -> None:
+    assert not _route("unknown-model").response_headers_to_add
+
+
+def test_routes_match_a_custom_model_header() -> None:
+    spec = make_spec(envoy={"model_header": "x-llm"})
+    routes = {r.name: r for r in res.route_configuration(spec).virtual_hosts[0].routes}
+    assert [(h.name, h.string_match.exact) for h in routes["beta-stream"].match.headers] == [
+        ("x-llm", "beta")]
+    (absent,) = routes["default-stream"].match.headers
+    assert (absent.name, absent.present_match) == ("x-llm", False)
+    assert "header x-llm;" in routes["unknown-model"].direct_response.body.inline_string
 
 
 def test_stream_routes_match_the_stream_path_before_unary() -> None:
