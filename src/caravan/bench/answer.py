@@ -1,29 +1,34 @@
-"""What the load generator reads from one ``ModelInferResponse`` (pure, no I/O).
+"""What the load generator reads from one response (pure, no I/O).
 
-``read_answer`` walks the response's outputs once (the hot path of every request:
-protobuf field access is the cost, so one pass instead of one per field) and returns
-the replica id (parameter ``caravan_replica_id``), the ``num_input_tokens`` and
-``num_output_tokens`` UINT32 outputs (summed; None when absent), whether
-``text_output`` holds non-empty text and whether the response is flagged
-``triton_final_response``. Tensors may come as raw bytes (``raw_output_contents``,
-what Triton sends) or typed ``contents``; both are read. When a name repeats, its
-first output counts. ValueError when raw UINT32 bytes are not a multiple of 4.
+``read_answer`` walks a ``ModelInferResponse``'s outputs once (the hot path of every
+request: protobuf field access is the cost, so one pass instead of one per field) and
+returns the ``num_input_tokens`` and ``num_output_tokens`` UINT32 outputs (summed;
+None when absent), whether ``text_output`` holds non-empty text and whether the
+response is flagged ``triton_final_response``. Tensors may come as raw bytes
+(``raw_output_contents``, what Triton sends) or typed ``contents``; both are read.
+When a name repeats, its first output counts. ValueError when raw UINT32 bytes are not
+a multiple of 4.
+
+``upstream_host`` reads which replica served a request from the call's initial
+metadata: Envoy's routes add ``UPSTREAM_HOST_HEADER`` (``host:port`` of the upstream,
+see ``caravan.xds.resources``). Replica-side response parameters are not used: real
+Triton sends none that name the replica.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from caravan.tensor_bytes import BytesLayoutError, decode_bytes_elements
+from caravan.xds.resources import UPSTREAM_HOST_HEADER
 
-REPLICA_ID_PARAM = "caravan_replica_id"
 FINAL_PARAM = "triton_final_response"
 
 
 class Answer(NamedTuple):
-    replica: str
     tokens_in: int | None
     tokens_out: int | None
     text: bool
@@ -47,16 +52,18 @@ def read_answer(resp: Any) -> Answer:
         elif name == "text_output" and text is None:
             # BYTES raw layout: 4-byte length, then the data
             text = len(raw[i]) > 4 if i < n_raw else any(out.contents.bytes_contents)
-    params = resp.parameters
-    rid = params.get(REPLICA_ID_PARAM)
-    fin = params.get(FINAL_PARAM)
-    return Answer(
-        "" if rid is None else str(rid.string_param),
-        tokens_in,
-        tokens_out,
-        bool(text),
-        fin is not None and bool(fin.bool_param),
-    )
+    fin = resp.parameters.get(FINAL_PARAM)
+    return Answer(tokens_in, tokens_out, bool(text), fin is not None and bool(fin.bool_param))
+
+
+def upstream_host(metadata: Iterable[tuple[str, str | bytes]] | None) -> str:
+    """The ``UPSTREAM_HOST_HEADER`` value (``host:port``) in gRPC ``metadata`` (key,
+    value pairs, as ``grpc.aio`` gives them); ``""`` when absent (no Envoy in front,
+    or Envoy chose no upstream) or when ``metadata`` is None."""
+    for key, value in metadata or ():
+        if key == UPSTREAM_HOST_HEADER:
+            return value if isinstance(value, str) else value.decode(errors="replace")
+    return ""
 
 
 def sum_u32(raw: bytes) -> int:

@@ -29,7 +29,7 @@ def _fail(msg: str) -> typer.Exit:
 def bench(
     ctx: typer.Context,
     url: Annotated[str | None, typer.Option(help="HOST:PORT of Envoy or a replica")] = None,
-    model: Annotated[str | None, typer.Option(help="model name (also sent as x-model)")] = None,
+    model: Annotated[str | None, typer.Option(help="model name (also sent in the model header)")] = None,
     concurrency: Annotated[
         str | None, typer.Option(help="fixed concurrency sweep, e.g. 1,5,10")
     ] = None,
@@ -48,7 +48,9 @@ def bench(
     max_errors: Annotated[
         int | None, typer.Option(help="stop a level after N failed requests")
     ] = None,
-    stream: Annotated[bool, typer.Option("--stream/--no-stream", help="streaming or unary")] = True,
+    stream: Annotated[
+        bool, typer.Option("--stream/--no-stream", help="stream=true or false, both over ModelStreamInfer")
+    ] = True,
     timeout: Annotated[float, typer.Option(help="per-request timeout, s")] = 120.0,
     input_tokens: Annotated[int, typer.Option(help="synthetic prompt length mean (tokens)")] = 128,
     input_spread: Annotated[float, typer.Option(help="prompt length spread, fraction 0-1")] = 0.0,
@@ -58,14 +60,20 @@ def bench(
         Path | None, typer.Option(help='JSONL: {"prompt": ..., "max_tokens": N}')
     ] = None,
     turns: Annotated[
-        int, typer.Option(help="turns per session (>1: multi-turn, x-session-id)")
+        int, typer.Option(help="turns per session (>1: multi-turn, sent in the session header)")
     ] = 1,
     seed: Annotated[int, typer.Option(help="seed: same seed, same requests")] = 0,
     slo: Annotated[list[str] | None, typer.Option(help="SLO for goodput, e.g. ttft_ms=500")] = None,
     sampling: Annotated[str, typer.Option(help="extra sampling_parameters JSON")] = "{}",
     count_tokens: Annotated[bool, typer.Option(help="ask for num_*_tokens outputs")] = True,
     spec: Annotated[
-        Path | None, typer.Option(help="platform spec path (recorded in metadata)")
+        Path | None, typer.Option(help="platform spec: header names come from it; recorded in metadata")
+    ] = None,
+    model_header: Annotated[
+        str | None, typer.Option(help="header Envoy routes on (default: --spec's, else x-model)")
+    ] = None,
+    session_header: Annotated[
+        str | None, typer.Option(help="header Envoy hashes on (default: --spec's, else x-session-id)")
     ] = None,
     out: Annotated[Path, typer.Option(help="output directory")] = Path("bench-results"),
     plot: Annotated[bool, typer.Option(help="write bench.png")] = True,
@@ -119,10 +127,13 @@ def _run(o: dict[str, Any]) -> int:
         sampling = json.loads(o["sampling"])
         if not isinstance(sampling, dict):
             raise ValueError(f"--sampling: expected a JSON object, got {o['sampling']!r}")
+        model_header, session_header = header_names(
+            o["spec"], o["model"], o["model_header"], o["session_header"])
         target = Target(
             o["url"], o["stream"], o["timeout"], o["count_tokens"], sampling,
             tls_ca=_path(o["tls_ca"]), tls_cert=_path(o["tls_cert"]), tls_key=_path(o["tls_key"]),
             api_key=_api_key(o["api_key_file"]), api_key_header=o["api_key_header"],
+            model_header=model_header, session_header=session_header,
         )
     except OSError as exc:
         raise _fail(f"--prompts {o['prompts']}: {exc.strerror}") from None
@@ -132,6 +143,7 @@ def _run(o: dict[str, Any]) -> int:
         url=o["url"], model=o["model"], stream=str(o["stream"]), spec=str(o["spec"] or ""),
         load=", ".join(lv.label for lv in levels), seed=str(o["seed"]),
         workload=_describe(o), slos=", ".join(f"{s.metric}<={s.limit_ms:g}" for s in slos),
+        model_header=target.model_header, session_header=target.session_header,
     )
     console = _console()
     sink = RichProgress() if o["progress"] else None
@@ -155,6 +167,29 @@ def _run(o: dict[str, Any]) -> int:
     console.print(f"wrote {', '.join(map(str, written))} ({rows} request rows)")
     total_ok = sum(lv.summary.ok for lv in result.levels)
     return 0 if total_ok else 1
+
+
+def header_names(
+    spec_path: Path | None, model: str, model_header: str | None, session_header: str | None
+) -> tuple[str, str]:
+    """``(model header, session header)`` for the requests: each flag given wins; else
+    the spec's ``envoy.model_header`` and ``model``'s ``routing.session_header`` (the
+    default model's when the spec has no ``model``: Envoy refuses that model anyway);
+    else ``x-model`` / ``x-session-id``. The spec is read only when a flag is missing.
+    Raises ValueError naming ``--spec`` when it cannot be read or is invalid."""
+    if spec_path is None or (model_header and session_header):
+        return model_header or "x-model", session_header or "x-session-id"
+    from caravan.spec import SpecError, load_spec
+
+    try:
+        spec = load_spec(spec_path)
+    except OSError as exc:
+        raise ValueError(f"--spec {spec_path}: {exc.strerror}") from None
+    except SpecError as exc:
+        raise ValueError(f"--spec {exc}") from None
+    served = next((m for m in spec.models if m.name == model), spec.default)
+    return (model_header or spec.envoy.model_header,
+            session_header or served.routing.session_header)
 
 
 def _path(p: Path | None) -> str | None:

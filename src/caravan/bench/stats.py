@@ -10,8 +10,8 @@ ranks, the same as numpy's default (``method="linear"``): for sorted values
 ``x[floor(r)] + (r - floor(r)) * (x[ceil(r)] - x[floor(r)])``.
 
 Definitions (as in vLLM's ``benchmark_serving``):
-  * TTFT: start to the first streamed response. In unary mode the first token is
-    visible only with the whole answer, so TTFT = end-to-end latency.
+  * TTFT: start to the first streamed response. With ``--no-stream`` (stream=false)
+    the first token is visible only with the whole answer, so TTFT = end-to-end latency.
   * ITL: gaps between consecutive streamed responses, pooled over all requests.
   * TPOT: per request ``(e2e - ttft) / (tokens_out - 1)`` when ``tokens_out > 1``.
   * Goodput: successful requests meeting every SLO, per second.
@@ -32,8 +32,11 @@ SLO_METRICS = ("ttft_ms", "tpot_ms", "e2e_ms")
 @dataclass(frozen=True)
 class RequestRecord:
     """One measured request. ``status`` is the gRPC status code name (``OK``,
-    ``UNAVAILABLE``, ``DEADLINE_EXCEEDED``...) or ``STREAM_ERROR`` for an error sent
-    in-band on a stream (``ModelStreamInferResponse.error_message``)."""
+    ``UNAVAILABLE``, ``DEADLINE_EXCEEDED``...), ``STREAM_ERROR`` for an error sent
+    in-band on a stream (``ModelStreamInferResponse.error_message``) or
+    ``UNEXPECTED_RESPONSES`` (stream=false and not exactly one final response).
+    ``replica_id`` is the ``host:port`` of the replica Envoy sent the request to
+    (its ``x-caravan-upstream`` response header); ``""`` without Envoy in front."""
 
     index: int
     start_ms: float

@@ -8,19 +8,29 @@ Tensor contract (Triton's vLLM backend): ``text_input`` BYTES[1], ``stream`` BOO
 ``sampling_parameters`` BYTES[1] (JSON, ``{"max_tokens": N, ...}``),
 ``exclude_input_in_output`` BOOL[1] = True and, with ``count_tokens``,
 ``return_num_input_tokens`` / ``return_num_output_tokens`` BOOL[1] (r24.12+).
-Headers: ``x-model`` (Envoy routes on it) and, for sessions, ``x-session-id``.
+Headers: the target's ``model_header`` (Envoy routes on it) and, for sessions, its
+``session_header`` (Envoy hashes on it); defaults ``x-model`` / ``x-session-id``.
 
-Streaming uses **one bidi ``ModelStreamInfer`` stream per request**: gRPC headers are
-per stream, so this is the only way to give each request its own ``x-session-id``
-(and have Envoy balance each request); it also makes every response belong to exactly
-one request, so TTFT and inter-token gaps are exact. The client writes one request
-and half-closes; the stream ends after the last response. The end time
-is the response flagged ``triton_final_response`` (else the stream end).
+Every request is **one bidi ``ModelStreamInfer`` stream**, the only inference RPC a
+vLLM replica serves (the backend is decoupled, so Triton refuses unary ``ModelInfer``).
+gRPC headers are per stream, so each request gets its own session header (and Envoy
+balances each request); every response belongs to exactly one request, so TTFT and
+inter-token gaps are exact. The client writes one request and half-closes; the stream
+ends after the last response.
 
-Tokens: a response's ``num_output_tokens`` when present, else 1 per streamed response
-with text (vLLM streams about a token per response). Unary (``stream=False``) needs a
-non-decoupled model: Triton rejects ``ModelInfer`` on decoupled models such as the
-vLLM backend's, so unary mode is for servers that allow it (e.g. ``caravan replica``).
+* ``stream=True``: ``stream`` = true; one response per chunk with only the new text.
+  The end time is the response flagged ``triton_final_response`` (else the stream
+  end). Tokens: a response's ``num_output_tokens`` when present, else 1 per response
+  with text (vLLM streams about a token per response).
+* ``stream=False`` (``caravan bench --no-stream``): ``stream`` = false; the replica
+  sends exactly one response, flagged final, with the whole text; TTFT = end-to-end.
+  Tokens: ``num_output_tokens``, else the words of the text. Anything else (several
+  responses, none, no final flag) is status ``UNEXPECTED_RESPONSES``.
+
+Errors sent in-stream (``error_message``) are status ``STREAM_ERROR``. The replica that
+served a request is the ``host:port`` Envoy names in the ``x-caravan-upstream``
+response header (``answer.upstream_host``), read from the stream's initial metadata;
+``""`` when the target is a replica (no Envoy in front).
 
 One client (one gRPC channel) per transport; use from one event loop only.
 """
@@ -28,6 +38,7 @@ One client (one gRPC channel) per transport; use from one event loop only.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,22 +46,18 @@ from typing import Any
 
 import grpc
 
-from caravan.bench.answer import read_answer, text_outputs
+from caravan.bench.answer import read_answer, text_outputs, upstream_host
 from caravan.bench.dataset import RequestSpec, count_words
 from caravan.bench.stats import OK, RequestRecord
-from caravan.bench.wire import (
-    MODEL_INFER,
-    MODEL_STREAM_INFER,
-    decode_response,
-    decode_stream_response,
-    encode_request,
-)
+from caravan.bench.wire import MODEL_STREAM_INFER, decode_stream_response, encode_request
 
 Clock = Callable[[], float]
 Metadata = tuple[tuple[str, str], ...]  # gRPC request headers
 # tritonclient's channel limits (INT32_MAX): prompts and answers of any size
 CHANNEL_OPTIONS = (("grpc.max_send_message_length", 2**31 - 1),
                    ("grpc.max_receive_message_length", 2**31 - 1))
+UNEXPECTED = "UNEXPECTED_RESPONSES"  # stream=False and not exactly one final response
+_HEADER_NAME = re.compile(r"^[a-z0-9-]+$")  # as the spec allows for its header names
 
 
 @dataclass(frozen=True)
@@ -59,7 +66,9 @@ class Target:
     ``timeout_s`` bounds each request (DEADLINE_EXCEEDED after it); ``sampling``
     adds fields to ``sampling_parameters`` (``max_tokens`` comes from each request).
     TLS: ``tls_ca`` (PEM file) switches TLS on; ``tls_cert``/``tls_key`` add a client
-    certificate (mTLS). ``api_key`` is sent in ``api_key_header`` (never in repr)."""
+    certificate (mTLS). ``api_key`` is sent in ``api_key_header`` (never in repr).
+    ``model_header`` / ``session_header``: the names Envoy routes and hashes on (the
+    spec's ``envoy.model_header`` and the model's ``routing.session_header``)."""
 
     url: str
     stream: bool = True
@@ -71,6 +80,8 @@ class Target:
     tls_key: str | None = None
     api_key: str = field(default="", repr=False)
     api_key_header: str = "x-api-key"
+    model_header: str = "x-model"
+    session_header: str = "x-session-id"
 
     @property
     def tls(self) -> bool:
@@ -87,6 +98,10 @@ class Target:
             raise ValueError(f"url: expected HOST:PORT (e.g. 127.0.0.1:8080), got {self.url!r}")
         if not self.timeout_s > 0:
             raise ValueError(f"timeout_s: must be > 0 seconds, got {self.timeout_s}")
+        for name in ("model_header", "session_header"):
+            value = getattr(self, name)
+            if not _HEADER_NAME.match(value):
+                raise ValueError(f"{name}: expected lowercase letters, digits and '-', got {value!r}")
 
 
 def status_name(exc: BaseException) -> tuple[str, str]:
@@ -102,8 +117,8 @@ class TritonTransport:
     """Sends requests to ``target`` for ``model``. ``open`` before use, ``close`` after.
 
     ``prepare`` serializes every request up front (``wire.encode_request``), so the
-    timed path is one gRPC call on a ``grpc.aio`` channel with the message classes
-    tritonclient ships; nothing is built or wrapped per request.
+    timed path is one ``ModelStreamInfer`` call on a ``grpc.aio`` channel with the
+    message classes tritonclient ships; nothing is built or wrapped per request.
     """
 
     def __init__(self, target: Target, model: str, clock: Clock) -> None:
@@ -111,14 +126,12 @@ class TritonTransport:
         self.model = model
         self._clock = clock
         self._channel: grpc.aio.Channel | None = None
-        self._infer: Any = None  # ModelInfer / ModelStreamInfer multi-callables of the channel
-        self._stream_infer: Any = None
+        self._stream_infer: Any = None  # the channel's ModelStreamInfer multi-callable
         # per request: its serialized message and its gRPC metadata, built by prepare
         self._requests: dict[tuple[str, int, int], tuple[bytes, Metadata]] = {}
 
     async def open(self) -> None:
         self._channel = ch = open_channel(self.target)
-        self._infer = ch.unary_unary(MODEL_INFER, response_deserializer=decode_response)
         self._stream_infer = ch.stream_stream(
             MODEL_STREAM_INFER, response_deserializer=decode_stream_response)
 
@@ -134,15 +147,7 @@ class TritonTransport:
         t = self.target
         request = encode_request(self.model, str(spec.index), spec.prompt, spec.max_tokens,
                                  stream=t.stream, count_tokens=t.count_tokens, sampling=t.sampling)
-        return request, self._metadata(spec)
-
-    def _metadata(self, spec: RequestSpec) -> Metadata:
-        md = [("x-model", self.model)]
-        if self.target.api_key:
-            md.append((self.target.api_key_header, self.target.api_key))
-        if spec.session_id:
-            md.append(("x-session-id", spec.session_id))
-        return tuple(md)
+        return request, request_metadata(t, self.model, spec.session_id)
 
     async def send(self, spec: RequestSpec, t0: float) -> RequestRecord:
         """Send one request; never raises for server or network errors (they become
@@ -150,43 +155,45 @@ class TritonTransport:
         assert self._channel is not None, "TritonTransport.open() not called"
         request, metadata = self._requests.get(_key(spec)) or self._encode(spec)
         start = self._clock()
-        m = _Measure(spec, start, t0)
+        m = _Measure(spec, start, t0, self.target.stream)
         try:
-            if self.target.stream:
-                await self._stream(request, metadata, m)
-            else:
-                await self._unary(request, metadata, m)
+            await self._call(request, metadata, m)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             m.status, m.error = status_name(exc)
+            if isinstance(exc, grpc.aio.AioRpcError):
+                m.replica = upstream_host(exc.initial_metadata())
         if m.end is None:
             m.end = self._clock()
         return m.record()
 
-    async def _unary(self, request: bytes, metadata: Metadata, m: _Measure) -> None:
-        resp = await self._infer(request, metadata=metadata, timeout=self.target.timeout_s)
-        m.end = self._clock()
-        answer = read_answer(resp)
-        m.replica = answer.replica
-        m.ttft = m.end
-        m.tokens_in = answer.tokens_in
-        n = answer.tokens_out
-        if n is None:
-            n = sum(count_words(t) for t in text_outputs(resp))
-        m.tokens_out = n
-
-    async def _stream(self, request: bytes, metadata: Metadata, m: _Measure) -> None:
+    async def _call(self, request: bytes, metadata: Metadata, m: _Measure) -> None:
         call = self._stream_infer(metadata=metadata, timeout=self.target.timeout_s)
         await call.write(request)
         await call.done_writing()
         async for resp in call:
             now = self._clock()
+            m.responses += 1
             if resp.error_message:
                 m.status, m.error = "STREAM_ERROR", resp.error_message
                 m.end = now
                 continue
             m.on_response(resp.infer_response, now)
+        m.replica = upstream_host(await call.initial_metadata())
+        if not m.stream:
+            m.check_single()
+
+
+def request_metadata(target: Target, model: str, session_id: str = "") -> Metadata:
+    """The gRPC headers of one request: ``target.model_header: model``, the API key
+    when set, and ``target.session_header: session_id`` when ``session_id`` is set."""
+    md = [(target.model_header, model)]
+    if target.api_key:
+        md.append((target.api_key_header, target.api_key))
+    if session_id:
+        md.append((target.session_header, session_id))
+    return tuple(md)
 
 
 def open_channel(target: Target) -> grpc.aio.Channel:
@@ -204,20 +211,27 @@ def _read(path: str | None) -> bytes | None:
     return None if path is None else Path(path).read_bytes()
 
 
+def _words(resp: Any) -> int:
+    """Words of every ``text_output`` element (the token estimate without a count)."""
+    return sum(count_words(t) for t in text_outputs(resp))
+
+
 def _key(spec: RequestSpec) -> tuple[str, int, int]:
     return (spec.session_id, spec.turn, spec.index)
 
 
 class _Measure:
-    """Mutable per-request accumulator (one request, one task)."""
+    """Mutable per-request accumulator (one request, one task). ``stream`` is the
+    target's mode: False counts tokens from the one response's whole text."""
 
-    __slots__ = ("end", "error", "gaps", "last", "replica", "spec", "start", "status", "t0",
-                 "tokens_in", "tokens_out", "ttft")
+    __slots__ = ("end", "error", "final", "gaps", "last", "replica", "responses", "spec", "start",
+                 "status", "stream", "t0", "tokens_in", "tokens_out", "ttft")
 
-    def __init__(self, spec: RequestSpec, start: float, t0: float) -> None:
+    def __init__(self, spec: RequestSpec, start: float, t0: float, stream: bool = True) -> None:
         self.spec = spec
         self.start = start
         self.t0 = t0
+        self.stream = stream
         self.ttft: float | None = None
         self.last: float | None = None
         self.gaps: list[float] = []
@@ -227,16 +241,16 @@ class _Measure:
         self.status = OK
         self.error = ""
         self.replica = ""
+        self.responses = 0
+        self.final = False
 
     def on_response(self, resp: Any, now: float) -> None:
         answer = read_answer(resp)
-        if not self.replica:
-            self.replica = answer.replica
         if self.tokens_in is None:
             self.tokens_in = answer.tokens_in
         n = answer.tokens_out
         if n is None:
-            n = 1 if answer.text else 0
+            n = (1 if answer.text else 0) if self.stream else _words(resp)
         if n > 0:
             if self.last is None:
                 self.ttft = now
@@ -246,6 +260,15 @@ class _Measure:
             self.tokens_out += n
         if answer.final and self.end is None:
             self.end = now
+            self.final = True
+
+    def check_single(self) -> None:
+        """stream=False: exactly one response, flagged final; else status
+        ``UNEXPECTED_RESPONSES`` (an earlier error status stands)."""
+        if self.status == OK and (self.responses != 1 or not self.final):
+            self.status = UNEXPECTED
+            self.error = (f"stream=false: expected exactly one final response, got {self.responses}"
+                          f" ({'a' if self.final else 'no'} final flag)")
 
     def record(self) -> RequestRecord:
         assert self.end is not None

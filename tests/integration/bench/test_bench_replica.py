@@ -51,7 +51,7 @@ def bench_cli(*args: str, timeout_s: float = 90) -> subprocess.CompletedProcess[
                           timeout=timeout_s, check=False)
 
 
-@pytest.mark.parametrize("stream", [True, False], ids=["stream", "unary"])
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
 def test_cli_sweep_writes_json_csv_png(replica: str, tmp_path: Path, stream: bool) -> None:
     out = tmp_path / "run"
     proc = bench_cli("--url", replica, "--model", MODEL, "--concurrency", "1,4", "--requests", "8",
@@ -69,11 +69,13 @@ def test_cli_sweep_writes_json_csv_png(replica: str, tmp_path: Path, stream: boo
         assert (len(lv["records"]), s["requests"], s["ok"], s["errors"]) == (8, 8, 8, {})
         assert s["good"] == 8
         for r in lv["records"]:
-            assert r["status"] == "OK" and r["replica_id"] == "rep-a"
+            # straight at a replica: no Envoy to name the upstream (x-caravan-upstream)
+            assert r["status"] == "OK" and r["replica_id"] == ""
             assert r["tokens_out"] == 12  # num_output_tokens summed over responses
             assert 0 < r["ttft_ms"] <= r["end_ms"] - r["start_ms"]
             # streaming: a gap between consecutive responses (the simulator coalesces
-            # tokens per wake-up, so a response may carry several); unary: no gaps
+            # tokens per wake-up, so a response may carry several); --no-stream: one
+            # final response over ModelStreamInfer (anything else is an error), no gaps
             assert len(r["itl_ms"]) < 12 if stream else r["itl_ms"] == []
         assert (s["itl"]["count"] > 0) == stream
 

@@ -1,11 +1,11 @@
-"""read_answer: one pass over a ModelInferResponse (raw and typed tensors)."""
+"""read_answer: one pass over a ModelInferResponse (raw and typed tensors); upstream_host."""
 
 from __future__ import annotations
 
 import pytest
 from tritonclient.grpc import service_pb2
 
-from caravan.bench.answer import Answer, read_answer, sum_u32
+from caravan.bench.answer import Answer, read_answer, sum_u32, upstream_host
 
 
 def u32(*values: int) -> bytes:
@@ -42,19 +42,19 @@ CASES = [
     ("raw-all", response([("text_output", text("hi")), ("num_input_tokens", u32(16)),
                           ("num_output_tokens", u32(4))],
                          params={"caravan_replica_id": "r-1", "triton_final_response": True}),
-     Answer("r-1", 16, 4, True, True)),
+     Answer(16, 4, True, True)),  # a replica-side id parameter is ignored
     ("raw-multi-value-sum", response([("num_output_tokens", u32(2, 3, 5))]),
-     Answer("", None, 10, False, False)),
+     Answer(None, 10, False, False)),
     ("raw-empty-text", response([("text_output", text(""))],
                                 params={"triton_final_response": False}),
-     Answer("", None, None, False, False)),
+     Answer(None, None, False, False)),
     ("typed-contents", response([], [("num_input_tokens", [7]), ("num_output_tokens", [1, 2]),
                                      ("text_output", [b"x"])]),
-     Answer("", 7, 3, True, False)),
-    ("nothing", response([]), Answer("", None, None, False, False)),
+     Answer(7, 3, True, False)),
+    ("nothing", response([]), Answer(None, None, False, False)),
     ("first-of-repeated-name", response([("num_output_tokens", u32(1)),
                                          ("num_output_tokens", u32(9))]),
-     Answer("", None, 1, False, False)),
+     Answer(None, 1, False, False)),
 ]
 
 
@@ -72,3 +72,17 @@ def test_sum_u32(raw: bytes, want: int) -> None:
 def test_sum_u32_rejects_partial_values() -> None:
     with pytest.raises(ValueError):
         sum_u32(b"\x01\x00\x00")
+
+
+@pytest.mark.parametrize(
+    ("metadata", "want"),
+    [((("content-type", "application/grpc"), ("x-caravan-upstream", "10.0.0.7:8001")), "10.0.0.7:8001"),
+     ((("x-caravan-upstream", b"10.0.0.7:8001"),), "10.0.0.7:8001"),
+     ((("x-upstream", "elsewhere:1"),), ""),
+     ((), ""),
+     (None, "")],
+    ids=["str", "bytes", "other-header", "empty", "none"],
+)
+def test_upstream_host_reads_envoys_header(
+        metadata: tuple[tuple[str, str | bytes], ...] | None, want: str) -> None:
+    assert upstream_host(metadata) == want
