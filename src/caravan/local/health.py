@@ -5,9 +5,14 @@ Both are synchronous, bounded by their timeout, and return False rather than rai
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import grpc
-import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+PROBE_MAX_TOKENS = 2
+PROBE_REQUEST_ID = "caravan-probe"
 
 
 def grpc_serving(endpoint: str, timeout_s: float = 0.5) -> bool:
@@ -22,19 +27,34 @@ def grpc_serving(endpoint: str, timeout_s: float = 0.5) -> bool:
 
 
 def infer_once(endpoint: str, model: str, timeout_s: float = 5.0, model_header: str = "x-model") -> bool:
-    """True when one small unary ModelInfer for ``model`` through ``endpoint`` succeeds."""
-    import tritonclient.grpc as grpcclient
-    from tritonclient.utils import InferenceServerException
+    """True when one small inference request for ``model`` through ``endpoint`` (Envoy
+    or a replica) is answered, the way every Caravan client sends them: one
+    ``ModelStreamInfer`` stream carrying one request (``stream`` = false, prompt
+    "ping", ``max_tokens`` ``PROBE_MAX_TOKENS``) with the header ``model_header: model``
+    (pass the spec's ``envoy.model_header``). Answered means: the stream ends gRPC-OK,
+    one of its responses is flagged ``triton_final_response`` and none carries an
+    ``error_message``. False otherwise, on any gRPC error, and after ``timeout_s``
+    (the deadline of the whole stream)."""
+    from caravan.bench.wire import MODEL_STREAM_INFER, decode_stream_response, encode_request
 
-    client = grpcclient.InferenceServerClient(url=endpoint)
+    request = encode_request(model, PROBE_REQUEST_ID, "ping", PROBE_MAX_TOKENS, stream=False,
+                             count_tokens=False)
     try:
-        text = grpcclient.InferInput("text_input", [1], "BYTES")
-        text.set_data_from_numpy(np.array([b"ping"], dtype=np.object_))
-        params = grpcclient.InferInput("sampling_parameters", [1], "BYTES")
-        params.set_data_from_numpy(np.array([b'{"max_tokens": 2}'], dtype=np.object_))
-        client.infer(model, [text, params], headers={model_header: model}, client_timeout=timeout_s)
-        return True
-    except InferenceServerException:
+        with grpc.insecure_channel(endpoint) as channel:
+            call = channel.stream_stream(MODEL_STREAM_INFER, response_deserializer=decode_stream_response)
+            return final_without_error(call(iter((request,)), metadata=((model_header, model),),
+                                            timeout=timeout_s))
+    except grpc.RpcError:
         return False
-    finally:
-        client.close()
+
+
+def final_without_error(responses: Iterable[Any]) -> bool:
+    """True when the ``ModelStreamInferResponse`` messages of one stream (read to the
+    end) include a final one and no ``error_message``."""
+    final = False
+    for resp in responses:
+        if resp.error_message:
+            return False
+        flag = resp.infer_response.parameters.get("triton_final_response")
+        final = final or (flag is not None and bool(flag.bool_param))
+    return final
