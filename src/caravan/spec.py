@@ -17,6 +17,7 @@ import yaml
 from pydantic import (
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -162,16 +163,34 @@ class SimulatorParams(_Frozen):
     mean_output_tokens: int = Field(300, ge=1, description="when max_tokens is not given")
 
 
+# Top finite bucket (ms) of the vLLM backend's histogram behind each latency SLO
+# (caravan.render.metric_names.VLLM_BUCKETS): histogram_quantile never reads above it.
+SLO_BUCKET_CAPS_MS = {"ttft_ms": ("vllm:time_to_first_token_seconds", 10_000.0),
+                      "e2e_ms": ("vllm:e2e_request_latency_seconds", 60_000.0)}
+
+
 class SloSpec(_Frozen):
     """A model's service-level objectives; the Prometheus alerts fire above them.
 
-    Latencies are p95 over 5 minutes, in milliseconds; ``error_ratio`` is the
-    fraction (0-1) of failed inference requests over 5 minutes.
+    Latencies are p95 over 5 minutes, in milliseconds, below their histogram's top bucket
+    (10 s TTFT, 60 s end-to-end); ``error_ratio`` is the fraction (0-1) of failed
+    inference requests over 5 minutes.
     """
 
     ttft_ms: float = Field(2000.0, gt=0, description="p95 time to first token, ms")
     e2e_ms: float = Field(30000.0, gt=0, description="p95 end-to-end request latency, ms")
     error_ratio: float = Field(0.05, gt=0, lt=1, description="max fraction of failed requests")
+
+    @field_validator("ttft_ms", "e2e_ms")
+    @classmethod
+    def _below_bucket_cap(cls, v: float, info: ValidationInfo) -> float:
+        """An SLO at or above the top bucket could never fire: refuse it."""
+        metric, cap = SLO_BUCKET_CAPS_MS[str(info.field_name)]
+        if v >= cap:
+            raise ValueError(f"must be below {cap:g} (got {v:g}): the top bucket of {metric} "
+                             f"is {cap / 1000:g} s, its p95 never reads higher, so the alert "
+                             "could never fire")
+        return v
 
 
 class ModelSpec(_Frozen):

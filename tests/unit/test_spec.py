@@ -10,7 +10,15 @@ import pytest
 from typer.testing import CliRunner
 
 from caravan.cli import app
-from caravan.spec import PlatformSpec, SpecError, is_prime, load_spec, parse_spec
+from caravan.render.metric_names import VLLM_BUCKETS
+from caravan.spec import (
+    SLO_BUCKET_CAPS_MS,
+    PlatformSpec,
+    SpecError,
+    is_prime,
+    load_spec,
+    parse_spec,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE: dict[str, Any] = {
@@ -55,6 +63,14 @@ BAD = [
     ("unknown-field", with_("models.0.replicaz", 3), "models[0].replicaz: Extra inputs are not permitted"),
     ("gpu-util-range", with_("models.0.engine.gpu_memory_utilization", 1.5),
      "models[0].engine.gpu_memory_utilization:"),
+    ("ttft-slo-above-bucket-cap", with_("models.1.slo", {"ttft_ms": 12000}),
+     "models[1].slo.ttft_ms: must be below 10000 (got 12000): the top bucket of "
+     "vllm:time_to_first_token_seconds is 10 s"),
+    ("ttft-slo-at-bucket-cap", with_("models.0.slo", {"ttft_ms": 10000}),
+     "models[0].slo.ttft_ms: must be below 10000 (got 10000)"),
+    ("e2e-slo-above-bucket-cap", with_("models.0.slo", {"e2e_ms": 90000}),
+     "models[0].slo.e2e_ms: must be below 60000 (got 90000): the top bucket of "
+     "vllm:e2e_request_latency_seconds is 60 s"),
 ]
 
 
@@ -94,6 +110,16 @@ def test_defaults_and_derived_values() -> None:
                          ids=["2", "3", "9", "65537", "65536", "1"])
 def test_is_prime(n: int, prime: bool) -> None:
     assert is_prime(n) is prime
+
+
+def test_slo_just_below_the_bucket_caps_is_valid() -> None:
+    slo = parse_spec(with_("models.0.slo", {"ttft_ms": 9999, "e2e_ms": 59999})).models[0].slo
+    assert (slo.ttft_ms, slo.e2e_ms) == (9999, 59999)
+
+
+def test_slo_caps_are_the_vllm_backends_top_buckets() -> None:
+    for metric, cap_ms in SLO_BUCKET_CAPS_MS.values():
+        assert VLLM_BUCKETS[metric][-1] * 1000 == cap_ms, metric
 
 
 def test_example_spec_is_valid() -> None:
