@@ -29,8 +29,9 @@ ends after the last response.
 
 Errors sent in-stream (``error_message``) are status ``STREAM_ERROR``. The replica that
 served a request is the ``host:port`` Envoy names in the ``x-caravan-upstream``
-response header (``answer.upstream_host``), read from the stream's initial metadata;
-``""`` when the target is a replica (no Envoy in front).
+response header (``answer.upstream_host``), read from the stream's initial metadata
+(from its trailers when the replica failed it before any response); ``""`` when the
+target is a replica (no Envoy in front) or Envoy chose no replica.
 
 One client (one gRPC channel) per transport; use from one event loop only.
 """
@@ -162,8 +163,8 @@ class TritonTransport:
             raise
         except Exception as exc:
             m.status, m.error = status_name(exc)
-            if isinstance(exc, grpc.aio.AioRpcError):
-                m.replica = upstream_host(exc.initial_metadata())
+            if isinstance(exc, grpc.aio.AioRpcError):  # a headers-only reply: Envoy's header is a trailer
+                m.replica = upstream_host(exc.initial_metadata()) or upstream_host(exc.trailing_metadata())
         if m.end is None:
             m.end = self._clock()
         return m.record()

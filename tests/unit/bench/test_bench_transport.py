@@ -42,15 +42,21 @@ def answer(text: str, final: bool | None, tokens: int | None = None) -> pb.Model
 
 @dataclass
 class FakeServer:
-    """Answers every stream with ``script`` (after ``upstream`` as initial metadata)."""
+    """Answers every stream with ``script`` (after ``upstream`` as initial metadata);
+    with ``abort``, fails it at once with that status and ``upstream`` as a trailer
+    (what a client gets when Envoy relays a headers-only error reply)."""
 
     script: Sequence[pb.ModelStreamInferResponse]
     upstream: str = UPSTREAM
+    abort: grpc.StatusCode | None = None
     seen: list[tuple[dict[str, str], pb.ModelInferRequest]] = field(default_factory=list)
 
     async def stream(self, requests: AsyncIterator[pb.ModelInferRequest],
                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ModelStreamInferResponse]:
         md = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        if self.abort is not None:
+            context.set_trailing_metadata(((UPSTREAM_HOST_HEADER, self.upstream),))
+            await context.abort(self.abort, "replica going away")
         if self.upstream:
             await context.send_initial_metadata(((UPSTREAM_HOST_HEADER, self.upstream),))
         async for req in requests:
@@ -134,6 +140,11 @@ def test_in_stream_error_is_stream_error_with_its_upstream() -> None:
     err = pb.ModelStreamInferResponse(error_message="boom")
     (rec,) = run(FakeServer([err]), {"stream": True}, [spec()])
     assert (rec.status, rec.error, rec.replica_id) == ("STREAM_ERROR", "boom", UPSTREAM)
+
+
+def test_grpc_error_keeps_the_upstream_from_the_trailers() -> None:
+    (rec,) = run(FakeServer([], abort=grpc.StatusCode.UNAVAILABLE), {"stream": True}, [spec()])
+    assert (rec.status, rec.error, rec.replica_id) == ("UNAVAILABLE", "replica going away", UPSTREAM)
 
 
 def test_no_envoy_in_front_means_no_replica_id() -> None:
