@@ -1,8 +1,10 @@
-"""The control plane driving a real Envoy, with tritonclient's own gRPC client.
+"""The control plane driving a real Envoy, with streamed requests (ModelStreamInfer).
 
-Stack (all on 127.0.0.1, free ports): stub replica processes (3 of ``alpha``, 1 of
-``beta``) registered in a local registry file -> in-process control plane -> real
-Envoy (rendered bootstrap) -> tritonclient.
+Stack (all on 127.0.0.1, free ports): ``caravan replica`` processes (3 of ``alpha``,
+1 of ``beta``) registered in a local registry file -> in-process control plane -> real
+Envoy (rendered bootstrap) -> clients: raw gRPC streams (``stream_infer``) and
+tritonclient's own stream API. Which replica served a request comes from Envoy's
+``x-caravan-upstream`` response header, mapped back to the replica id.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -25,6 +28,7 @@ from xds_envoy_harness import (
     healthy_hosts,
     start_envoy,
     start_replica,
+    stream_infer,
     wait_until,
 )
 
@@ -141,25 +145,27 @@ def _inputs(text: str = "hi", stream: bool = False) -> list[grpcclient.InferInpu
     return [inp, params, flag]
 
 
-def infer(url: str, model: str | None, session: str, model_name: str = "") -> str:
-    """One unary request through Envoy; returns the replica id that served it."""
+def served_by(stack: Stack, upstream: str) -> str:
+    """The id of the replica at ``upstream`` (``host:port`` from x-caravan-upstream)."""
+    ids = [rid for rid, r in stack.replicas.items() if r.endpoint == upstream]
+    assert len(ids) == 1, f"x-caravan-upstream {upstream!r} names no known replica"
+    return ids[0]
+
+
+def infer(stack: Stack, model: str | None, session: str, model_name: str = "") -> str:
+    """One stream=false request through Envoy; returns the replica id that served it."""
     headers = {"x-session-id": session}
     if model is not None:
         headers["x-model"] = model
-    with grpcclient.InferenceServerClient(url) as client:
-        result = client.infer(
-            model_name or (model or "alpha"), _inputs(), headers=headers, client_timeout=10
-        )
-    return str(result.get_response().parameters["caravan_replica_id"].string_param)
+    reply = stream_infer(stack.url, model_name or (model or "alpha"), headers)
+    assert reply.finals == [True], reply
+    return served_by(stack, reply.upstream)
 
 
-def test_unary_inference_through_envoy(stack: Stack) -> None:
-    with grpcclient.InferenceServerClient(stack.url) as client:
-        result = client.infer(
-            "alpha", _inputs(), headers={"x-model": "alpha", "x-session-id": "u1"}
-        )
-    assert result.as_numpy("text_output")[0].decode().startswith("hi")
-    assert result.get_response().parameters["caravan_replica_id"].string_param in ALPHA
+def test_single_response_stream_through_envoy(stack: Stack) -> None:
+    reply = stream_infer(stack.url, "alpha", {"x-model": "alpha", "x-session-id": "u1"})
+    assert reply.finals == [True] and reply.text.strip()
+    assert served_by(stack, reply.upstream) in ALPHA
 
 
 def test_streaming_inference_through_envoy(stack: Stack) -> None:
@@ -178,7 +184,6 @@ def test_streaming_inference_through_envoy(stack: Stack) -> None:
             assert not isinstance(item, InferenceServerException), item
             resp = item.get_response()  # type: ignore[attr-defined]
             chunks.append(item.as_numpy("text_output")[0].decode())  # type: ignore[attr-defined]
-            assert resp.parameters["caravan_replica_id"].string_param == "beta-0"
             final = resp.parameters["triton_final_response"].bool_param
         client.stop_stream()
     assert final, "the stream must end with triton_final_response"
@@ -187,9 +192,9 @@ def test_streaming_inference_through_envoy(stack: Stack) -> None:
 
 def test_same_session_lands_on_same_replica(stack: Stack) -> None:
     for session in ("s-a", "s-b", "s-c"):
-        served = {infer(stack.url, "alpha", session) for _ in range(5)}
+        served = {infer(stack, "alpha", session) for _ in range(5)}
         assert len(served) == 1, f"session {session} was spread over {served}"
-    spread = {infer(stack.url, "alpha", f"spread-{i}") for i in range(24)}
+    spread = {infer(stack, "alpha", f"spread-{i}") for i in range(24)}
     assert len(spread) >= 2, f"24 sessions all hashed to {spread}"
 
 
@@ -201,26 +206,26 @@ def test_same_session_lands_on_same_replica(stack: Stack) -> None:
 def test_model_header_routes_to_that_models_replicas(
     stack: Stack, model: str | None, expected: set[str]
 ) -> None:
-    served = {infer(stack.url, model, f"route-{i}") for i in range(8)}
+    served = {infer(stack, model, f"route-{i}") for i in range(8)}
     assert served <= expected
 
 
 def test_unknown_model_header_is_refused_not_rerouted(stack: Stack) -> None:
-    with pytest.raises(InferenceServerException) as err:
-        infer(stack.url, "gamma", "x", model_name="gamma")
-    assert "UNIMPLEMENTED" in str(err.value.status())
-    assert "unknown model" in str(err.value.message())
+    with pytest.raises(grpc.RpcError) as err:
+        stream_infer(stack.url, "gamma", {"x-model": "gamma", "x-session-id": "x"})
+    assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED  # type: ignore[attr-defined]
+    assert "unknown model" in err.value.details()  # type: ignore[attr-defined]
 
 
 def test_replica_removed_from_discovery_stops_getting_traffic(stack: Stack) -> None:
-    victim = infer(stack.url, "alpha", "victim-session")
+    victim = infer(stack, "alpha", "victim-session")
     rest = [i for i in ALPHA if i != victim]
     stack.publish(rest + BETA)
     try:
         stack.wait_hosts("model-alpha", rest)
-        served = {infer(stack.url, "alpha", f"after-removal-{i}") for i in range(16)}
+        served = {infer(stack, "alpha", f"after-removal-{i}") for i in range(16)}
         assert victim not in served
-        assert infer(stack.url, "alpha", "victim-session") in rest
+        assert infer(stack, "alpha", "victim-session") in rest
     finally:
         stack.publish(ALPHA + BETA)
         stack.wait_hosts("model-alpha", ALPHA)
@@ -257,7 +262,7 @@ def test_nacked_push_is_not_resent_and_traffic_keeps_flowing(stack: Stack) -> No
     time.sleep(1.0)  # Envoy re-requests after a NACK; the server must stay quiet
     assert _client(stack)["pushes"] == pushes
     assert _client(stack)["nacks"] == {"cds": 1}
-    assert infer(stack.url, "alpha", "during-nack") in ALPHA
+    assert infer(stack, "alpha", "during-nack") in ALPHA
     # A new snapshot (the good one) goes out and is ACKed.
     assert stack.cp.run(lambda: stack.cp.cp.cache.set_snapshot(good))
     wait_until(
@@ -265,4 +270,4 @@ def test_nacked_push_is_not_resent_and_traffic_keeps_flowing(stack: Stack) -> No
         10,
         "ACK of good CDS",
     )  # type: ignore[index]
-    assert infer(stack.url, "alpha", "after-nack") in ALPHA
+    assert infer(stack, "alpha", "after-nack") in ALPHA

@@ -1,16 +1,16 @@
 """Real Envoy over delta xDS, and over two control-plane instances (HA failover).
 
 Replicas here are the tiny stub (xds_stub_replica.py), which echoes the x-request-id
-it received, so request-id propagation through Envoy is checked too."""
+it received, so request-id propagation through Envoy is checked too. Requests are
+streams (the stub, like Triton with vLLM, serves no unary inference); the replica that
+served one is Envoy's ``x-caravan-upstream`` response header."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
-import tritonclient.grpc as grpcclient
 from xds_envoy_harness import (
     BackgroundControlPlane,
     ChildProcess,
@@ -18,6 +18,7 @@ from xds_envoy_harness import (
     healthy_hosts,
     start_envoy,
     start_stub,
+    stream_infer,
     wait_until,
 )
 
@@ -62,21 +63,17 @@ def replicas(tmp_path: Path) -> Iterator[list[Replica]]:
 
 def _upstream_request_id(spec: PlatformSpec) -> str:
     """The x-request-id the stub replica saw (it echoes it as a response parameter)."""
-    inp = grpcclient.InferInput("text_input", [1], "BYTES")
-    inp.set_data_from_numpy(np.array([b"hi"], dtype=np.object_))
-    with grpcclient.InferenceServerClient(f"127.0.0.1:{spec.envoy.listen_port}") as c:
-        r = c.infer("alpha", [inp], headers={"x-model": "alpha"}, client_timeout=10)
-    return str(r.get_response().parameters["x_request_id"].string_param)
+    reply = stream_infer(f"127.0.0.1:{spec.envoy.listen_port}", "alpha", {"x-model": "alpha"})
+    return str(reply.responses[0].infer_response.parameters["x_request_id"].string_param)
 
 
-def _served(spec: PlatformSpec, session: str) -> str:
-    inp = grpcclient.InferInput("text_input", [1], "BYTES")
-    inp.set_data_from_numpy(np.array([b"hi"], dtype=np.object_))
-    with grpcclient.InferenceServerClient(f"127.0.0.1:{spec.envoy.listen_port}") as c:
-        r = c.infer(
-            "alpha", [inp], headers={"x-model": "alpha", "x-session-id": session}, client_timeout=10
-        )
-    return str(r.get_response().parameters["caravan_replica_id"].string_param)
+def _served(spec: PlatformSpec, session: str, replicas: list[Replica]) -> str:
+    """The id of the replica that served one stream=false request for ``session``."""
+    reply = stream_infer(
+        f"127.0.0.1:{spec.envoy.listen_port}", "alpha", {"x-model": "alpha", "x-session-id": session}
+    )
+    assert reply.finals == [True], reply
+    return next(r.id for r in replicas if r.endpoint == reply.upstream)
 
 
 def _wait_hosts(spec: PlatformSpec, want: list[Replica]) -> None:
@@ -100,7 +97,7 @@ def test_envoy_over_delta_xds_follows_adds_and_removals(
     envoy = start_envoy(tmp_path, spec, [("127.0.0.1", cp.cp.port)], "delta-envoy", delta=True)
     try:
         _wait_hosts(spec, replicas[:1])
-        assert _served(spec, "d1") == "alpha-0"
+        assert _served(spec, "d1", replicas) == "alpha-0"
         assert _upstream_request_id(spec), (
             "Envoy must generate x-request-id and forward it upstream"
         )
@@ -108,7 +105,7 @@ def test_envoy_over_delta_xds_follows_adds_and_removals(
         _wait_hosts(spec, replicas)
         write_registry(registry, replicas[1:])
         _wait_hosts(spec, replicas[1:])
-        assert {_served(spec, f"d-{i}") for i in range(6)} == {"alpha-1"}
+        assert {_served(spec, f"d-{i}", replicas) for i in range(6)} == {"alpha-1"}
         (client,) = cp.run(cp.cp.clients_json)
         assert client["protocol"] == "delta" and client["nacks"] == {}
         assert (
@@ -139,7 +136,7 @@ def test_envoy_fails_over_between_two_control_planes(
         active = next(cp for cp in cps if cp.run(cp.cp.clients_json))
         standby = next(cp for cp in cps if cp is not active)
         active.stop()
-        assert _served(spec, "during-failover") == "alpha-0"  # Envoy keeps its last config
+        assert _served(spec, "during-failover", replicas) == "alpha-0"  # Envoy keeps its last config
         write_registry(registry, replicas)
         _wait_hosts(spec, replicas)
         (client,) = standby.run(standby.cp.clients_json)

@@ -13,13 +13,18 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
 import yaml
 from prometheus_client import CollectorRegistry
+from tritonclient.grpc import service_pb2 as pb
 
+from caravan.bench.answer import split_bytes, upstream_host
+from caravan.bench.wire import MODEL_STREAM_INFER, decode_stream_response, encode_request
 from caravan.discovery.local import FileReplicaSource
 from caravan.local.process import (
     ChildProcess,
@@ -102,14 +107,53 @@ def start_replica(tmp: Path, replica_id: str, model: str) -> tuple[ChildProcess,
     return proc, port
 
 
-def start_stub(tmp: Path, replica_id: str, model: str) -> tuple[ChildProcess, int]:
+def start_stub(tmp: Path, replica_id: str, model: str, *flags: str) -> tuple[ChildProcess, int]:
+    """A ``xds_stub_replica.py`` process (``flags``: e.g. ``--fail-streams``)."""
     port = free_port()
     proc = ChildProcess(
         f"stub-{replica_id}",
-        [sys.executable, str(STUB), "--port", str(port), "--id", replica_id, "--model", model],
+        [sys.executable, str(STUB), "--port", str(port), "--id", replica_id, "--model", model, *flags],
         tmp / "logs" / f"{replica_id}.log",
     ).start()
     return proc, port
+
+
+@dataclass(frozen=True)
+class StreamReply:
+    """What one ``stream_infer`` call got: Envoy's ``x-caravan-upstream`` ("" when
+    absent) and every response of the stream, in order."""
+
+    upstream: str
+    responses: tuple[pb.ModelStreamInferResponse, ...]
+
+    @property
+    def text(self) -> str:
+        """The concatenated text of every response."""
+        out = []
+        for r in self.responses:
+            names = [o.name for o in r.infer_response.outputs]
+            if "text_output" in names:
+                raw = r.infer_response.raw_output_contents[names.index("text_output")]
+                out += [b.decode() for b in split_bytes(raw)]
+        return "".join(out)
+
+    @property
+    def finals(self) -> list[bool]:
+        """``triton_final_response`` of each response."""
+        return [r.infer_response.parameters["triton_final_response"].bool_param for r in self.responses]
+
+
+def stream_infer(url: str, model: str, headers: Mapping[str, str], *, stream: bool = False,
+                 timeout_s: float = 10) -> StreamReply:
+    """One request (caravan's wire encoding, ``max_tokens`` 6) on one ModelStreamInfer
+    stream to ``url`` with ``headers``, read to the end. Raises ``grpc.RpcError`` for a
+    failed stream."""
+    request = encode_request(model, "it-1", "hi", 6, stream=stream, count_tokens=False)
+    with grpc.insecure_channel(url) as channel:
+        rpc = channel.stream_stream(MODEL_STREAM_INFER, response_deserializer=decode_stream_response)
+        call = rpc(iter((request,)), metadata=tuple(headers.items()), timeout=timeout_s)
+        responses = tuple(call)
+        return StreamReply(upstream_host(call.initial_metadata()), responses)
 
 
 def start_envoy(

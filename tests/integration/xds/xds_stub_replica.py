@@ -1,10 +1,19 @@
 """A tiny Triton-protocol replica for the xDS integration tests (test code only).
 
-``python xds_stub_replica.py --port P --id ID --model M`` serves ``ModelInfer``,
-``ModelStreamInfer`` (3 chunks, the last with ``triton_final_response``),
-``ServerLive``/``ServerReady`` and ``grpc.health.v1`` on 127.0.0.1:P. Every response
-carries the parameter ``caravan_replica_id`` (and the request's x-request-id seen
-upstream as ``x_request_id``), so tests can tell which replica served them.
+``python xds_stub_replica.py --port P --id ID --model M [--fail-streams]`` serves on
+127.0.0.1:P what a tritonserver with the (decoupled) vLLM backend serves:
+
+* ``ModelStreamInfer``: per request, with input ``stream`` true, 3 chunks (the last
+  flagged ``triton_final_response``); with ``stream`` false or absent, one final
+  response with the whole text ``hello from ID``. An unknown model is an in-stream
+  ``error_message``. ``--fail-streams``: every stream fails with UNAVAILABLE before
+  any response (so before response headers), as a replica dying mid-prefill would.
+* ``ModelInfer``: UNIMPLEMENTED, with Triton's message for decoupled models.
+* ``ServerLive``/``ServerReady`` and ``grpc.health.v1`` (SERVING).
+
+Responses carry the x-request-id the stub saw upstream as parameter ``x_request_id``
+(for the request-id propagation test) and nothing naming the replica: tests learn who
+served a request from Envoy's ``x-caravan-upstream`` header, as production clients do.
 """
 
 from __future__ import annotations
@@ -19,47 +28,57 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pbg
 
+DECOUPLED_UNARY = "ModelInfer RPC doesn't support models with decoupled transaction policy"
+
 
 def _bytes_tensor(text: str) -> bytes:
     data = text.encode()
     return struct.pack("<I", len(data)) + data
 
 
+def _stream_flag(req: pb.ModelInferRequest) -> bool:
+    for i, t in enumerate(req.inputs):
+        if t.name == "stream":
+            if i < len(req.raw_input_contents):
+                return req.raw_input_contents[i][:1] == b"\x01"
+            return bool(t.contents.bool_contents and t.contents.bool_contents[0])
+    return False
+
+
 class Stub(pbg.GRPCInferenceServiceServicer):
-    def __init__(self, replica_id: str, model: str) -> None:
+    def __init__(self, replica_id: str, model: str, fail_streams: bool) -> None:
         self.replica_id = replica_id
         self.model = model
+        self.fail_streams = fail_streams
 
-    def _response(
-        self, req: pb.ModelInferRequest, text: str, rid: str, final: bool | None
-    ) -> pb.ModelInferResponse:
+    def _response(self, req: pb.ModelInferRequest, text: str, rid: str, final: bool) -> pb.ModelInferResponse:
         resp = pb.ModelInferResponse(model_name=req.model_name, model_version="1", id=req.id)
         resp.outputs.add(name="text_output", datatype="BYTES", shape=[1])
         resp.raw_output_contents.append(_bytes_tensor(text))
-        resp.parameters["caravan_replica_id"].string_param = self.replica_id
         resp.parameters["x_request_id"].string_param = rid
-        if final is not None:
-            resp.parameters["triton_final_response"].bool_param = final
+        resp.parameters["triton_final_response"].bool_param = final
         return resp
 
     async def ModelInfer(self, request, context):
-        if request.model_name != self.model:
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"Request for unknown model: '{request.model_name}'"
-            )
-        rid = dict(context.invocation_metadata()).get("x-request-id", "")
-        return self._response(request, f"hello from {self.replica_id}", rid, None)
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, DECOUPLED_UNARY)
 
-    async def ModelStreamInfer(
-        self, request_iterator, context
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        if self.fail_streams:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.replica_id} is failing")
         rid = dict(context.invocation_metadata()).get("x-request-id", "")
         async for request in request_iterator:
-            for i in range(3):
+            if request.model_name != self.model:
+                yield pb.ModelStreamInferResponse(
+                    error_message=f"Request for unknown model: '{request.model_name}' is not found")
+                continue
+            if not _stream_flag(request):
                 await asyncio.sleep(0.01)
                 yield pb.ModelStreamInferResponse(
-                    infer_response=self._response(request, f"tok{i} ", rid, i == 2)
-                )
+                    infer_response=self._response(request, f"hello from {self.replica_id}", rid, True))
+                continue
+            for i in range(3):
+                await asyncio.sleep(0.01)
+                yield pb.ModelStreamInferResponse(infer_response=self._response(request, f"tok{i} ", rid, i == 2))
 
     async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=True)
@@ -68,9 +87,9 @@ class Stub(pbg.GRPCInferenceServiceServicer):
         return pb.ServerReadyResponse(ready=True)
 
 
-async def main(port: int, replica_id: str, model: str) -> None:
+async def main(port: int, replica_id: str, model: str, fail_streams: bool) -> None:
     server = grpc.aio.server()
-    pbg.add_GRPCInferenceServiceServicer_to_server(Stub(replica_id, model), server)
+    pbg.add_GRPCInferenceServiceServicer_to_server(Stub(replica_id, model, fail_streams), server)
     hs = health.aio.HealthServicer()
     await hs.set("", health_pb2.HealthCheckResponse.SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(hs, server)
@@ -84,5 +103,6 @@ if __name__ == "__main__":
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--id", required=True)
     p.add_argument("--model", required=True)
+    p.add_argument("--fail-streams", action="store_true")
     a = p.parse_args()
-    asyncio.run(main(a.port, a.id, a.model))
+    asyncio.run(main(a.port, a.id, a.model, a.fail_streams))
