@@ -580,7 +580,7 @@ EOT
             "fillOpacity": 10,
             "lineWidth": 1
           },
-          "unit": "short"
+          "unit": "reqps"
         },
         "overrides": []
       },
@@ -605,12 +605,12 @@ EOT
       "repeatDirection": "h",
       "targets": [
         {
-          "expr": "model:caravan_replicas_healthy:max",
+          "expr": "model:caravan_instream_failures:rate1m",
           "legendFormat": "{{ "{{" }}model{{ "}}" }}",
           "refId": "A"
         }
       ],
-      "title": "Healthy replicas by model",
+      "title": "In-stream failures/s by model",
       "transformations": [],
       "transparent": false,
       "type": "timeseries"
@@ -635,6 +635,57 @@ EOT
         "w": 12,
         "x": 12,
         "y": 28
+      },
+      "options": {
+        "legend": {
+          "calcs": [],
+          "displayMode": "list",
+          "placement": "bottom",
+          "showLegend": true
+        },
+        "tooltip": {
+          "mode": "multi",
+          "sort": "asc"
+        }
+      },
+      "repeatDirection": "h",
+      "targets": [
+        {
+          "expr": "model:caravan_replicas_healthy:max",
+          "legendFormat": "{{ "{{" }}model{{ "}}" }} healthy",
+          "refId": "A"
+        },
+        {
+          "expr": "model:caravan_replicas_unhealthy:max",
+          "legendFormat": "{{ "{{" }}model{{ "}}" }} failing health checks",
+          "refId": "B"
+        }
+      ],
+      "title": "Healthy and unhealthy replicas by model",
+      "transformations": [],
+      "transparent": false,
+      "type": "timeseries"
+    },
+    {
+      "datasource": {
+        "type": "prometheus",
+        "uid": "caravan-prometheus"
+      },
+      "fieldConfig": {
+        "defaults": {
+          "custom": {
+            "fillOpacity": 10,
+            "lineWidth": 1
+          },
+          "unit": "short"
+        },
+        "overrides": []
+      },
+      "gridPos": {
+        "h": 8,
+        "w": 12,
+        "x": 0,
+        "y": 36
       },
       "options": {
         "legend": {
@@ -679,7 +730,7 @@ EOT
       "gridPos": {
         "h": 8,
         "w": 12,
-        "x": 0,
+        "x": 12,
         "y": 36
       },
       "options": {
@@ -726,8 +777,8 @@ EOT
       "gridPos": {
         "h": 8,
         "w": 12,
-        "x": 12,
-        "y": 36
+        "x": 0,
+        "y": 44
       },
       "options": {
         "legend": {
@@ -772,7 +823,7 @@ EOT
       "gridPos": {
         "h": 8,
         "w": 12,
-        "x": 0,
+        "x": 12,
         "y": 44
       },
       "options": {
@@ -818,8 +869,8 @@ EOT
       "gridPos": {
         "h": 8,
         "w": 12,
-        "x": 12,
-        "y": 44
+        "x": 0,
+        "y": 52
       },
       "options": {
         "legend": {
@@ -1124,7 +1175,7 @@ EOT
         "type": "prometheus",
         "uid": "caravan-prometheus"
       },
-      "description": "(replica failures + Envoy 5xx) / all requests.",
+      "description": "(Triton failures + Envoy 5xx + in-stream failures) / all requests.",
       "fieldConfig": {
         "defaults": {
           "custom": {
@@ -1349,6 +1400,7 @@ EOT
         "type": "prometheus",
         "uid": "caravan-prometheus"
       },
+      "description": "Envoy's active + pending requests on model-$model (a stream is one request until it ends); pending ones wait for a connection or a circuit-breaker slot.",
       "fieldConfig": {
         "defaults": {
           "custom": {
@@ -1390,8 +1442,8 @@ EOT
           "refId": "B"
         },
         {
-          "expr": "sum(vllm:num_requests_waiting{model_name=\"$model\"})",
-          "legendFormat": "waiting (engine)",
+          "expr": "sum(envoy_cluster_upstream_rq_pending_active{envoy_cluster_name=\"model-$model\"})",
+          "legendFormat": "pending in Envoy",
           "refId": "C"
         }
       ],
@@ -1451,9 +1503,14 @@ EOT
           "refId": "C"
         },
         {
+          "expr": "model:caravan_replicas_unhealthy:max{model=\"$model\"}",
+          "legendFormat": "failing health checks (Envoy)",
+          "refId": "D"
+        },
+        {
           "expr": "model:caravan_replicas_max:constant{model=\"$model\"}",
           "legendFormat": "max",
-          "refId": "D"
+          "refId": "E"
         }
       ],
       "title": "Replicas: desired vs running",
@@ -1512,13 +1569,14 @@ EOT
         "type": "prometheus",
         "uid": "caravan-prometheus"
       },
+      "description": "Engine errors go to the client inside a gRPC-OK stream: requests handed over minus requests finished, 1m. Ramps in traffic show as a small gap too.",
       "fieldConfig": {
         "defaults": {
           "custom": {
             "fillOpacity": 10,
             "lineWidth": 1
           },
-          "unit": "percentunit"
+          "unit": "reqps"
         },
         "overrides": []
       },
@@ -1543,12 +1601,22 @@ EOT
       "repeatDirection": "h",
       "targets": [
         {
-          "expr": "max by (replica) (vllm:kv_cache_usage_perc{model_name=\"$model\"})",
-          "legendFormat": "{{ "{{" }}replica{{ "}}" }}",
+          "expr": "model:caravan_request_success:rate1m{model=\"$model\"}",
+          "legendFormat": "handed to the engine (Triton success)",
           "refId": "A"
+        },
+        {
+          "expr": "model:caravan_engine_finished:rate1m{model=\"$model\"}",
+          "legendFormat": "finished (vLLM e2e count)",
+          "refId": "B"
+        },
+        {
+          "expr": "model:caravan_instream_failures:rate1m{model=\"$model\"}",
+          "legendFormat": "in-stream failures",
+          "refId": "C"
         }
       ],
-      "title": "KV cache usage",
+      "title": "In-stream failures",
       "transformations": [],
       "transparent": false,
       "type": "timeseries"

@@ -190,32 +190,42 @@ groups:
     expr: sum by (model) (rate(nv_inference_request_failure[5m]))
   - record: model:caravan_envoy_5xx:rate5m
     expr: sum by (model) (label_replace(rate(envoy_cluster_upstream_rq_xx{envoy_cluster_name=~"model-.+",envoy_response_code_class="5"}[5m]), "model", "$1", "envoy_cluster_name", "model-(.+)"))
+  - record: model:caravan_engine_finished:rate1m
+    expr: sum by (model) (rate(vllm:e2e_request_latency_seconds_count[1m]))
+  - record: model:caravan_instream_failures:rate1m
+    expr: clamp_min(model:caravan_request_success:rate1m - on(model) model:caravan_engine_finished:rate1m, 0)
+  - record: model:caravan_engine_finished:rate5m
+    expr: sum by (model) (rate(vllm:e2e_request_latency_seconds_count[5m]))
+  - record: model:caravan_instream_failures:rate5m
+    expr: clamp_min(model:caravan_request_success:rate5m - on(model) model:caravan_engine_finished:rate5m, 0)
   - record: model:caravan_errors:rate5m
-    expr: (model:caravan_request_failure:rate5m or (model:caravan_slo_error_ratio:constant * 0)) + on(model) (model:caravan_envoy_5xx:rate5m or (model:caravan_slo_error_ratio:constant * 0))
+    expr: (model:caravan_request_failure:rate5m or (model:caravan_slo_error_ratio:constant * 0)) + on(model) (model:caravan_envoy_5xx:rate5m or (model:caravan_slo_error_ratio:constant * 0)) + on(model) (model:caravan_instream_failures:rate5m or (model:caravan_slo_error_ratio:constant * 0))
   - record: model:caravan_errors:ratio_rate5m
-    expr: model:caravan_errors:rate5m / on(model) (model:caravan_errors:rate5m + on(model) (model:caravan_request_success:rate5m or (model:caravan_slo_error_ratio:constant * 0)))
+    expr: model:caravan_errors:rate5m / on(model) ((model:caravan_request_failure:rate5m or (model:caravan_slo_error_ratio:constant * 0)) + on(model) (model:caravan_envoy_5xx:rate5m or (model:caravan_slo_error_ratio:constant * 0)) + on(model) (model:caravan_request_success:rate5m or (model:caravan_slo_error_ratio:constant * 0)))
   - record: model:caravan_inflight:sum
     expr: sum by (model) (label_replace(envoy_cluster_upstream_rq_active{envoy_cluster_name=~"model-.+"} + envoy_cluster_upstream_rq_pending_active{envoy_cluster_name=~"model-.+"}, "model", "$1", "envoy_cluster_name", "model-(.+)"))
   - record: model:caravan_replicas_healthy:max
     expr: max by (model) (label_replace(envoy_cluster_membership_healthy{envoy_cluster_name=~"model-.+"}, "model", "$1", "envoy_cluster_name", "model-(.+)"))
+  - record: model:caravan_replicas_unhealthy:max
+    expr: max by (model) (label_replace(envoy_cluster_membership_total{envoy_cluster_name=~"model-.+"} - envoy_cluster_membership_healthy{envoy_cluster_name=~"model-.+"} - envoy_cluster_membership_degraded{envoy_cluster_name=~"model-.+"} - envoy_cluster_membership_excluded{envoy_cluster_name=~"model-.+"}, "model", "$1", "envoy_cluster_name", "model-(.+)"))
   - record: model:caravan_inflight_per_replica:avg
     expr: model:caravan_inflight:sum / on(model) clamp_min(model:caravan_replicas_healthy:max, 1)
   - record: model:caravan_ttft_seconds:p50
-    expr: histogram_quantile(0.5, sum by (model, le) (label_replace(rate(vllm:time_to_first_token_seconds_bucket[5m]), "model", "$1", "model_name", "(.+)")))
+    expr: histogram_quantile(0.5, sum by (model, le) (rate(vllm:time_to_first_token_seconds_bucket[5m])))
   - record: model:caravan_ttft_seconds:p95
-    expr: histogram_quantile(0.95, sum by (model, le) (label_replace(rate(vllm:time_to_first_token_seconds_bucket[5m]), "model", "$1", "model_name", "(.+)")))
+    expr: histogram_quantile(0.95, sum by (model, le) (rate(vllm:time_to_first_token_seconds_bucket[5m])))
   - record: model:caravan_ttft_seconds:p99
-    expr: histogram_quantile(0.99, sum by (model, le) (label_replace(rate(vllm:time_to_first_token_seconds_bucket[5m]), "model", "$1", "model_name", "(.+)")))
+    expr: histogram_quantile(0.99, sum by (model, le) (rate(vllm:time_to_first_token_seconds_bucket[5m])))
   - record: model:caravan_e2e_latency_seconds:p50
-    expr: histogram_quantile(0.5, sum by (model, le) (label_replace(rate(vllm:e2e_request_latency_seconds_bucket[5m]), "model", "$1", "model_name", "(.+)")))
+    expr: histogram_quantile(0.5, sum by (model, le) (rate(vllm:e2e_request_latency_seconds_bucket[5m])))
   - record: model:caravan_e2e_latency_seconds:p95
-    expr: histogram_quantile(0.95, sum by (model, le) (label_replace(rate(vllm:e2e_request_latency_seconds_bucket[5m]), "model", "$1", "model_name", "(.+)")))
+    expr: histogram_quantile(0.95, sum by (model, le) (rate(vllm:e2e_request_latency_seconds_bucket[5m])))
   - record: model:caravan_e2e_latency_seconds:p99
-    expr: histogram_quantile(0.99, sum by (model, le) (label_replace(rate(vllm:e2e_request_latency_seconds_bucket[5m]), "model", "$1", "model_name", "(.+)")))
+    expr: histogram_quantile(0.99, sum by (model, le) (rate(vllm:e2e_request_latency_seconds_bucket[5m])))
   - record: model:caravan_output_tokens:rate1m
-    expr: sum by (model) (label_replace(rate(vllm:generation_tokens_total[1m]), "model", "$1", "model_name", "(.+)"))
+    expr: sum by (model) (rate(vllm:generation_tokens_total[1m]))
   - record: model:caravan_prompt_tokens:rate1m
-    expr: sum by (model) (label_replace(rate(vllm:prompt_tokens_total[1m]), "model", "$1", "model_name", "(.+)"))
+    expr: sum by (model) (rate(vllm:prompt_tokens_total[1m]))
 EOT
       }
 
@@ -251,7 +261,7 @@ groups:
       severity: critical
     annotations:
       summary: '{{ "{{" }} $labels.model {{ "}}" }} fails more requests than its SLO allows'
-      description: Failed inference requests (replica failures plus Envoy 5xx) of {{ "{{" }} $labels.model {{ "}}" }} over 5m have exceeded slo.error_ratio for 5m.
+      description: 'Failed inference requests of {{ "{{" }} $labels.model {{ "}}" }} (Triton failures, Envoy 5xx, and in-stream failures: requests handed to the engine that did not finish) over 5m have exceeded slo.error_ratio for 5m.'
   - alert: CaravanNoHealthyReplicas
     expr: (model:caravan_replicas_min:constant > 0 or on(model) max by (model) (caravan_autoscaler_desired_count) > 0) unless on(model) (model:caravan_replicas_healthy:max > 0)
     for: 1m
@@ -260,6 +270,14 @@ groups:
     annotations:
       summary: '{{ "{{" }} $labels.model {{ "}}" }} has no healthy replica in Envoy'
       description: 'Envoy reports no healthy endpoint for model-{{ "{{" }} $labels.model {{ "}}" }} (or reports nothing) while the spec or the autoscaler wants replicas: requests fail with 503.'
+  - alert: CaravanReplicaUnhealthy
+    expr: model:caravan_replicas_unhealthy:max > 0
+    for: 30s
+    labels:
+      severity: critical
+    annotations:
+      summary: A replica of {{ "{{" }} $labels.model {{ "}}" }} fails Envoy's health check
+      description: 'Envoy has marked a replica of model-{{ "{{" }} $labels.model {{ "}}" }} unhealthy for 30s (gRPC health NOT_SERVING or unreachable, or ejected as an outlier). A dead vLLM engine looks like this: the backend unloads the model while tritonserver keeps running, so nothing restarts it; restart the allocation.'
   - alert: CaravanXdsNack
     expr: (sum by (type) (increase(caravan_xds_nacks_total[5m])) > 0) or (sum by (type) (caravan_xds_nacks_total) > 0 unless sum by (type) (caravan_xds_nacks_total offset 5m))
     for: 0m

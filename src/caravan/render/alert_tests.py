@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from caravan.render import alerts as a
+from caravan.render.metric_names import VLLM_BUCKETS
 from caravan.render.rules import Alert
 from caravan.spec import ModelSpec, PlatformSpec
 
@@ -38,36 +39,71 @@ def _case(
 def _histogram(
     metric: str, labels: dict[str, str], slo_s: float, slow: bool
 ) -> list[dict[str, str]]:
-    """10 observations a minute, all below slo/4 (fast) or in (slo/4, 4*slo] (slow)."""
-    low, high = slo_s / 4, slo_s * 4
-    first = "0+0x20" if slow else "0+10x20"
-    counts = {f"{low:g}": first, f"{high:g}": "0+10x20", "+Inf": "0+10x20"}
+    """The vLLM backend's own buckets, 10 observations a minute: all at or below the SLO
+    (fast), or all above the top finite bucket (slow: histogram_quantile then answers that
+    bucket's bound, which the spec keeps above every SLO). When the SLO is below the first
+    bucket, the fast case adds the SLO itself as a bound."""
+    bounds = VLLM_BUCKETS[metric]
+    under = [b for b in bounds if b <= slo_s] or [slo_s]
+    fast_le = under[-1]
+    grows = "0+10x20"
+    counts = {f"{b:g}": grows if not slow and b >= fast_le else "0+0x20"
+              for b in sorted({*bounds, fast_le})}
+    counts["+Inf"] = grows
     return [_series(f"{metric}_bucket", {**labels, "le": le}, v) for le, v in counts.items()]
 
 
 def _latency_cases(alert: Alert, metric: str, m: ModelSpec, slo_ms: float) -> list[dict[str, Any]]:
-    triton = {"model": m.name, "version": "1"}
-    vllm = {"model_name": m.name}
+    labels = {"model": m.name, "version": "1"}
     slo_s = slo_ms / 1000.0
     return [
-        _case(alert, _histogram(metric, triton, slo_s, slow=True), "15m", [{"model": m.name}]),
-        _case(alert, _histogram(metric, vllm, slo_s, slow=True), "15m", [{"model": m.name}]),
-        _case(alert, _histogram(metric, triton, slo_s, slow=False), "15m", []),
-        _case(alert, _histogram(metric, triton, slo_s, slow=True), "3m", []),  # not yet for 5m
+        _case(alert, _histogram(metric, labels, slo_s, slow=True), "15m", [{"model": m.name}]),
+        _case(alert, _histogram(metric, labels, slo_s, slow=False), "15m", []),
+        _case(alert, _histogram(metric, labels, slo_s, slow=True), "3m", []),  # not yet for 5m
     ]
 
 
 def _error_cases(m: ModelSpec) -> list[dict[str, Any]]:
+    """Triton failures, Envoy 5xx and in-stream failures (success counted, e2e not) fire;
+    a healthy engine (every request handed over also finishes) stays quiet."""
     t = {"model": m.name, "version": "1"}
     five = {"envoy_cluster_name": m.cluster_name, "envoy_response_code_class": "5"}
     ok = _series("nv_inference_request_success", t, "0+60x20")
-    fired = [{"model": m.name}]
+
+    def finished(values: str) -> dict[str, str]:
+        return _series("vllm:e2e_request_latency_seconds_count", t, values)
+
+    done, slo, fired = finished("0+60x20"), m.slo.error_ratio, [{"model": m.name}]
     alert = a.ERROR_RATIO_HIGH
     return [
-        _case(alert, [ok, _series("nv_inference_request_failure", t, "0+60x20")], "15m", fired),
-        _case(alert, [ok, _series("envoy_cluster_upstream_rq_xx", five, "0+60x20")], "15m", fired),
-        _case(alert, [ok, _series("nv_inference_request_failure", t, "0+0x20")], "15m", []),
+        _case(alert, [ok, done, _series("nv_inference_request_failure", t, "0+60x20")], "15m",
+              fired),
+        _case(alert, [ok, done, _series("envoy_cluster_upstream_rq_xx", five, "0+60x20")],
+              "15m", fired),
+        _case(alert, [ok, finished("0+60x5 300+0x15")], "15m", fired),  # engine stops finishing
+        _case(alert, [ok, finished(f"0+{60 * (1 - 2 * slo):g}x20")], "15m", fired),
+        _case(alert, [ok, finished(f"0+{60 * (1 - slo / 2):g}x20")], "15m", []),
+        _case(alert, [ok, done, _series("nv_inference_request_failure", t, "0+0x20")], "15m", []),
+        _case(alert, [ok, done], "15m", []),  # healthy engine
         _case(alert, [ok], "15m", []),  # no failure series at all: ratio 0
+    ]
+
+
+def _membership(m: ModelSpec, total: str, healthy: str, excluded: str) -> list[dict[str, str]]:
+    values = {"total": total, "healthy": healthy, "degraded": "0x20", "excluded": excluded}
+    return [_series(f"envoy_cluster_membership_{kind}", {"envoy_cluster_name": m.cluster_name}, v)
+            for kind, v in values.items()]
+
+
+def _unhealthy_cases(m: ModelSpec) -> list[dict[str, Any]]:
+    """A member failing health checks for 30 s fires; draining (excluded) members, all
+    healthy, or a failure seen at one evaluation only, do not."""
+    alert = a.REPLICA_UNHEALTHY
+    return [
+        _case(alert, _membership(m, "3x20", "2x20", "0x20"), "2m", [{"model": m.name}]),
+        _case(alert, _membership(m, "3x20", "2x20", "1x20"), "2m", []),  # draining
+        _case(alert, _membership(m, "3x20", "3x20", "0x20"), "2m", []),
+        _case(alert, _membership(m, "3x20", "3 3 3 3 2", "0x20"), "4m", []),  # pending, < 30s
     ]
 
 
@@ -128,6 +164,7 @@ def _cases(alert: Alert, spec: PlatformSpec) -> list[dict[str, Any]]:
             a.E2E_ABOVE_SLO, "vllm:e2e_request_latency_seconds", m, m.slo.e2e_ms),
         a.ERROR_RATIO_HIGH.name: _error_cases,
         a.NO_HEALTHY_REPLICAS.name: lambda m: _no_healthy_cases(spec, m),
+        a.REPLICA_UNHEALTHY.name: _unhealthy_cases,
         a.AUTOSCALER_PINNED_AT_MAX.name: _pinned_cases,
         a.REPLICA_COUNT_FLAPPING.name: _flapping_cases,
     }

@@ -2,8 +2,9 @@
 
 Thresholds come from the spec through the constant series of ``rules.spec_constants``
 (``model.slo``, ``model.replicas``), so one rule serves every model. Windows: latency
-and errors over 5 m (held 5 m), NACKs over 5 m, pinned-at-max held 15 m, flapping over
-30 m. See docs/observability.md for each alert's meaning.
+and errors over 5 m (held 5 m), NACKs over 5 m, an unhealthy replica held 30 s,
+pinned-at-max held 15 m, flapping over 30 m. See docs/observability.md for each alert's
+meaning.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from caravan.render.rules import (
     SLO_ERRORS,
     SLO_TTFT,
     TTFT_Q,
+    UNHEALTHY,
     Alert,
 )
 
@@ -48,7 +50,8 @@ ERROR_RATIO_HIGH = Alert(
     expr=f"{ERROR_RATIO_5M} > on(model) {SLO_ERRORS}",
     for_="5m", severity="critical", labels=("model",),
     summary="{model} fails more requests than its SLO allows",
-    description="Failed inference requests (replica failures plus Envoy 5xx) of {model} "
+    description="Failed inference requests of {model} (Triton failures, Envoy 5xx, and "
+                "in-stream failures: requests handed to the engine that did not finish) "
                 "over 5m have exceeded slo.error_ratio for 5m.",
 )
 
@@ -60,6 +63,17 @@ NO_HEALTHY_REPLICAS = Alert(
     summary="{model} has no healthy replica in Envoy",
     description="Envoy reports no healthy endpoint for model-{model} (or reports nothing) "
                 "while the spec or the autoscaler wants replicas: requests fail with 503.",
+)
+
+REPLICA_UNHEALTHY = Alert(
+    name="CaravanReplicaUnhealthy",
+    expr=f"{UNHEALTHY} > 0",
+    for_="30s", severity="critical", labels=("model",),
+    summary="A replica of {model} fails Envoy's health check",
+    description="Envoy has marked a replica of model-{model} unhealthy for 30s (gRPC health "
+                "NOT_SERVING or unreachable, or ejected as an outlier). A dead vLLM engine "
+                "looks like this: the backend unloads the model while tritonserver keeps "
+                "running, so nothing restarts it; restart the allocation.",
 )
 
 XDS_NACK = Alert(
@@ -95,7 +109,7 @@ REPLICA_COUNT_FLAPPING = Alert(
 
 ALERTS: tuple[Alert, ...] = (
     TTFT_ABOVE_SLO, E2E_ABOVE_SLO, ERROR_RATIO_HIGH, NO_HEALTHY_REPLICAS,
-    XDS_NACK, AUTOSCALER_PINNED_AT_MAX, REPLICA_COUNT_FLAPPING,
+    REPLICA_UNHEALTHY, XDS_NACK, AUTOSCALER_PINNED_AT_MAX, REPLICA_COUNT_FLAPPING,
 )
 
 

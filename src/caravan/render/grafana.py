@@ -37,6 +37,7 @@ PROVIDER_PATH = "grafana/provisioning/dashboards/caravan.yml"
 CONTAINER_DASHBOARDS = "/var/lib/grafana/dashboards/caravan"
 
 M = '{model="$model"}'
+CLUSTER = 'envoy_cluster_name="model-$model"'
 RATE = "$__rate_interval"
 
 
@@ -81,7 +82,8 @@ def model_panels() -> tuple[PanelDef, ...]:
         PanelDef("Errors", (
             Query(f"{r.ERROR_RATIO_5M}{M}", "error ratio (5m)"),
             Query(f"{r.SLO_ERRORS}{M}", "SLO"),
-        ), "percentunit", description="(replica failures + Envoy 5xx) / all requests."),
+        ), "percentunit", description="(Triton failures + Envoy 5xx + in-stream failures) / "
+                                      "all requests."),
         PanelDef("End-to-end latency", _quantiles(r.E2E_Q, r.SLO_E2E), "s"),
         PanelDef("Time to first token", _quantiles(r.TTFT_Q, r.SLO_TTFT), "s"),
         PanelDef("Tokens/s", (
@@ -91,21 +93,28 @@ def model_panels() -> tuple[PanelDef, ...]:
         PanelDef("In-flight requests", (
             Query(f"{r.INFLIGHT}{M}", "in flight (Envoy)"),
             Query(f"{r.INFLIGHT_PER_REPLICA}{M}", "per healthy replica"),
-            Query('sum(vllm:num_requests_waiting{model_name="$model"})', "waiting (engine)"),
-        ), "short"),
+            Query(f"sum(envoy_cluster_upstream_rq_pending_active{{{CLUSTER}}})",
+                  "pending in Envoy"),
+        ), "short", description="Envoy's active + pending requests on model-$model (a stream "
+                                "is one request until it ends); pending ones wait for a "
+                                "connection or a circuit-breaker slot."),
         PanelDef("Replicas: desired vs running", (
             Query(f"max(caravan_autoscaler_desired_count{M})", "desired"),
             Query(f"max(caravan_autoscaler_current_count{M})", "running (autoscaler)"),
             Query(f"{r.HEALTHY}{M}", "healthy (Envoy)"),
+            Query(f"{r.UNHEALTHY}{M}", "failing health checks (Envoy)"),
             Query(f"{r.REPLICAS_MAX}{M}", "max"),
         ), "short"),
         PanelDef("Autoscaler check values", (
             Query(f"caravan_autoscaler_check_value{M}", "{{check}}"),
         ), "short"),
-        PanelDef("KV cache usage", (
-            Query('max by (replica) (vllm:kv_cache_usage_perc{model_name="$model"})',
-                  "{{replica}}"),
-        ), "percentunit"),
+        PanelDef("In-stream failures", (
+            Query(f"{r.SUCCESS_1M}{M}", "handed to the engine (Triton success)"),
+            Query(f"{r.FINISHED_1M}{M}", "finished (vLLM e2e count)"),
+            Query(f"{r.INSTREAM_1M}{M}", "in-stream failures"),
+        ), "reqps", description="Engine errors go to the client inside a gRPC-OK stream: "
+                                "requests handed over minus requests finished, 1m. Ramps "
+                                "in traffic show as a small gap too."),
         PanelDef("GPU utilisation", (
             Query('avg by (replica, gpu_uuid) (nv_gpu_utilization{caravan_model="$model"})',
                   "{{replica}} {{gpu_uuid}}"),
@@ -146,7 +155,11 @@ def overview_panels() -> tuple[PanelDef, ...]:
         PanelDef("Output tokens/s by model", (Query(r.OUTPUT_TOKENS_1M, by_model),), "short"),
         PanelDef("In-flight per replica by model", (Query(r.INFLIGHT_PER_REPLICA, by_model),),
                  "short"),
-        PanelDef("Healthy replicas by model", (Query(r.HEALTHY, by_model),), "short"),
+        PanelDef("In-stream failures/s by model", (Query(r.INSTREAM_1M, by_model),), "reqps"),
+        PanelDef("Healthy and unhealthy replicas by model", (
+            Query(r.HEALTHY, "{{model}} healthy"),
+            Query(r.UNHEALTHY, "{{model}} failing health checks"),
+        ), "short"),
         PanelDef("Desired replicas by model", (
             Query("max by (model) (caravan_autoscaler_desired_count)", by_model),
         ), "short"),

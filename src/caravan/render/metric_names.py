@@ -8,7 +8,10 @@ of a dashboard. Pure data; safe to import anywhere.
 
 from __future__ import annotations
 
-# Triton Inference Server (port 8002 /metrics); labels model, version (gpu_uuid for GPU).
+# Triton Inference Server 2.51 (port 8002 /metrics); labels model, version (gpu_uuid for
+# GPU gauges; nv_inference_request_failure also has reason=OTHER|BACKEND|CANCELED|REJECTED).
+# With the vLLM backend (a decoupled Python model), ``nv_inference_request_success`` counts a
+# request when ``execute()`` hands it to the engine, not when it finishes.
 TRITON: frozenset[str] = frozenset({
     "nv_inference_request_success",
     "nv_inference_request_failure",
@@ -16,28 +19,49 @@ TRITON: frozenset[str] = frozenset({
     "nv_inference_exec_count",
     "nv_inference_request_duration_us",
     "nv_inference_queue_duration_us",
+    "nv_inference_compute_input_duration_us",
     "nv_inference_compute_infer_duration_us",
+    "nv_inference_compute_output_duration_us",
     "nv_inference_pending_request_count",
+    "nv_cpu_utilization",
+    "nv_cpu_memory_total_bytes",
+    "nv_cpu_memory_used_bytes",
     "nv_gpu_utilization",
     "nv_gpu_memory_used_bytes",
     "nv_gpu_memory_total_bytes",
 })
 
-# vLLM engine metrics. Triton's vLLM backend labels them model, version; vLLM's own
-# server labels them model_name. Rules normalise both to ``model``.
+# The eight families Triton's vLLM backend exports (vllm_backend src/utils/metrics.py),
+# labelled model, version like Triton's own. No running/waiting/KV-cache gauges and no
+# queue-time histogram exist there. ``vllm:e2e_request_latency_seconds`` is observed only
+# for requests that finished successfully.
 VLLM: frozenset[str] = frozenset({
-    "vllm:num_requests_running",
-    "vllm:num_requests_waiting",
-    "vllm:kv_cache_usage_perc",
+    "vllm:prompt_tokens_total",
+    "vllm:generation_tokens_total",
     "vllm:time_to_first_token_seconds",
     "vllm:time_per_output_token_seconds",
     "vllm:e2e_request_latency_seconds",
-    "vllm:request_queue_time_seconds",
-    "vllm:prompt_tokens_total",
-    "vllm:generation_tokens_total",
+    "vllm:request_prompt_tokens",
+    "vllm:request_generation_tokens",
+    "vllm:request_params_n",
 })
 
+# Finite bucket bounds (seconds) of the vLLM backend's latency histograms. Above the last
+# bound everything lands in +Inf, and histogram_quantile then answers the last bound: a
+# quantile (and so an SLO alert) can never read higher.
+VLLM_BUCKETS: dict[str, tuple[float, ...]] = {
+    "vllm:time_to_first_token_seconds": (
+        0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5,
+        10.0),
+    "vllm:time_per_output_token_seconds": (
+        0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5),
+    "vllm:e2e_request_latency_seconds": (
+        1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0),
+}
+
 # Envoy admin /stats/prometheus; label envoy_cluster_name ("model-<name>" per model).
+# membership_total = healthy + degraded + excluded (EDS DRAINING) + failing health checks
+# or ejected by outlier detection (checked on Envoy 1.40).
 ENVOY: frozenset[str] = frozenset({
     "envoy_cluster_upstream_rq_active",
     "envoy_cluster_upstream_rq_pending_active",
@@ -48,6 +72,8 @@ ENVOY: frozenset[str] = frozenset({
     "envoy_cluster_upstream_rq_retry",
     "envoy_cluster_upstream_rq_pending_overflow",
     "envoy_cluster_membership_healthy",
+    "envoy_cluster_membership_degraded",
+    "envoy_cluster_membership_excluded",
     "envoy_cluster_membership_total",
     "envoy_cluster_outlier_detection_ejections_active",
     "envoy_server_live",

@@ -1,9 +1,9 @@
 """Every recording rule yields series in a real Prometheus scraping a real Envoy.
 
 Envoy (static bootstrap, cluster ``model-<name>``) proxies a few HTTP requests to a
-small test exporter, which also serves Triton/vLLM-shaped metrics (the documented
-names and labels; Triton's vLLM backend labels ``model``, vLLM ``model_name``).
-Prometheus runs the rendered ``local_config`` and rule files with a 1 s interval.
+small test exporter, which also serves Triton/vLLM-shaped metrics (the names and labels
+tritonserver 2.51 and its vLLM backend export: ``model``, ``version``). Prometheus runs
+the rendered ``local_config`` and rule files with a 1 s interval.
 Bounded: 6 requests through Envoy, 40 s for the rules to fill in.
 """
 
@@ -24,7 +24,7 @@ from obs_prom_server import PROMETHEUS, get_json, running_prometheus
 from caravan.local.process import ChildProcess, free_port, venv_binary, wait_for_port
 from caravan.render import prometheus as prom
 from caravan.render.panel_plot import plot_panels
-from caravan.render.rules import recorded_names
+from caravan.render.rules import INSTREAM_5M, SUCCESS_5M, recorded_names
 from caravan.spec import PlatformSpec, parse_spec
 
 pytestmark = [
@@ -36,18 +36,19 @@ BUCKETS = (0.1, 0.5, 1.0, 5.0)
 
 
 def exposition(elapsed_s: float) -> str:
-    """Counters growing with time: 10 req/s (1 failing), 300 output tokens/s."""
+    """Counters growing with time: 10 req/s handed to the engine, 1 failing at Triton,
+    8 of 9 finishing (1/s fails in-stream), 300 output tokens/s."""
     t = max(elapsed_s, 0.0)
-    triton = f'{{model="{MODEL}",version="1"}}'
-    lines = [f"nv_inference_request_success{triton} {9 * t:.3f}",
-             f"nv_inference_request_failure{triton} {1 * t:.3f}",
-             f'vllm:generation_tokens_total{{model_name="{MODEL}"}} {300 * t:.3f}',
-             f'vllm:prompt_tokens_total{{model_name="{MODEL}"}} {100 * t:.3f}']
+    labels = f'model="{MODEL}",version="1"'
+    lines = [f"nv_inference_request_success{{{labels}}} {9 * t:.3f}",
+             f"nv_inference_request_failure{{{labels},reason=\"BACKEND\"}} {1 * t:.3f}",
+             f"vllm:generation_tokens_total{{{labels}}} {300 * t:.3f}",
+             f"vllm:prompt_tokens_total{{{labels}}} {100 * t:.3f}"]
     for metric in ("vllm:time_to_first_token_seconds", "vllm:e2e_request_latency_seconds"):
         for le, share in zip((*map(str, BUCKETS), "+Inf"), (0.5, 0.9, 1.0, 1.0, 1.0), strict=True):
-            lines.append(f'{metric}_bucket{{model_name="{MODEL}",le="{le}"}} {10 * t * share:.3f}')
-        lines.append(f'{metric}_count{{model_name="{MODEL}"}} {10 * t:.3f}')
-        lines.append(f'{metric}_sum{{model_name="{MODEL}"}} {2 * t:.3f}')
+            lines.append(f'{metric}_bucket{{{labels},le="{le}"}} {8 * t * share:.3f}')
+        lines.append(f"{metric}_count{{{labels}}} {8 * t:.3f}")
+        lines.append(f"{metric}_sum{{{labels}}} {2 * t:.3f}")
     return "\n".join(lines) + "\n"
 
 
@@ -136,6 +137,13 @@ def _empty_rules(url: str, names: frozenset[str]) -> set[str]:
     return empty
 
 
+def _only_value(url: str, query: str) -> float:
+    """The value of ``query``'s one series, which must be the model's."""
+    (series,) = get_json(f"{url}/api/v1/query", {"query": query})["data"]["result"]
+    assert series["metric"]["model"] == MODEL
+    return float(series["value"][1])
+
+
 def test_every_recording_rule_has_series(
     envoy: tuple[int, int], exporter: int, tmp_path: Path
 ) -> None:
@@ -164,6 +172,9 @@ def test_every_recording_rule_has_series(
         (series,) = ratio["data"]["result"]
         assert series["metric"] == {"__name__": "model:caravan_errors:ratio_rate5m", "model": MODEL}
         assert 0.0 < float(series["value"][1]) < 1.0
+        # A young series fills little of a 5m window, so compare shares, not rates.
+        share = _only_value(url, f"{INSTREAM_5M} / on(model) {SUCCESS_5M}")
+        assert share == pytest.approx(1 / 9, rel=0.1)  # 1 of the 9/s handed over fails
         drawn = plot_panels(url, MODEL, tmp_path / "panels.png", window_s=60)
     with_data = {title for title, lines in drawn.items() if lines}
     assert with_data == {"Requests/s", "Errors", "Time to first token", "End-to-end latency",

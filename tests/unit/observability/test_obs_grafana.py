@@ -43,12 +43,26 @@ REQUIRED = [
     ("ttft", "Time to first token"), ("tokens", "Tokens/s"), ("in-flight", "In-flight requests"),
     ("replicas", "Replicas: desired vs running"), ("xds pushes", "xDS pushes/s"),
     ("xds nacks", "xDS NACKs"), ("gpu", "GPU utilisation"),
+    ("in-stream failures", "In-stream failures"),
 ]
 
 
 @pytest.mark.parametrize("title", [t for _, t in REQUIRED], ids=[i for i, _ in REQUIRED])
 def test_model_dashboard_has_panel(title: str) -> None:
     assert title in _titles(DASHBOARDS["caravan-model.json"])
+
+
+@pytest.mark.parametrize("name", sorted(DASHBOARDS), ids=sorted(DASHBOARDS))
+def test_vllm_series_are_read_by_model_never_model_name(name: str) -> None:
+    assert "model_name" not in json.dumps(DASHBOARDS[name])
+
+
+def test_instream_failures_panel_shows_handed_over_finished_and_gap() -> None:
+    panels = DASHBOARDS["caravan-model.json"]["panels"]
+    panel = next(p for p in panels if p["title"] == "In-stream failures")
+    exprs = [t["expr"] for t in panel["targets"]]
+    assert exprs == [f'{name}{{model="$model"}}'
+                     for name in (rules.SUCCESS_1M, rules.FINISHED_1M, rules.INSTREAM_1M)]
 
 
 def test_model_dashboard_variable_and_annotation() -> None:

@@ -7,7 +7,7 @@ import pytest
 from caravan.render import rules
 from caravan.render.alert_tests import alert_test_files
 from caravan.render.alerts import ALERTS, alert_groups
-from caravan.render.metric_names import unknown_metrics
+from caravan.render.metric_names import is_exported, unknown_metrics
 from caravan.render.promql import metric_names
 from caravan.spec import PlatformSpec, parse_spec
 
@@ -62,6 +62,45 @@ def test_rules_read_only_known_metrics() -> None:
     recorded = rules.recorded_names(spec)
     for expr in _all_exprs(spec):
         assert not unknown_metrics(metric_names(expr), recorded), expr
+
+
+INVENTED = ("vllm:num_requests_running", "vllm:num_requests_waiting",
+            "vllm:kv_cache_usage_perc", "vllm:request_queue_time_seconds")
+
+
+def test_no_invented_vllm_series_and_no_model_name_label() -> None:
+    text = " ".join(_all_exprs(_spec()))
+    assert "model_name" not in text
+    assert not [name for name in INVENTED if name in text]
+    assert not [name for name in INVENTED if is_exported(name)]  # not even allowed
+
+
+def _rule(name: str) -> str:
+    exprs = {r["record"]: r["expr"] for r in rules.recording_groups(_spec())[1]["rules"]}
+    return str(exprs[name])
+
+
+def test_instream_failures_are_handed_over_minus_finished() -> None:
+    assert _rule(rules.INSTREAM_5M) == (
+        f"clamp_min({rules.SUCCESS_5M} - on(model) {rules.FINISHED_5M}, 0)")
+    assert _rule(rules.FINISHED_5M) == (
+        "sum by (model) (rate(vllm:e2e_request_latency_seconds_count[5m]))")
+    assert rules.INSTREAM_5M in _rule(rules.ERRORS_5M)
+
+
+def test_error_ratio_counts_instream_failures_once() -> None:
+    """Triton's successes include the in-stream failures: the denominator must not add them."""
+    ratio = _rule(rules.ERROR_RATIO_5M)
+    numerator, denominator = ratio.split(" / ", 1)
+    assert numerator == rules.ERRORS_5M
+    assert rules.INSTREAM_5M not in denominator and rules.SUCCESS_5M in denominator
+
+
+def test_unhealthy_replicas_leave_out_draining_and_degraded_members() -> None:
+    expr = _rule(rules.UNHEALTHY)
+    assert expr.startswith("max by (model) (")
+    for kind in ("total", "healthy", "degraded", "excluded"):
+        assert f"envoy_cluster_membership_{kind}{{" in expr
 
 
 def test_alerts_carry_severity_and_templated_annotations() -> None:
