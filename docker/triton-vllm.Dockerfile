@@ -6,4 +6,4 @@ COPY triton_models/ /models/
 ENV HF_HOME=/model-cache/huggingface
 VOLUME /model-cache
 EXPOSE 8000 8001 8002
-CMD ["tritonserver", "--model-repository=/models", "--grpc-port=8001", "--http-port=8000", "--metrics-port=8002", "--allow-metrics=true", "--allow-gpu-metrics=true"]
+CMD ["tritonserver", "--model-repository=/models", "--model-control-mode=explicit", "--load-model=*", "--grpc-port=8001", "--http-port=8000", "--metrics-port=8002", "--allow-metrics=true", "--allow-gpu-metrics=true"]

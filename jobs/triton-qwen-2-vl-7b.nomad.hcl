@@ -29,10 +29,6 @@ job "triton-qwen-2-vl-7b" {
         to = 8001
       }
 
-      port "http" {
-        to = 8000
-      }
-
       port "metrics" {
         to = 8002
       }
@@ -105,14 +101,19 @@ job "triton-qwen-2-vl-7b" {
         command = "tritonserver"
         args = [
           "--model-repository=/local/models",
+          "--model-control-mode=explicit",
+          "--load-model=qwen-2-vl-7b",
+          "--strict-readiness=true",
+          "--allow-http=false",
+          "--grpc-address=0.0.0.0",
           "--grpc-port=8001",
-          "--http-port=8000",
-          "--metrics-port=8002",
           "--allow-metrics=true",
           "--allow-gpu-metrics=true",
+          "--metrics-address=0.0.0.0",
+          "--metrics-port=8002",
           "--exit-timeout-secs=110",
         ]
-        ports    = ["grpc", "http", "metrics"]
+        ports    = ["grpc", "metrics"]
         shm_size = 8589934592
       }
 
@@ -151,6 +152,13 @@ instance_group [
 
 parameters {
   key: "REPORT_CUSTOM_METRICS"
+  value: { string_value: "true" }
+}
+
+# A dead vLLM engine unloads the model (needs --model-control-mode=explicit), so
+# Triton's gRPC health check answers NOT_SERVING and Nomad restarts the replica.
+parameters {
+  key: "ENABLE_VLLM_HEALTH_CHECK"
   value: { string_value: "true" }
 }
 

@@ -3,6 +3,9 @@
 - ``docker/triton-vllm.Dockerfile``: ``nomad.triton_image`` with ``triton_models/``
   baked in at ``/models`` (for registries or air-gapped clusters; the Nomad jobs
   also deliver the same repository as templates, so the stock image works too).
+  Its default command loads every model with explicit model control, which the
+  vLLM backend's ``ENABLE_VLLM_HEALTH_CHECK`` needs to unload a dead engine's model
+  (the Nomad jobs pass their own command line, ``caravan.render.triton_job``).
 - ``docker/caravan.Dockerfile``: Caravan itself (control plane, autoscaler,
   replica simulator) on ``python:3.11-slim``; ``ENTRYPOINT ["caravan"]``.
 Both build from the repository root (``docker build -f docker/<file> .``).
@@ -36,6 +39,7 @@ def triton_dockerfile(spec: PlatformSpec) -> str:
         "VOLUME /model-cache\n"
         f"EXPOSE {HTTP_PORT} {GRPC_PORT} {METRICS_PORT}\n"
         'CMD ["tritonserver", "--model-repository=/models", '
+        '"--model-control-mode=explicit", "--load-model=*", '
         f'"--grpc-port={GRPC_PORT}", "--http-port={HTTP_PORT}", '
         f'"--metrics-port={METRICS_PORT}", "--allow-metrics=true", "--allow-gpu-metrics=true"]\n'
     )

@@ -108,6 +108,7 @@ def _check(c: Check) -> Block:
     body: Items = (
         Attr("name", c.name), Attr("type", c.type), Attr("port", c.port), *_opt("path", c.path),
         Attr("interval", duration(c.interval_s)), Attr("timeout", duration(c.timeout_s)),
+        *_opt("grpc_use_tls", c.grpc_use_tls or None), *_opt("tls_skip_verify", c.tls_skip_verify or None),
         *(() if restart is None else (Block("check_restart", (), (
             Attr("limit", restart.limit), Attr("grace", duration(restart.grace_s)),
             Attr("ignore_warnings", restart.ignore_warnings))),)),

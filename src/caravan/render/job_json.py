@@ -107,6 +107,10 @@ def _check(c: Check) -> Json:
         out["Path"] = c.path
     out["Interval"] = ns(c.interval_s)
     out["Timeout"] = ns(c.timeout_s)
+    if c.grpc_use_tls:
+        out["GRPCUseTLS"] = True
+    if c.tls_skip_verify:
+        out["TLSSkipVerify"] = True
     if c.check_restart is not None:
         r = c.check_restart
         out["CheckRestart"] = {"Limit": r.limit, "Grace": ns(r.grace_s),

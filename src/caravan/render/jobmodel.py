@@ -52,6 +52,10 @@ class Check:
     timeout_s: int
     path: str | None = None  # http checks only
     check_restart: CheckRestart | None = None
+    # grpc checks over TLS (Nomad api/services.go ServiceCheck ``grpc_use_tls`` /
+    # ``tls_skip_verify``, passed on to Consul by createCheckReg). Written only when true.
+    grpc_use_tls: bool = False
+    tls_skip_verify: bool = False
 
 
 @dataclass(frozen=True)

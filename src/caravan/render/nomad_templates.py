@@ -4,6 +4,10 @@
   ``KEY="value"`` lines for an ``env = true`` template. Operators store
   ``CONSUL_HTTP_TOKEN``, ``NOMAD_TOKEN``, ``HF_TOKEN`` there (``nomad var put``);
   no token ever appears in a rendered file. An absent variable renders nothing.
+  ``nomadVarList`` lists by path *prefix*, so variables meant for files (a replica's
+  TLS key) are passed in ``skip`` to stay out of the environment.
+- ``nomad_var_item``: one item of one Nomad Variable, for a file template
+  (``secrets/...``); ``nomadVar`` blocks until the variable exists.
 - ``platform_yaml``: the spec as YAML for in-cluster ``caravan`` commands, with
   addresses and ports taken from the allocation (``{{ env "NOMAD_PORT_xds" }}``)
   and token files dropped (tokens come from ``secrets_env``).
@@ -14,6 +18,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import yaml
@@ -24,13 +29,27 @@ from caravan.spec import PlatformSpec
 XDS_SERVICE = "caravan-xds"
 
 
-def secrets_env(job_id: str) -> str:
-    return (
-        f'{{{{ range nomadVarList "nomad/jobs/{job_id}" }}}}'
-        "{{ with nomadVar .Path }}{{ range .Tuples }}"
-        "{{ .K }}={{ .V | toJSON }}\n"
-        "{{ end }}{{ end }}{{ end }}\n"
-    )
+def secrets_env(job_id: str, skip: tuple[str, ...] = ()) -> str:
+    """The env template over ``nomad/jobs/<job_id>*``, leaving out the ``skip`` paths."""
+    for path in skip:
+        _check_var_path(path)
+    body = "{{ with nomadVar .Path }}{{ range .Tuples }}{{ .K }}={{ .V | toJSON }}\n{{ end }}{{ end }}"
+    for path in skip:
+        body = f'{{{{ if ne .Path "{path}" }}}}{body}{{{{ end }}}}'
+    return f'{{{{ range nomadVarList "nomad/jobs/{job_id}" }}}}{body}{{{{ end }}}}\n'
+
+
+def nomad_var_item(path: str, item: str) -> str:
+    """The value of ``item`` of the Nomad Variable at ``path`` (a file template's data)."""
+    _check_var_path(path)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", item):
+        raise ValueError(f"Nomad Variable item {item!r} is not an identifier")
+    return f'{{{{ with nomadVar "{path}" }}}}{{{{ .{item} }}}}{{{{ end }}}}\n'
+
+
+def _check_var_path(path: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9_./~-]+", path):
+        raise ValueError(f"{path!r} is not a Nomad Variable path")
 
 
 def _placeholder(name: str) -> str:

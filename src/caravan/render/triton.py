@@ -2,10 +2,18 @@
 
 Per model: ``triton_models/<model>/config.pbtxt`` (``backend: "vllm"``, decoupled
 transaction policy, ``max_batch_size: 0``, one ``KIND_MODEL`` instance that owns
-all tensor-parallel GPUs, ``REPORT_CUSTOM_METRICS`` for the vllm: metrics) and
-``triton_models/<model>/1/model.json`` (vLLM engine args). The tensors listed are
-the vLLM backend's contract; clients use them through ``tritonclient``.
-The same texts are embedded in the Nomad job (``template`` blocks).
+all tensor-parallel GPUs, ``REPORT_CUSTOM_METRICS`` for the vllm: metrics,
+``ENABLE_VLLM_HEALTH_CHECK``) and ``triton_models/<model>/1/model.json`` (vLLM engine
+args). The tensors listed are the vLLM backend's contract; clients use them through
+``tritonclient``. The same texts are embedded in the Nomad job (``template`` blocks).
+
+``ENABLE_VLLM_HEALTH_CHECK``: before each batch of requests the vLLM backend asks the
+engine ``check_health()``; if the engine is dead it fails those requests (UNAVAILABLE)
+and calls ``pb_utils.unload_model`` on itself (vllm_backend ``src/model.py``
+``_check_health``, ``docs/health_check.md``). The unload only happens when tritonserver
+runs with ``--model-control-mode=explicit``, which the Nomad job sets
+(``caravan.render.triton_job``); the model then leaves the READY state, Triton's
+``grpc.health.v1`` answers NOT_SERVING and the Consul check goes critical.
 """
 
 from __future__ import annotations
@@ -74,6 +82,12 @@ def config_pbtxt(m: ModelSpec) -> str:
         "instance_group [\n  {\n    count: 1\n    kind: KIND_MODEL\n  }\n]\n\n"
         "parameters {\n"
         '  key: "REPORT_CUSTOM_METRICS"\n'
+        '  value: { string_value: "true" }\n'
+        "}\n\n"
+        "# A dead vLLM engine unloads the model (needs --model-control-mode=explicit), so\n"
+        "# Triton's gRPC health check answers NOT_SERVING and Nomad restarts the replica.\n"
+        "parameters {\n"
+        '  key: "ENABLE_VLLM_HEALTH_CHECK"\n'
         '  value: { string_value: "true" }\n'
         "}\n\n"
         f"input [\n{inputs}\n]\n\n"

@@ -1,12 +1,62 @@
 """The Nomad job of one model's Triton+vLLM replicas, built purely from the spec.
 
 Job ``triton-<model>``, group ``triton`` (the names the autoscaler scales), count =
-``replicas.start`` and a ``scaling`` block (min, max). Ports ``grpc``/``http``/``metrics``
-map to Triton's 8001/8000/8002 inside the container. The Consul service
+``replicas.start`` and a ``scaling`` block (min, max). Ports ``grpc``/``metrics`` map
+to Triton's 8001/8002 inside the container, where tritonserver binds them on 0.0.0.0
+(the docker driver publishes them on the host). Nothing uses Triton's HTTP endpoint
+(the check is gRPC, Prometheus reads the metrics port), so ``--allow-http=false``: no
+plaintext inference port beside the (possibly TLS) gRPC one. The Consul service
 ``consul.service_prefix + model`` carries meta ``model`` and ``metrics_port`` (what
 discovery and Prometheus read) and a ``grpc`` check (Triton serves grpc.health.v1).
 The model repository is delivered by ``template`` blocks (same text as
 ``triton_models/``), weights land on the ``nomad.model_cache_volume`` host volume.
+
+Dead engine -> restart: tritonserver runs with ``--model-control-mode=explicit
+--load-model=<model>`` and ``--strict-readiness=true``, and config.pbtxt sets
+``ENABLE_VLLM_HEALTH_CHECK`` (``caravan.render.triton``). When a request finds the vLLM
+engine dead, the backend unloads the model, so ``TRITONSERVER_ServerIsReady`` is false
+and the grpc.health.v1 ``Check`` answers NOT_SERVING (triton server
+``src/grpc/grpc_server.cc``, OnExecuteHealthCheck). Consul marks the check critical;
+Nomad's check watcher restarts the task once the check has stayed unhealthy for
+``interval * (limit - 1)`` after the grace (``client/serviceregistration/watcher.go``:
+``timeLimit``, ``graceUntil``; the restart counts as a failure against the group's
+``restart`` policy, then ``reschedule`` moves the allocation). Startup: tritonserver
+loads the startup model inside ``TRITONSERVER_ServerNew`` and opens its ports only
+afterwards (server ``src/main.cc``), so the check fails until the weights are
+downloaded and loaded: ``check_restart.grace`` is ``nomad.startup_grace_s`` (reset at
+every task restart, when Nomad re-registers the check) and the update's
+``healthy_deadline`` is longer still. A startup model that fails to load makes
+tritonserver exit (``--exit-on-error`` defaults to true): the restart policy applies.
+
+Replica TLS (``upstream_tls`` of the model, default ``security.upstream_tls``): Envoy
+speaks TLS to the replicas, so tritonserver gets ``--grpc-use-ssl=true
+--grpc-server-cert --grpc-server-key``; when Envoy presents a client certificate
+(``upstream_tls.cert_file``) also ``--grpc-use-ssl-mutual=true --grpc-root-cert`` (the CA
+bundle client certificates must chain to; Triton reads the files once at start, server
+``src/grpc/grpc_server.cc``). The PEMs come from the Nomad Variable ``tls_var_path(job)``
+= ``nomad/jobs/<job>/triton/tritonserver`` (items ``tls_cert``, ``tls_key``,
+``tls_client_ca``), which the task may read without an ACL policy (Nomad
+``acl/acl.go`` matchingVariablesCapabilitySet: the job, group and task paths), through
+``template`` blocks into the task's ``secrets/`` directory (``/secrets`` in the
+container, ``client/allocdir``); ``nomadVar`` blocks until the variable exists
+(consul-template ``nomadVariableItemsFunc`` -> ``EnableBlocking``), so a replica never
+starts without its certificate. ``change_mode = "noop"``: a rotation must not restart
+every replica of the model at once; roll them (``nomad job restart -batch-size 1``).
+The job's ``env = true`` secrets template skips that path, so no key lands in the
+environment.
+
+The Consul gRPC check then needs ``grpc_use_tls = true`` (Nomad ``api/services.go``
+ServiceCheck ``GRPCUseTLS``; ``command/agent/consul/service_client.go`` createCheckReg
+copies it, ``TLSSkipVerify`` and ``TLSServerName`` into Consul's registration). Consul
+builds the check's TLS config with ``OutgoingTLSConfigForCheck``
+(``tlsutil/config.go``): without the agent's ``enable_agent_tls_for_checks`` it trusts
+only the system roots and presents no client certificate; with it, the agent's own CA
+and certificate. Replica certificates come from a private CA and replica addresses are
+dynamic, so the check sets ``tls_skip_verify = true`` (a liveness probe: it sends
+nothing secret). With mutual TLS, Triton requires a client certificate on the same port
+(one gRPC listener serves inference and health), so the Consul agents on GPU clients
+need ``enable_agent_tls_for_checks = true`` and their certificate's CA in
+``tls_client_ca`` next to Envoy's: see docs/security.md.
 
 Draining: ``shutdown_delay`` (``nomad.drain_s``) deregisters the service first so the
 control plane marks the replica gone and Envoy stops sending new requests; then
@@ -41,10 +91,17 @@ from caravan.render.jobmodel import (
 from caravan.spec import ModelSpec, PlatformSpec
 
 GROUP = "triton"
-GRPC_PORT, HTTP_PORT, METRICS_PORT = 8001, 8000, 8002
+TASK = "tritonserver"
+GRPC_PORT, HTTP_PORT, METRICS_PORT = 8001, 8000, 8002  # HTTP_PORT: the image's, unused here
+BIND = "0.0.0.0"  # inside the container's network namespace; docker publishes the ports
 REPO_DIR = "/local/models"
 CACHE_DIR = "/model-cache"
 CACHE_VOLUME = "model-cache"
+# Replica TLS files: template destinations (task dir) and their path in the container.
+TLS_FILES = {"tls_cert": "secrets/replica.crt", "tls_key": "secrets/replica.key",
+             "tls_client_ca": "secrets/replica-client-ca.crt"}
+EXAMPLE_FILES = {"tls_cert": "replica.pem", "tls_key": "replica.key",
+                 "tls_client_ca": "replica-client-ca.pem"}  # in the job's header comment
 
 
 def job_id(model: ModelSpec) -> str:
@@ -52,16 +109,40 @@ def job_id(model: ModelSpec) -> str:
     return f"triton-{model.name}"
 
 
+def tls_var_path(jid: str) -> str:
+    """The Nomad Variable holding a replica's TLS items: the task's own path, which its
+    workload identity reads without an ACL policy."""
+    return f"nomad/jobs/{jid}/{GROUP}/{TASK}"
+
+
+def _in_container(destination: str) -> str:
+    return "/" + destination  # task dir secrets/ and local/ are mounted at /secrets, /local
+
+
 def triton_job(spec: PlatformSpec, model: ModelSpec) -> Job:
     jid = job_id(model)
+    comment = (f"Triton + vLLM replicas of model {model.name} ({model.engine.model}).\n"
+               "Rendered by `caravan render` from the platform spec; do not edit by hand.\n"
+               f"Secrets (HF_TOKEN...): nomad var put nomad/jobs/{jid} HF_TOKEN=...")
+    if model.upstream_tls is not None:
+        items = " ".join(f"{k}=@{EXAMPLE_FILES[k]}" for k in _tls_items(model))
+        comment += f"\nReplica TLS (required): nomad var put {tls_var_path(jid)} {items}"
     return Job(
         id=jid, datacenters=spec.nomad.datacenters, namespace=spec.nomad.namespace,
         region=spec.nomad.region, meta=(("caravan_model", model.name),),
         groups=(_group(spec, model, jid),),
-        comment=(f"Triton + vLLM replicas of model {model.name} ({model.engine.model}).\n"
-                 "Rendered by `caravan render` from the platform spec; do not edit by hand.\n"
-                 f"Secrets (HF_TOKEN...): nomad var put nomad/jobs/{jid} HF_TOKEN=..."),
+        comment=comment,
     )
+
+
+def _tls_items(model: ModelSpec) -> tuple[str, ...]:
+    """The Nomad Variable items a replica needs: none without TLS; the server pair;
+    plus the client CA when Envoy presents a certificate (mutual TLS)."""
+    tls = model.upstream_tls
+    if tls is None:
+        return ()
+    mutual = tls.cert_file is not None
+    return ("tls_cert", "tls_key", *(("tls_client_ca",) if mutual else ()))
 
 
 def _group(spec: PlatformSpec, model: ModelSpec, jid: str) -> TaskGroup:
@@ -70,8 +151,7 @@ def _group(spec: PlatformSpec, model: ModelSpec, jid: str) -> TaskGroup:
         name=GROUP,
         count=model.replicas.start,
         scaling=Scaling(min=model.replicas.min, max=model.replicas.max),
-        network=Network((Port("grpc", to=GRPC_PORT), Port("http", to=HTTP_PORT),
-                         Port("metrics", to=METRICS_PORT))),
+        network=Network((Port("grpc", to=GRPC_PORT), Port("metrics", to=METRICS_PORT))),
         volumes=(Volume(CACHE_VOLUME, source=nomad.model_cache_volume),),
         services=(_service(spec, model),),
         update=UpdateStrategy(
@@ -88,6 +168,7 @@ def _group(spec: PlatformSpec, model: ModelSpec, jid: str) -> TaskGroup:
 
 
 def _service(spec: PlatformSpec, model: ModelSpec) -> Service:
+    tls = model.upstream_tls is not None
     return Service(
         name=spec.consul.service_prefix + model.name,
         port="grpc",
@@ -95,32 +176,72 @@ def _service(spec: PlatformSpec, model: ModelSpec) -> Service:
         meta=(("model", model.name), ("metrics_port", "${NOMAD_HOST_PORT_metrics}")),
         checks=(Check(
             name="triton-grpc-health", type="grpc", port="grpc", interval_s=10, timeout_s=3,
+            # NOT_SERVING (model unloaded) or no answer for 10 s * (3 - 1) after the grace:
+            # Nomad restarts the task (see the module doc).
             check_restart=CheckRestart(limit=3, grace_s=spec.nomad.startup_grace_s),
+            grpc_use_tls=tls, tls_skip_verify=tls,
         ),),
+    )
+
+
+def tritonserver_args(spec: PlatformSpec, model: ModelSpec) -> tuple[str, ...]:
+    """tritonserver's command line in the job (flags as in Triton 2.51's ``--help``)."""
+    return (
+        f"--model-repository={REPO_DIR}",
+        # explicit: the vLLM backend's health check can unload a dead engine's model
+        "--model-control-mode=explicit", f"--load-model={model.name}",
+        "--strict-readiness=true",  # not ready (NOT_SERVING) once a model is unavailable
+        "--allow-http=false",  # nothing in the job uses HTTP (gRPC check, metrics port)
+        f"--grpc-address={BIND}", f"--grpc-port={GRPC_PORT}",
+        "--allow-metrics=true", "--allow-gpu-metrics=true",
+        f"--metrics-address={BIND}", f"--metrics-port={METRICS_PORT}",
+        f"--exit-timeout-secs={max(spec.nomad.kill_timeout_s - 10, 1)}",
+        *_tls_args(model),
+    )
+
+
+def _tls_args(model: ModelSpec) -> tuple[str, ...]:
+    items = _tls_items(model)
+    if not items:
+        return ()
+    args: tuple[str, ...] = (
+        "--grpc-use-ssl=true",
+        f"--grpc-server-cert={_in_container(TLS_FILES['tls_cert'])}",
+        f"--grpc-server-key={_in_container(TLS_FILES['tls_key'])}",
+    )
+    if "tls_client_ca" in items:  # Triton: --grpc-use-ssl-mutual implies --grpc-use-ssl
+        args += ("--grpc-use-ssl-mutual=true",
+                 f"--grpc-root-cert={_in_container(TLS_FILES['tls_client_ca'])}")
+    return args
+
+
+def _tls_templates(model: ModelSpec, jid: str) -> tuple[Template, ...]:
+    path = tls_var_path(jid)
+    return tuple(
+        Template(TLS_FILES[item], nomad_templates.nomad_var_item(path, item), change_mode="noop")
+        for item in _tls_items(model)
     )
 
 
 def _task(spec: PlatformSpec, model: ModelSpec, jid: str) -> Task:
     nomad = spec.nomad
-    args = (
-        f"--model-repository={REPO_DIR}",
-        f"--grpc-port={GRPC_PORT}", f"--http-port={HTTP_PORT}", f"--metrics-port={METRICS_PORT}",
-        "--allow-metrics=true", "--allow-gpu-metrics=true",
-        f"--exit-timeout-secs={max(nomad.kill_timeout_s - 10, 1)}",
-    )
     repo = f"local/models/{model.name}"
+    tls_var = tls_var_path(jid) if model.upstream_tls is not None else None
     return Task(
-        name="tritonserver",
+        name=TASK,
         config=DockerConfig(
-            image=nomad.triton_image, command="tritonserver", args=args,
-            ports=("grpc", "http", "metrics"), shm_size=model.resources.shm_mb * 1024 * 1024,
+            image=nomad.triton_image, command="tritonserver", args=tritonserver_args(spec, model),
+            ports=("grpc", "metrics"), shm_size=model.resources.shm_mb * 1024 * 1024,
         ),
         env=(("HF_HOME", f"{CACHE_DIR}/huggingface"),),
         volume_mounts=(VolumeMount(CACHE_VOLUME, destination=CACHE_DIR),),
         templates=(
             Template(f"{repo}/config.pbtxt", triton.config_pbtxt(model)),
             Template(f"{repo}/1/model.json", triton.model_json(model)),
-            Template("secrets/caravan.env", nomad_templates.secrets_env(jid), env=True),
+            Template("secrets/caravan.env",
+                     nomad_templates.secrets_env(jid, skip=() if tls_var is None else (tls_var,)),
+                     env=True),
+            *_tls_templates(model, jid),
         ),
         resources=Resources(
             cpu_mhz=model.resources.cpu_mhz, memory_mb=model.resources.memory_mb,

@@ -30,6 +30,7 @@ RENAMES = {
     "network": "Networks", "restart": "RestartPolicy", "reschedule": "ReschedulePolicy",
     "cpu": "CPU", "memory": "MemoryMB", "port": "PortLabel", "data": "EmbeddedTmpl",
     "destination@template": "DestPath", "env@template": "Envvars",
+    "grpc_use_tls": "GRPCUseTLS", "tls_skip_verify": "TLSSkipVerify",  # api/services.go
 }
 DURATIONS = {"shutdown_delay", "kill_timeout", "interval", "timeout", "delay", "max_delay",
              "min_healthy_time", "healthy_deadline", "progress_deadline", "grace"}
@@ -138,9 +139,14 @@ TP2 = parse_spec({"models": [{"name": "big", "engine": {"model": "m", "tensor_pa
                               "replicas": {"min": 0, "max": 5}}],
                   "nomad": {"gpus_per_node": 4, "canary": 1, "region": "eu",
                             "namespace": "llm"}})
-SPECS = [EXAMPLE, TP2]
+# Envoy -> replicas mTLS: the Triton jobs get TLS flags, certificate templates, a TLS check.
+MTLS = parse_spec({"models": [{"name": "a", "engine": {"model": "m"}}],
+                   "security": {"upstream_tls": {"ca_file": "/etc/ca.pem", "cert_file": "/etc/c.pem",
+                                                 "key_file": "/etc/c.key"}}})
+SPECS = [EXAMPLE, TP2, MTLS]
+SPEC_IDS = ["example", "tp2", "mtls"]
 JOBS = [(spec, job) for spec in SPECS for job in nomad.jobs(spec)]
-JOB_IDS = [f"{'example' if spec is EXAMPLE else 'tp2'}:{job.id}" for spec, job in JOBS]
+JOB_IDS = [f"{SPEC_IDS[SPECS.index(spec)]}:{job.id}" for spec, job in JOBS]
 
 
 @pytest.mark.parametrize(("spec", "job"), JOBS, ids=JOB_IDS)
@@ -166,7 +172,7 @@ def test_every_referenced_port_label_exists(spec: PlatformSpec, job: Job) -> Non
         assert mounts <= {v.name for v in g.volumes}
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=["example", "tp2"])
+@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
 def test_model_jobs_follow_the_spec(spec: PlatformSpec) -> None:
     for model in spec.models:
         job = next(j for j in nomad.jobs(spec) if j.id == f"triton-{model.name}")
@@ -188,7 +194,7 @@ def test_model_jobs_follow_the_spec(spec: PlatformSpec) -> None:
         assert job.namespace == spec.nomad.namespace and job.region == spec.nomad.region
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=["example", "tp2"])
+@pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
 def test_service_names_and_job_ids_are_unique(spec: PlatformSpec) -> None:
     jobs = nomad.jobs(spec)
     names = [s.name for j in jobs for g in j.groups for s in g.services]

@@ -1,0 +1,253 @@
+"""The Triton job's production contract: replica TLS, the TLS health check, the vLLM
+health check with explicit model control, and what tritonserver binds.
+
+Asserted on the rendered HCL (parsed by python-hcl2) and the API JSON, with upstream
+TLS off, on (server TLS) and mutual, and on the Nomad templates evaluated the way
+consul-template would for sample Nomad Variables.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import hcl2
+import pytest
+from google.protobuf import text_format
+from hcl2.utils import SerializationOptions
+from tritonclient.grpc import model_config_pb2 as mc
+
+from caravan.render import nomad_templates, triton, triton_job
+from caravan.render.job_hcl import job_hcl
+from caravan.render.job_json import job_json
+from caravan.render.jobmodel import Job
+from caravan.spec import ModelSpec, PlatformSpec, load_spec, parse_spec
+
+OPTS = SerializationOptions(with_comments=False, explicit_blocks=True,
+                            preserve_heredocs=False, strip_string_quotes=True)
+EXAMPLE = load_spec("examples/platform.yaml")
+MODEL = {"name": "a", "engine": {"model": "m"}}
+ENVOY_FILES = {"ca_file": "/etc/caravan/replicas-ca.pem", "cert_file": "/etc/caravan/envoy.pem",
+               "key_file": "/etc/caravan/envoy.key"}
+TLS = parse_spec({"models": [MODEL], "security": {"upstream_tls": {"ca_file": ENVOY_FILES["ca_file"]}}})
+MTLS = parse_spec({"models": [MODEL], "security": {"upstream_tls": ENVOY_FILES}})
+# Only model "a" has TLS (its own upstream_tls); "b" keeps plaintext.
+MIXED = parse_spec({"models": [{**MODEL, "upstream_tls": ENVOY_FILES},
+                               {"name": "b", "engine": {"model": "m"}}]})
+VAR = "nomad/jobs/triton-a/triton/tritonserver"
+
+
+def _job(spec: PlatformSpec, model: ModelSpec) -> Job:
+    return triton_job.triton_job(spec, model)
+
+
+def _hcl_task_and_check(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The parsed HCL's task and check bodies."""
+    doc = hcl2.loads(job_hcl(job), serialization_options=OPTS)
+    (body,) = doc["job"][0].values()
+    (group,) = body["group"][0].values()
+    (task,) = group["task"][0].values()
+    return task, group["service"][0]["check"][0]
+
+
+def _json_task_and_check(job: Job) -> tuple[dict[str, Any], dict[str, Any]]:
+    group = job_json(job)["TaskGroups"][0]
+    return group["Tasks"][0], group["Services"][0]["Checks"][0]
+
+
+# --------------------------------------------------------------------------- replica TLS
+
+
+@pytest.mark.parametrize("spec", [EXAMPLE, MIXED], ids=["example", "mixed"])
+def test_no_upstream_tls_means_no_tls_anywhere(spec: PlatformSpec) -> None:
+    for model in spec.models:
+        if model.upstream_tls is not None:
+            continue
+        job = _job(spec, model)
+        text = job_hcl(job)
+        api = json.dumps(job_json(job))
+        for needle in ("--grpc-use-ssl", "--grpc-server-cert", "--grpc-root-cert", "nomadVar \\\"nomad"):
+            assert needle not in api, needle
+        assert "--grpc-use-ssl" not in text and "grpc_use_tls" not in text
+        assert "tls_skip_verify" not in text and "secrets/replica" not in text
+        assert "GRPCUseTLS" not in api and "TLSSkipVerify" not in api
+        task, check = _hcl_task_and_check(job)
+        assert "grpc_use_tls" not in check and "tls_skip_verify" not in check
+        env = next(t for t in task["template"] if t["destination"] == "secrets/caravan.env")
+        assert env["data"] == nomad_templates.secrets_env(job.id).rstrip("\n")
+
+
+@pytest.mark.parametrize(("spec", "mutual"), [(TLS, False), (MTLS, True)], ids=["tls", "mtls"])
+def test_upstream_tls_gives_triton_its_flags_certificates_and_a_tls_check(
+        spec: PlatformSpec, mutual: bool) -> None:
+    job = _job(spec, spec.models[0])
+    for task, check, args, templates in (
+        (*_hcl_task_and_check(job), "args", "template"),
+        (*_json_task_and_check(job), "args", "Templates"),
+    ):
+        config = task["config"][0] if isinstance(task.get("config"), list) else task["Config"]
+        argv: list[str] = config[args]
+        tpls = {(t.get("destination") or t["DestPath"]): t for t in task[templates]}
+        want = ["--grpc-use-ssl=true", "--grpc-server-cert=/secrets/replica.crt",
+                "--grpc-server-key=/secrets/replica.key"]
+        if mutual:
+            want += ["--grpc-use-ssl-mutual=true", "--grpc-root-cert=/secrets/replica-client-ca.crt"]
+        assert [a for a in argv if a.startswith(("--grpc-use-ssl", "--grpc-server", "--grpc-root"))] == want
+        items = {"secrets/replica.crt": "tls_cert", "secrets/replica.key": "tls_key",
+                 **({"secrets/replica-client-ca.crt": "tls_client_ca"} if mutual else {})}
+        assert {d for d in tpls if d.startswith("secrets/replica")} == set(items)
+        for dest, item in items.items():
+            tpl = tpls[dest]
+            data = (tpl.get("data") or tpl["EmbeddedTmpl"]).rstrip("\n")
+            assert data == f'{{{{ with nomadVar "{VAR}" }}}}{{{{ .{item} }}}}{{{{ end }}}}'
+            assert (tpl.get("change_mode") or tpl["ChangeMode"]) == "noop"  # no all-replica restart
+            assert f"=/{dest}" in " ".join(argv)  # the flag reads the rendered file
+        assert check.get("grpc_use_tls", check.get("GRPCUseTLS")) is True
+        assert check.get("tls_skip_verify", check.get("TLSSkipVerify")) is True
+        assert (check.get("type") or check["Type"]) == "grpc"
+    # Envoy's own certificate paths are Envoy's business, never the replica's.
+    text = job_hcl(job) + json.dumps(job_json(job))
+    assert not any(path in text for path in ENVOY_FILES.values())
+    assert f"nomad var put {VAR} tls_cert=@replica.pem tls_key=@replica.key" in job.comment
+    assert ("tls_client_ca=@" in job.comment) is mutual
+
+
+def test_a_model_level_upstream_tls_only_changes_that_models_job() -> None:
+    a, b = (_job(MIXED, m) for m in MIXED.models)
+    assert "--grpc-use-ssl-mutual=true" in a.groups[0].tasks[0].config.args
+    assert a.groups[0].services[0].checks[0].grpc_use_tls
+    assert not any(x.startswith("--grpc-use-ssl") for x in b.groups[0].tasks[0].config.args)
+    assert not b.groups[0].services[0].checks[0].grpc_use_tls
+
+
+# --------------------------------------------------- the templates, evaluated like consul-template
+
+ENV_CORE = "{{ with nomadVar .Path }}{{ range .Tuples }}{{ .K }}={{ .V | toJSON }}\n{{ end }}{{ end }}"
+ENV_TPL = re.compile(r'\{\{ range nomadVarList "(?P<prefix>[^"]+)" \}\}'
+                     r'(?P<skips>(?:\{\{ if ne \.Path "[^"]+" \}\})*)' + re.escape(ENV_CORE)
+                     + r"(?P<ends>(?:\{\{ end \}\})*)\{\{ end \}\}\n\Z")
+ITEM_TPL = re.compile(r'\{\{ with nomadVar "(?P<path>[^"]+)" \}\}\{\{ \.(?P<item>\w+) \}\}\{\{ end \}\}\n\Z')
+
+
+def render(template: str, variables: dict[str, dict[str, str]]) -> str | None:
+    """What Nomad writes for the two template shapes the Triton job uses; None while a
+    ``nomadVar`` waits for its variable (consul-template blocks on it)."""
+    if m := ENV_TPL.match(template):
+        skips = re.findall(r'"([^"]+)"', m.group("skips"))
+        assert len(skips) == m.group("ends").count("{{ end }}")
+        lines = [f"{k}={json.dumps(v)}\n" for path in sorted(variables)
+                 if path.startswith(m.group("prefix")) and path not in skips
+                 for k, v in sorted(variables[path].items())]
+        return "".join(lines) + "\n"
+    m = ITEM_TPL.match(template)
+    assert m, f"unexpected template shape: {template!r}"
+    if m.group("path") not in variables:
+        return None
+    return variables[m.group("path")].get(m.group("item"), "<no value>") + "\n"
+
+
+def test_certificates_reach_files_and_never_the_environment() -> None:
+    job = _job(MTLS, MTLS.models[0])
+    pem = {"tls_cert": "-----BEGIN CERTIFICATE-----\nA\n-----END CERTIFICATE-----",
+           "tls_key": "-----BEGIN PRIVATE KEY-----\nK\n-----END PRIVATE KEY-----",
+           "tls_client_ca": "-----BEGIN CERTIFICATE-----\nC\n-----END CERTIFICATE-----"}
+    variables = {"nomad/jobs/triton-a": {"HF_TOKEN": "hf_x"}, VAR: pem}
+    out = {t.destination: render(t.data, variables) for t in job.groups[0].tasks[0].templates
+           if t.destination.startswith("secrets/")}
+    assert out["secrets/caravan.env"] == 'HF_TOKEN="hf_x"\n\n'
+    assert out["secrets/replica.key"] == pem["tls_key"] + "\n"
+    assert out["secrets/replica.crt"] == pem["tls_cert"] + "\n"
+    assert out["secrets/replica-client-ca.crt"] == pem["tls_client_ca"] + "\n"
+    # No variable yet: the certificate templates wait, so tritonserver does not start.
+    waiting = {t.destination: render(t.data, {}) for t in job.groups[0].tasks[0].templates
+               if t.destination.startswith("secrets/replica")}
+    assert set(waiting.values()) == {None}
+
+
+def test_secrets_env_without_skip_is_unchanged_and_paths_are_checked() -> None:
+    assert nomad_templates.secrets_env("j") == (
+        '{{ range nomadVarList "nomad/jobs/j" }}{{ with nomadVar .Path }}{{ range .Tuples }}'
+        "{{ .K }}={{ .V | toJSON }}\n{{ end }}{{ end }}{{ end }}\n")
+    assert render(nomad_templates.secrets_env("j"), {"nomad/jobs/j/x": {"A": "1"}}) == 'A="1"\n\n'
+    with pytest.raises(ValueError, match="not a Nomad Variable path"):
+        nomad_templates.secrets_env("j", skip=('a" }}{{ x',))
+    with pytest.raises(ValueError, match="not an identifier"):
+        nomad_templates.nomad_var_item("nomad/jobs/j", "a b")
+
+
+# ------------------------------------------------------------ dead engine -> NOT_SERVING -> restart
+
+
+@pytest.mark.parametrize("model", EXAMPLE.models, ids=lambda m: m.name)
+def test_config_enables_the_vllm_health_check_and_keeps_custom_metrics(model: ModelSpec) -> None:
+    config = text_format.Parse(triton.config_pbtxt(model), mc.ModelConfig())
+    assert (config.name, config.backend) == (model.name, "vllm")
+    assert {k: v.string_value for k, v in config.parameters.items()} == {
+        "REPORT_CUSTOM_METRICS": "true", "ENABLE_VLLM_HEALTH_CHECK": "true"}
+
+
+@pytest.mark.parametrize("spec", [EXAMPLE, MTLS], ids=["example", "mtls"])
+def test_tritonserver_runs_with_explicit_model_control_of_its_model(spec: PlatformSpec) -> None:
+    for model in spec.models:
+        job = _job(spec, model)
+        task, _ = _hcl_task_and_check(job)
+        argv: list[str] = task["config"][0]["args"]
+        assert "--model-control-mode=explicit" in argv
+        assert [a for a in argv if a.startswith("--load-model")] == [f"--load-model={model.name}"]
+        assert "--strict-readiness=true" in argv  # unloaded model -> server not ready
+        assert not any(a.startswith("--model-control-mode=") and a.endswith(("none", "poll"))
+                       for a in argv)
+        repo = next(a.split("=", 1)[1] for a in argv if a.startswith("--model-repository="))
+        config = {t["destination"]: t["data"] for t in task["template"]}
+        assert f"{repo.lstrip('/')}/{model.name}/config.pbtxt" in config
+        assert "ENABLE_VLLM_HEALTH_CHECK" in config[f"{repo.lstrip('/')}/{model.name}/config.pbtxt"]
+        api_args = _json_task_and_check(job)[0]["Config"]["args"]
+        assert api_args == argv
+
+
+@pytest.mark.parametrize("spec", [EXAMPLE, MTLS], ids=["example", "mtls"])
+def test_a_not_serving_replica_is_restarted_after_the_startup_grace(spec: PlatformSpec) -> None:
+    for model in spec.models:
+        job = _job(spec, model)
+        group = job.groups[0]
+        (check,) = group.services[0].checks
+        assert check.type == "grpc" and check.check_restart is not None
+        # Nomad restarts once the check stays critical for interval * (limit - 1).
+        assert check.check_restart.limit >= 2
+        assert check.interval_s * (check.check_restart.limit - 1) <= 60
+        assert not check.check_restart.ignore_warnings
+        # The grace covers download + load: tritonserver opens its ports only after.
+        assert check.check_restart.grace_s == spec.nomad.startup_grace_s
+        assert group.update is not None and group.update.health_check == "checks"
+        assert group.update.healthy_deadline_s > check.check_restart.grace_s
+        assert group.update.progress_deadline_s > group.update.healthy_deadline_s
+        assert group.restart is not None and group.restart.mode == "fail"
+        assert group.reschedule is not None and group.reschedule.unlimited
+        _, hcl_check = _hcl_task_and_check(job)
+        assert hcl_check["check_restart"][0]["grace"] == f"{spec.nomad.startup_grace_s // 60}m"
+        api_check = _json_task_and_check(job)[1]
+        assert api_check["CheckRestart"]["Grace"] == spec.nomad.startup_grace_s * 10**9
+
+
+# --------------------------------------------------------------------------- ports and binds
+
+
+@pytest.mark.parametrize("spec", [EXAMPLE, MTLS], ids=["example", "mtls"])
+def test_grpc_and_metrics_bound_as_the_job_maps_them_and_no_http(spec: PlatformSpec) -> None:
+    for model in spec.models:
+        job = _job(spec, model)
+        group = job.groups[0]
+        assert group.network is not None
+        to = {p.label: p.to for p in group.network.ports}
+        assert to == {"grpc": triton_job.GRPC_PORT, "metrics": triton_job.METRICS_PORT}
+        (task,) = group.tasks
+        argv = task.config.args
+        assert task.config.ports == ("grpc", "metrics")
+        assert f"--grpc-address={triton_job.BIND}" in argv and f"--grpc-port={to['grpc']}" in argv
+        assert f"--metrics-address={triton_job.BIND}" in argv
+        assert f"--metrics-port={to['metrics']}" in argv and "--allow-metrics=true" in argv
+        # Nothing uses HTTP: the check is gRPC, Prometheus reads metrics_port.
+        assert "--allow-http=false" in argv and not any(a.startswith("--http-") for a in argv)
+        assert all(c.type == "grpc" for s in group.services for c in s.checks)
+        assert dict(group.services[0].meta)["metrics_port"] == "${NOMAD_HOST_PORT_metrics}"
