@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ from caravan.spec import PlatformSpec, parse_spec
 
 pytestmark = pytest.mark.integration
 
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "stream_client.py"
 REPLICAS = {"alpha": ["alpha-0", "alpha-1"], "beta": ["beta-0"], "gamma": ["gamma-ok", "gamma-bad"]}
 
 
@@ -182,6 +184,15 @@ def test_bench_cli_takes_header_names_from_the_spec(stack: Stack, tmp_path: Path
     assert (data["meta"]["model_header"], data["meta"]["session_header"]) == ("x-llm", "x-session-id")
     (lv,) = data["levels"]
     assert {(r["status"], r["replica_id"]) for r in lv["records"]} == {("OK", stack.endpoints["beta-0"])}
+
+
+def test_example_client_uses_the_specs_header_names(stack: Stack, tmp_path: Path) -> None:
+    spec_file = tmp_path / "platform.yaml"
+    spec_file.write_text(yaml.safe_dump(stack.spec_data))
+    proc = subprocess.run([sys.executable, str(EXAMPLE), stack.url, "beta", "--spec", str(spec_file)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"tok0 tok1 tok2 \n(served by replica {stack.endpoints['beta-0']})\n"
 
 
 def test_readiness_probe_uses_the_configured_header(stack: Stack) -> None:
