@@ -274,10 +274,10 @@ groups:
     expr: model:caravan_replicas_unhealthy:max > 0
     for: 30s
     labels:
-      severity: critical
+      severity: warning
     annotations:
       summary: A replica of {{ "{{" }} $labels.model {{ "}}" }} fails Envoy's health check
-      description: 'Envoy has marked a replica of model-{{ "{{" }} $labels.model {{ "}}" }} unhealthy for 30s (gRPC health NOT_SERVING or unreachable, or ejected as an outlier). A dead vLLM engine looks like this: the backend unloads the model while tritonserver keeps running, so nothing restarts it; restart the allocation.'
+      description: 'Envoy has kept a replica of model-{{ "{{" }} $labels.model {{ "}}" }} that it finds unhealthy for 30s (gRPC health NOT_SERVING, e.g. a dead vLLM engine, or unreachable, or ejected as an outlier), while Consul still lists it: Nomad will not restart it. Check the replica''s Consul check and restart the allocation.'
   - alert: CaravanXdsNack
     expr: (sum by (type) (increase(caravan_xds_nacks_total[5m])) > 0) or (sum by (type) (caravan_xds_nacks_total) > 0 unless sum by (type) (caravan_xds_nacks_total offset 5m))
     for: 0m

@@ -65,15 +65,19 @@ NO_HEALTHY_REPLICAS = Alert(
                 "while the spec or the autoscaler wants replicas: requests fail with 503.",
 )
 
+# A dead vLLM engine: the backend unloads the model, tritonserver answers NOT_SERVING and
+# Envoy's health check marks the endpoint within seconds. Normally the replica's Consul
+# gRPC check (10 s interval) follows, discovery drops the endpoint and Nomad restarts the
+# task, well inside 30 s; this fires when that did not happen.
 REPLICA_UNHEALTHY = Alert(
     name="CaravanReplicaUnhealthy",
     expr=f"{UNHEALTHY} > 0",
-    for_="30s", severity="critical", labels=("model",),
+    for_="30s", severity="warning", labels=("model",),
     summary="A replica of {model} fails Envoy's health check",
-    description="Envoy has marked a replica of model-{model} unhealthy for 30s (gRPC health "
-                "NOT_SERVING or unreachable, or ejected as an outlier). A dead vLLM engine "
-                "looks like this: the backend unloads the model while tritonserver keeps "
-                "running, so nothing restarts it; restart the allocation.",
+    description="Envoy has kept a replica of model-{model} that it finds unhealthy for 30s "
+                "(gRPC health NOT_SERVING, e.g. a dead vLLM engine, or unreachable, or "
+                "ejected as an outlier), while Consul still lists it: Nomad will not restart "
+                "it. Check the replica's Consul check and restart the allocation.",
 )
 
 XDS_NACK = Alert(
