@@ -145,6 +145,16 @@ def test_cli_validate_reports_every_error(tmp_path: Path) -> None:
     assert "models[1].name: duplicate model name 'a'" in result.output
 
 
+def test_cli_validate_refuses_an_slo_above_its_histograms_top_bucket(tmp_path: Path) -> None:
+    bad = tmp_path / "slo.yaml"
+    bad.write_text("models:\n  - name: a\n    engine: {model: x}\n"
+                   "    slo: {ttft_ms: 15000, e2e_ms: 120000}\n")
+    result = CliRunner().invoke(app, ["validate", str(bad)])
+    assert result.exit_code == 1
+    assert "models[0].slo.ttft_ms: must be below 10000 (got 15000)" in result.output
+    assert "models[0].slo.e2e_ms: must be below 60000 (got 120000)" in result.output
+
+
 def test_cli_validate_ok() -> None:
     result = CliRunner().invoke(app, ["validate", str(ROOT / "examples" / "platform.yaml")])
     assert result.exit_code == 0, result.output
