@@ -64,6 +64,25 @@ job "triton-llama-3-8b" {
           ignore_warnings = false
         }
       }
+
+      check {
+        name    = "triton-model-ready"
+        type    = "script"
+        task    = "tritonserver"
+        command = "python3"
+        args = [
+          "-c",
+          "import urllib.request\ntry:\n    urllib.request.urlopen('http://127.0.0.1:8000/v2/models/llama-3-8b/ready', timeout=4)\nexcept Exception as e:\n    print(e)\n    raise SystemExit(2)",
+        ]
+        interval = "10s"
+        timeout  = "5s"
+
+        check_restart {
+          limit           = 3
+          grace           = "15m"
+          ignore_warnings = false
+        }
+      }
     }
 
     update {
@@ -104,7 +123,9 @@ job "triton-llama-3-8b" {
           "--model-control-mode=explicit",
           "--load-model=llama-3-8b",
           "--strict-readiness=true",
-          "--allow-http=false",
+          "--allow-http=true",
+          "--http-address=127.0.0.1",
+          "--http-port=8000",
           "--grpc-address=0.0.0.0",
           "--grpc-port=8001",
           "--allow-metrics=true",
@@ -155,8 +176,8 @@ parameters {
   value: { string_value: "true" }
 }
 
-# A dead vLLM engine unloads the model (needs --model-control-mode=explicit), so
-# Triton's gRPC health check answers NOT_SERVING and Nomad restarts the replica.
+# A dead vLLM engine unloads the model (needs --model-control-mode=explicit): the
+# Nomad job's model-ready check then fails and Nomad restarts the replica.
 parameters {
   key: "ENABLE_VLLM_HEALTH_CHECK"
   value: { string_value: "true" }

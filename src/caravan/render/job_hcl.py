@@ -106,7 +106,9 @@ def _service(s: Service) -> Block:
 def _check(c: Check) -> Block:
     restart = c.check_restart
     body: Items = (
-        Attr("name", c.name), Attr("type", c.type), Attr("port", c.port), *_opt("path", c.path),
+        Attr("name", c.name), Attr("type", c.type), *_opt("port", c.port), *_opt("path", c.path),
+        *_opt("task", c.task), *_opt("command", c.command),
+        *(() if not c.args else (Attr("args", c.args),)),
         Attr("interval", duration(c.interval_s)), Attr("timeout", duration(c.timeout_s)),
         *_opt("grpc_use_tls", c.grpc_use_tls or None), *_opt("tls_skip_verify", c.tls_skip_verify or None),
         *(() if restart is None else (Block("check_restart", (), (

@@ -102,9 +102,17 @@ def _service(s: Service) -> Json:
 
 
 def _check(c: Check) -> Json:
-    out: Json = {"Name": c.name, "Type": c.type, "PortLabel": c.port}
+    out: Json = {"Name": c.name, "Type": c.type}
+    if c.port is not None:
+        out["PortLabel"] = c.port
     if c.path is not None:
         out["Path"] = c.path
+    if c.task is not None:
+        out["TaskName"] = c.task
+    if c.command is not None:
+        out["Command"] = c.command
+    if c.args:
+        out["Args"] = list(c.args)
     out["Interval"] = ns(c.interval_s)
     out["Timeout"] = ns(c.timeout_s)
     if c.grpc_use_tls:

@@ -46,8 +46,8 @@ class CheckRestart:
 @dataclass(frozen=True)
 class Check:
     name: str
-    type: str  # "grpc" | "http" | "tcp"
-    port: str
+    type: str  # "grpc" | "http" | "tcp" | "script"
+    port: str | None  # None for script checks
     interval_s: int
     timeout_s: int
     path: str | None = None  # http checks only
@@ -56,6 +56,11 @@ class Check:
     # ``tls_skip_verify``, passed on to Consul by createCheckReg). Written only when true.
     grpc_use_tls: bool = False
     tls_skip_verify: bool = False
+    # script checks: ``command`` + ``args`` run inside ``task`` (required for a group
+    # service); exit 0 passing, 1 warning, anything else critical.
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    task: str | None = None
 
 
 @dataclass(frozen=True)

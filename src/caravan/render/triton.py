@@ -12,8 +12,10 @@ engine ``check_health()``; if the engine is dead it fails those requests (UNAVAI
 and calls ``pb_utils.unload_model`` on itself (vllm_backend ``src/model.py``
 ``_check_health``, ``docs/health_check.md``). The unload only happens when tritonserver
 runs with ``--model-control-mode=explicit``, which the Nomad job sets
-(``caravan.render.triton_job``); the model then leaves the READY state, Triton's
-``grpc.health.v1`` answers NOT_SERVING and the Consul check goes critical.
+(``caravan.render.triton_job``); the model then leaves the READY state, the job's
+model-ready check (``/v2/models/<model>/ready``) goes critical and Nomad restarts the
+task. (Triton's ``grpc.health.v1`` is server readiness, SERVING again once the unload
+is done: it does not see this.)
 """
 
 from __future__ import annotations
@@ -84,8 +86,8 @@ def config_pbtxt(m: ModelSpec) -> str:
         '  key: "REPORT_CUSTOM_METRICS"\n'
         '  value: { string_value: "true" }\n'
         "}\n\n"
-        "# A dead vLLM engine unloads the model (needs --model-control-mode=explicit), so\n"
-        "# Triton's gRPC health check answers NOT_SERVING and Nomad restarts the replica.\n"
+        "# A dead vLLM engine unloads the model (needs --model-control-mode=explicit): the\n"
+        "# Nomad job's model-ready check then fails and Nomad restarts the replica.\n"
         "parameters {\n"
         '  key: "ENABLE_VLLM_HEALTH_CHECK"\n'
         '  value: { string_value: "true" }\n'

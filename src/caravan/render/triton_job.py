@@ -3,30 +3,41 @@
 Job ``triton-<model>``, group ``triton`` (the names the autoscaler scales), count =
 ``replicas.start`` and a ``scaling`` block (min, max). Ports ``grpc``/``metrics`` map
 to Triton's 8001/8002 inside the container, where tritonserver binds them on 0.0.0.0
-(the docker driver publishes them on the host). Nothing uses Triton's HTTP endpoint
-(the check is gRPC, Prometheus reads the metrics port), so ``--allow-http=false``: no
-plaintext inference port beside the (possibly TLS) gRPC one. The Consul service
-``consul.service_prefix + model`` carries meta ``model`` and ``metrics_port`` (what
-discovery and Prometheus read) and a ``grpc`` check (Triton serves grpc.health.v1).
-The model repository is delivered by ``template`` blocks (same text as
-``triton_models/``), weights land on the ``nomad.model_cache_volume`` host volume.
+(the docker driver publishes them on the host). Triton's HTTP endpoint serves only the
+model-ready script check: it listens on 127.0.0.1:8000 inside the container and is
+not published, so there is no plaintext inference port beside the (possibly TLS) gRPC
+one. The Consul service ``consul.service_prefix + model`` carries meta ``model`` and
+``metrics_port`` (what discovery and Prometheus read) and two checks (below). The
+model repository is delivered by ``template`` blocks (same text as ``triton_models/``),
+weights land on the ``nomad.model_cache_volume`` host volume.
 
-Dead engine -> restart: tritonserver runs with ``--model-control-mode=explicit
---load-model=<model>`` and ``--strict-readiness=true``, and config.pbtxt sets
-``ENABLE_VLLM_HEALTH_CHECK`` (``caravan.render.triton``). When a request finds the vLLM
-engine dead, the backend unloads the model, so ``TRITONSERVER_ServerIsReady`` is false
-and the grpc.health.v1 ``Check`` answers NOT_SERVING (triton server
-``src/grpc/grpc_server.cc``, OnExecuteHealthCheck). Consul marks the check critical;
-Nomad's check watcher restarts the task once the check has stayed unhealthy for
-``interval * (limit - 1)`` after the grace (``client/serviceregistration/watcher.go``:
-``timeLimit``, ``graceUntil``; the restart counts as a failure against the group's
-``restart`` policy, then ``reschedule`` moves the allocation). Startup: tritonserver
-loads the startup model inside ``TRITONSERVER_ServerNew`` and opens its ports only
-afterwards (server ``src/main.cc``), so the check fails until the weights are
-downloaded and loaded: ``check_restart.grace`` is ``nomad.startup_grace_s`` (reset at
-every task restart, when Nomad re-registers the check) and the update's
-``healthy_deadline`` is longer still. A startup model that fails to load makes
-tritonserver exit (``--exit-on-error`` defaults to true): the restart policy applies.
+Dead engine -> restart: config.pbtxt sets ``ENABLE_VLLM_HEALTH_CHECK``
+(``caravan.render.triton``) and tritonserver runs with ``--model-control-mode=explicit
+--load-model=<model>``. When a request finds the vLLM engine dead, the backend fails it
+and unloads the model. Triton's grpc.health.v1 ``Check`` is *server* readiness
+(``TRITONSERVER_ServerIsReady``, server ``src/grpc/grpc_server.cc``), and strict
+readiness explicitly accepts a model that is not ready "due to unload" (core
+``src/server.cc`` ``InferenceServer::IsReady``): the gRPC check answers NOT_SERVING only
+while the unload is in progress, then SERVING again with no model loaded (seen on the
+real tritonserver 2.51, ``tests/contract/render``). So a second check,
+``triton-model-ready``, a Nomad ``script`` check run inside the task, asks Triton's
+HTTP ``/v2/models/<model>/ready`` (200 ready, 400 not; server ``src/http_server.cc``
+HandleModelReady) on 127.0.0.1 and exits 2 (critical) unless ready. Consul then drops
+the replica from discovery at once, and Nomad's check watcher restarts the task once a
+check has stayed unhealthy for ``interval * (limit - 1)`` after its grace
+(``client/serviceregistration/watcher.go``: ``timeLimit``, ``graceUntil``; the
+restart counts as a failure against the group's ``restart`` policy, then ``reschedule``
+moves the allocation). The gRPC check stays for what it sees: a hung or dead
+tritonserver, or broken TLS.
+
+Startup: tritonserver loads the startup model inside ``TRITONSERVER_ServerNew`` and
+opens its ports only afterwards (server ``src/main.cc``), so both checks fail until the
+weights are downloaded and loaded: ``check_restart.grace`` is ``nomad.startup_grace_s``,
+counted from when Nomad registers the group's service (before the image pull and the
+template renders) and again at every task restart (the group service hook's
+``PreTaskRestart`` re-registers); the update's ``healthy_deadline`` is longer still. A
+startup model that fails to load makes tritonserver exit (``--exit-on-error`` defaults
+to true): the restart policy applies.
 
 Replica TLS (``upstream_tls`` of the model, default ``security.upstream_tls``): Envoy
 speaks TLS to the replicas, so tritonserver gets ``--grpc-use-ssl=true
@@ -92,8 +103,10 @@ from caravan.spec import ModelSpec, PlatformSpec
 
 GROUP = "triton"
 TASK = "tritonserver"
-GRPC_PORT, HTTP_PORT, METRICS_PORT = 8001, 8000, 8002  # HTTP_PORT: the image's, unused here
+GRPC_PORT, HTTP_PORT, METRICS_PORT = 8001, 8000, 8002
 BIND = "0.0.0.0"  # inside the container's network namespace; docker publishes the ports
+LOOPBACK = "127.0.0.1"  # HTTP: only the model-ready script check, inside the container
+MODEL_READY_TIMEOUT_S = 4
 REPO_DIR = "/local/models"
 CACHE_DIR = "/model-cache"
 CACHE_VOLUME = "model-cache"
@@ -169,19 +182,35 @@ def _group(spec: PlatformSpec, model: ModelSpec, jid: str) -> TaskGroup:
 
 def _service(spec: PlatformSpec, model: ModelSpec) -> Service:
     tls = model.upstream_tls is not None
+    # Critical for 10 s * (3 - 1) after the grace: Nomad restarts the task (module doc).
+    restart = CheckRestart(limit=3, grace_s=spec.nomad.startup_grace_s)
     return Service(
         name=spec.consul.service_prefix + model.name,
         port="grpc",
         tags=("caravan", "triton"),
         meta=(("model", model.name), ("metrics_port", "${NOMAD_HOST_PORT_metrics}")),
-        checks=(Check(
-            name="triton-grpc-health", type="grpc", port="grpc", interval_s=10, timeout_s=3,
-            # NOT_SERVING (model unloaded) or no answer for 10 s * (3 - 1) after the grace:
-            # Nomad restarts the task (see the module doc).
-            check_restart=CheckRestart(limit=3, grace_s=spec.nomad.startup_grace_s),
-            grpc_use_tls=tls, tls_skip_verify=tls,
-        ),),
+        checks=(
+            Check(name="triton-grpc-health", type="grpc", port="grpc", interval_s=10, timeout_s=3,
+                  check_restart=restart, grpc_use_tls=tls, tls_skip_verify=tls),
+            Check(name="triton-model-ready", type="script", port=None, task=TASK,
+                  command="python3", args=("-c", model_ready_script(model.name)),
+                  interval_s=10, timeout_s=MODEL_READY_TIMEOUT_S + 1, check_restart=restart),
+        ),
     )
+
+
+def model_ready_script(model: str, port: int = HTTP_PORT) -> str:
+    """``python3 -c`` source for the model-ready check: exit 0 when Triton answers 200
+    on ``/v2/models/<model>/ready``; 2 (critical; 1 would be a warning) on 400 (not
+    ready, unloaded), a refused connection or a timeout. The image's python3 is the one
+    the vLLM backend runs on."""
+    url = f"http://{LOOPBACK}:{port}/v2/models/{model}/ready"
+    return ("import urllib.request\n"
+            "try:\n"
+            f"    urllib.request.urlopen('{url}', timeout={MODEL_READY_TIMEOUT_S})\n"
+            "except Exception as e:\n"
+            "    print(e)\n"
+            "    raise SystemExit(2)")
 
 
 def tritonserver_args(spec: PlatformSpec, model: ModelSpec) -> tuple[str, ...]:
@@ -190,8 +219,9 @@ def tritonserver_args(spec: PlatformSpec, model: ModelSpec) -> tuple[str, ...]:
         f"--model-repository={REPO_DIR}",
         # explicit: the vLLM backend's health check can unload a dead engine's model
         "--model-control-mode=explicit", f"--load-model={model.name}",
-        "--strict-readiness=true",  # not ready (NOT_SERVING) once a model is unavailable
-        "--allow-http=false",  # nothing in the job uses HTTP (gRPC check, metrics port)
+        "--strict-readiness=true",  # NOT_SERVING while a model loads or unloads
+        # HTTP only for the model-ready script check: loopback, not published.
+        "--allow-http=true", f"--http-address={LOOPBACK}", f"--http-port={HTTP_PORT}",
         f"--grpc-address={BIND}", f"--grpc-port={GRPC_PORT}",
         "--allow-metrics=true", "--allow-gpu-metrics=true",
         f"--metrics-address={BIND}", f"--metrics-port={METRICS_PORT}",

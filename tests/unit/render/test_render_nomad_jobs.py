@@ -31,6 +31,7 @@ RENAMES = {
     "cpu": "CPU", "memory": "MemoryMB", "port": "PortLabel", "data": "EmbeddedTmpl",
     "destination@template": "DestPath", "env@template": "Envvars",
     "grpc_use_tls": "GRPCUseTLS", "tls_skip_verify": "TLSSkipVerify",  # api/services.go
+    "task@check": "TaskName",
 }
 DURATIONS = {"shutdown_delay", "kill_timeout", "interval", "timeout", "delay", "max_delay",
              "min_healthy_time", "healthy_deadline", "progress_deadline", "grace"}
@@ -66,7 +67,9 @@ def normalise(body: dict[str, Any], parent: str) -> dict[str, Any]:
     for name, value in body.items():
         if name == "__is_block__":
             continue
-        if parent == "task" and name in ("config", "env", "resources"):
+        if parent == "check" and name == "task":  # an attribute here, not a task block
+            out["TaskName"] = value
+        elif parent == "task" and name in ("config", "env", "resources"):
             out[_pascal(name, parent)] = _task_map(name, _blocks(value)[0])
         elif name in ("meta",):
             out["Meta"] = _blocks(value)[0]
@@ -160,7 +163,8 @@ def test_hcl_parses_and_means_the_same_as_api_json(spec: PlatformSpec, job: Job)
 def test_every_referenced_port_label_exists(spec: PlatformSpec, job: Job) -> None:
     for g in job.groups:
         labels = set(g.network.labels if g.network else ())
-        used = {s.port for s in g.services} | {c.port for s in g.services for c in s.checks}
+        used = {s.port for s in g.services}
+        used |= {c.port for s in g.services for c in s.checks if c.port is not None}
         used |= {p for t in g.tasks for p in t.config.ports}
         used |= {m.group(1) for t in g.tasks for a in t.config.args
                  for m in re.finditer(r"\$\{NOMAD_(?:HOST_)?PORT_(\w+)\}", a)}
@@ -188,7 +192,8 @@ def test_model_jobs_follow_the_spec(spec: PlatformSpec) -> None:
         (service,) = group.services
         assert service.name == spec.consul.service_prefix + model.name
         assert dict(service.meta)["model"] == model.name
-        assert [c.type for c in service.checks] == ["grpc"]
+        assert [c.type for c in service.checks] == ["grpc", "script"]
+        assert {c.task for c in service.checks if c.type == "script"} == {task.name}
         assert task.config.image == spec.nomad.triton_image
         assert f"--grpc-port={8001}" in task.config.args
         assert job.namespace == spec.nomad.namespace and job.region == spec.nomad.region

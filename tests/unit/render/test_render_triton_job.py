@@ -1,5 +1,6 @@
 """The Triton job's production contract: replica TLS, the TLS health check, the vLLM
-health check with explicit model control, and what tritonserver binds.
+health check with explicit model control, the model-ready script check, and what
+tritonserver binds.
 
 Asserted on the rendered HCL (parsed by python-hcl2) and the API JSON, with upstream
 TLS off, on (server TLS) and mutual, and on the Nomad templates evaluated the way
@@ -10,6 +11,11 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import hcl2
@@ -207,34 +213,107 @@ def test_tritonserver_runs_with_explicit_model_control_of_its_model(spec: Platfo
 
 
 @pytest.mark.parametrize("spec", [EXAMPLE, MTLS], ids=["example", "mtls"])
-def test_a_not_serving_replica_is_restarted_after_the_startup_grace(spec: PlatformSpec) -> None:
+def test_an_unready_replica_is_restarted_after_the_startup_grace(spec: PlatformSpec) -> None:
     for model in spec.models:
         job = _job(spec, model)
         group = job.groups[0]
-        (check,) = group.services[0].checks
-        assert check.type == "grpc" and check.check_restart is not None
-        # Nomad restarts once the check stays critical for interval * (limit - 1).
-        assert check.check_restart.limit >= 2
-        assert check.interval_s * (check.check_restart.limit - 1) <= 60
-        assert not check.check_restart.ignore_warnings
-        # The grace covers download + load: tritonserver opens its ports only after.
-        assert check.check_restart.grace_s == spec.nomad.startup_grace_s
-        assert group.update is not None and group.update.health_check == "checks"
-        assert group.update.healthy_deadline_s > check.check_restart.grace_s
+        grpc_check, ready = group.services[0].checks
+        assert (grpc_check.type, ready.type) == ("grpc", "script")
+        for check in (grpc_check, ready):
+            assert check.check_restart is not None
+            # Nomad restarts once a check stays critical for interval * (limit - 1).
+            assert check.check_restart.limit >= 2
+            assert check.interval_s * (check.check_restart.limit - 1) <= 60
+            assert not check.check_restart.ignore_warnings
+            # The grace covers pull + download + load: tritonserver opens its ports only after.
+            assert check.check_restart.grace_s == spec.nomad.startup_grace_s
+            assert group.update is not None and group.update.health_check == "checks"
+            assert group.update.healthy_deadline_s > check.check_restart.grace_s
+        assert group.update is not None
         assert group.update.progress_deadline_s > group.update.healthy_deadline_s
         assert group.restart is not None and group.restart.mode == "fail"
         assert group.reschedule is not None and group.reschedule.unlimited
-        _, hcl_check = _hcl_task_and_check(job)
-        assert hcl_check["check_restart"][0]["grace"] == f"{spec.nomad.startup_grace_s // 60}m"
-        api_check = _json_task_and_check(job)[1]
-        assert api_check["CheckRestart"]["Grace"] == spec.nomad.startup_grace_s * 10**9
+        doc = hcl2.loads(job_hcl(job), serialization_options=OPTS)
+        (body,) = doc["job"][0].values()
+        (hcl_group,) = body["group"][0].values()
+        hcl_checks = hcl_group["service"][0]["check"]
+        assert [c["name"] for c in hcl_checks] == ["triton-grpc-health", "triton-model-ready"]
+        for c in hcl_checks:
+            assert c["check_restart"][0]["grace"] == f"{spec.nomad.startup_grace_s // 60}m"
+        api_checks = job_json(job)["TaskGroups"][0]["Services"][0]["Checks"]
+        assert [c["CheckRestart"]["Grace"] for c in api_checks] == [spec.nomad.startup_grace_s * 10**9] * 2
+
+
+@pytest.mark.parametrize("spec", [EXAMPLE, MTLS], ids=["example", "mtls"])
+def test_model_ready_script_check_asks_triton_about_the_model(spec: PlatformSpec) -> None:
+    """Triton's gRPC health is server readiness, which is SERVING again once the dead
+    engine's model is unloaded: the script check asks about the model itself."""
+    for model in spec.models:
+        job = _job(spec, model)
+        _, ready = job.groups[0].services[0].checks
+        assert (ready.task, ready.command, ready.port) == (triton_job.TASK, "python3", None)
+        assert ready.args == ("-c", triton_job.model_ready_script(model.name))
+        assert f"http://127.0.0.1:8000/v2/models/{model.name}/ready" in ready.args[1]
+        assert ready.timeout_s > triton_job.MODEL_READY_TIMEOUT_S  # the script gives up first
+        (api_check,) = [c for c in job_json(job)["TaskGroups"][0]["Services"][0]["Checks"]
+                        if c["Type"] == "script"]
+        assert api_check["TaskName"] == "tritonserver" and api_check["Command"] == "python3"
+        assert api_check["Args"] == list(ready.args) and "PortLabel" not in api_check
+        assert not ready.grpc_use_tls  # inside the task, loopback HTTP: no TLS involved
+
+
+class _Triton(BaseHTTPRequestHandler):
+    """Triton's HTTP model-ready answers: 200 for the ready model, 400 otherwise."""
+
+    ready = "a"
+
+    def do_GET(self) -> None:
+        ok = self.path == f"/v2/models/{self.ready}/ready"
+        self.send_response(200 if ok else 400)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def triton_http() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Triton)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(("model", "code"), [("a", 0), ("gone", 2)], ids=["ready", "unloaded"])
+def test_model_ready_script_exit_codes(triton_http: int, model: str, code: int) -> None:
+    # Nomad: exit 0 passing, 1 warning, anything else critical (script_check_hook.go).
+    result = subprocess.run([sys.executable, "-c", triton_job.model_ready_script(model, triton_http)],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == code, result
+    if code:
+        assert "400" in result.stdout
+
+
+def test_model_ready_script_is_critical_when_triton_is_not_listening() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])  # closed once the block ends: connection refused
+    result = subprocess.run([sys.executable, "-c", triton_job.model_ready_script("a", port)],
+                            capture_output=True, timeout=30)
+    assert result.returncode == 2
 
 
 # --------------------------------------------------------------------------- ports and binds
 
 
 @pytest.mark.parametrize("spec", [EXAMPLE, MTLS], ids=["example", "mtls"])
-def test_grpc_and_metrics_bound_as_the_job_maps_them_and_no_http(spec: PlatformSpec) -> None:
+def test_grpc_and_metrics_bound_as_the_job_maps_them_http_on_loopback_only(spec: PlatformSpec) -> None:
     for model in spec.models:
         job = _job(spec, model)
         group = job.groups[0]
@@ -247,7 +326,10 @@ def test_grpc_and_metrics_bound_as_the_job_maps_them_and_no_http(spec: PlatformS
         assert f"--grpc-address={triton_job.BIND}" in argv and f"--grpc-port={to['grpc']}" in argv
         assert f"--metrics-address={triton_job.BIND}" in argv
         assert f"--metrics-port={to['metrics']}" in argv and "--allow-metrics=true" in argv
-        # Nothing uses HTTP: the check is gRPC, Prometheus reads metrics_port.
-        assert "--allow-http=false" in argv and not any(a.startswith("--http-") for a in argv)
-        assert all(c.type == "grpc" for s in group.services for c in s.checks)
+        # HTTP serves only the model-ready script check inside the task: loopback, and
+        # neither a port label nor a docker port, so no plaintext inference from outside.
+        assert [a for a in argv if a.startswith(("--allow-http", "--http-"))] == [
+            "--allow-http=true", "--http-address=127.0.0.1", f"--http-port={triton_job.HTTP_PORT}"]
+        assert "http" not in to and "http" not in task.config.ports
+        assert {c.type for s in group.services for c in s.checks if c.port is not None} == {"grpc"}
         assert dict(group.services[0].meta)["metrics_port"] == "${NOMAD_HOST_PORT_metrics}"
