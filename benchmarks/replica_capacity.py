@@ -1,19 +1,23 @@
-"""Can one ``caravan replica`` process keep up with 100 concurrent streams on this box?
+"""What does one replica cost in CPU per streamed token, and can it keep up with 100
+concurrent streams on this box?
 
     .venv/bin/python benchmarks/replica_capacity.py [--time-scale 0.1 --max-tokens 300]
 
-Starts a replica (pinned to CPU 0 when there are two) and drives it from this process
-(pinned to CPU 1) with tritonclient's asyncio client, one bidi stream per request
-(stream=true), at concurrency 1, 10, 50 and 100 (closed loop, 2 x concurrency requests
-per level, bounded by 120 s per level). For each level it reports:
+Arms, run one after the other in the same process and on the same pinned cores:
 
-* mean / p95 latency measured by the client, in real seconds;
-* the engine model's latency for that batch size (``max_tokens * step_ms(batch) *
-  time_scale`` plus prefill), and the ratio measured / model: 1.0 means the replica
-  adds no overhead of its own; well above 1.0 means it cannot keep up (CPU bound);
-* the replica's CPU use (utime + stime from /proc, in cores) and streamed responses/s.
+* ``tritonserver``: the real tritonserver 2.51 (nvidia-pytriton) running Caravan's
+  Python-backend model with the simulated engine (``caravan.triton``), the local replica;
+* ``old-simulator`` (only while it existed, see the recorded JSON): Caravan's former
+  home-made KServe v2 server with the same engine.
 
-Writes benchmarks/results/replica_capacity.json.
+Each arm is driven by tritonclient's asyncio client (one bidi stream per request,
+stream=true) at concurrency 1, 10, 50 and 100 (closed loop, 2 x concurrency requests per
+level, each level bounded by 120 s). Per level: mean / p95 latency, the engine model's
+latency for that batch (ratio measured / model: 1.0 = no overhead of its own), the
+replica's CPU (utime + stime of the server and its children, e.g. Triton's Python stub,
+from /proc) in cores and in CPU seconds per 1,000 streamed tokens, and responses/s.
+
+Writes benchmarks/results/replica_capacity.json (and a PNG of CPU per 1,000 tokens).
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,24 +39,39 @@ import numpy as np
 import tritonclient.grpc.aio as aioclient
 from tritonclient.grpc import InferInput
 
-from caravan.local.process import ChildProcess, caravan_argv, free_port, wait_for_port
+from caravan.local.process import ChildProcess, free_port, wait_for_port
 from caravan.replica.engine import EngineConfig
+from caravan.triton.launcher import ReplicaOptions, ReplicaPlan, bare_model
 
 MODEL = "cap"
 RESULTS = Path(__file__).parent / "results"
 LEVELS = (1, 10, 50, 100)
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        out.extend(int(c) for c in text)
+    return out
+
+
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid`` in seconds (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """utime + stime of ``pid`` and its live descendants, in seconds (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return own + sum(cpu_seconds(c) for c in _children(pid))
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
 
 
 def pin(pid: int, cpu: int) -> None:
     try:
         if len(os.sched_getaffinity(0)) > 1:
             os.sched_setaffinity(pid, {cpu})
+            for c in _children(pid):
+                pin(c, cpu)
     except (AttributeError, OSError):
         pass
 
@@ -108,10 +128,12 @@ async def level(url: str, concurrency: int, max_tokens: int, pid: int) -> dict[s
     cpu = cpu_seconds(pid) - cpu0
     await client.close()
     lat_sorted = sorted(latencies)
+    tokens = len(latencies) * max_tokens
     return {"concurrency": concurrency, "requests": len(latencies), "wall_s": wall,
             "mean_s": statistics.fmean(latencies),
             "p95_s": lat_sorted[max(0, int(0.95 * len(lat_sorted)) - 1)],
-            "replica_cpu_cores": cpu / wall, "responses_per_s": responses / wall}
+            "replica_cpu_cores": cpu / wall, "cpu_s_per_1k_tokens": 1000 * cpu / tokens,
+            "responses_per_s": responses / wall}
 
 
 def model_latency_s(concurrency: int, max_tokens: int, prompt_tokens: int, scale: float) -> float:
@@ -120,20 +142,32 @@ def model_latency_s(concurrency: int, max_tokens: int, prompt_tokens: int, scale
             ) * scale / 1000.0
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--time-scale", type=float, default=0.1)
-    ap.add_argument("--max-tokens", type=int, default=300)
-    ap.add_argument("--stream-interval-ms", type=float, default=50.0)
-    args = ap.parse_args()
-    port, mport = free_port(), free_port()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def start_triton(args: argparse.Namespace, port: int, mport: int, workdir: Path) -> ChildProcess:
+    opts = ReplicaOptions(time_scale=args.time_scale, stream_interval_ms=args.stream_interval_ms)
+    plan = ReplicaPlan(workdir / "triton", bare_model(MODEL), port, mport, opts)
+    return plan.start(RESULTS / "replica_capacity.tritonserver.log")
+
+
+def start_old(args: argparse.Namespace, port: int, mport: int, workdir: Path) -> ChildProcess:
+    from caravan.local.process import caravan_argv
+
     argv = caravan_argv("replica", "--model", MODEL, "--port", str(port), "--metrics-port",
                         str(mport), "--time-scale", str(args.time_scale),
                         "--stream-interval-ms", str(args.stream_interval_ms))
+    return ChildProcess("old-simulator", argv, RESULTS / "replica_capacity.old.log").start()
+
+
+ARMS: dict[str, Callable[[argparse.Namespace, int, int, Path], ChildProcess]] = {
+    "old-simulator": start_old,
+    "tritonserver": start_triton,
+}
+
+
+def run_arm(name: str, args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
+    port, mport = free_port(), free_port()
     rows = []
-    with ChildProcess("replica", argv, RESULTS / "replica_capacity.replica.log") as proc:
-        wait_for_port("127.0.0.1", port)
+    with ARMS[name](args, port, mport, workdir) as proc:
+        wait_for_port("127.0.0.1", port, timeout_s=60)
         time.sleep(0.5)
         pin(proc.pid, 0)
         pin(0, 1)
@@ -142,16 +176,52 @@ def main() -> int:
             row["model_s"] = model_latency_s(c, args.max_tokens, 24, args.time_scale)
             row["ratio"] = row["mean_s"] / row["model_s"]
             rows.append(row)
-            print(f"c={c:4d} n={row['requests']:4d} mean={row['mean_s']:.3f}s "
-                  f"p95={row['p95_s']:.3f}s model={row['model_s']:.3f}s ratio={row['ratio']:.2f} "
-                  f"replica_cpu={row['replica_cpu_cores']:.2f} cores "
+            print(f"{name:14s} c={c:4d} n={row['requests']:4d} mean={row['mean_s']:.3f}s "
+                  f"p95={row['p95_s']:.3f}s ratio={row['ratio']:.2f} "
+                  f"cpu={row['replica_cpu_cores']:.2f} cores "
+                  f"{row['cpu_s_per_1k_tokens']:.3f} cpu-s/1k tokens "
                   f"responses/s={row['responses_per_s']:.0f}", flush=True)
+    return rows
+
+
+def plot(out: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for arm, rows in out["arms"].items():
+        ax.plot([r["concurrency"] for r in rows], [r["cpu_s_per_1k_tokens"] for r in rows],
+                marker="o", label=arm)
+    ax.set_xscale("log")
+    ax.set_xlabel("concurrent streams")
+    ax.set_ylabel("replica CPU s per 1,000 tokens")
+    ax.set_title(f"Replica CPU cost (stream interval {out['stream_interval_ms']:.0f} ms)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--time-scale", type=float, default=0.1)
+    ap.add_argument("--max-tokens", type=int, default=300)
+    ap.add_argument("--stream-interval-ms", type=float, default=50.0)
+    ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {list(ARMS)}")
+    args = ap.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    arms: dict[str, list[dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="caravan-capacity-") as tmp:
+        for name in args.arms.split(","):
+            arms[name] = run_arm(name, args, Path(tmp))
     out = {"time_scale": args.time_scale, "max_tokens": args.max_tokens,
-           "stream_interval_ms": args.stream_interval_ms, "levels": rows,
+           "stream_interval_ms": args.stream_interval_ms, "arms": arms,
            "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                        "platform": platform.platform()}}
     (RESULTS / "replica_capacity.json").write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {RESULTS / 'replica_capacity.json'}")
+    plot(out, RESULTS / "replica_capacity.png")
+    print(f"wrote {RESULTS / 'replica_capacity.json'} and .png")
     return 0
 
 

@@ -1,0 +1,138 @@
+"""How a local replica (a ``tritonserver`` process) is described and started: the one
+place its binary, files, argv and environment are written down. ``caravan replica``,
+``caravan up``, the tests and the benchmarks all start replicas through ``ReplicaPlan``.
+
+The binary and the Python backend come from NVIDIA's ``nvidia-pytriton`` wheel
+(Triton 2.51; nothing is downloaded at run time). The server runs with explicit model
+control (the vLLM backend's health check needs it), binds only ``host``, and serves
+gRPC and metrics, no HTTP. Real tritonserver opens its ports only after its startup
+model has loaded (so ``load_delay_s`` keeps the gRPC port closed).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from caravan.local.process import ChildProcess
+from caravan.replica.engine import EngineConfig
+from caravan.spec import EngineArgs, ModelSpec
+from caravan.triton.repository import write_backends, write_model
+from caravan.triton.settings import SimulatorSettings
+
+FAULT_FILE = "engine-fault"
+
+
+@dataclass(frozen=True)
+class ServerTls:
+    """tritonserver's gRPC TLS: server cert and key; ``client_ca`` requires client certs."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None
+
+    def args(self) -> list[str]:
+        out = ["--grpc-use-ssl=true", f"--grpc-server-cert={self.cert}", f"--grpc-server-key={self.key}"]
+        if self.client_ca is not None:
+            out += [f"--grpc-root-cert={self.client_ca}", "--grpc-use-ssl-mutual=true"]
+        return out
+
+
+@dataclass(frozen=True)
+class ReplicaOptions:
+    """What varies between local runs of a model's replica (the spec fixes the rest).
+    ``time_scale`` multiplies simulated durations; ``exit_timeout_s`` bounds the drain
+    on SIGTERM (tritonserver's ``--exit-timeout-secs``)."""
+
+    time_scale: float = 1.0
+    stream_interval_ms: float = 50.0
+    load_delay_s: float = 0.0
+    fixed_ms_per_token: float | None = None
+    exit_timeout_s: int = 30
+    host: str = "127.0.0.1"
+    tls: ServerTls | None = None
+    log_verbose: int = 0
+
+
+def bare_model(name: str) -> ModelSpec:
+    """A model spec with every default, for a replica started without a platform spec."""
+    return ModelSpec(name=name, engine=EngineArgs(model="simulated"))
+
+
+@dataclass(frozen=True)
+class ReplicaPlan:
+    """One replica: ``model`` served on ``grpc_port`` / ``metrics_port`` from files under
+    ``state_dir`` (created by ``prepare``)."""
+
+    state_dir: Path
+    model: ModelSpec
+    grpc_port: int
+    metrics_port: int
+    options: ReplicaOptions = field(default_factory=ReplicaOptions)
+
+    @property
+    def fault_file(self) -> Path:
+        """Create this file to kill the simulated engine (the process lives on)."""
+        return self.state_dir / FAULT_FILE
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.options.host}:{self.grpc_port}"
+
+    def settings(self) -> SimulatorSettings:
+        o = self.options
+        return SimulatorSettings(
+            engine=EngineConfig.from_spec(self.model.simulator, self.model.engine),
+            time_scale=o.time_scale, stream_interval_ms=o.stream_interval_ms,
+            load_delay_s=o.load_delay_s, fixed_ms_per_token=o.fixed_ms_per_token,
+            fault_file=str(self.fault_file))
+
+    def prepare(self) -> tuple[list[str], dict[str, str]]:
+        """Write the model repository and backends; return (argv, env). Raises
+        FileNotFoundError when nvidia-pytriton is missing, ValueError on bad options."""
+        settings = self.settings()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.fault_file.unlink(missing_ok=True)
+        models = write_model(self.state_dir / "models", self.model, settings)
+        backends = write_backends(self.state_dir / "backends", pytriton_dir())
+        return self.argv(models, backends), server_env()
+
+    def argv(self, models: Path, backends: Path) -> list[str]:
+        o = self.options
+        args = [
+            str(pytriton_dir() / "bin" / "tritonserver"),
+            f"--model-repository={models}", f"--backend-directory={backends}",
+            "--model-control-mode=explicit", f"--load-model={self.model.name}",
+            "--allow-http=false", f"--grpc-address={o.host}", f"--grpc-port={self.grpc_port}",
+            "--allow-metrics=true", f"--metrics-address={o.host}", f"--metrics-port={self.metrics_port}",
+            f"--exit-timeout-secs={o.exit_timeout_s}", f"--log-verbose={o.log_verbose}",
+        ]
+        return args + (o.tls.args() if o.tls is not None else [])
+
+    def start(self, log_path: Path | None = None) -> ChildProcess:
+        """Start tritonserver as an owned child (its log to ``log_path``)."""
+        argv, env = self.prepare()
+        return ChildProcess(f"replica-{self.model.name}-{self.grpc_port}", argv, log_path, env).start()
+
+
+def pytriton_dir() -> Path:
+    """The ``tritonserver`` directory inside the installed nvidia-pytriton wheel.
+    Raises FileNotFoundError with the fix when the wheel is missing."""
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("nvidia-pytriton is not installed (pip install nvidia-pytriton)")
+    return Path(spec.origin).parent / "tritonserver"
+
+
+def server_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for tritonserver: the wheel's bundled libraries on LD_LIBRARY_PATH,
+    this interpreter's bin first on PATH (the stub imports this Python's packages)."""
+    env = dict(os.environ if base is None else base)
+    libs = str(pytriton_dir().parent.parent / "nvidia_pytriton.libs")
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (libs, env.get("LD_LIBRARY_PATH", "")) if p)
+    env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
+    return env
