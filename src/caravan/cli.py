@@ -4,7 +4,7 @@ Each area registers its own commands from a small ``commands`` module
 (``register(app)``), so this file stays a table of contents:
 
   validate                      spec checking (here)
-  replica                       caravan.replica.commands   Triton-protocol simulator
+  replica                       caravan.triton.commands    real tritonserver, simulated vLLM engine
   xds                           caravan.xds.commands       the xDS control plane
   up, demo                      caravan.local.commands     whole stack on 127.0.0.1
   bench                         caravan.bench.commands     load benchmark
@@ -31,7 +31,7 @@ app = typer.Typer(
 )
 
 COMMAND_MODULES = (
-    "caravan.replica.commands",
+    "caravan.triton.commands",
     "caravan.xds.commands",
     "caravan.local.commands",
     "caravan.bench.commands",

@@ -1,6 +1,7 @@
-"""Probes the local supervisor uses: gRPC health and one real inference request.
+"""Probes the local supervisor uses: gRPC health, model readiness and one real
+inference request.
 
-Both are synchronous, bounded by their timeout, and return False rather than raise.
+All are synchronous, bounded by their timeout, and return False rather than raise.
 """
 
 from __future__ import annotations
@@ -22,6 +23,24 @@ def grpc_serving(endpoint: str, timeout_s: float = 0.5) -> bool:
             stub = health_pb2_grpc.HealthStub(channel)
             resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
             return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.RpcError:
+        return False
+
+
+def model_ready(endpoint: str, model: str, timeout_s: float = 0.5) -> bool:
+    """True when ``endpoint`` answers KServe ``ModelReady`` true for ``model``.
+
+    This, not grpc.health.v1, tells whether a Triton replica can serve: when the vLLM
+    backend unloads a model whose engine died, Triton's health answers SERVING again once
+    the unload is done (strict readiness ignores unloaded models); ModelReady stays false
+    (docs/triton-contract.md). The Nomad job checks the same thing over HTTP."""
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(endpoint) as channel:
+            stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+            resp = stub.ModelReady(service_pb2.ModelReadyRequest(name=model), timeout=timeout_s)
+            return bool(resp.ready)
     except grpc.RpcError:
         return False
 

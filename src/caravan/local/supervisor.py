@@ -3,7 +3,8 @@
 ::
 
     LocalStack.start()
-      ├─ replicas   caravan replica --model M ...   (N per model, registered when healthy)
+      ├─ replicas   tritonserver + simulated vLLM engine (caravan.triton; N per model,
+      │             registered when the model is ready)
       ├─ registry   .caravan/registry.json          (the local ReplicaSource, written atomically)
       ├─ xds        caravan xds --registry ...      (real control plane, ADS on ports.xds)
       ├─ envoy      envoy -c .caravan/envoy/envoy.yaml (real Envoy, bootstrap from render.envoy)
@@ -12,7 +13,12 @@
 
 Replica lifecycle (``ReplicaFleet``, used by the local autoscaler)::
 
-    starting ──health SERVING──► registered(HEALTHY) ──scale_to(down)──► DRAINING ──grace──► SIGTERM ──► gone
+    starting ──ModelReady──► registered(HEALTHY) ──scale_to(down)──► DRAINING ──grace──► SIGTERM ──► gone
+                                     └──ModelReady false (engine died, model unloaded)──► unregistered, SIGTERM
+
+ModelReady, not grpc.health.v1, is the readiness signal (Triton's health is SERVING
+again once a dead engine's model is unloaded); it is what the Nomad job's model-ready
+check reads in production, so a dead engine leaves Envoy the same way locally.
 
 Thread-safety: ``scale_to`` / ``counts`` may be called from any thread (one lock);
 ``start`` / ``stop`` from the owning thread only.
@@ -33,11 +39,14 @@ import yaml
 
 from caravan.discovery.local import write_registry
 from caravan.discovery.types import HealthStatus, Replica
-from caravan.local.health import grpc_serving, infer_once
+from caravan.local.health import infer_once, model_ready
 from caravan.local.process import ChildProcess, caravan_argv, free_port, port_open, venv_binary
-from caravan.spec import ModelSpec, PlatformSpec
+from caravan.spec import PlatformSpec
+from caravan.triton.launcher import ReplicaOptions, ReplicaPlan
 
 log = logging.getLogger(__name__)
+
+_READY_CHECK_S = 1.0  # how often ready replicas' ModelReady is checked
 
 
 @dataclass(frozen=True)
@@ -73,9 +82,9 @@ class LocalPorts:
 class StackOptions:
     """What varies between `caravan up`, `caravan demo` and tests."""
 
-    time_scale: float = 0.1
+    time_scale: float = 0.1  # the replicas' (overrides replica.time_scale)
     prometheus: bool = True
-    replica_args: tuple[str, ...] = ()  # extra `caravan replica` flags
+    replica: ReplicaOptions = field(default_factory=ReplicaOptions)
     drain_grace_s: float = 1.0  # DRAINING in Envoy before SIGTERM
     ready_timeout_s: float = 60.0
 
@@ -84,6 +93,7 @@ class StackOptions:
 class _ReplicaProc:
     replica: Replica
     proc: ChildProcess
+    plan: ReplicaPlan
     ready: bool = False
     draining: bool = False
     started_at: float = field(default_factory=time.monotonic)
@@ -207,20 +217,31 @@ class LocalStack:
         with self._lock:
             return [rp.replica for rp in self._replicas[model] if rp.ready]
 
+    def replica_plans(self, model: str) -> list[ReplicaPlan]:
+        """How each live replica of ``model`` was started (ports, fault file), oldest first."""
+        with self._lock:
+            return [rp.plan for rp in self._replicas[model] if not rp.draining]
+
+    def replica_pid(self, replica_id: str) -> int:
+        """The process id of a replica (tests send it signals). KeyError if unknown."""
+        with self._lock:
+            for rps in self._replicas.values():
+                for rp in rps:
+                    if rp.replica.id == replica_id:
+                        return rp.proc.pid
+        raise KeyError(replica_id)
+
     # ---- internals -------------------------------------------------------------------
     def _spawn(self, model: str) -> _ReplicaProc:
         self._serial += 1
         rid = f"{model}-{self._serial}"
         port, mport = self._fresh_port(), self._fresh_port()
-        argv = caravan_argv(
-            "replica", "--model", model, "--port", str(port), "--metrics-port", str(mport),
-            "--replica-id", rid, "--time-scale", str(self.options.time_scale),
-            *simulator_args(self.spec.model(model)), *self.options.replica_args,
-        )
-        proc = ChildProcess(rid, argv, self.state_dir / "logs" / f"replica-{rid}.log").start()
+        options = replace(self.options.replica, time_scale=self.options.time_scale)
+        plan = ReplicaPlan(self.state_dir / "replicas" / rid, self.spec.model(model), port, mport, options)
+        proc = plan.start(self.state_dir / "logs" / f"replica-{rid}.log")
         log.info("replica starting", extra={"replica": rid, "port": port, "metrics_port": mport})
         rep = Replica(id=rid, model=model, address="127.0.0.1", port=port, metrics_port=mport)
-        return _ReplicaProc(rep, proc)
+        return _ReplicaProc(rep, proc, plan)
 
     def _fresh_port(self) -> int:
         """A free port not already handed to another child (the OS may offer a port
@@ -238,20 +259,37 @@ class LocalStack:
         self._write_prometheus_targets()
 
     def _watch(self) -> None:
-        """Mark replicas ready when their health check serves; forget exited ones."""
+        """Mark replicas ready when their model is; unregister (and stop) ready replicas
+        whose model stopped being ready; forget exited ones. Ready replicas are
+        checked every ``_READY_CHECK_S``."""
+        next_check = 0.0
         while not self._stop.wait(0.1):
             with self._lock:
                 changed = self._reap()
-            pending = self._pending()
-            for rp in pending:
-                if grpc_serving(rp.replica.endpoint, timeout_s=0.5):
+            for rp in self._pending():
+                if model_ready(rp.replica.endpoint, rp.replica.model, timeout_s=0.5):
                     with self._lock:
-                        rp.ready = True
-                        changed = True
-                        log.info("replica ready", extra={"replica": rp.replica.id})
+                        rp.ready = changed = True
+                    log.info("replica ready", extra={"replica": rp.replica.id})
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + _READY_CHECK_S
+                changed = self._drop_unready() or changed
             if changed:
                 with self._lock:
                     self._publish()
+
+    def _drop_unready(self) -> bool:
+        with self._lock:
+            ready = [rp for rps in self._replicas.values() for rp in rps if rp.ready and not rp.draining]
+        dropped = False
+        for rp in ready:
+            if rp.proc.alive() and not model_ready(rp.replica.endpoint, rp.replica.model, timeout_s=0.5):
+                log.warning("replica's model is not ready (engine died?): unregistered and stopped",
+                            extra={"replica": rp.replica.id, "model": rp.replica.model})
+                with self._lock:
+                    rp.ready, rp.draining, dropped = False, True, True
+                rp.proc.signal(signal.SIGTERM)
+        return dropped
 
     def _pending(self) -> list[_ReplicaProc]:
         with self._lock:
@@ -319,22 +357,10 @@ class LocalStack:
 
     def _wait_serving(self) -> None:
         for m in self.spec.models:
-            _wait(functools.partial(infer_once, self.endpoint, m.name), self.options.ready_timeout_s,
+            probe = functools.partial(infer_once, self.endpoint, m.name, model_header=self.spec.envoy.model_header)
+            _wait(probe, self.options.ready_timeout_s,
                   lambda: all(p.alive() for p in self._infra),
                   f"no successful request through Envoy for model {m.name!r}", None)
-
-
-def simulator_args(m: ModelSpec) -> list[str]:
-    """`caravan replica` flags carrying the model's engine and simulator settings."""
-    sim, eng = m.simulator, m.engine
-    return [
-        "--max-num-seqs", str(eng.max_num_seqs), "--max-model-len", str(eng.max_model_len),
-        "--kv-cache-tokens", str(sim.kv_cache_tokens),
-        "--decode-ms-per-step", str(sim.decode_ms_per_step),
-        "--decode-ms-per-seq", str(sim.decode_ms_per_seq),
-        "--prefill-ms-per-token", str(sim.prefill_ms_per_token),
-        "--mean-output-tokens", str(sim.mean_output_tokens),
-    ]
 
 
 def _wait(ok: Callable[[], bool], timeout_s: float, alive: Callable[[], bool], what: str,
