@@ -7,8 +7,10 @@ Arms, run one after the other in the same process and on the same pinned cores:
 
 * ``tritonserver``: the real tritonserver 2.51 (nvidia-pytriton) running Caravan's
   Python-backend model with the simulated engine (``caravan.triton``), the local replica;
-* ``old-simulator`` (only while it existed, see the recorded JSON): Caravan's former
-  home-made KServe v2 server with the same engine.
+* ``old-simulator``: Caravan's former home-made KServe v2 server with the same engine.
+  It was measured in the same run as ``tritonserver`` (commit 60d234a) just before it
+  was deleted; benchmarks/results/replica_capacity.json keeps that run (re-running this
+  script now measures only ``tritonserver`` and writes replica_capacity_now.json).
 
 Each arm is driven by tritonclient's asyncio client (one bidi stream per request,
 stream=true) at concurrency 1, 10, 50 and 100 (closed loop, 2 x concurrency requests per
@@ -40,7 +42,7 @@ import tritonclient.grpc.aio as aioclient
 from tritonclient.grpc import InferInput
 
 from caravan.local.process import ChildProcess, free_port, wait_for_port
-from caravan.replica.engine import EngineConfig
+from caravan.simulator.engine import EngineConfig
 from caravan.triton.launcher import ReplicaOptions, ReplicaPlan, bare_model
 
 MODEL = "cap"
@@ -148,17 +150,7 @@ def start_triton(args: argparse.Namespace, port: int, mport: int, workdir: Path)
     return plan.start(RESULTS / "replica_capacity.tritonserver.log")
 
 
-def start_old(args: argparse.Namespace, port: int, mport: int, workdir: Path) -> ChildProcess:
-    from caravan.local.process import caravan_argv
-
-    argv = caravan_argv("replica", "--model", MODEL, "--port", str(port), "--metrics-port",
-                        str(mport), "--time-scale", str(args.time_scale),
-                        "--stream-interval-ms", str(args.stream_interval_ms))
-    return ChildProcess("old-simulator", argv, RESULTS / "replica_capacity.old.log").start()
-
-
 ARMS: dict[str, Callable[[argparse.Namespace, int, int, Path], ChildProcess]] = {
-    "old-simulator": start_old,
     "tritonserver": start_triton,
 }
 
@@ -219,9 +211,10 @@ def main() -> int:
            "stream_interval_ms": args.stream_interval_ms, "arms": arms,
            "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0],
                        "platform": platform.platform()}}
-    (RESULTS / "replica_capacity.json").write_text(json.dumps(out, indent=2) + "\n")
-    plot(out, RESULTS / "replica_capacity.png")
-    print(f"wrote {RESULTS / 'replica_capacity.json'} and .png")
+    path = RESULTS / "replica_capacity_now.json"
+    path.write_text(json.dumps(out, indent=2) + "\n")
+    plot(out, path.with_suffix(".png"))
+    print(f"wrote {path} and .png")
     return 0
 
 

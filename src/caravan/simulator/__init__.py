@@ -1,8 +1,6 @@
-"""``caravan replica``: a Triton-protocol (KServe v2 gRPC, vLLM backend contract)
-simulator of one LLM replica, backed by a continuous-batching engine simulator.
+"""The simulated vLLM engine (pure core + an asyncio driver), which Caravan's Triton
+model (``caravan.triton``) runs inside the real tritonserver.
 
-Modules: ``engine`` (pure scheduler), ``textgen`` (deterministic words), ``request``
-(parse/validate), ``responses`` and ``contract`` (protobuf building), ``driver``
-(asyncio loop around the engine), ``metrics`` (Prometheus), ``server`` (gRPC + health
-+ drain), ``config``, ``commands`` (CLI).
+Modules: ``engine`` (continuous-batching scheduler, pure), ``textgen`` (deterministic
+words, pure), ``driver`` (runs the engine against a clock on an event loop).
 """

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from caravan.replica.engine import Advance, Engine, EngineStats, SeqRequest
+from caravan.simulator.engine import Advance, Engine, EngineStats, SeqRequest
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The local replica: NVIDIA's real ``tritonserver`` running Caravan's Python-backend model,
-which puts the simulated vLLM engine (``caravan.replica.engine``) behind the Triton vLLM
+which puts the simulated vLLM engine (``caravan.simulator.engine``) behind the Triton vLLM
 backend's contract (docs/triton-contract.md).
 
 * ``contract``   the vLLM backend's tensors, request parsing and outputs (pure, numpy only)

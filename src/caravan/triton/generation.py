@@ -26,9 +26,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from caravan.replica.driver import EngineDriver, Handle, Update
-from caravan.replica.engine import RequestRejected
-from caravan.replica.textgen import Words, count_prompt_tokens, plan_output, seed_for
+from caravan.simulator.driver import EngineDriver, Handle, Update
+from caravan.simulator.engine import RequestRejected
+from caravan.simulator.textgen import Words, count_prompt_tokens, plan_output, seed_for
 from caravan.triton.contract import IMAGE_TOKENS, ContractError, GenerateRequest, Piece
 
 _DEAD = Update(tokens=-1, done=True)  # pushed into every handle when the engine dies

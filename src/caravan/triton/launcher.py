@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from caravan.local.process import ChildProcess
-from caravan.replica.engine import EngineConfig
+from caravan.simulator.engine import EngineConfig
 from caravan.spec import EngineArgs, ModelSpec
 from caravan.triton.repository import write_backends, write_model
 from caravan.triton.settings import SimulatorSettings

@@ -41,8 +41,8 @@ from typing import Any
 
 import numpy as np
 
-from caravan.replica.driver import EngineDriver
-from caravan.replica.engine import Engine
+from caravan.simulator.driver import EngineDriver
+from caravan.simulator.engine import Engine
 from caravan.triton import contract
 from caravan.triton.generation import EngineDeadError, Generator, Outcome
 from caravan.triton.settings import SETTINGS_FILE, SimulatorSettings

@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from caravan.replica.engine import EngineConfig
+from caravan.simulator.engine import EngineConfig
 
 SETTINGS_FILE = "caravan_simulator.json"
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from caravan.replica.driver import EngineDriver, Handle, Update
-from caravan.replica.engine import Advance, Engine, EngineConfig, EngineStats, RequestRejected
+from caravan.simulator.driver import EngineDriver, Handle, Update
+from caravan.simulator.engine import Advance, Engine, EngineConfig, EngineStats, RequestRejected
 
 
 class CountingObserver:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from caravan.replica.engine import (
+from caravan.simulator.engine import (
     Advance,
     Engine,
     EngineConfig,

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from caravan.replica.textgen import VOCAB, Plan, Words, count_prompt_tokens, plan_output, seed_for
+from caravan.simulator.textgen import VOCAB, Plan, Words, count_prompt_tokens, plan_output, seed_for
 
 
 @pytest.mark.parametrize(
