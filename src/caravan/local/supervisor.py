@@ -40,7 +40,15 @@ import yaml
 from caravan.discovery.local import write_registry
 from caravan.discovery.types import HealthStatus, Replica
 from caravan.local.health import infer_once, model_ready
-from caravan.local.process import ChildProcess, caravan_argv, free_port, port_open, venv_binary
+from caravan.local.launch import (
+    ChildExited,
+    start_control_plane,
+    start_envoy,
+    start_listening,
+    wait_until,
+    write_envoy_bootstrap,
+)
+from caravan.local.process import ChildProcess, free_port, port_open, venv_binary
 from caravan.spec import PlatformSpec
 from caravan.triton.launcher import ReplicaOptions, ReplicaPlan
 
@@ -231,6 +239,31 @@ class LocalStack:
                         return rp.proc.pid
         raise KeyError(replica_id)
 
+    def infra(self, name: str) -> ChildProcess:
+        """The stack's own child called ``name`` ("xds", "envoy", "prometheus"); tests
+        send it signals. KeyError if there is none."""
+        for p in self._infra:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    def restart_infra(self, name: str, grace_s: float = 1.0) -> ChildProcess:
+        """Stop the child ``name`` if it still runs, then start its command again (same
+        argv, ports and log) as a new owned child; returns it without waiting."""
+        old = self.infra(name)
+        old.stop(grace_s=grace_s)
+        fresh = ChildProcess(old.name, old.argv, old.log_path, old.env).start()
+        self._infra[self._infra.index(old)] = fresh
+        return fresh
+
+    def pids(self) -> dict[str, int]:
+        """The PID of every child this stack runs: infrastructure by name, replicas
+        (ready, starting and draining) by id."""
+        with self._lock:
+            out = {p.name: p.pid for p in self._infra if p.proc is not None}
+            out.update((rp.replica.id, rp.proc.pid) for rps in self._replicas.values() for rp in rps)
+            return out
+
     # ---- internals -------------------------------------------------------------------
     def _spawn(self, model: str) -> _ReplicaProc:
         self._serial += 1
@@ -309,21 +342,16 @@ class LocalStack:
         return changed
 
     def _start_control_plane(self) -> None:
-        argv = caravan_argv("xds", "--spec", str(self.spec_path), "--registry", str(self.registry_path),
-                            "--port", str(self.ports.xds), "--admin-port", str(self.ports.xds_admin))
-        self._launch("xds", argv, self.ports.xds)
+        self._infra_up("xds", lambda: start_control_plane(
+            self.spec_path, self._log("xds"), port=self.ports.xds, admin_port=self.ports.xds_admin,
+            registry=self.registry_path))
 
     def _start_envoy(self) -> None:
-        from caravan.render.envoy import bootstrap
-
-        boot = bootstrap(self.spec, [("127.0.0.1", self.ports.xds)], node_id="caravan-local",
-                         cluster="caravan")
-        path = self.state_dir / "envoy" / "envoy.yaml"
-        path.parent.mkdir(exist_ok=True)
-        path.write_text(yaml.safe_dump(boot, sort_keys=False))
-        argv = [venv_binary("envoy"), "-c", str(path), "--use-dynamic-base-id",
-                "--log-level", "warn", "--concurrency", "1"]
-        self._launch("envoy", argv, self.ports.envoy_admin)
+        config = write_envoy_bootstrap(self.state_dir / "envoy" / "envoy.yaml", self.spec,
+                                       [("127.0.0.1", self.ports.xds)], node_id="caravan-local",
+                                       cluster="caravan")
+        self._infra_up("envoy", lambda: start_envoy(config, self._log("envoy"),
+                                                    admin_port=self.ports.envoy_admin))
 
     def _start_prometheus(self) -> None:
         from caravan.local.prometheus import prometheus_argv, write_local_config
@@ -344,10 +372,18 @@ class LocalStack:
         write_replica_targets(self.state_dir / "prometheus", regs)
 
     def _launch(self, name: str, argv: Sequence[str], port: int) -> None:
-        proc = ChildProcess(name, argv, self.state_dir / "logs" / f"{name}.log").start()
-        self._infra.append(proc)
-        _wait(lambda: port_open("127.0.0.1", port), 30, lambda: proc.alive(),
-              f"{name} did not listen on 127.0.0.1:{port}", proc)
+        self._infra_up(name, lambda: start_listening(name, argv, self._log(name), port))
+
+    def _infra_up(self, name: str, start: Callable[[], ChildProcess]) -> None:
+        """Run ``start`` (it returns a listening child or raises); keep the child.
+        StackError naming ``name`` and its log when it fails."""
+        try:
+            self._infra.append(start())
+        except (ChildExited, TimeoutError) as exc:
+            raise StackError(f"{name} did not start: {exc}") from exc
+
+    def _log(self, name: str) -> Path:
+        return self.state_dir / "logs" / f"{name}.log"
 
     def _check_ports_free(self) -> None:
         for name, port in vars(self.ports).items():
@@ -356,20 +392,12 @@ class LocalStack:
                                  "stop what uses it or change the port in the spec")
 
     def _wait_serving(self) -> None:
+        infra = list(self._infra)
         for m in self.spec.models:
             probe = functools.partial(infer_once, self.endpoint, m.name, model_header=self.spec.envoy.model_header)
-            _wait(probe, self.options.ready_timeout_s,
-                  lambda: all(p.alive() for p in self._infra),
-                  f"no successful request through Envoy for model {m.name!r}", None)
-
-
-def _wait(ok: Callable[[], bool], timeout_s: float, alive: Callable[[], bool], what: str,
-          proc: ChildProcess | None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if ok():
-            return
-        if not alive():
-            raise StackError(f"{what}: process exited" + (f"\n{proc.tail()}" if proc else ""))
-        time.sleep(0.1)
-    raise StackError(f"{what} within {timeout_s:.0f}s" + (f"\n{proc.tail()}" if proc else ""))
+            try:
+                wait_until(probe, self.options.ready_timeout_s,
+                           f"a successful request through Envoy for model {m.name!r}", every_s=0.1,
+                           procs=infra)
+            except (ChildExited, TimeoutError) as exc:
+                raise StackError(str(exc)) from exc

@@ -1,0 +1,329 @@
+"""The one place each kind of Caravan process is started: Envoy, the control plane
+(``caravan xds``), replicas (``tritonserver`` through ``ReplicaPlan``), and the one
+bounded wait they all use. ``caravan up``'s supervisor, the tests (through
+``tests/conftest.py``) and the benchmarks start their processes here.
+
+* ``wait_until``: poll a condition with a bounded timeout; a watched child that exits
+  ends the wait at once (``ChildExited``, with the tail of its log).
+* Envoy: ``envoy_argv``, ``write_envoy_bootstrap`` (``caravan.render.envoy.bootstrap``
+  as YAML), ``start_envoy`` (returns once the admin port listens).
+* Control plane: ``xds_argv``, ``start_control_plane`` (returns once the ADS port
+  listens; ``ready=True`` also waits for ``/readyz``), ``control_plane_ready``.
+* Replicas: ``start_replicas`` / ``start_replica`` (returns once the model is ready:
+  ModelReady true; for a TLS replica, its gRPC port listening, which tritonserver opens
+  only after the model loaded).
+* ``Launcher``: owns what it started under one state directory and stops it all,
+  newest first, by PID.
+
+Every function that starts a child stops it again when its wait fails, and every wait
+is bounded. Times are seconds (``time.monotonic``).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import yaml
+
+from caravan.discovery.types import HealthStatus, Replica
+from caravan.local.health import model_ready
+from caravan.local.process import ChildProcess, caravan_argv, free_port, port_open, venv_binary
+from caravan.spec import ModelSpec, PlatformSpec
+from caravan.triton.launcher import ReplicaOptions, ReplicaPlan, bare_model
+
+LOCAL = "127.0.0.1"
+REPLICA_READY_S = 60.0  # tritonserver loads the simulated model in ~2-4 s; generous on 2 busy cores
+
+
+class ChildExited(RuntimeError):
+    """A child process a wait depended on exited; the message holds its log's tail."""
+
+
+# ------------------------------------------------------------------------------- waiting
+
+
+def wait_until(pred: Callable[[], bool], timeout_s: float, what: str, *, every_s: float = 0.05,
+               procs: Iterable[ChildProcess] = ()) -> float:
+    """Poll ``pred`` until it returns true; return the ``time.monotonic()`` at which it did.
+
+    Exceptions from ``pred`` (a port not open yet, an admin API still starting) count as
+    false. ``procs``: children the condition depends on; if one exits first, raise
+    ``ChildExited`` at once. After ``timeout_s`` raise ``TimeoutError`` naming ``what``,
+    the last exception and the log tail of ``procs``."""
+    watched = list(procs)
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while True:
+        try:
+            if pred():
+                return time.monotonic()
+        except Exception as exc:
+            last = exc
+        for p in watched:
+            if not p.alive():
+                raise ChildExited(f"{what}: {p.name} exited (code {_code(p)})" + _tails([p]))
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout_s:g}s waiting for {what}"
+                               + (f" (last error: {last!r})" if last else "") + _tails(watched))
+        time.sleep(every_s)
+
+
+def _code(p: ChildProcess) -> int | None:
+    return p.proc.returncode if p.proc is not None else None
+
+
+def _tails(procs: Sequence[ChildProcess]) -> str:
+    out = [f"\n--- {p.name} ({p.log_path}) ---\n{tail}" for p in procs if (tail := p.tail())]
+    return "".join(out)
+
+
+def _started(proc: ChildProcess, wait: Callable[[], object]) -> ChildProcess:
+    """Run ``wait``; on any failure stop ``proc`` (by PID) and re-raise."""
+    try:
+        wait()
+    except BaseException:
+        proc.stop(grace_s=2)
+        raise
+    return proc
+
+
+def start_listening(name: str, argv: Sequence[str], log_path: Path | None, port: int, *,
+                    host: str = LOCAL, timeout_s: float = 30.0,
+                    ready: Callable[[], bool] | None = None) -> ChildProcess:
+    """Start ``argv`` as the owned child ``name``; return once it listens on
+    ``host:port`` (and ``ready()`` is true, when given). On ``ChildExited`` or
+    ``TimeoutError`` the child is stopped before the error is raised."""
+    proc = ChildProcess(name, argv, log_path).start()
+
+    def up() -> bool:
+        return port_open(host, port) and (ready is None or ready())
+
+    what = f"{name} listening on {host}:{port}" + (" and ready" if ready is not None else "")
+    return _started(proc, lambda: wait_until(up, timeout_s, what, every_s=0.05, procs=[proc]))
+
+
+# ------------------------------------------------------------------------------- Envoy
+
+
+def envoy_argv(config: Path, *, log_level: str = "warning", concurrency: int | None = 1,
+               drain_time_s: int | None = None) -> list[str]:
+    """argv of the venv's (else PATH's) ``envoy`` on ``config``, with a dynamic base id
+    (several Envoys side by side). ``concurrency`` None: Envoy's default (one worker per
+    core); ``drain_time_s`` None: Envoy's default listener drain time."""
+    argv = [venv_binary("envoy"), "-c", str(config), "--use-dynamic-base-id", "--log-level", log_level]
+    if concurrency is not None:
+        argv += ["--concurrency", str(concurrency)]
+    if drain_time_s is not None:
+        argv += ["--drain-time-s", str(drain_time_s)]
+    return argv
+
+
+def write_envoy_bootstrap(path: Path, spec: PlatformSpec, xds: Sequence[tuple[str, int]], *,
+                          node_id: str = "caravan-local", cluster: str = "caravan",
+                          delta: bool = False) -> Path:
+    """Write the rendered bootstrap (``caravan.render.envoy.bootstrap``) for ``spec``
+    with control planes ``xds`` as YAML at ``path``; return ``path``."""
+    from caravan.render.envoy import bootstrap
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    boot = bootstrap(spec, list(xds), node_id=node_id, cluster=cluster, delta=delta)
+    path.write_text(yaml.safe_dump(boot, sort_keys=False))
+    return path
+
+
+def start_envoy(config: Path, log_path: Path | None, *, admin_port: int | None,
+                name: str = "envoy", timeout_s: float = 30.0, log_level: str = "warning",
+                concurrency: int | None = 1, drain_time_s: int | None = None) -> ChildProcess:
+    """Start Envoy on ``config``; return once ``admin_port`` (when given) listens on
+    127.0.0.1. ``ChildExited`` / ``TimeoutError`` (the child stopped) otherwise."""
+    argv = envoy_argv(config, log_level=log_level, concurrency=concurrency, drain_time_s=drain_time_s)
+    if admin_port is None:
+        return ChildProcess(name, argv, log_path).start()
+    return start_listening(name, argv, log_path, admin_port, timeout_s=timeout_s)
+
+
+# ------------------------------------------------------------------------------- control plane
+
+
+def xds_argv(spec_path: Path, *, port: int, admin_port: int, registry: Path | None = None,
+             consul: bool = False, node_id: str | None = None) -> list[str]:
+    """argv of ``caravan xds`` (this interpreter): replicas from ``registry`` or Consul."""
+    if (registry is None) == (not consul):
+        raise ValueError("registry: give exactly one of registry or consul")
+    args = ["xds", "--spec", str(spec_path), "--port", str(port), "--admin-port", str(admin_port)]
+    args += ["--registry", str(registry)] if registry is not None else ["--consul"]
+    if node_id is not None:
+        args += ["--node-id", node_id]
+    return caravan_argv(*args)
+
+
+def control_plane_ready(admin_port: int, timeout_s: float = 2.0) -> bool:
+    """True when the control plane's admin ``/readyz`` on 127.0.0.1 answers 200."""
+    try:
+        with urllib.request.urlopen(f"http://{LOCAL}:{admin_port}/readyz", timeout=timeout_s) as r:
+            return int(r.status) == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def start_control_plane(spec_path: Path, log_path: Path | None, *, port: int, admin_port: int,
+                        registry: Path | None = None, consul: bool = False,
+                        node_id: str | None = None, name: str = "xds", ready: bool = False,
+                        timeout_s: float = 30.0) -> ChildProcess:
+    """Start ``caravan xds``; return once its ADS ``port`` listens on 127.0.0.1 (and,
+    with ``ready``, once ``/readyz`` answers 200: its first snapshot is built)."""
+    argv = xds_argv(spec_path, port=port, admin_port=admin_port, registry=registry,
+                    consul=consul, node_id=node_id)
+    check = functools.partial(control_plane_ready, admin_port) if ready else None
+    return start_listening(name, argv, log_path, port, timeout_s=timeout_s, ready=check)
+
+
+# ------------------------------------------------------------------------------- replicas
+
+
+def replica_ready(plan: ReplicaPlan) -> bool:
+    """ModelReady of ``plan``'s model; for a TLS replica (which the plaintext probe
+    cannot reach) its gRPC port listening, opened only once the model loaded."""
+    if plan.options.tls is not None:
+        return port_open(plan.options.host, plan.grpc_port)
+    return model_ready(plan.endpoint, plan.model.name, timeout_s=0.5)
+
+
+def start_replicas(plans: Sequence[ReplicaPlan], log_dir: Path | None, *,
+                   timeout_s: float = REPLICA_READY_S) -> list[ChildProcess]:
+    """Start every plan's tritonserver at once (they load in parallel), then wait until
+    each is ready (``replica_ready``). Logs: ``log_dir/replica-<port>.log``. On failure
+    every one of them is stopped and the error (naming the replica) raised."""
+    procs: list[ChildProcess] = []
+    try:
+        for plan in plans:
+            log = None if log_dir is None else log_dir / f"replica-{plan.model.name}-{plan.grpc_port}.log"
+            procs.append(plan.start(log))
+        for plan, proc in zip(plans, procs, strict=True):
+            wait_until(functools.partial(replica_ready, plan), timeout_s,
+                       f"replica {plan.endpoint} ({plan.model.name}) ready", every_s=0.1, procs=[proc])
+    except BaseException:
+        for proc in procs:
+            proc.stop(grace_s=2)
+        raise
+    return procs
+
+
+def start_replica(plan: ReplicaPlan, log_path: Path | None, *,
+                  timeout_s: float = REPLICA_READY_S) -> ChildProcess:
+    """Start one replica and wait until it is ready (see ``start_replicas``)."""
+    proc = plan.start(log_path)
+    return _started(proc, lambda: wait_until(lambda: replica_ready(plan), timeout_s,
+                                             f"replica {plan.endpoint} ({plan.model.name}) ready",
+                                             every_s=0.1, procs=[proc]))
+
+
+@dataclass
+class RunningReplica:
+    """A started replica: its id (the caller's name for it), plan and process."""
+
+    id: str
+    plan: ReplicaPlan
+    proc: ChildProcess
+
+    @property
+    def model(self) -> str:
+        return self.plan.model.name
+
+    @property
+    def port(self) -> int:
+        return self.plan.grpc_port
+
+    @property
+    def metrics_port(self) -> int:
+        return self.plan.metrics_port
+
+    @property
+    def endpoint(self) -> str:
+        return self.plan.endpoint
+
+    def registration(self, health: HealthStatus = HealthStatus.HEALTHY) -> Replica:
+        """This replica as a discovery entry (for a registry file or a Consul fake)."""
+        return Replica(id=self.id, model=self.model, address=self.plan.options.host, port=self.port,
+                       metrics_port=self.metrics_port, health=health)
+
+
+@dataclass
+class Launcher:
+    """Starts Caravan's processes under ``state_dir`` (logs in ``state_dir/logs``) and
+    owns them: ``stop`` ends every one, newest first, by PID. Not thread-safe."""
+
+    state_dir: Path
+    children: list[ChildProcess] = field(default_factory=list)
+
+    @property
+    def logs(self) -> Path:
+        return self.state_dir / "logs"
+
+    def own(self, proc: ChildProcess) -> ChildProcess:
+        """Take ``proc`` (started elsewhere) into this launcher's care."""
+        self.children.append(proc)
+        return proc
+
+    def replicas(self, ids: Sequence[str], model: str | ModelSpec,
+                 options: ReplicaOptions = ReplicaOptions(), *, wait: bool = True,
+                 timeout_s: float = REPLICA_READY_S) -> list[RunningReplica]:
+        """One replica of ``model`` per id (``bare_model(model)`` for a name), on fresh
+        ports, files under ``state_dir/replicas/<id>``; all start at once. ``wait``:
+        return once every one is ready (``start_replicas``)."""
+        spec = bare_model(model) if isinstance(model, str) else model
+        plans = [ReplicaPlan(self.state_dir / "replicas" / rid, spec, free_port(), free_port(), options)
+                 for rid in ids]
+        if wait:
+            procs = start_replicas(plans, self.logs, timeout_s=timeout_s)
+        else:
+            procs = [p.start(self.logs / f"replica-{rid}.log") for rid, p in zip(ids, plans, strict=True)]
+        self.children += procs
+        return [RunningReplica(rid, plan, proc) for rid, plan, proc in zip(ids, plans, procs, strict=True)]
+
+    def replica(self, rid: str, model: str | ModelSpec, options: ReplicaOptions = ReplicaOptions(),
+                *, wait: bool = True) -> RunningReplica:
+        (one,) = self.replicas([rid], model, options, wait=wait)
+        return one
+
+    def envoy(self, spec: PlatformSpec, xds: Sequence[tuple[str, int]], *, node_id: str = "caravan-local",
+              delta: bool = False, name: str | None = None, drain_time_s: int | None = 1) -> ChildProcess:
+        """Envoy with ``spec``'s rendered bootstrap and control planes ``xds``; returns once
+        its admin port (``spec.envoy.admin_port``) listens."""
+        name = name or f"envoy-{node_id}"
+        config = write_envoy_bootstrap(self.state_dir / f"{name}.yaml", spec, xds, node_id=node_id, delta=delta)
+        return self.own(start_envoy(config, self.logs / f"{name}.log", admin_port=spec.envoy.admin_port,
+                                    name=name, drain_time_s=drain_time_s))
+
+    def envoy_config(self, config: Path, admin_port: int | None, *, name: str = "envoy",
+                     concurrency: int | None = 1) -> ChildProcess:
+        """Envoy on a hand-written ``config`` (not rendered from a spec)."""
+        return self.own(start_envoy(config, self.logs / f"{name}.log", admin_port=admin_port, name=name,
+                                    concurrency=concurrency))
+
+    def control_plane(self, spec_path: Path, *, port: int, admin_port: int, registry: Path | None = None,
+                      consul: bool = False, node_id: str | None = None, name: str = "xds",
+                      ready: bool = False) -> ChildProcess:
+        """``caravan xds`` (see ``start_control_plane``)."""
+        return self.own(start_control_plane(spec_path, self.logs / f"{name}.log", port=port,
+                                            admin_port=admin_port, registry=registry, consul=consul,
+                                            node_id=node_id, name=name, ready=ready))
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """End every child, newest first (each by its PID). Idempotent."""
+        while self.children:
+            self.children.pop().stop(grace_s=grace_s)
+
+    def __enter__(self) -> Launcher:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
