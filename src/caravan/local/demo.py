@@ -76,7 +76,7 @@ def run_demo(session: LocalSession, console: Console, concurrency: str, requests
     model = stack.spec.default.name
     levels = demo_levels(concurrency, requests)
     workload = dataset.Workload(seed=7, input=INPUT_TOKENS, output=OUTPUT_TOKENS, turns=1)
-    target = Target(stack.endpoint, stream=True, timeout_s=60.0)
+    target = _target(stack, model, stream=True)
     info = meta.run_meta(url=stack.endpoint, model=model, load=", ".join(lv.label for lv in levels),
                          time_scale=str(stack.options.time_scale), source="caravan demo")
     with RichProgress(console) as sink:
@@ -100,7 +100,15 @@ async def _phase_load(stack: LocalStack, model: str, concurrency: int, seconds: 
     level = arrivals.LoadLevel(arrivals.Shape.CONCURRENCY, concurrency,
                                arrivals.Limits(requests=max(50, int(concurrency * seconds * 3)), duration_s=seconds))
     work = dataset.Workload(seed=11, input=INPUT_TOKENS, output=OUTPUT_TOKENS)
-    return await runner.run_sweep(Target(stack.endpoint, timeout_s=60.0), model, [level], work)
+    return await runner.run_sweep(_target(stack, model), model, [level], work)
+
+
+def _target(stack: LocalStack, model: str, stream: bool = True) -> Target:
+    """Envoy's endpoint, with the header names the stack's Envoy routes and hashes on
+    (the spec's ``envoy.model_header``, the model's ``routing.session_header``)."""
+    return Target(stack.endpoint, stream=stream, timeout_s=60.0,
+                  model_header=stack.spec.envoy.model_header,
+                  session_header=stack.spec.model(model).routing.session_header)
 
 
 Sample = tuple[float, str, int, int, int]  # (t s, phase, concurrency, ready, starting)
