@@ -14,11 +14,13 @@
 Replica lifecycle (``ReplicaFleet``, used by the local autoscaler)::
 
     starting ──ModelReady──► registered(HEALTHY) ──scale_to(down)──► DRAINING ──grace──► SIGTERM ──► gone
-                                     └──ModelReady false (engine died, model unloaded)──► unregistered, SIGTERM
+                                     └──ModelReady false (engine died, model unloaded)──► unregistered,
+                                        restarted in place (same ports) ──ModelReady──► registered
 
 ModelReady, not grpc.health.v1, is the readiness signal (Triton's health is SERVING
 again once a dead engine's model is unloaded); it is what the Nomad job's model-ready
-check reads in production, so a dead engine leaves Envoy the same way locally.
+check reads in production, so a dead engine leaves Envoy the same way locally, and the
+replica is restarted in place as Nomad's ``check_restart`` does.
 
 Thread-safety: ``scale_to`` / ``counts`` may be called from any thread (one lock);
 ``start`` / ``stop`` from the owning thread only.
@@ -104,6 +106,8 @@ class _ReplicaProc:
     plan: ReplicaPlan
     ready: bool = False
     draining: bool = False
+    restarting: bool = False
+    restarts: int = 0
     started_at: float = field(default_factory=time.monotonic)
 
 
@@ -312,27 +316,39 @@ class LocalStack:
                     self._publish()
 
     def _drop_unready(self) -> bool:
+        """Unregister every ready replica whose model is no longer ready and restart it in
+        place (same ports), as Nomad's ``check_restart`` does with the model-ready check."""
         with self._lock:
-            ready = [rp for rps in self._replicas.values() for rp in rps if rp.ready and not rp.draining]
+            ready = [rp for rps in self._replicas.values() for rp in rps
+                     if rp.ready and not rp.draining and rp.proc.alive()]
         dropped = False
         for rp in ready:
-            if rp.proc.alive() and not model_ready(rp.replica.endpoint, rp.replica.model, timeout_s=0.5):
-                log.warning("replica's model is not ready (engine died?): unregistered and stopped",
+            if not model_ready(rp.replica.endpoint, rp.replica.model, timeout_s=0.5):
+                log.warning("replica's model is not ready (engine died?): unregistered, restarting",
                             extra={"replica": rp.replica.id, "model": rp.replica.model})
                 with self._lock:
-                    rp.ready, rp.draining, dropped = False, True, True
-                rp.proc.signal(signal.SIGTERM)
+                    rp.ready, rp.restarting, dropped = False, True, True
+                threading.Thread(target=self._restart, args=(rp,), name="replica-restart", daemon=True).start()
         return dropped
+
+    def _restart(self, rp: _ReplicaProc) -> None:
+        rp.proc.stop(grace_s=10)
+        with self._lock:
+            if not self._stop.is_set() and not rp.draining:
+                log_path = self.state_dir / "logs" / f"replica-{rp.replica.id}.log"
+                rp.proc = rp.plan.start(log_path)
+                rp.restarts += 1
+            rp.restarting = False
 
     def _pending(self) -> list[_ReplicaProc]:
         with self._lock:
             return [rp for rps in self._replicas.values() for rp in rps
-                    if not rp.ready and not rp.draining and rp.proc.alive()]
+                    if not rp.ready and not rp.draining and not rp.restarting and rp.proc.alive()]
 
     def _reap(self) -> bool:
         changed = False
         for model, rps in self._replicas.items():
-            for rp in [r for r in rps if not r.proc.alive()]:
+            for rp in [r for r in rps if not r.restarting and not r.proc.alive()]:
                 rps.remove(rp)
                 rp.proc.stop()
                 changed = True
