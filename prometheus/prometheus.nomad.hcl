@@ -277,7 +277,15 @@ groups:
       severity: warning
     annotations:
       summary: A replica of {{ "{{" }} $labels.model {{ "}}" }} fails Envoy's health check
-      description: 'Envoy has kept a replica of model-{{ "{{" }} $labels.model {{ "}}" }} that it finds unhealthy for 30s (gRPC health NOT_SERVING, e.g. a dead vLLM engine, or unreachable, or ejected as an outlier), while Consul still lists it: Nomad will not restart it. Check the replica''s Consul check and restart the allocation.'
+      description: 'Envoy has kept a replica of model-{{ "{{" }} $labels.model {{ "}}" }} that it finds unhealthy for 30s (gRPC health NOT_SERVING, unreachable, or ejected as an outlier), while Consul still lists it: Nomad will not restart it. Check the replica''s Consul checks and restart the allocation.'
+  - alert: CaravanReplicaRestarted
+    expr: sum by (model) (resets(nv_inference_request_success{job="triton"}[10m])) > 0
+    for: 0m
+    labels:
+      severity: warning
+    annotations:
+      summary: A replica of {{ "{{" }} $labels.model {{ "}}" }} restarted in place in the last 10m
+      description: 'Triton''s request counter of a {{ "{{" }} $labels.model {{ "}}" }} replica was reset in the last 10m: the replica restarted in place, after a dead vLLM engine (model-ready check), a crash or an OOM kill. Check the allocation''s events and the replica''s log.'
   - alert: CaravanXdsNack
     expr: (sum by (type) (increase(caravan_xds_nacks_total[5m])) > 0) or (sum by (type) (caravan_xds_nacks_total) > 0 unless sum by (type) (caravan_xds_nacks_total offset 5m))
     for: 0m

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from caravan.render import alerts as a
-from caravan.render.metric_names import VLLM_BUCKETS
+from caravan.render.metric_names import JOB_TRITON, VLLM_BUCKETS
 from caravan.render.rules import Alert
 from caravan.spec import ModelSpec, PlatformSpec
 
@@ -107,6 +107,23 @@ def _unhealthy_cases(m: ModelSpec) -> list[dict[str, Any]]:
     ]
 
 
+def _restarted_cases(m: ModelSpec) -> list[dict[str, Any]]:
+    """A counter that falls back on the same target fires; steady growth, a series that
+    ends (drained) or a replica that never served do not."""
+    alert, labels = a.REPLICA_RESTARTED, {"model": m.name, "version": "1", "job": JOB_TRITON,
+                                          "instance": "10.0.0.1:8001"}
+
+    def counter(values: str) -> list[dict[str, str]]:
+        return [_series("nv_inference_request_success", labels, values)]
+
+    return [
+        _case(alert, counter("0 5 10 15 _ 0 2 4"), "7m", [{"model": m.name}]),
+        _case(alert, counter("0 5 10 15 20 25 30 35"), "7m", []),
+        _case(alert, counter("0 5 10 15 _ _ _ _"), "7m", []),  # drained: the series just ends
+        _case(alert, counter("0 0 0 0 _ 0 0 0"), "7m", []),
+    ]
+
+
 def _healthy(spec: PlatformSpec, model: str, value: str) -> list[dict[str, str]]:
     return [_series("envoy_cluster_membership_healthy", {"envoy_cluster_name": m.cluster_name},
                     value if m.name == model else "1x20") for m in spec.models]
@@ -165,6 +182,7 @@ def _cases(alert: Alert, spec: PlatformSpec) -> list[dict[str, Any]]:
         a.ERROR_RATIO_HIGH.name: _error_cases,
         a.NO_HEALTHY_REPLICAS.name: lambda m: _no_healthy_cases(spec, m),
         a.REPLICA_UNHEALTHY.name: _unhealthy_cases,
+        a.REPLICA_RESTARTED.name: _restarted_cases,
         a.AUTOSCALER_PINNED_AT_MAX.name: _pinned_cases,
         a.REPLICA_COUNT_FLAPPING.name: _flapping_cases,
     }

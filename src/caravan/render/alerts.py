@@ -4,13 +4,14 @@ Thresholds come from the spec through the constant series of ``rules.spec_consta
 (``model.slo``, ``model.replicas``), so one rule serves every model. Windows: latency
 and errors over 5 m (held 5 m), NACKs over 5 m, an unhealthy replica held 30 s,
 pinned-at-max held 15 m, flapping over 30 m. See docs/observability.md for each alert's
-meaning.
+meaning. A restarted replica (dead engine, crash) fires for the 10 m after its restart.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from caravan.render.metric_names import JOB_TRITON
 from caravan.render.rules import (
     E2E_Q,
     ERROR_RATIO_5M,
@@ -65,19 +66,36 @@ NO_HEALTHY_REPLICAS = Alert(
                 "while the spec or the autoscaler wants replicas: requests fail with 503.",
 )
 
-# A dead vLLM engine: the backend unloads the model, tritonserver answers NOT_SERVING and
-# Envoy's health check marks the endpoint within seconds. Normally the replica's Consul
-# gRPC check (10 s interval) follows, discovery drops the endpoint and Nomad restarts the
-# task, well inside 30 s; this fires when that did not happen.
+# An endpoint Envoy's own health check or outlier detection rejects while Consul still
+# lists it. (A dead vLLM engine is not this: Triton's gRPC health is SERVING again once
+# the unload is done; the model-ready check in Consul drops it, see REPLICA_RESTARTED.)
 REPLICA_UNHEALTHY = Alert(
     name="CaravanReplicaUnhealthy",
     expr=f"{UNHEALTHY} > 0",
     for_="30s", severity="warning", labels=("model",),
     summary="A replica of {model} fails Envoy's health check",
     description="Envoy has kept a replica of model-{model} that it finds unhealthy for 30s "
-                "(gRPC health NOT_SERVING, e.g. a dead vLLM engine, or unreachable, or "
-                "ejected as an outlier), while Consul still lists it: Nomad will not restart "
-                "it. Check the replica's Consul check and restart the allocation.",
+                "(gRPC health NOT_SERVING, unreachable, or ejected as an outlier), while "
+                "Consul still lists it: Nomad will not restart it. Check the replica's "
+                "Consul checks and restart the allocation.",
+)
+
+# A replica restarted in place: Triton's request counter for its model fell back (same
+# target, same labels). A dead vLLM engine ends this way: the backend unloads the model,
+# the model-ready check goes critical, Consul drops the replica and Nomad's check_restart
+# (locally: caravan up's supervisor) restarts the task. A crash or an OOM kill does too.
+# A drained or rescheduled replica does not (its series ends, or comes back under a new
+# target), nor a replica that never served a request.
+TRITON_SUCCESS = f'nv_inference_request_success{{job="{JOB_TRITON}"}}'
+REPLICA_RESTARTED = Alert(
+    name="CaravanReplicaRestarted",
+    expr=f"sum by (model) (resets({TRITON_SUCCESS}[10m])) > 0",
+    for_="0m", severity="warning", labels=("model",),
+    summary="A replica of {model} restarted in place in the last 10m",
+    description="Triton's request counter of a {model} replica was reset in the last 10m: "
+                "the replica restarted in place, after a dead vLLM engine (model-ready "
+                "check), a crash or an OOM kill. Check the allocation's events and the "
+                "replica's log.",
 )
 
 XDS_NACK = Alert(
@@ -113,7 +131,7 @@ REPLICA_COUNT_FLAPPING = Alert(
 
 ALERTS: tuple[Alert, ...] = (
     TTFT_ABOVE_SLO, E2E_ABOVE_SLO, ERROR_RATIO_HIGH, NO_HEALTHY_REPLICAS,
-    REPLICA_UNHEALTHY, XDS_NACK, AUTOSCALER_PINNED_AT_MAX, REPLICA_COUNT_FLAPPING,
+    REPLICA_UNHEALTHY, REPLICA_RESTARTED, XDS_NACK, AUTOSCALER_PINNED_AT_MAX, REPLICA_COUNT_FLAPPING,
 )
 
 

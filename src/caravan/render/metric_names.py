@@ -8,6 +8,12 @@ of a dashboard. Pure data; safe to import anywhere.
 
 from __future__ import annotations
 
+# Prometheus scrape job names (the ``job`` label), in the production and local configs.
+JOB_TRITON = "triton"
+JOB_ENVOY = "envoy"
+JOB_XDS = "caravan-xds"
+JOB_AUTOSCALER = "caravan-autoscaler"
+
 # Triton Inference Server 2.51 (port 8002 /metrics); labels model, version (gpu_uuid for
 # GPU gauges; nv_inference_request_failure also has reason=OTHER|BACKEND|CANCELED|REJECTED).
 # With the vLLM backend (a decoupled Python model), ``nv_inference_request_success`` counts a

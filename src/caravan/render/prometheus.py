@@ -26,6 +26,7 @@ import yaml
 
 from caravan.render.alert_tests import alert_test_files
 from caravan.render.alerts import alert_groups
+from caravan.render.metric_names import JOB_AUTOSCALER, JOB_ENVOY, JOB_TRITON, JOB_XDS
 from caravan.render.rules import recording_groups
 from caravan.spec import ConsulSpec, PlatformSpec
 
@@ -33,10 +34,6 @@ ENVOY_SERVICE = "caravan-envoy-admin"
 XDS_SERVICE = "caravan-xds-admin"
 AUTOSCALER_SERVICE = "caravan-autoscaler"
 
-JOB_TRITON = "triton"
-JOB_ENVOY = "envoy"
-JOB_XDS = "caravan-xds"
-JOB_AUTOSCALER = "caravan-autoscaler"
 
 CONFIG_PATH = "prometheus/prometheus.yml"
 RECORDING_PATH = "prometheus/rules/caravan-recording.yml"
