@@ -14,6 +14,12 @@ bounded wait they all use. ``caravan up``'s supervisor, the tests (through
   only after the model loaded).
 * ``Launcher``: owns what it started under one state directory and stops it all,
   newest first, by PID.
+* ``stream_request``: one request on one ``ModelStreamInfer`` stream (the only
+  inference RPC a replica serves), returning the responses, the stream's status and
+  the replica Envoy names in ``x-caravan-upstream``: how tests and benchmarks talk to
+  what they started.
+* ``envoy_hosts`` / ``serving_hosts``: the hosts of a cluster as Envoy's admin API
+  lists them (with their health flags), to wait for Envoy to serve what was started.
 
 Every function that starts a child stops it again when its wait fails, and every wait
 is bounded. Times are seconds (``time.monotonic``).
@@ -22,16 +28,21 @@ is bounded. Times are seconds (``time.monotonic``).
 from __future__ import annotations
 
 import functools
+import signal
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+import grpc
 import yaml
 
+from caravan.bench.answer import read_answer, text_outputs, upstream_host
+from caravan.bench.wire import MODEL_STREAM_INFER, decode_stream_response, encode_request
 from caravan.discovery.types import HealthStatus, Replica
 from caravan.local.health import model_ready
 from caravan.local.process import ChildProcess, caravan_argv, free_port, port_open, venv_binary
@@ -167,9 +178,8 @@ def xds_argv(spec_path: Path, *, port: int, admin_port: int, registry: Path | No
 def control_plane_ready(admin_port: int, timeout_s: float = 2.0) -> bool:
     """True when the control plane's admin ``/readyz`` on 127.0.0.1 answers 200."""
     try:
-        with urllib.request.urlopen(f"http://{LOCAL}:{admin_port}/readyz", timeout=timeout_s) as r:
-            return int(r.status) == 200
-    except (urllib.error.URLError, OSError):
+        return http_get(admin_port, "/readyz", timeout_s)[0] == 200
+    except OSError:
         return False
 
 
@@ -317,7 +327,11 @@ class Launcher:
                                             node_id=node_id, name=name, ready=ready))
 
     def stop(self, grace_s: float = 5.0) -> None:
-        """End every child, newest first (each by its PID). Idempotent."""
+        """End every child by its PID: SIGTERM to all, newest first (so they shut down
+        in parallel; a replica takes a few seconds), then wait for each, SIGKILL after
+        ``grace_s``. Idempotent."""
+        for p in reversed(self.children):
+            p.signal(signal.SIGTERM)
         while self.children:
             self.children.pop().stop(grace_s=grace_s)
 
@@ -327,3 +341,118 @@ class Launcher:
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+# ------------------------------------------------------------------------------- one request
+
+
+@dataclass(frozen=True)
+class StreamReply:
+    """What one ``stream_request`` got: Envoy's ``x-caravan-upstream`` (``""`` when
+    absent: no Envoy in front, or Envoy chose no replica), every response of the stream
+    in order, and the stream's gRPC status name and details ("OK", "")."""
+
+    upstream: str
+    responses: tuple[Any, ...]
+    status: str = "OK"
+    details: str = ""
+
+    @property
+    def errors(self) -> list[str]:
+        """The in-stream ``error_message`` of every response that carries one."""
+        return [r.error_message for r in self.responses if r.error_message]
+
+    @property
+    def final(self) -> bool:
+        """True when a response is flagged ``triton_final_response``."""
+        return any(read_answer(r.infer_response).final for r in self.responses if not r.error_message)
+
+    @property
+    def outcome(self) -> str:
+        """"OK" (gRPC OK, a final response, no in-stream error), "STREAM_ERROR" (an
+        in-stream error), "NO_FINAL" (OK but never final), else the gRPC status name."""
+        if self.status != "OK":
+            return self.status
+        if self.errors:
+            return "STREAM_ERROR"
+        return "OK" if self.final else "NO_FINAL"
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "OK"
+
+    @property
+    def message(self) -> str:
+        """The first error (in-stream message or gRPC details), "" when ok."""
+        return self.details if self.status != "OK" else next(iter(self.errors), "")
+
+    @property
+    def text(self) -> str:
+        """The concatenated ``text_output`` of every data response."""
+        return "".join("".join(text_outputs(r.infer_response)) for r in self.responses
+                       if not r.error_message)
+
+
+def stream_request(url: str, model: str, headers: Mapping[str, str] | Sequence[tuple[str, str]] = (), *,
+                   prompt: str = "hi", max_tokens: int = 4, stream: bool = False,
+                   timeout_s: float = 10.0, request_id: str = "1", channel: grpc.Channel | None = None,
+                   on_first: Callable[[str], None] | None = None) -> StreamReply:
+    """Send one request (Caravan's wire encoding, ``caravan.bench.wire``) on one
+    ``ModelStreamInfer`` stream to ``url`` with gRPC ``headers``, half-close, read the
+    stream to its end; never raises for gRPC errors (they are the reply's status).
+    ``channel``: reuse an open channel (one is opened and closed per call otherwise).
+    ``on_first(upstream)`` is called when the first response arrives."""
+    request = encode_request(model, request_id, prompt, max_tokens, stream=stream, count_tokens=False)
+    metadata = tuple(headers.items()) if isinstance(headers, Mapping) else tuple(headers)
+    own = channel is None
+    ch = grpc.insecure_channel(url) if channel is None else channel
+    responses: list[Any] = []
+    upstream = ""
+    try:
+        rpc = ch.stream_stream(MODEL_STREAM_INFER, response_deserializer=decode_stream_response)
+        call = rpc(iter((request,)), metadata=metadata, timeout=timeout_s)
+        try:
+            for resp in call:
+                if not responses:
+                    upstream = upstream_host(call.initial_metadata())
+                    if on_first is not None:
+                        on_first(upstream)
+                responses.append(resp)
+            upstream = upstream or upstream_host(call.initial_metadata())
+        except grpc.RpcError as err:
+            e: Any = err
+            upstream = upstream or upstream_host(e.initial_metadata()) or upstream_host(e.trailing_metadata())
+            return StreamReply(upstream, tuple(responses), e.code().name, e.details() or "")
+        return StreamReply(upstream, tuple(responses))
+    finally:
+        if own:
+            ch.close()
+
+
+# ------------------------------------------------------------------------------- Envoy's view
+
+
+def http_get(port: int, path: str, timeout_s: float = 2.0, host: str = LOCAL) -> tuple[int, str]:
+    """GET http://host:port/path -> (status, body); HTTP error statuses are returned,
+    connection errors raised (``OSError``)."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=timeout_s) as r:
+            return int(r.status), r.read().decode()
+    except urllib.error.HTTPError as err:
+        return int(err.code), err.read().decode()
+
+
+def envoy_hosts(admin_port: int, cluster: str) -> dict[str, str]:
+    """{"host:port": health_flags} of ``cluster`` from Envoy's admin ``/clusters``."""
+    _, text = http_get(admin_port, "/clusters")
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split("::")
+        if len(parts) == 4 and parts[0] == cluster and parts[2] == "health_flags":
+            out[parts[1]] = parts[3]
+    return out
+
+
+def serving_hosts(admin_port: int, cluster: str) -> set[str]:
+    """The hosts of ``cluster`` Envoy sends new requests to (health flags exactly ``healthy``)."""
+    return {h for h, flags in envoy_hosts(admin_port, cluster).items() if flags == "healthy"}

@@ -1,5 +1,11 @@
 """Harness for the xDS integration tests: an in-process control plane on its own
-event-loop thread, stub replica processes, and a real Envoy with the rendered bootstrap.
+event-loop thread, replica processes, and a real Envoy with the rendered bootstrap.
+
+Replicas: ``start_replica`` starts the real ``tritonserver`` with the simulated vLLM
+engine (``caravan.triton.launcher.ReplicaPlan``), for tests about inference through
+Envoy; ``start_stub`` starts ``xds_stub_replica.py``, a fast double kept only for what
+the real server cannot produce on demand (see its docstring). Envoy and the waits come
+from ``caravan.local.launch``, the starters ``caravan up`` uses.
 
 Test code only. Every process is started as a ``ChildProcess`` and stopped by PID.
 """
@@ -11,7 +17,6 @@ import concurrent.futures
 import contextlib
 import sys
 import threading
-import time
 import urllib.request
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
@@ -19,22 +24,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-import yaml
 from prometheus_client import CollectorRegistry
 from tritonclient.grpc import service_pb2 as pb
 
 from caravan.bench.answer import split_bytes, upstream_host
 from caravan.bench.wire import MODEL_STREAM_INFER, decode_stream_response, encode_request
 from caravan.discovery.local import FileReplicaSource
-from caravan.local.process import (
-    ChildProcess,
-    caravan_argv,
-    free_port,
-    venv_binary,
-    wait_for_port,
-)
-from caravan.render.envoy import bootstrap
+from caravan.local.launch import start_envoy as launch_envoy
+from caravan.local.launch import wait_until as wait_until
+from caravan.local.launch import write_envoy_bootstrap
+from caravan.local.process import ChildProcess, free_port
 from caravan.spec import PlatformSpec
+from caravan.triton.launcher import ReplicaOptions, ReplicaPlan, bare_model
 from caravan.xds.controlplane import ControlPlane
 
 T = TypeVar("T")
@@ -87,24 +88,16 @@ class BackgroundControlPlane:
         self.loop.close()
 
 
+REPLICA_OPTIONS = ReplicaOptions(time_scale=0.01, stream_interval_ms=0, exit_timeout_s=10)
+
+
 def start_replica(tmp: Path, replica_id: str, model: str) -> tuple[ChildProcess, int]:
-    """A real ``caravan replica`` (Triton-protocol simulator) at time scale 0.01."""
-    port, metrics = free_port(), free_port()
-    argv = caravan_argv(
-        "replica",
-        "--model",
-        model,
-        "--port",
-        str(port),
-        "--metrics-port",
-        str(metrics),
-        "--replica-id",
-        replica_id,
-        "--time-scale",
-        "0.01",
-    )
-    proc = ChildProcess(f"replica-{replica_id}", argv, tmp / "logs" / f"{replica_id}.log").start()
-    return proc, port
+    """A real ``tritonserver`` replica of ``model`` (simulated engine, time scale 0.01),
+    started and not waited for: its gRPC port opens once the model has loaded (~2-4 s),
+    and Envoy's health check finds it then. Returns (process, gRPC port)."""
+    plan = ReplicaPlan(tmp / "replicas" / replica_id, bare_model(model), free_port(), free_port(),
+                       REPLICA_OPTIONS)
+    return plan.start(tmp / "logs" / f"{replica_id}.log"), plan.grpc_port
 
 
 def start_stub(tmp: Path, replica_id: str, model: str, *flags: str) -> tuple[ChildProcess, int]:
@@ -159,26 +152,10 @@ def stream_infer(url: str, model: str, headers: Mapping[str, str], *, stream: bo
 def start_envoy(
     tmp: Path, spec: PlatformSpec, xds: list[tuple[str, int]], node_id: str, delta: bool = False
 ) -> ChildProcess:
-    path = tmp / f"envoy-{node_id}.yaml"
-    path.write_text(yaml.safe_dump(bootstrap(spec, xds, node_id=node_id, delta=delta)))
-    proc = ChildProcess(
-        f"envoy-{node_id}",
-        [
-            venv_binary("envoy"),
-            "-c",
-            str(path),
-            "--use-dynamic-base-id",
-            "--concurrency",
-            "1",
-            "--log-level",
-            "warning",
-            "--drain-time-s",
-            "1",
-        ],
-        tmp / "logs" / f"envoy-{node_id}.log",
-    ).start()
-    wait_for_port("127.0.0.1", spec.envoy.admin_port, 20)
-    return proc
+    """A real Envoy on ``spec``'s rendered bootstrap; returns once its admin port listens."""
+    config = write_envoy_bootstrap(tmp / f"envoy-{node_id}.yaml", spec, xds, node_id=node_id, delta=delta)
+    return launch_envoy(config, tmp / "logs" / f"envoy-{node_id}.log", admin_port=spec.envoy.admin_port,
+                        name=f"envoy-{node_id}", drain_time_s=1)
 
 
 def admin_get(port: int, path: str) -> str:
@@ -194,19 +171,6 @@ def cluster_hosts(admin_port: int) -> dict[str, dict[str, str]]:
         if len(parts) == 4 and parts[2] == "health_flags":
             out.setdefault(parts[0], {})[parts[1]] = parts[3]
     return out
-
-
-def wait_until(pred: Callable[[], bool], timeout_s: float = 15, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout_s
-    last_exc: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            if pred():
-                return
-        except Exception as exc:  # admin not up yet, etc.
-            last_exc = exc
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what} (last error: {last_exc})")
 
 
 def healthy_hosts(admin_port: int, cluster: str) -> set[str]:

@@ -1,5 +1,20 @@
 """A tiny Triton-protocol replica for the xDS integration tests (test code only).
 
+Inference tests run against the real ``tritonserver`` (``xds_envoy_harness.start_replica``,
+e.g. ``test_xds_envoy.py``). This stub stays only where a test needs what the real
+server cannot produce on demand:
+
+* ``test_xds_envoy_headers.py``: ``--fail-streams`` (a replica failing every stream
+  with UNAVAILABLE *before* any response, i.e. before response headers, at will: the
+  case Envoy retries; tritonserver has no switch for that, and killing it would also
+  fail Envoy's health check and remove the host), and answers that name the replica
+  (``hello from ID``, exactly ``tok0 tok1 tok2``) so header routing is checked by exact
+  text, including the example client's stdout;
+* ``test_xds_envoy_delta_ha.py``: the ``x-request-id`` the replica received, echoed back
+  as a response parameter (request-id propagation; on 2.51 a Python model cannot set
+  response parameters, docs/triton-contract.md C12), and sub-second start-ups for
+  control-plane tests that restart stacks per test.
+
 ``python xds_stub_replica.py --port P --id ID --model M [--fail-streams]`` serves on
 127.0.0.1:P what a tritonserver with the (decoupled) vLLM backend serves:
 
