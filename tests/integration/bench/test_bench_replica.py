@@ -1,6 +1,8 @@
-"""`caravan bench` against a real `caravan replica` process on 127.0.0.1.
+"""`caravan bench` straight at a real replica (``tritonserver`` with the simulated vLLM
+engine, started through ``caravan.local.launch``) on 127.0.0.1.
 
 Small and bounded: time scale 0.01, 8 requests per level, every run under a timeout.
+One replica for the module; no test disturbs it.
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ import csv
 import itertools
 import json
 import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,8 +20,9 @@ from caravan.bench.arrivals import Limits, LoadLevel, Shape
 from caravan.bench.dataset import Lengths, Workload
 from caravan.bench.runner import run_sweep
 from caravan.bench.triton import Target
-from caravan.local.health import grpc_serving
-from caravan.local.process import ChildProcess, caravan_argv, free_port
+from caravan.local.launch import Launcher
+from caravan.local.process import caravan_argv
+from caravan.triton.launcher import ReplicaOptions
 
 pytestmark = pytest.mark.integration
 
@@ -29,21 +30,9 @@ MODEL = "bench-m"
 
 
 @pytest.fixture(scope="module")
-def replica(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A simulated replica, 100x faster than real time; yields its HOST:PORT."""
-    port, mport = free_port(), free_port()
-    log = tmp_path_factory.mktemp("replica") / "replica.log"
-    argv = caravan_argv("replica", "--model", MODEL, "--port", str(port), "--metrics-port",
-                        str(mport), "--time-scale", "0.01", "--stream-interval-ms", "0",
-                        "--replica-id", "rep-a")
-    with ChildProcess("replica", argv, log) as proc:
-        endpoint = f"127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while not grpc_serving(endpoint):
-            assert proc.alive(), f"replica exited:\n{proc.tail()}"
-            assert time.monotonic() < deadline, f"replica not SERVING:\n{proc.tail()}"
-            time.sleep(0.1)
-        yield endpoint
+def replica(module_launcher: Launcher, fast_replica: ReplicaOptions) -> str:
+    """A replica 100x faster than real time, ready; its HOST:PORT."""
+    return module_launcher.replica("rep-a", MODEL, fast_replica).endpoint
 
 
 def bench_cli(*args: str, timeout_s: float = 90) -> subprocess.CompletedProcess[str]:
