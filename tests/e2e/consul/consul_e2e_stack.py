@@ -1,81 +1,44 @@
-"""Harness for the Consul end-to-end tests (and ``benchmarks/convergence.py``). Test code only.
+"""Harness for the Consul end-to-end tests. Test code only.
 
 The stack, all on 127.0.0.1 with free ports:
 
     ConsulFake (thread in this process)
       -> ``caravan xds --consul`` control planes (subprocesses, one or more)
       -> a real Envoy (``.venv/bin/envoy``) whose bootstrap lists every control plane
-      -> real ``caravan replica`` processes, registered in the fake as ``triton-<model>``
-         with ``Meta.metrics_port``.
+      -> real replicas (``tritonserver`` with the simulated vLLM engine), registered in
+         the fake as ``triton-<model>`` with ``Meta.metrics_port``.
 
-Every process is a ``ChildProcess`` stopped by its PID. Every wait polls a condition
-(Envoy admin, control-plane admin, replica ids in responses) with a bounded timeout.
-Times are in seconds unless a name says ``_ms``.
+Every process is started through ``caravan.local.launch`` (a ``Launcher`` owns them
+and stops them by PID). Every wait polls a condition (Envoy admin, control-plane admin)
+with a bounded timeout. Which replica served a request is the ``host:port`` Envoy
+names in ``x-caravan-upstream``. Times are in seconds unless a name says ``_ms``.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import tritonclient.grpc as grpcclient
+import grpc
 import yaml
+from tests.fakes.consul import ConsulFake as ConsulFake
 
-from caravan.local.process import ChildProcess, caravan_argv, free_port, venv_binary, wait_for_port
-from caravan.render.envoy import bootstrap
+from caravan.local.launch import Launcher, RunningReplica, control_plane_ready, http_get, stream_request
+from caravan.local.launch import envoy_hosts as envoy_hosts
+from caravan.local.launch import serving_hosts as serving_hosts
+from caravan.local.launch import wait_until as wait_until
+from caravan.local.process import ChildProcess, free_port
 from caravan.spec import PlatformSpec, parse_spec
-
-# ``tests.fakes`` is imported from the repository root, which ``python -m pytest`` puts on
-# sys.path but the ``pytest`` script (and a benchmark run as a script) does not.
-REPO_ROOT = Path(__file__).resolve().parents[3]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-# Re-exported (``as``), so test modules import it from here, after the path fix.
-from tests.fakes.consul import ConsulFake as ConsulFake  # noqa: E402
+from caravan.triton.launcher import ReplicaOptions
 
 SERVICE_PREFIX = "triton-"
-
-
-# ---------------------------------------------------------------------------- waiting
-
-
-def wait_until(
-    pred: Callable[[], bool], timeout_s: float, what: str, every_s: float = 0.05
-) -> None:
-    """Poll ``pred`` until true; TimeoutError naming ``what`` (and the last error) after
-    ``timeout_s``. Exceptions from ``pred`` (a port not up yet) count as false."""
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            if pred():
-                return
-        except Exception as exc:
-            last = exc
-        time.sleep(every_s)
-    raise TimeoutError(
-        f"timed out after {timeout_s:.0f}s waiting for {what} (last error: {last!r})"
-    )
-
-
-def http_get(port: int, path: str, timeout_s: float = 2.0) -> tuple[int, str]:
-    """GET http://127.0.0.1:port/path -> (status, body); HTTP errors are returned, not raised."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout_s) as r:
-            return int(r.status), r.read().decode()
-    except urllib.error.HTTPError as err:
-        return int(err.code), err.read().decode()
+REPLICA_OPTIONS = ReplicaOptions(time_scale=0.01, stream_interval_ms=0, exit_timeout_s=10)
 
 
 def get_json(port: int, path: str) -> Any:
@@ -111,33 +74,12 @@ def write_spec(spec: PlatformSpec, path: Path) -> Path:
 # ---------------------------------------------------------------------------- replicas
 
 
-@dataclass
-class ReplicaProc:
-    """One real ``caravan replica`` process."""
-
-    id: str
-    model: str
-    port: int
-    metrics_port: int
-    proc: ChildProcess
-
-    @property
-    def endpoint(self) -> str:
-        return f"127.0.0.1:{self.port}"
+def start_replicas(launcher: Launcher, model: str, ids: Sequence[str]) -> dict[str, RunningReplica]:
+    """Fast replicas of ``model`` (time scale 0.01), one per id, all ready."""
+    return {r.id: r for r in launcher.replicas(ids, model, REPLICA_OPTIONS)}
 
 
-def start_replica(logs: Path, model: str, replica_id: str) -> ReplicaProc:
-    """Start (do not wait for) a fast simulated replica: short outputs, time scale 0.01."""
-    port, mport = free_port(), free_port()
-    argv = caravan_argv("replica", "--model", model, "--port", str(port), "--metrics-port",
-                        str(mport), "--replica-id", replica_id, "--time-scale", "0.01",
-                        "--mean-output-tokens", "4", "--stream-interval-ms", "0",
-                        "--drain-timeout-s", "1", "--log-level", "WARNING")
-    proc = ChildProcess(f"replica-{replica_id}", argv, logs / f"{replica_id}.log").start()
-    return ReplicaProc(replica_id, model, port, mport, proc)
-
-
-def register(fake: ConsulFake, r: ReplicaProc) -> None:
+def register(fake: ConsulFake, r: RunningReplica) -> None:
     """Register ``r`` as Nomad would: service ``triton-<model>``, passing check, meta."""
     fake.register(f"{SERVICE_PREFIX}{r.model}", r.id, port=r.port, address="127.0.0.1",
                   meta={"metrics_port": str(r.metrics_port), "model": r.model})
@@ -166,7 +108,7 @@ class ControlPlaneProc:
         return data
 
     def ready(self) -> bool:
-        return http_get(self.admin_port, "/readyz")[0] == 200
+        return control_plane_ready(self.admin_port)
 
     def metric(self, name: str) -> float:
         """Sum of every sample of metric ``name`` on /metrics (0 when absent)."""
@@ -178,90 +120,51 @@ class ControlPlaneProc:
         return total
 
 
-def start_control_plane(logs: Path, spec_path: Path, name: str, xds_port: int,
+def start_control_plane(launcher: Launcher, spec_path: Path, name: str, xds_port: int,
                         admin_port: int) -> ControlPlaneProc:
-    argv = caravan_argv("xds", "--spec", str(spec_path), "--consul", "--port", str(xds_port),
-                        "--admin-port", str(admin_port), "--node-id", name)
-    proc = ChildProcess(name, argv, logs / f"{name}.log").start()
+    """``caravan xds --consul`` as node ``name``; returns once its ADS port listens."""
+    proc = launcher.control_plane(spec_path, port=xds_port, admin_port=admin_port, consul=True,
+                                  node_id=name, name=name)
     return ControlPlaneProc(name, xds_port, admin_port, proc)
 
 
 def wait_ready(cp: ControlPlaneProc, timeout_s: float = 20) -> None:
-    def ready() -> bool:
-        if not cp.proc.alive():
-            raise RuntimeError(f"{cp.name} exited:\n{cp.proc.tail()}")
-        return cp.ready()
-
-    wait_until(ready, timeout_s, f"{cp.name} /readyz")
-
-
-# ---------------------------------------------------------------------------- Envoy
-
-
-def start_envoy(logs: Path, spec: PlatformSpec, xds: Sequence[tuple[str, int]],
-                node_id: str) -> ChildProcess:
-    path = logs / f"envoy-{node_id}.yaml"
-    path.write_text(yaml.safe_dump(bootstrap(spec, list(xds), node_id=node_id)))
-    argv = [venv_binary("envoy"), "-c", str(path), "--use-dynamic-base-id", "--concurrency", "1",
-            "--log-level", "warning", "--drain-time-s", "1"]
-    proc = ChildProcess(f"envoy-{node_id}", argv, logs / f"envoy-{node_id}.log").start()
-    wait_for_port("127.0.0.1", spec.envoy.admin_port, 20)
-    return proc
-
-
-def envoy_hosts(admin_port: int, cluster: str) -> dict[str, str]:
-    """{"host:port": health_flags} of ``cluster`` from Envoy's /clusters."""
-    _, text = http_get(admin_port, "/clusters")
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        parts = line.split("::")
-        if len(parts) == 4 and parts[0] == cluster and parts[2] == "health_flags":
-            out[parts[1]] = parts[3]
-    return out
-
-
-def serving_hosts(admin_port: int, cluster: str) -> set[str]:
-    """Hosts Envoy would send new requests to (health flags exactly ``healthy``)."""
-    return {h for h, flags in envoy_hosts(admin_port, cluster).items() if flags == "healthy"}
+    wait_until(cp.ready, timeout_s, f"{cp.name} /readyz", procs=[cp.proc])
 
 
 # ---------------------------------------------------------------------------- traffic
 
 
-def _inputs() -> list[grpcclient.InferInput]:
-    inp = grpcclient.InferInput("text_input", [1], "BYTES")
-    inp.set_data_from_numpy(np.array([b"hello"], dtype=np.object_))
-    return [inp]
-
-
-def infer(client: grpcclient.InferenceServerClient, model: str, session: str) -> str:
-    """One unary request through Envoy; returns the ``caravan_replica_id`` that served it.
-    Raises ``InferenceServerException`` on failure."""
-    result = client.infer(model, _inputs(), headers={"x-model": model, "x-session-id": session},
-                          client_timeout=10)
-    return str(result.get_response().parameters["caravan_replica_id"].string_param)
+def infer(url: str, model: str, session: str, channel: grpc.Channel | None = None) -> str:
+    """One stream=false request through Envoy with its own session; returns the replica
+    (``host:port`` from ``x-caravan-upstream``) that served it. AssertionError when the
+    request failed."""
+    reply = stream_request(url, model, {"x-model": model, "x-session-id": session},
+                           request_id=session, channel=channel)
+    assert reply.ok, f"request {session}: {reply.outcome} {reply.message}"
+    return reply.upstream
 
 
 def spread(url: str, model: str, n: int, tag: str) -> Counter[str]:
-    """``n`` requests with distinct sessions -> how many each replica served."""
-    with grpcclient.InferenceServerClient(url) as client:
-        return Counter(infer(client, model, f"{tag}-{i}") for i in range(n))
+    """``n`` requests with distinct sessions -> how many each replica (host:port) served."""
+    with grpc.insecure_channel(url) as ch:
+        return Counter(infer(url, model, f"{tag}-{i}", ch) for i in range(n))
 
 
-def first_served_by(url: str, model: str, replica_id: str, max_requests: int, tag: str) -> int:
-    """Send requests with distinct sessions until ``replica_id`` serves one; returns how many
-    were sent. AssertionError if it served none of ``max_requests``."""
-    with grpcclient.InferenceServerClient(url) as client:
+def first_served_by(url: str, model: str, endpoint: str, max_requests: int, tag: str) -> int:
+    """Send requests with distinct sessions until the replica at ``endpoint`` serves one;
+    returns how many were sent. AssertionError if it served none of ``max_requests``."""
+    with grpc.insecure_channel(url) as ch:
         for i in range(1, max_requests + 1):
-            if infer(client, model, f"{tag}-{i}") == replica_id:
+            if infer(url, model, f"{tag}-{i}", ch) == endpoint:
                 return i
-    raise AssertionError(f"{replica_id} served none of {max_requests} requests")
+    raise AssertionError(f"{endpoint} served none of {max_requests} requests")
 
 
 @dataclass
 class Traffic:
-    """A background loop of unary requests through Envoy, bounded by ``max_requests`` and
-    ``max_s``. Thread-safe reads of the counters via ``snapshot()``."""
+    """A background loop of stream=false requests through Envoy, bounded by
+    ``max_requests`` and ``max_s``. Thread-safe reads of the counters via ``total()``."""
 
     url: str
     model: str
@@ -280,25 +183,25 @@ class Traffic:
 
     def _run(self) -> None:
         deadline = time.monotonic() + self.max_s
-        with grpcclient.InferenceServerClient(self.url) as client:
+        with grpc.insecure_channel(self.url) as ch:
             for i in range(self.max_requests):
                 if self._stop.is_set() or time.monotonic() > deadline:
                     return
-                try:
-                    rid = infer(client, self.model, f"traffic-{i}")
-                except Exception as exc:
-                    with self._lock:
-                        self.errors.append(f"request {i}: {exc}")
-                    continue
+                reply = stream_request(self.url, self.model, {"x-model": self.model,
+                                                              "x-session-id": f"traffic-{i}"},
+                                       request_id=str(i), channel=ch)
                 with self._lock:
-                    self.ok[rid] += 1
+                    if reply.ok:
+                        self.ok[reply.upstream] += 1
+                    else:
+                        self.errors.append(f"request {i}: {reply.outcome} {reply.message}")
 
     def total(self) -> int:
         with self._lock:
             return sum(self.ok.values()) + len(self.errors)
 
     def stop(self) -> tuple[Counter[str], list[str]]:
-        """Stop the loop and return (served per replica, error messages)."""
+        """Stop the loop and return (served per replica host:port, error messages)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(15)

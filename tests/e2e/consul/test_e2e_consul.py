@@ -2,11 +2,12 @@
 
 One stack for the module (see ``consul_e2e_stack``): the Consul fake in this process,
 two control-plane subprocesses watching it, one real Envoy whose bootstrap lists both,
-and three real ``caravan replica`` processes of model ``alpha`` (``alpha-0`` and
-``alpha-1`` registered; ``alpha-2`` running but registered only by the tests that need
-it). Every test leaves the stack as it found it. Traffic is tritonclient through Envoy;
-which replica served a request is read from the response parameter
-``caravan_replica_id``. Every wait polls with a bounded timeout; every loop is bounded.
+and three real replicas (``tritonserver``, simulated vLLM engine) of model ``alpha``
+(``alpha-0`` and ``alpha-1`` registered; ``alpha-2`` running but registered only by
+the tests that need it). Every test leaves the stack as it found it. Traffic is
+stream=false requests over ModelStreamInfer through Envoy; which replica served a
+request is the ``host:port`` Envoy names in ``x-caravan-upstream``. Every wait polls
+with a bounded timeout; every loop is bounded.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import pytest
 from consul_e2e_stack import (
     ConsulFake,
     ControlPlaneProc,
-    ReplicaProc,
     Traffic,
     envoy_hosts,
     first_served_by,
@@ -30,14 +30,14 @@ from consul_e2e_stack import (
     serving_hosts,
     spread,
     start_control_plane,
-    start_envoy,
-    start_replica,
+    start_replicas,
     wait_ready,
     wait_until,
     write_spec,
 )
 
-from caravan.local.process import ChildProcess, free_port, wait_for_port
+from caravan.local.launch import Launcher, RunningReplica
+from caravan.local.process import ChildProcess, free_port
 from caravan.spec import PlatformSpec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -54,10 +54,10 @@ class Stack:
     fake: ConsulFake
     spec: PlatformSpec
     spec_path: Path
-    logs: Path
+    launcher: Launcher
     cps: list[ControlPlaneProc]
     envoy: ChildProcess
-    replicas: dict[str, ReplicaProc]
+    replicas: dict[str, RunningReplica]
 
     @property
     def url(self) -> str:
@@ -69,6 +69,9 @@ class Stack:
 
     def endpoints(self, *ids: str) -> set[str]:
         return {self.replicas[i].endpoint for i in ids}
+
+    def endpoint(self, rid: str) -> str:
+        return self.replicas[rid].endpoint
 
     def wait_serving(self, *ids: str, timeout_s: float = CONVERGE_S) -> None:
         """Until Envoy's cluster holds exactly ``ids``, all of them healthy."""
@@ -96,36 +99,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     fake.start()
     spec = make_spec(fake.address, (MODEL,))
     spec_path = write_spec(spec, logs / "spec.yaml")
-    procs: list[ChildProcess] = []
     try:
-        replicas = {f"alpha-{i}": start_replica(logs, MODEL, f"alpha-{i}") for i in range(3)}
-        procs += [r.proc for r in replicas.values()]
-        cps = [
-            start_control_plane(logs, spec_path, "cp-a", spec.control_plane.xds_port,
-                                spec.control_plane.admin_port),
-            start_control_plane(logs, spec_path, "cp-b", free_port(), free_port()),
-        ]
-        procs += [cp.proc for cp in cps]
-        for r in replicas.values():
-            wait_for_port("127.0.0.1", r.port, 30)
-        for rid in BASELINE:
-            register(fake, replicas[rid])
-        for cp in cps:
-            wait_ready(cp)
-        envoy = start_envoy(logs, spec, [("127.0.0.1", cp.xds_port) for cp in cps], ENVOY_NODE)
-        procs.append(envoy)
-        s = Stack(fake, spec, spec_path, logs, cps, envoy, replicas)
-        s.wait_serving(*BASELINE, timeout_s=30)
-        yield s
-        procs += [cp.proc for cp in s.cps]  # a restarted control plane is a new process
+        with Launcher(logs) as launcher:
+            replicas = start_replicas(launcher, MODEL, [f"alpha-{i}" for i in range(3)])
+            cps = [
+                start_control_plane(launcher, spec_path, "cp-a", spec.control_plane.xds_port,
+                                    spec.control_plane.admin_port),
+                start_control_plane(launcher, spec_path, "cp-b", free_port(), free_port()),
+            ]
+            for rid in BASELINE:
+                register(fake, replicas[rid])
+            for cp in cps:
+                wait_ready(cp)
+            envoy = launcher.envoy(spec, [("127.0.0.1", cp.xds_port) for cp in cps], node_id=ENVOY_NODE)
+            s = Stack(fake, spec, spec_path, launcher, cps, envoy, replicas)
+            s.wait_serving(*BASELINE, timeout_s=30)
+            yield s  # a restarted control plane is started by (and stopped with) the launcher
     finally:
-        for p in reversed(procs):
-            p.stop()
         fake.stop()
 
 
 @pytest.fixture
-def spare(stack: Stack) -> Iterator[ReplicaProc]:
+def spare(stack: Stack) -> Iterator[RunningReplica]:
     """The spare replica; deregistered again (if registered) after the test."""
     yield stack.replicas[SPARE]
     try:
@@ -157,25 +152,25 @@ def eds_endpoints(snap: dict[str, Any]) -> set[str]:
 
 def test_baseline_traffic_reaches_only_registered_replicas(stack: Stack) -> None:
     served = spread(stack.url, MODEL, 24, "baseline")
-    assert set(served) == set(BASELINE), served
+    assert set(served) == stack.endpoints(*BASELINE), served
 
 
-def test_registered_replica_starts_receiving_traffic(stack: Stack, spare: ReplicaProc) -> None:
+def test_registered_replica_starts_receiving_traffic(stack: Stack, spare: RunningReplica) -> None:
     register(stack.fake, spare)
     stack.wait_serving(*BASELINE, SPARE)
-    sent = first_served_by(stack.url, MODEL, SPARE, 60, "added")
+    sent = first_served_by(stack.url, MODEL, spare.endpoint, 60, "added")
     assert 1 <= sent <= 60
 
 
-def test_deregistered_replica_stops_receiving_traffic(stack: Stack, spare: ReplicaProc) -> None:
+def test_deregistered_replica_stops_receiving_traffic(stack: Stack, spare: RunningReplica) -> None:
     register(stack.fake, spare)
     stack.wait_serving(*BASELINE, SPARE)
-    first_served_by(stack.url, MODEL, SPARE, 60, "before-removal")
+    first_served_by(stack.url, MODEL, spare.endpoint, 60, "before-removal")
     stack.fake.deregister(SPARE)
     stack.wait_serving(*BASELINE)
     served = spread(stack.url, MODEL, 30, "after-removal")
-    assert SPARE not in served
-    assert set(served) == set(BASELINE), served
+    assert spare.endpoint not in served
+    assert set(served) == stack.endpoints(*BASELINE), served
 
 
 def test_maintenance_mode_drains_replica(stack: Stack) -> None:
@@ -185,15 +180,15 @@ def test_maintenance_mode_drains_replica(stack: Stack) -> None:
         wait_until(lambda: "eds_status_draining" in envoy_hosts(stack.admin, CLUSTER).get(
             stack.replicas[victim].endpoint, ""), CONVERGE_S, f"{victim} DRAINING in Envoy")
         served = spread(stack.url, MODEL, 30, "during-drain")
-        assert served == {other: 30}, served
+        assert served == {stack.endpoint(other): 30}, served
     finally:
         stack.fake.maintenance(victim, False)
     stack.wait_serving(*BASELINE)
-    assert first_served_by(stack.url, MODEL, victim, 60, "after-drain") >= 1
+    assert first_served_by(stack.url, MODEL, stack.endpoint(victim), 60, "after-drain") >= 1
 
 
 def test_consul_outage_keeps_serving_and_later_change_converges(
-    stack: Stack, spare: ReplicaProc
+    stack: Stack, spare: RunningReplica
 ) -> None:
     before = [versions(cp.snapshot()) for cp in stack.cps]
     errors_before = [cp.metric("caravan_discovery_errors_total") for cp in stack.cps]
@@ -213,15 +208,15 @@ def test_consul_outage_keeps_serving_and_later_change_converges(
         stack.fake.start()  # same port, state kept
         register(stack.fake, spare)
         stack.wait_serving(*BASELINE, SPARE, timeout_s=30)  # discovery backoff may reach ~8 s
-        first_served_by(stack.url, MODEL, SPARE, 60, "after-restart")
+        first_served_by(stack.url, MODEL, spare.endpoint, 60, "after-restart")
     finally:
         served, failed = traffic.stop()
     assert failed == [], failed[:5]
     assert during >= 20
-    assert set(served) >= set(BASELINE), served
+    assert set(served) >= stack.endpoints(*BASELINE), served
 
 
-def test_two_control_planes_publish_identical_versions(stack: Stack, spare: ReplicaProc) -> None:
+def test_two_control_planes_publish_identical_versions(stack: Stack, spare: RunningReplica) -> None:
     base = stack.endpoints(*BASELINE)
     wait_until(lambda: all(eds_endpoints(cp.snapshot()) == base for cp in stack.cps),
                CONVERGE_S, "both control planes at the baseline")
@@ -250,7 +245,7 @@ def test_two_control_planes_publish_identical_versions(stack: Stack, spare: Repl
 
 
 def test_envoy_fails_over_when_its_control_plane_is_killed(
-    stack: Stack, spare: ReplicaProc
+    stack: Stack, spare: RunningReplica
 ) -> None:
     victim = stack.envoy_cp()
     survivor = next(cp for cp in stack.cps if cp is not victim)
@@ -265,17 +260,17 @@ def test_envoy_fails_over_when_its_control_plane_is_killed(
         wait_until(lambda: any(c["node_id"] == ENVOY_NODE and c["acked_versions"].get("eds")
                                == eds_version for c in survivor.clients()),
                    CONVERGE_S, f"Envoy's ACK at {survivor.name}")
-        first_served_by(stack.url, MODEL, SPARE, 60, "after-failover")
+        first_served_by(stack.url, MODEL, spare.endpoint, 60, "after-failover")
     finally:
         served, failed = traffic.stop()
         _restart(stack, victim)
     assert failed == [], failed[:5]
-    assert set(served) >= set(BASELINE), served
+    assert set(served) >= stack.endpoints(*BASELINE), served
 
 
 def _restart(stack: Stack, cp: ControlPlaneProc) -> None:
     """Bring a killed control plane back on its ports (keeps the fixture's invariant)."""
     cp.proc.stop()
-    fresh = start_control_plane(stack.logs, stack.spec_path, cp.name, cp.xds_port, cp.admin_port)
+    fresh = start_control_plane(stack.launcher, stack.spec_path, cp.name, cp.xds_port, cp.admin_port)
     stack.cps[stack.cps.index(cp)] = fresh
     wait_ready(fresh)
