@@ -6,10 +6,12 @@ Everything runs on 127.0.0.1 (free ports) with real processes where it matters:
 
 (a) convergence: Consul fake (in this process) -> ``caravan xds --consul`` (subprocess,
     the spec's default debounce: 50 ms quiet window, 1 s max delay) -> real Envoy ->
-    real ``caravan replica`` processes. Each change registers a new service instance
-    (a fresh Consul id on the spare replica's port); we time change -> Envoy's ACK of
-    the new EDS version (polling the control plane's /debug/clients) and change -> the
-    first request of a steady tritonclient loop answered by the new replica. Then the
+    real replicas (``tritonserver`` with the simulated vLLM engine). Each change registers
+    a new service instance (a fresh Consul id on the spare replica's port); we time
+    change -> Envoy's ACK of the new EDS version (polling the control plane's
+    /debug/clients) and change -> the first request of a steady loop (one stream=false
+    ModelStreamInfer request per stream) that Envoy's ``x-caravan-upstream`` says the
+    new replica served. Then the
     instance is deregistered (its ACK is timed too) and Envoy must drop it before the
     next change.
 (b) full build: the pure ``build_snapshot`` for 100 models x 100 endpoints (10,000
@@ -24,12 +26,18 @@ Targets (issue 3): change -> ACK p99 <= quiet window + 50 ms; full build of 10,0
 endpoints <= 250 ms; one-model rebuild <= 10 ms; RSS <= 200 MB. Misses are reported as
 misses. Prints a table and writes benchmarks/results/convergence.json. Every wait is
 bounded; the whole run takes about 1-2 minutes on 2 cores.
+
+Processes are started through ``caravan.local.launch`` (the starters ``caravan up``
+uses). There is no Consul binary here: the Consul fake (``tests/fakes/consul.py``, a
+faithful stand-in for the agent's HTTP API) is loaded from its file; no other test
+code is used.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import platform
@@ -40,10 +48,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
+import yaml
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
@@ -53,30 +63,76 @@ from rich.table import Table
 
 from caravan.bench.stats import percentile
 from caravan.discovery.types import Replica, ReplicaSet
-from caravan.local.process import ChildProcess, free_port, wait_for_port
+from caravan.local.launch import (
+    Launcher,
+    envoy_hosts,
+    http_get,
+    serving_hosts,
+    stream_request,
+    wait_until,
+)
+from caravan.local.process import ChildProcess, free_port
 from caravan.spec import PlatformSpec, parse_spec
+from caravan.triton.launcher import ReplicaOptions
 from caravan.xds.builder import SnapshotBuilder, build_snapshot
 from caravan.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, check_consistency
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e" / "consul"))
-# The e2e harness (test code): Consul fake, process starters, Envoy admin helpers.
-from consul_e2e_stack import (
-    ConsulFake,
-    ControlPlaneProc,
-    envoy_hosts,
-    get_json,
-    http_get,
-    infer,
-    make_spec,
-    register,
-    serving_hosts,
-    start_control_plane,
-    start_envoy,
-    start_replica,
-    wait_ready,
-    wait_until,
-    write_spec,
-)
+if TYPE_CHECKING:
+    from tests.fakes.consul import ConsulFake
+
+ROOT = Path(__file__).resolve().parents[1]
+REPLICA_OPTIONS = ReplicaOptions(time_scale=0.01, stream_interval_ms=0, exit_timeout_s=10)
+
+
+def consul_fake() -> ConsulFake:
+    """A new Consul fake, loaded from ``tests/fakes/consul.py`` by file (no sys.path change)."""
+    name = "caravan_bench_consul_fake"
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "fakes" / "consul.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up while the file runs
+        spec.loader.exec_module(module)
+    fake: ConsulFake = module.ConsulFake()
+    return fake
+
+
+def get_json(port: int, path: str) -> Any:
+    status, body = http_get(port, path)
+    if status != 200:
+        raise RuntimeError(f"GET :{port}{path} -> {status}: {body[:200]}")
+    return json.loads(body)
+
+
+def write_spec(spec: PlatformSpec, path: Path) -> Path:
+    path.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
+    return path
+
+
+@dataclass
+class ControlPlaneProc:
+    """One ``caravan xds --consul`` child."""
+
+    name: str
+    xds_port: int
+    admin_port: int
+    proc: ChildProcess
+
+    def clients(self) -> list[dict[str, Any]]:
+        data = get_json(self.admin_port, "/debug/clients")
+        assert isinstance(data, list)
+        return data
+
+
+def start_control_plane(launcher: Launcher, spec: PlatformSpec, spec_path: Path, name: str,
+                        timeout_s: float = 30) -> ControlPlaneProc:
+    """``caravan xds --consul`` on the spec's ports; returns once /readyz answers 200."""
+    port, admin = spec.control_plane.xds_port, spec.control_plane.admin_port
+    proc = launcher.control_plane(spec_path, port=port, admin_port=admin, consul=True, node_id=name,
+                                  name=name, ready=True, timeout_s=timeout_s)
+    return ControlPlaneProc(name, port, admin, proc)
+
 
 RESULTS = Path(__file__).parent / "results" / "convergence.json"
 ENVOY_NODE = "bench-envoy"
@@ -100,11 +156,12 @@ def summary(values_ms: list[float]) -> dict[str, float]:
 
 
 class Recorder:
-    """Steady unary traffic through Envoy (distinct sessions) in a thread; records when a
-    response from ``watch_id`` arrives (perf_counter s). Bounded by ``max_s`` and count."""
+    """Steady stream=false requests through Envoy (distinct sessions) in a thread; records
+    when a response from the replica at ``watch`` (host:port, per ``x-caravan-upstream``)
+    arrives (perf_counter s). Bounded by ``max_s`` and count."""
 
-    def __init__(self, url: str, model: str, watch_id: str, max_s: float) -> None:
-        self.url, self.model, self.watch_id, self.max_s = url, model, watch_id, max_s
+    def __init__(self, url: str, model: str, watch: str, max_s: float) -> None:
+        self.url, self.model, self.watch, self.max_s = url, model, watch, max_s
         self.hits: list[float] = []
         self.sent = 0
         self.errors = 0
@@ -112,22 +169,20 @@ class Recorder:
         self._thread = threading.Thread(target=self._run, daemon=True, name="bench-traffic")
 
     def _run(self) -> None:
-        import tritonclient.grpc as grpcclient
-
         deadline = time.monotonic() + self.max_s
-        with grpcclient.InferenceServerClient(self.url) as client:
+        with grpc.insecure_channel(self.url) as channel:
             while not self._stop.is_set() and time.monotonic() < deadline and self.sent < 10**6:
                 self.sent += 1
-                try:
-                    rid = infer(client, self.model, f"bench-{self.sent}")
-                except Exception:
+                reply = stream_request(self.url, self.model, {"x-model": self.model,
+                                                              "x-session-id": f"bench-{self.sent}"},
+                                       channel=channel)
+                if not reply.ok:
                     self.errors += 1
-                    continue
-                if rid == self.watch_id:
+                elif reply.upstream == self.watch:
                     self.hits.append(time.perf_counter())
 
     def first_after(self, t0: float) -> float | None:
-        """When the first response from ``watch_id`` after ``t0`` arrived, or None."""
+        """When the first response from ``watch`` after ``t0`` arrived, or None."""
         return next((t for t in list(self.hits) if t > t0), None)
 
     def __enter__(self) -> Recorder:
@@ -171,51 +226,52 @@ def wait_first(traffic: Recorder, t0: float, timeout_s: float = 10) -> float:
 
 @contextmanager
 def stopping(fake: ConsulFake) -> Iterator[ConsulFake]:
-    """Stop ``fake`` on exit (before the processes of an enclosing ``owned``)."""
+    """Stop ``fake`` on exit (after the processes of an enclosed ``Launcher``)."""
     try:
         yield fake
     finally:
         fake.stop()
 
 
-@contextmanager
-def owned(procs: list[ChildProcess]) -> Iterator[list[ChildProcess]]:
-    """Stop every process appended to ``procs`` (by PID, newest first) on exit."""
-    try:
-        yield procs
-    finally:
-        for p in reversed(procs):
-            p.stop()
+def small_spec(consul: str) -> PlatformSpec:
+    """Model ``alpha`` on free ports, the spec's default debounce, watching ``consul``."""
+    return parse_spec({
+        "models": [{"name": "alpha", "engine": {"model": "m/alpha"},
+                    "routing": {"maglev_table_size": 1031, "retries": 1, "unary_timeout_s": 10}}],
+        "envoy": {"listen_port": free_port(), "admin_port": free_port()},
+        "control_plane": {"xds_port": free_port(), "admin_port": free_port(),
+                          "debounce_quiet_ms": QUIET_MS, "debounce_max_ms": MAX_MS},
+        "consul": {"address": consul, "wait_s": 5, "timeout_s": 2},
+    }, "bench-convergence")
+
+
+def register(fake: ConsulFake, sid: str, port: int, metrics_port: int) -> None:
+    """Register a replica of ``alpha`` on 127.0.0.1 as Nomad would (service triton-alpha)."""
+    fake.register("triton-alpha", sid, port=port, address="127.0.0.1",
+                  meta={"model": "alpha", "metrics_port": str(metrics_port)})
 
 
 def convergence(tmp: Path, changes: int, tick: Callable[[], None]) -> dict[str, Any]:
-    fake = ConsulFake()
+    fake = consul_fake()
     fake.start()
-    spec = make_spec(fake.address, ("alpha",), quiet_ms=QUIET_MS, max_ms=MAX_MS)
+    spec = small_spec(fake.address)
     spec_path = write_spec(spec, tmp / "spec-a.yaml")
-    with owned([]) as procs, stopping(fake):
-        reps = [start_replica(tmp, "alpha", rid) for rid in ("alpha-0", "alpha-1", "spare")]
-        procs += [r.proc for r in reps]
-        cp = start_control_plane(tmp, spec_path, "cp-a", spec.control_plane.xds_port,
-                                 spec.control_plane.admin_port)
-        procs.append(cp.proc)
-        for r in reps:
-            wait_for_port("127.0.0.1", r.port, 30)
-        register(fake, reps[0])
-        register(fake, reps[1])
-        wait_ready(cp)
-        procs.append(start_envoy(tmp, spec, [("127.0.0.1", cp.xds_port)], ENVOY_NODE))
+    with stopping(fake), Launcher(tmp) as launcher:
+        reps = launcher.replicas(["alpha-0", "alpha-1", "spare"], "alpha", REPLICA_OPTIONS)
+        for r in reps[:2]:
+            register(fake, r.id, r.port, r.metrics_port)
+        cp = start_control_plane(launcher, spec, spec_path, "cp-a")
+        launcher.envoy(spec, [("127.0.0.1", cp.xds_port)], node_id=ENVOY_NODE)
         admin, spare = spec.envoy.admin_port, reps[2]
         base = {reps[0].endpoint, reps[1].endpoint}
         wait_until(lambda: serving_hosts(admin, "model-alpha") == base, 30, "baseline in Envoy")
         to_ack, to_first, removal = [], [], []
         url = f"127.0.0.1:{spec.envoy.listen_port}"
-        with Recorder(url, "alpha", spare.id, max_s=60 + changes * 2) as traffic:
+        with Recorder(url, "alpha", spare.endpoint, max_s=60 + changes * 2) as traffic:
             for i in range(changes):
                 before = acked_eds(cp)
                 t0 = time.perf_counter()
-                fake.register("triton-alpha", f"spare-{i}", port=spare.port, address="127.0.0.1",
-                              meta={"model": "alpha", "metrics_port": str(spare.metrics_port)})
+                register(fake, f"spare-{i}", spare.port, spare.metrics_port)
                 t_ack, after = wait_ack_change(cp, before)
                 to_ack.append(ms(t_ack - t0))
                 first = wait_first(traffic, t0)
@@ -432,18 +488,15 @@ async def fan_out(cp: ControlPlaneProc, fake: ConsulFake, models: int, endpoints
 
 def memory(tmp: Path, models: int, endpoints: int, n_clients: int, changes: int,
            tick: Callable[[], None]) -> dict[str, Any]:
-    fake = ConsulFake()
+    fake = consul_fake()
     for m in range(models):
         for e in range(endpoints):
             fake.register(f"triton-m{m}", f"m{m}-{e}", port=8001, address=address(m, e))
     fake.start()
     spec = big_spec(models, fake.address)
     path = write_spec(spec, tmp / "spec-d.yaml")
-    with owned([]) as procs, stopping(fake):
-        cp = start_control_plane(tmp, path, "cp-d", spec.control_plane.xds_port,
-                                 spec.control_plane.admin_port)
-        procs.append(cp.proc)
-        wait_ready(cp, 60)
+    with stopping(fake), Launcher(tmp / "memory") as launcher:
+        cp = start_control_plane(launcher, spec, path, "cp-d", timeout_s=60)
         tick()
         return asyncio.run(fan_out(cp, fake, models, endpoints, n_clients, changes, tick))
 
