@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from caravan.discovery.types import Replica
+from caravan.render.metric_names import JOB_TRITON
 from caravan.spec import PlatformSpec
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ def local_config(spec: PlatformSpec, ports: LocalPorts, rule_files: Iterable[str
         {"job_name": name, "metrics_path": path, "static_configs": [{"targets": [target]}]}
         for name, target, path in static
     ]
-    jobs.append({"job_name": "triton", "file_sd_configs": [{"files": [TARGETS_FILE], "refresh_interval": "1s"}]})
+    jobs.append({"job_name": JOB_TRITON, "file_sd_configs": [{"files": [TARGETS_FILE], "refresh_interval": "1s"}]})
     return {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": list(rule_files),
