@@ -24,6 +24,7 @@ from caravan.local.supervisor import LocalPorts, LocalStack, StackOptions
 from caravan.render.alerts import REPLICA_RESTARTED
 from caravan.spec import parse_spec
 
+
 def _have_prometheus() -> bool:
     try:
         venv_binary("prometheus")
