@@ -1,67 +1,47 @@
-"""Bounded tritonclient load for the fault scenarios (test code, also used by
-``benchmarks/reliability.py``).
+"""Bounded load for the fault scenarios (test code).
 
-* ``UnaryLoad``: ``workers`` threads, each with its own ``InferenceServerClient``,
-  sending small unary ModelInfer requests through Envoy, one after the other (``pause_s``
-  apart), until
-  ``stop()``, ``max_requests`` (total) or ``max_s`` seconds. Every request has a client
-  deadline (``timeout_s``), so nothing can hang. It records, per request, when it
-  ended, whether it failed, the gRPC status and which replica served it.
-* ``StreamProbe``: one long streaming request per gRPC stream (``ModelStreamInfer``
-  with ``stream=true``), to see what a fault does to streams in flight: each probe
-  records the replica of its first chunk and how it ended (completed, or the status it
-  failed with, or ``HUNG`` if nothing ended it before its deadline).
+Every request is what Caravan's clients send to a real Triton replica: one request on
+one ``ModelStreamInfer`` stream (``caravan.local.launch.stream_request``; tritonserver
+refuses unary ModelInfer for the decoupled vLLM model). The replica that served it is
+the ``host:port`` Envoy names in the ``x-caravan-upstream`` response header.
+
+* ``RequestLoad``: ``workers`` threads, each with its own gRPC channel, sending short
+  ``stream=false`` requests (one final response each) through Envoy, one after the
+  other (``pause_s`` apart), each with its own session, until ``stop()``,
+  ``max_requests`` (total) or ``max_s`` seconds. Every request has a deadline
+  (``timeout_s``), so nothing can hang. It records, per request, when it started and
+  ended, how it ended (OK, STREAM_ERROR for an in-stream error, or the gRPC status)
+  and which replica served it.
+* ``StreamProbe``: one long request on its own stream, to see what a fault does to a
+  request in flight. ``stream=True``: a response per chunk, so Envoy has forwarded
+  response headers from the first chunk on (``first_chunk`` is set then, with the
+  replica). ``stream=False``: nothing comes back until the whole answer, so until then
+  the request is *before* response headers. It records the replica that finally
+  answered and how the stream ended (OK, a status, or ``HUNG`` at its deadline).
 
 Times are ``time.monotonic()`` seconds. Thread-safe reads through ``summary()``.
 """
 
 from __future__ import annotations
 
-import json
-import queue
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-import numpy as np
-import tritonclient.grpc as grpcclient
-from tritonclient.utils import InferenceServerException
+import grpc
 
-REPLICA_PARAM = "caravan_replica_id"
-
-
-def text_inputs(prompt: str, max_tokens: int, stream: bool = False) -> list[grpcclient.InferInput]:
-    """The vLLM tensor contract: text_input, sampling_parameters (+ stream)."""
-    text = grpcclient.InferInput("text_input", [1], "BYTES")
-    text.set_data_from_numpy(np.array([prompt.encode()], dtype=np.object_))
-    params = grpcclient.InferInput("sampling_parameters", [1], "BYTES")
-    params.set_data_from_numpy(
-        np.array([json.dumps({"max_tokens": max_tokens}).encode()], dtype=np.object_))
-    out = [text, params]
-    if stream:
-        flag = grpcclient.InferInput("stream", [1], "BOOL")
-        flag.set_data_from_numpy(np.array([True], dtype=bool))
-        out.append(flag)
-    return out
-
-
-def status_of(exc: Exception) -> str:
-    """The gRPC status name of a tritonclient error (``StatusCode.UNAVAILABLE`` ->
-    ``UNAVAILABLE``), or the exception type when it carries none."""
-    if isinstance(exc, InferenceServerException):
-        st = exc.status()
-        if st:
-            return str(st).removeprefix("StatusCode.")
-    return type(exc).__name__
+from caravan.local.launch import StreamReply, stream_request
 
 
 @dataclass(frozen=True)
 class Result:
-    """One unary request: when it ended, the replica that served it or its error."""
+    """One request: when it started and ended, the replica that served it (host:port,
+    "" when none was named) and how it ended."""
 
+    started: float
     ended: float
-    replica: str | None
+    replica: str
     status: str = "OK"
     message: str = ""
 
@@ -70,27 +50,32 @@ class Result:
         return self.status == "OK"
 
 
+def result_of(started: float, reply: StreamReply) -> Result:
+    return Result(started, time.monotonic(), reply.upstream, reply.outcome, reply.message[:300])
+
+
 @dataclass
-class UnaryLoad:
+class RequestLoad:
     url: str
     model: str
-    workers: int = 4
+    workers: int = 3
     max_requests: int = 20000
     max_s: float = 60.0
     timeout_s: float = 10.0
     pause_s: float = 0.005  # between one worker's requests (keeps 2 cores usable)
     max_tokens: int = 4
     model_header: str = "x-model"
+    session_header: str = "x-session-id"
     results: list[Result] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _threads: list[threading.Thread] = field(default_factory=list)
     _issued: int = 0
 
-    def start(self) -> UnaryLoad:
+    def start(self) -> RequestLoad:
         self.started = time.monotonic()
         for w in range(self.workers):
-            t = threading.Thread(target=self._run, args=(w,), name=f"unary-{w}", daemon=True)
+            t = threading.Thread(target=self._run, args=(w,), name=f"load-{w}", daemon=True)
             t.start()
             self._threads.append(t)
         return self
@@ -104,23 +89,24 @@ class UnaryLoad:
             return self._issued
 
     def _run(self, worker: int) -> None:
-        with grpcclient.InferenceServerClient(self.url) as client:
+        with grpc.insecure_channel(self.url) as channel:
             while (i := self._next()) is not None:
-                headers = {self.model_header: self.model, "x-session-id": f"s{worker}-{i}"}
-                try:
-                    res = client.infer(self.model, text_inputs(f"hello {i}", self.max_tokens),
-                                       headers=headers, client_timeout=self.timeout_s)
-                    rid = res.get_response().parameters[REPLICA_PARAM].string_param
-                    r = Result(time.monotonic(), str(rid))
-                except InferenceServerException as exc:
-                    r = Result(time.monotonic(), None, status_of(exc), str(exc)[:300])
+                headers = {self.model_header: self.model, self.session_header: f"s{worker}-{i}"}
+                started = time.monotonic()
+                reply = stream_request(self.url, self.model, headers, prompt=f"hello {i}",
+                                       max_tokens=self.max_tokens, timeout_s=self.timeout_s,
+                                       request_id=str(i), channel=channel)
                 with self._lock:
-                    self.results.append(r)
+                    self.results.append(result_of(started, reply))
                 self._stop.wait(self.pause_s)
 
     def count(self) -> int:
         with self._lock:
             return len(self.results)
+
+    def snapshot(self) -> list[Result]:
+        with self._lock:
+            return list(self.results)
 
     def wait_for(self, n: int, timeout_s: float = 15.0) -> None:
         """Block until at least ``n`` requests ended; TimeoutError otherwise."""
@@ -134,8 +120,7 @@ class UnaryLoad:
         self._stop.set()
         for t in self._threads:
             t.join(self.timeout_s + 5)
-        with self._lock:
-            return list(self.results)
+        return self.snapshot()
 
 
 def summarize(results: list[Result]) -> dict[str, object]:
@@ -150,61 +135,55 @@ def summarize(results: list[Result]) -> dict[str, object]:
     }
 
 
+def session_replica(url: str, model: str, session: str, model_header: str = "x-model") -> str:
+    """The replica (host:port) a short request with ``session`` lands on."""
+    reply = stream_request(url, model, {model_header: model, "x-session-id": session}, max_tokens=1)
+    assert reply.ok, f"session {session}: {reply.outcome} {reply.message}"
+    return reply.upstream
+
+
 @dataclass
 class StreamProbe:
-    """One streaming request on its own gRPC stream, ended within ``deadline_s``."""
+    """One long request on its own gRPC stream, ended within ``deadline_s``."""
 
     url: str
     model: str
     session: str
+    stream: bool = True
     max_tokens: int = 3000
     deadline_s: float = 30.0
     model_header: str = "x-model"
-    replica: str | None = None
+    replica: str = ""  # the replica that answered (host:port)
+    first_replica: str = ""  # the replica of the first response
     chunks: int = 0
-    outcome: str = "PENDING"  # OK | <gRPC status> | HUNG
+    outcome: str = "PENDING"  # OK | STREAM_ERROR | <gRPC status> | HUNG
     message: str = ""
     first_chunk: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
-    _events: queue.Queue[tuple[object, object]] = field(default_factory=queue.Queue)
 
     def start(self) -> StreamProbe:
-        threading.Thread(target=self._run, name=f"stream-{self.session}", daemon=True).start()
+        threading.Thread(target=self._run, name=f"probe-{self.session}", daemon=True).start()
         return self
 
+    def _first(self, upstream: str) -> None:
+        self.first_replica = upstream
+        self.first_chunk.set()
+
     def _run(self) -> None:
-        client = grpcclient.InferenceServerClient(self.url)
         try:
-            client.start_stream(callback=lambda result, error: self._events.put((result, error)),
-                                headers={self.model_header: self.model,
-                                         "x-session-id": self.session},
-                                stream_timeout=self.deadline_s)
-            client.async_stream_infer(self.model, text_inputs("a long story", self.max_tokens,
-                                                              stream=True))
-            self._consume(time.monotonic() + self.deadline_s + 2)
+            reply = stream_request(self.url, self.model, {self.model_header: self.model,
+                                                          "x-session-id": self.session},
+                                   prompt="a long story", max_tokens=self.max_tokens, stream=self.stream,
+                                   timeout_s=self.deadline_s, request_id=self.session,
+                                   on_first=self._first)
+            self.replica, self.chunks = reply.upstream, len(reply.responses)
+            self.outcome = "HUNG" if reply.status == "DEADLINE_EXCEEDED" else reply.outcome
+            self.message = reply.message[:300]
         finally:
             self.done.set()
             self.first_chunk.set()
-            client.stop_stream(cancel_requests=True)
-            client.close()
 
-    def _consume(self, deadline: float) -> None:
-        while True:
-            try:
-                res, err = self._events.get(timeout=max(0.01, deadline - time.monotonic()))
-            except queue.Empty:
-                self.outcome = "HUNG"
-                return
-            if err is not None:
-                assert isinstance(err, Exception)
-                self.outcome, self.message = status_of(err), str(err)[:300]
-                return
-            assert isinstance(res, grpcclient.InferResult)
-            params = res.get_response().parameters
-            self.chunks += 1
-            if self.replica is None:
-                self.replica = str(params[REPLICA_PARAM].string_param)
-                self.first_chunk.set()
-            if params["triton_final_response"].bool_param:
-                self.outcome = "OK"
-                return
+    def to_json(self) -> dict[str, object]:
+        return {"session": self.session, "stream": self.stream, "replica": self.replica,
+                "first_replica": self.first_replica, "outcome": self.outcome, "chunks": self.chunks,
+                "message": self.message[:160]}

@@ -1,9 +1,11 @@
-"""The fault scenarios, as functions returning a ``FaultOutcome`` (test code, also run
-with full durations by ``benchmarks/reliability.py``).
+"""The fault scenarios, as functions returning a ``FaultOutcome`` (test code; run by
+``test_faults.py``, and at full duration by ``benchmarks/reliability.py`` through
+pytest).
 
-Each scenario starts its own stack under ``tmp`` (real replicas, real control plane,
-real Envoy), drives bounded tritonclient traffic through Envoy, injects one fault,
-measures requests sent / failed and a recovery time, and stops everything it started.
+Each scenario starts its own stack under ``tmp`` (real ``tritonserver`` replicas, real
+control plane, real Envoy), drives bounded traffic through Envoy (short stream=false
+requests over ModelStreamInfer, ``faults_load``), injects one fault, measures requests
+sent / failed and a recovery time, and stops everything it started.
 ``FaultOutcome.violations`` lists every broken promise (empty = promise kept); the
 tests assert it is empty, the benchmark records it.
 """
@@ -12,11 +14,12 @@ from __future__ import annotations
 
 import signal
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from faults_load import StreamProbe, UnaryLoad, summarize
+from faults_load import RequestLoad, Result, StreamProbe, session_replica, summarize
 from faults_stack import (
     CLUSTER,
     MODEL,
@@ -25,16 +28,18 @@ from faults_stack import (
     envoy_client,
     envoy_hosts,
     envoy_in_sync,
+    envoy_stat,
     envoy_versions,
-    http_get,
-    infra,
-    restart_infra,
+    fault_spec,
     serving_hosts,
     start_local_stack,
     wait_until,
 )
 
+from caravan.local.launch import control_plane_ready
+
 RESYNC_LIMIT_S = 1.0
+DEAD_ENGINE_LIMIT_S = 10.0
 
 
 @dataclass
@@ -51,12 +56,12 @@ class FaultOutcome:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
-    def add_load(self, results: list[Any]) -> None:
+    def add_load(self, results: list[Result], failures_allowed: bool = False) -> None:
         s = summarize(results)
         self.sent, self.failed = int(s["sent"]), int(s["failed"])  # type: ignore[call-overload]
-        self.details["unary"] = s
-        if self.failed:
-            self.violations.append(f"{self.failed} of {self.sent} unary requests failed: "
+        self.details["requests"] = s
+        if self.failed and not failures_allowed:
+            self.violations.append(f"{self.failed} of {self.sent} requests failed: "
                                    f"{s['first_errors']}")
 
 
@@ -72,22 +77,22 @@ def control_plane_restart(tmp: Path, down_s: float = 1.0) -> FaultOutcome:
                        recovery="restarted control plane ready -> Envoy has the new replica "
                                 "and the current CDS/LDS versions")
     stack = start_local_stack(tmp, replicas=2)
-    load = UnaryLoad(stack.endpoint, MODEL, workers=3, max_s=60 + down_s).start()
+    load = RequestLoad(stack.endpoint, MODEL, workers=3, max_s=90 + down_s).start()
     try:
         load.wait_for(20)
-        xds = infra(stack, "xds")
+        xds = stack.infra("xds")
         killed = time.monotonic()
         xds.signal(signal.SIGKILL)
         wait_until(lambda: not xds.alive(), 5, "xds gone")
         stack.scale_to(MODEL, 3)  # a change Envoy can only learn after the restart
-        wait_until(lambda: len(stack.replicas(MODEL)) == 3, 30, "third replica registered")
+        wait_until(lambda: len(stack.replicas(MODEL)) == 3, 60, "third replica registered")
         new = next(r.endpoint for r in stack.replicas(MODEL)
                    if r.endpoint not in envoy_hosts(stack.ports.envoy_admin))
         time.sleep(max(0.0, killed + down_s - time.monotonic()))
         restarted = time.monotonic()
-        restart_infra(stack, xds)
+        stack.restart_infra("xds")
         admin = stack.ports.xds_admin
-        ready = wait_until(lambda: http_get(admin, "/readyz")[0] == 200, 30, "xds ready again")
+        ready = wait_until(lambda: control_plane_ready(admin), 30, "xds ready again")
         in_cluster = wait_until(lambda: new in envoy_hosts(stack.ports.envoy_admin), 30,
                                 "Envoy has the new replica")
         synced = wait_until(lambda: envoy_in_sync(admin, stack.ports.envoy_admin), 30,
@@ -111,54 +116,89 @@ def control_plane_restart(tmp: Path, down_s: float = 1.0) -> FaultOutcome:
 # --------------------------------------------------------------------- replica kill
 
 
-def replica_kill(tmp: Path, streams: int = 6, after_s: float = 4.0) -> FaultOutcome:
+def replica_kill(tmp: Path, after_headers: int = 2, before_headers: int = 2,
+                 elsewhere: int = 2, after_s: float = 4.0) -> FaultOutcome:
     """SIGKILL one replica (still registered, as in Consul until its check fails) under
-    unary load and with streams in flight. Promise: zero failed unary requests (retries,
-    outlier ejection, health checks); only the streams on that replica fail, well before
-    their deadline, with a transport status: UNAVAILABLE, or INTERNAL "RST_STREAM" once
-    response headers were sent (Envoy resets the downstream stream then; it cannot send a
-    grpc-status trailer mid-response); the others complete."""
+    load, with long requests in flight on it and elsewhere. Plain Maglev hashing
+    (no bounded load), so each probe is aimed at a replica by its session.
+
+    Promise, as measured: 0 failed short requests (Envoy retries a request whose
+    upstream resets or refuses before response headers, on another replica, then
+    ejects the victim); a long request on the victim that has no response yet
+    (stream=false: nothing is sent before the whole answer, so no response headers) is
+    retried on another replica and completes; a stream on the victim that already had a
+    response (stream=true, headers sent) fails at once with INTERNAL "RST_STREAM" (Envoy
+    can only reset it); streams on other replicas complete."""
     out = FaultOutcome("replica SIGKILLed under load (stays registered)",
-                       "0 failed unary requests; only streams on the victim fail, at once "
-                       "(UNAVAILABLE, or INTERNAL RST_STREAM after headers), not a hang",
+                       "0 failed short requests; a request on the victim before its first "
+                       "response is retried elsewhere and completes; a stream on the victim "
+                       "after its first response fails at once with INTERNAL RST_STREAM, not a "
+                       "hang; streams elsewhere complete",
                        recovery="kill -> Envoy marks the victim unhealthy/ejected")
-    stack = ManualStack(tmp, replicas=3, time_scale=0.1).start()
-    load = UnaryLoad(stack.endpoint, MODEL, workers=3, max_s=60).start()
+    stack = ManualStack(tmp, replicas=3, time_scale=0.1, spec=fault_spec(3, hash_balance_factor=None)).start()
+    admin = stack.ports.envoy_admin
+    load = RequestLoad(stack.endpoint, MODEL, workers=3, max_s=90).start()
     probes: list[StreamProbe] = []
     try:
         load.wait_for(20)
-        probes = [StreamProbe(stack.endpoint, MODEL, f"stream-{i}", deadline_s=30).start()
-                  for i in range(streams)]
-        for p in probes:
+        victim = f"{MODEL}-1"
+        victim_ep = stack.replicas[victim].endpoint
+        sessions = {f"probe-{i}": session_replica(stack.endpoint, MODEL, f"probe-{i}") for i in range(48)}
+        on_victim = [s for s, ep in sessions.items() if ep == victim_ep]
+        others = [s for s, ep in sessions.items() if ep != victim_ep]
+        if len(on_victim) < after_headers + before_headers or len(others) < elsewhere:
+            raise RuntimeError(f"48 sessions spread too unevenly: {Counter(sessions.values())}")
+        streaming = [StreamProbe(stack.endpoint, MODEL, s, stream=True).start()
+                     for s in on_victim[:after_headers] + others[:elsewhere]]
+        for p in streaming:
             if not p.first_chunk.wait(15):
-                raise TimeoutError(f"stream {p.session}: no first chunk in 15 s")
-        by_replica = {p.replica for p in probes if p.replica}
-        victim = sorted(by_replica)[0]
-        victim_ep = stack.registered[victim].endpoint
+                raise TimeoutError(f"stream {p.session}: no first response in 15 s")
+        waiting = [StreamProbe(stack.endpoint, MODEL, s, stream=False).start()
+                   for s in on_victim[after_headers:after_headers + before_headers]]
+        time.sleep(0.5)  # in the victim's engine now; no response (so no headers) before ~4 s
+        early = [p.session for p in waiting if p.first_chunk.is_set()]
+        retries0 = envoy_stat(admin, f"cluster.{CLUSTER}.upstream_rq_retry")
+        refused0 = envoy_stat(admin, f"cluster.{CLUSTER}.upstream_cx_connect_fail")
         killed = time.monotonic()
-        stack.procs[victim].signal(signal.SIGKILL)
+        stack.replicas[victim].proc.signal(signal.SIGKILL)
+        probes = streaming + waiting
         for p in probes:
-            p.done.wait(35)
-        ejected = wait_until(lambda: victim_ep not in serving_hosts(stack.ports.envoy_admin),
-                             15, "victim out of Envoy's healthy set")
+            p.done.wait(40)
+        ejected = wait_until(lambda: victim_ep not in serving_hosts(admin), 15,
+                             "victim out of Envoy's healthy set")
         time.sleep(max(0.0, killed + after_s - time.monotonic()))
+        retries = envoy_stat(admin, f"cluster.{CLUSTER}.upstream_rq_retry") - retries0
+        refused = envoy_stat(admin, f"cluster.{CLUSTER}.upstream_cx_connect_fail") - refused0
     finally:
         results = load.stop()
         stack.stop()
     out.add_load(results)
     out.recovery_s = round(ejected - killed, 3)
-    streams_out = [{"session": p.session, "replica": p.replica, "outcome": p.outcome,
-                    "chunks": p.chunks, "message": p.message[:120]} for p in probes]
-    out.details.update(victim=victim, streams=streams_out,
-                       unary_after_kill=sum(1 for r in results if r.ended > killed))
-    for p in probes:
-        reset = p.outcome == "INTERNAL" and "RST_STREAM" in p.message
-        if p.replica == victim and not (p.outcome == "UNAVAILABLE" or reset):
-            out.violations.append(f"stream {p.session} on the victim ended {p.outcome} "
-                                  f"(want UNAVAILABLE or an RST_STREAM reset): {p.message[:200]}")
-        if p.replica != victim and p.outcome != "OK":
-            out.violations.append(f"stream {p.session} on {p.replica} (not the victim) "
+    out.details.update(victim=victim_ep, probes=[p.to_json() for p in probes],
+                       requests_after_kill=sum(1 for r in results if r.ended > killed),
+                       served_by_after_kill=dict(Counter(r.replica for r in results
+                                                         if r.started > killed)),
+                       envoy_retries=retries, envoy_connect_failures=refused,
+                       answered_before_kill=early)
+    if early:
+        out.violations.append(f"stream=false probes {early} had a response before the kill")
+    for p in streaming:
+        if p.first_replica == victim_ep:
+            reset = p.outcome == "INTERNAL" and "RST_STREAM" in p.message
+            if not reset:
+                out.violations.append(f"stream {p.session} on the victim ended {p.outcome} "
+                                      f"(want INTERNAL RST_STREAM): {p.message[:200]}")
+        elif p.outcome != "OK":
+            out.violations.append(f"stream {p.session} on {p.first_replica} (not the victim) "
                                   f"ended {p.outcome}: {p.message[:200]}")
+    for p in waiting:
+        if p.outcome != "OK" or p.replica in ("", victim_ep):
+            out.violations.append(f"request {p.session} (victim, before its first response) ended "
+                                  f"{p.outcome} from {p.replica or 'no replica'} (want OK from "
+                                  f"another replica): {p.message[:200]}")
+    if retries < before_headers:
+        out.violations.append(f"Envoy counted {retries} retries, fewer than the {before_headers} "
+                              "requests caught before their first response")
     return out
 
 
@@ -166,14 +206,15 @@ def replica_kill(tmp: Path, streams: int = 6, after_s: float = 4.0) -> FaultOutc
 
 
 def scale_in_drain(tmp: Path, streams: int = 4) -> FaultOutcome:
-    """``LocalStack.scale_to`` 3 -> 1 under unary load with streams in flight.
-    Promise: zero failed requests (unary and streams): draining replicas get no new
-    requests and finish the ones they have before exiting."""
+    """``LocalStack.scale_to`` 3 -> 1 under load with long streams in flight.
+    Promise: zero failed requests (short ones and streams): draining replicas get no new
+    requests (DRAINING in Envoy, then SIGTERM after the grace period) and finish the
+    ones they have before exiting (tritonserver's model finalize waits for them)."""
     out = FaultOutcome("scale-in 3 -> 1 with draining under load",
-                       "0 failed requests (unary and in-flight streams)",
+                       "0 failed requests (short ones and in-flight streams)",
                        recovery="scale_to -> drained replicas gone from Envoy")
     stack = start_local_stack(tmp, replicas=3, time_scale=0.05)
-    load = UnaryLoad(stack.endpoint, MODEL, workers=3, max_s=60).start()
+    load = RequestLoad(stack.endpoint, MODEL, workers=3, max_s=60).start()
     probes: list[StreamProbe] = []
     try:
         load.wait_for(20)
@@ -194,8 +235,7 @@ def scale_in_drain(tmp: Path, streams: int = 4) -> FaultOutcome:
         stack.stop()
     out.add_load(results)
     out.recovery_s = round(gone - started, 3)
-    out.details["streams"] = [{"session": p.session, "replica": p.replica,
-                               "outcome": p.outcome, "chunks": p.chunks} for p in probes]
+    out.details["streams"] = [p.to_json() for p in probes]
     for p in probes:
         if p.outcome != "OK":
             out.violations.append(f"stream {p.session} on {p.replica} ended {p.outcome}: "
@@ -218,7 +258,7 @@ def rejected_push(tmp: Path, watch_s: float = 2.0) -> FaultOutcome:
                        recovery="good registry change after the NACK -> Envoy serves it")
     stack = ManualStack(tmp, replicas=2).start()
     admin, envoy_admin = stack.ports.xds_admin, stack.ports.envoy_admin
-    load = UnaryLoad(stack.endpoint, MODEL, workers=3, max_s=60).start()
+    load = RequestLoad(stack.endpoint, MODEL, workers=3, max_s=60).start()
     try:
         load.wait_for(20)
         good = list(stack.registered.values())
@@ -236,8 +276,7 @@ def rejected_push(tmp: Path, watch_s: float = 2.0) -> FaultOutcome:
         nacks = cp_metric(admin, "caravan_xds_nacks_total", 'type="eds"') - nacks0
         hosts_during = set(envoy_hosts(envoy_admin))
         client = envoy_client(admin) or {}
-        extra = stack.start_replica()
-        wait_until(lambda: _serving(extra.endpoint), 30, "extra replica serving")
+        (extra,) = stack.start_replicas(1)
         fixed = time.monotonic()
         stack.publish([*good, extra])
         applied = wait_until(lambda: serving_hosts(envoy_admin) == good_hosts | {extra.endpoint},
@@ -262,11 +301,71 @@ def rejected_push(tmp: Path, watch_s: float = 2.0) -> FaultOutcome:
     return out
 
 
-def _serving(endpoint: str) -> bool:
-    from caravan.local.health import grpc_serving
-
-    return grpc_serving(endpoint)
+# --------------------------------------------------------------------- dead engine
 
 
-__all__ = ["CLUSTER", "FaultOutcome", "control_plane_restart", "rejected_push",
+def dead_engine(tmp: Path, limit_s: float = DEAD_ENGINE_LIMIT_S) -> FaultOutcome:
+    """``caravan up``'s stack with 2 replicas under bounded load; one replica's engine
+    dies (its ``fault_file``: the tritonserver process lives on). The vLLM backend's
+    health check unloads the model (ModelReady false); the supervisor, checking ModelReady
+    every second, unregisters and stops the replica; the control plane removes it from
+    Envoy. Promise: within ``limit_s`` of the engine's death no new request reaches that
+    replica (read from x-caravan-upstream); the requests that fail meanwhile are counted,
+    and every one of them failed on that replica (in-stream errors: Envoy cannot retry an
+    answered stream)."""
+    out = FaultOutcome("replica's engine dies (process lives) under load, caravan up stack",
+                       f"no new request reaches the replica <= {limit_s:g} s after its engine "
+                       "died; failed requests counted, all on that replica",
+                       recovery="engine dies -> last request that reached the replica")
+    stack = start_local_stack(tmp, replicas=2)
+    admin = stack.ports.envoy_admin
+    load = RequestLoad(stack.endpoint, MODEL, workers=3, max_s=90).start()
+    try:
+        load.wait_for(40)
+        plan = stack.replica_plans(MODEL)[0]
+        victim = plan.endpoint
+        died = time.monotonic()
+        plan.fault_file.touch()
+        gone = wait_until(lambda: victim not in envoy_hosts(admin), limit_s + 20,
+                          "the replica out of Envoy's cluster")
+        after = load.count()
+        load.wait_for(after + 60, 30)  # traffic goes on: none of it may reach the replica
+        time.sleep(max(0.0, gone + 1.0 - time.monotonic()))
+    finally:
+        results = load.stop()
+        stack.stop()
+    since = [r for r in results if r.started >= died]
+    reached = [r for r in since if r.replica == victim]
+    failed = [r for r in since if not r.ok]
+    last = max((r.started for r in reached), default=died)
+    out.add_load(results, failures_allowed=True)
+    out.failed = len(failed)
+    out.recovery_s = round(last - died, 3)
+    out.details.update(
+        victim=victim, requests_after_death=len(since), reached_victim_after_death=len(reached),
+        failed_after_death=len(failed), failed_on_victim=sum(r.replica == victim for r in failed),
+        failure_messages=dict(Counter(f"{r.status}: {_gist(r.message)}" for r in failed)),
+        death_to_out_of_envoy_s=round(gone - died, 3),
+        requests_after_last_on_victim=sum(1 for r in results if r.started > last),
+        served_by_after_death=dict(Counter(r.replica for r in since if r.ok)))
+    if out.recovery_s > limit_s:
+        out.violations.append(f"a request reached the replica {out.recovery_s} s after its engine died "
+                              f"(> {limit_s:g} s)")
+    if (before := [r for r in results if r.started < died and not r.ok]):
+        out.violations.append(f"{len(before)} requests failed before the engine died: "
+                              f"{[r.message for r in before[:3]]}")
+    if (elsewhere := [r for r in failed if r.replica != victim]):
+        out.violations.append(f"{len(elsewhere)} failed requests were not on the dead replica: "
+                              f"{[(r.replica, r.status, r.message) for r in elsewhere[:3]]}")
+    if out.details["requests_after_last_on_victim"] < 60:
+        out.violations.append("too little traffic after the replica's removal to show none reached it")
+    return out
+
+
+def _gist(message: str) -> str:
+    """A failure message without its request-specific parts (for counting kinds)."""
+    return message.split(": ", 1)[-1][:90] if message.startswith("[request id") else message[:90]
+
+
+__all__ = ["CLUSTER", "FaultOutcome", "control_plane_restart", "dead_engine", "rejected_push",
            "replica_kill", "scale_in_drain"]

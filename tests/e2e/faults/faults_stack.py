@@ -1,58 +1,61 @@
-"""Stack helpers for the fault scenarios (test code, also used by
-``benchmarks/reliability.py``): a small spec on free ports, the local stack
-(``LocalStack``: real replicas, ``caravan xds --registry``, real Envoy), and probes of
+"""Stack helpers for the fault scenarios (test code): a small spec on free ports, the
+local stack (``LocalStack``: real ``tritonserver`` replicas, ``caravan xds --registry``,
+real Envoy), a manual stack whose registry the test writes itself, and probes of
 Envoy's admin API and the control plane's admin API.
 
-Every process is owned (``ChildProcess``) and ended by PID. Every wait is bounded.
-Times are seconds (``time.monotonic()``).
+Every process is started through ``caravan.local.launch`` (or ``caravan up``'s
+supervisor, which uses it) and ended by PID. Every wait is bounded. Times are seconds
+(``time.monotonic()``).
 """
 
 from __future__ import annotations
 
 import json
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from caravan.discovery.local import write_registry
 from caravan.discovery.types import Replica
-from caravan.local.health import grpc_serving
-from caravan.local.process import ChildProcess, caravan_argv, free_port, venv_binary
+from caravan.local.health import infer_once
+from caravan.local.launch import Launcher, RunningReplica, control_plane_ready, http_get
+from caravan.local.launch import envoy_hosts as _envoy_hosts
+from caravan.local.launch import serving_hosts as _serving_hosts
+from caravan.local.launch import wait_until as wait_until
 from caravan.local.supervisor import LocalPorts, LocalStack, StackOptions
 from caravan.spec import PlatformSpec, parse_spec
+from caravan.triton.launcher import ReplicaOptions
 
 MODEL = "alpha"
 CLUSTER = f"model-{MODEL}"
 ENVOY_NODE = "caravan-local"  # LocalStack's Envoy node id
 TYPES = ("cds", "eds", "lds", "rds")
+# stream_interval_ms 20: streamed chunks are coalesced (fewer responses to read)
+REPLICA = ReplicaOptions(stream_interval_ms=20, exit_timeout_s=10)
 
 
-def fault_spec(replicas: int = 3, retries: int = 2) -> PlatformSpec:
-    """One model, ``replicas`` replicas (room for one more), fast debounce."""
+def fault_spec(replicas: int = 3, retries: int = 2, hash_balance_factor: int | None = 150) -> PlatformSpec:
+    """One model, ``replicas`` replicas (room for one more), fast debounce.
+    ``hash_balance_factor`` None: plain Maglev, so a session always lands on the same
+    replica whatever the load (a test can aim a request at a replica by its session)."""
     return parse_spec({
         "models": [{
             "name": MODEL, "engine": {"model": f"m/{MODEL}", "max_model_len": 4096},
             "replicas": {"min": 1, "initial": replicas, "max": replicas + 1},
-            "routing": {"maglev_table_size": 1031, "retries": retries, "unary_timeout_s": 10},
+            "routing": {"maglev_table_size": 1031, "retries": retries, "unary_timeout_s": 10,
+                        "hash_balance_factor": hash_balance_factor},
         }],
         "control_plane": {"debounce_quiet_ms": 20, "debounce_max_ms": 200},
     }, "faults")
 
 
 def start_local_stack(tmp: Path, replicas: int = 3, time_scale: float = 0.01,
-                      replica_args: tuple[str, ...] = (), drain_grace_s: float = 1.0,
-                      ) -> LocalStack:
+                      drain_grace_s: float = 1.0) -> LocalStack:
     """A started ``LocalStack`` (every replica serving through Envoy) on free ports."""
-    args = ("--mean-output-tokens", "4", "--stream-interval-ms", "20", "--drain-timeout-s", "10",
-            "--log-level", "WARNING", *replica_args)
-    opts = StackOptions(time_scale=time_scale, prometheus=False, replica_args=args,
+    opts = StackOptions(time_scale=time_scale, prometheus=False, replica=REPLICA,
                         drain_grace_s=drain_grace_s, ready_timeout_s=60)
     stack = LocalStack(fault_spec(replicas), tmp, LocalPorts.free(), opts).start()
     try:
-        wait_until(lambda: len(stack.replicas(MODEL)) == replicas, 30, "replicas registered")
+        wait_until(lambda: len(stack.replicas(MODEL)) == replicas, 60, "replicas registered")
         want = {r.endpoint for r in stack.replicas(MODEL)}
         wait_until(lambda: serving_hosts(stack.ports.envoy_admin) == want, 30,
                    "Envoy serving every replica")
@@ -62,45 +65,27 @@ def start_local_stack(tmp: Path, replicas: int = 3, time_scale: float = 0.01,
     return stack
 
 
-def infra(stack: LocalStack, name: str) -> ChildProcess:
-    """The stack's infrastructure child called ``name`` ("xds", "envoy")."""
-    return next(p for p in stack._infra if p.name == name)
-
-
-def restart_infra(stack: LocalStack, old: ChildProcess) -> ChildProcess:
-    """Start ``old``'s command again (same ports, same log) as a new owned child."""
-    old.stop(grace_s=1)
-    fresh = ChildProcess(old.name, old.argv, old.log_path).start()
-    stack._infra[stack._infra.index(old)] = fresh
-    return fresh
-
-
 # ------------------------------------------------------------------------ HTTP probes
-
-
-def http_get(port: int, path: str, timeout_s: float = 2.0) -> tuple[int, str]:
-    """GET http://127.0.0.1:port/path -> (status, body); HTTP errors are returned."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout_s) as r:
-            return int(r.status), r.read().decode()
-    except urllib.error.HTTPError as err:
-        return int(err.code), err.read().decode()
 
 
 def envoy_hosts(admin_port: int, cluster: str = CLUSTER) -> dict[str, str]:
     """{"host:port": health_flags} of ``cluster`` from Envoy's /clusters."""
-    _, text = http_get(admin_port, "/clusters")
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        parts = line.split("::")
-        if len(parts) == 4 and parts[0] == cluster and parts[2] == "health_flags":
-            out[parts[1]] = parts[3]
-    return out
+    return _envoy_hosts(admin_port, cluster)
 
 
 def serving_hosts(admin_port: int, cluster: str = CLUSTER) -> set[str]:
     """Hosts Envoy sends new requests to (health flags exactly ``healthy``)."""
-    return {h for h, f in envoy_hosts(admin_port, cluster).items() if f == "healthy"}
+    return _serving_hosts(admin_port, cluster)
+
+
+def envoy_stat(admin_port: int, name: str) -> int:
+    """One counter or gauge from Envoy's /stats (0 when absent)."""
+    _, text = http_get(admin_port, f"/stats?filter=^{name}$")
+    for line in text.splitlines():
+        key, _, value = line.partition(": ")
+        if key == name:
+            return int(value)
+    return 0
 
 
 def envoy_versions(admin_port: int) -> dict[str, str]:
@@ -155,22 +140,6 @@ def envoy_in_sync(cp_admin: int, envoy_admin: int) -> bool:
     return all(have.get(t) == snap[t]["version"] for t in ("cds", "lds"))
 
 
-def wait_until(pred: Callable[[], bool], timeout_s: float, what: str,
-               every_s: float = 0.02) -> float:
-    """Poll ``pred`` until true; returns the monotonic time it became true. TimeoutError
-    naming ``what`` (and the last error) after ``timeout_s``; exceptions count as false."""
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            if pred():
-                return time.monotonic()
-        except Exception as exc:
-            last = exc
-        time.sleep(every_s)
-    raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
-
-
 # ------------------------------------------------------------------------ manual stack
 
 
@@ -180,29 +149,17 @@ class ManualStack:
     Consul until its check fails, and a bad entry can be published on purpose)."""
 
     def __init__(self, tmp: Path, replicas: int = 3, time_scale: float = 0.01,
-                 replica_args: tuple[str, ...] = ()) -> None:
+                 spec: PlatformSpec | None = None) -> None:
         self.tmp = tmp
         self.ports = LocalPorts.free()
-        self.spec = self.ports.apply(fault_spec(replicas))
+        self.spec = self.ports.apply(spec or fault_spec(replicas))
         self.registry_path = tmp / "registry.json"
-        self.time_scale = time_scale
-        self.replica_args = replica_args
-        self.procs: dict[str, ChildProcess] = {}
+        self.options = ReplicaOptions(time_scale=time_scale, stream_interval_ms=20, exit_timeout_s=10)
+        self.launcher = Launcher(tmp)
+        self.replicas: dict[str, RunningReplica] = {}
         self.registered: dict[str, Replica] = {}
-        self._infra: list[ChildProcess] = []
         self._serial = 0
         self._initial = replicas
-        self._taken = set(vars(self.ports).values())
-
-    def _port(self) -> int:
-        """A free port not handed out before in this stack: ``free_port`` alone may return
-        a port chosen for a child that has not bound it yet (Envoy's admin, say)."""
-        for _ in range(100):
-            port = free_port()
-            if port not in self._taken:
-                self._taken.add(port)
-                return port
-        raise RuntimeError("no fresh free port after 100 tries")
 
     @property
     def endpoint(self) -> str:
@@ -219,44 +176,38 @@ class ManualStack:
     def _start(self) -> None:
         import yaml
 
-        from caravan.render.envoy import bootstrap
-
         spec_path = self.tmp / "platform.yaml"
         spec_path.write_text(yaml.safe_dump(self.spec.model_dump(mode="json"), sort_keys=False))
-        reps = [self.start_replica() for _ in range(self._initial)]
-        for r in reps:
-            wait_until(lambda r=r: grpc_serving(r.endpoint), 30, f"{r.id} serving")
+        reps = self.start_replicas(self._initial)
         self.publish(reps)
-        xds = caravan_argv("xds", "--spec", str(spec_path), "--registry", str(self.registry_path),
-                           "--port", str(self.ports.xds), "--admin-port", str(self.ports.xds_admin))
-        self._infra.append(ChildProcess("xds", xds, self.tmp / "logs" / "xds.log").start())
-        wait_until(lambda: http_get(self.ports.xds_admin, "/readyz")[0] == 200, 30, "xds ready")
-        boot = self.tmp / "envoy.yaml"
-        boot.write_text(yaml.safe_dump(bootstrap(self.spec, [("127.0.0.1", self.ports.xds)],
-                                                 node_id=ENVOY_NODE)))
-        envoy = [venv_binary("envoy"), "-c", str(boot), "--use-dynamic-base-id",
-                 "--concurrency", "1", "--log-level", "warning", "--drain-time-s", "1"]
-        self._infra.append(ChildProcess("envoy", envoy, self.tmp / "logs" / "envoy.log").start())
+        self.launcher.control_plane(spec_path, port=self.ports.xds, admin_port=self.ports.xds_admin,
+                                    registry=self.registry_path, ready=True)
+        self.launcher.envoy(self.spec, [("127.0.0.1", self.ports.xds)], node_id=ENVOY_NODE)
         want = {r.endpoint for r in reps}
         wait_until(lambda: serving_hosts(self.ports.envoy_admin) == want, 30, "Envoy serving")
+        wait_until(lambda: infer_once(self.endpoint, MODEL), 30, "a request through Envoy answered")
 
-    def start_replica(self) -> Replica:
-        """Start one more replica process (not registered yet)."""
-        self._serial += 1
-        rid = f"{MODEL}-{self._serial}"
-        port, mport = self._port(), self._port()
-        argv = caravan_argv("replica", "--model", MODEL, "--port", str(port), "--metrics-port",
-                            str(mport), "--replica-id", rid, "--time-scale", str(self.time_scale),
-                            "--mean-output-tokens", "4", "--stream-interval-ms", "20",
-                            "--log-level", "WARNING", *self.replica_args)
-        self.procs[rid] = ChildProcess(rid, argv, self.tmp / "logs" / f"{rid}.log").start()
-        return Replica(id=rid, model=MODEL, address="127.0.0.1", port=port, metrics_port=mport)
+    def start_replicas(self, n: int = 1) -> list[Replica]:
+        """Start ``n`` more replicas and wait until they are ready (not registered yet)."""
+        ids = []
+        for _ in range(n):
+            self._serial += 1
+            ids.append(f"{MODEL}-{self._serial}")
+        started = self.launcher.replicas(ids, MODEL, self.options)
+        self.replicas.update((r.id, r) for r in started)
+        return [r.registration() for r in started]
 
     def publish(self, replicas: list[Replica]) -> None:
         """Atomically replace the registry with ``replicas``."""
         self.registered = {r.id: r for r in replicas}
         write_registry(self.registry_path, replicas)
 
+    def replica_at(self, endpoint: str) -> str:
+        """The id of the replica listening at ``endpoint`` (host:port)."""
+        return next(rid for rid, r in self.replicas.items() if r.endpoint == endpoint)
+
+    def control_plane_ready(self) -> bool:
+        return control_plane_ready(self.ports.xds_admin)
+
     def stop(self) -> None:
-        for p in list(self.procs.values()) + list(reversed(self._infra)):
-            p.stop(grace_s=5)
+        self.launcher.stop()
