@@ -164,7 +164,7 @@ class SimulatorParams(_Frozen):
 
 
 # Top finite bucket (ms) of the vLLM backend's histogram behind each latency SLO
-# (caravan.render.metric_names.VLLM_BUCKETS): histogram_quantile never reads above it.
+# (caravan.observability.metric_names.VLLM_BUCKETS): histogram_quantile never reads above it.
 SLO_BUCKET_CAPS_MS = {"ttft_ms": ("vllm:time_to_first_token_seconds", 10_000.0),
                       "e2e_ms": ("vllm:e2e_request_latency_seconds", 60_000.0)}
 

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from caravan.cli import app
-from caravan.render.metric_names import VLLM_BUCKETS
+from caravan.observability.metric_names import VLLM_BUCKETS
 from caravan.spec import (
     SLO_BUCKET_CAPS_MS,
     PlatformSpec,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from caravan.discovery.types import Replica
-from caravan.render.metric_names import JOB_TRITON
+from caravan.observability.metric_names import JOB_TRITON
 from caravan.spec import PlatformSpec
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def write_local_config(directory: Path, spec: PlatformSpec, ports: LocalPorts) -
 
 
 def _write_rules(directory: Path, spec: PlatformSpec) -> list[str]:
-    from caravan.render.prometheus import render
+    from caravan.observability.prometheus import render
 
     out: list[str] = []
     for rel, text in sorted(render(spec).items()):

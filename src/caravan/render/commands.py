@@ -48,7 +48,8 @@ def _load(spec: Path) -> PlatformSpec:
 
 def render_files(ps: PlatformSpec, fmt: Format) -> dict[str, str]:
     """Every rendered file; with ``json`` the Nomad jobs are API JSON instead of HCL."""
-    from caravan.render import nomad, render_all
+    from caravan.nomad import jobs as nomad
+    from caravan.render.catalog import render_all
 
     files = render_all(ps)
     if fmt is Format.json:
@@ -91,10 +92,10 @@ def deploy(
     import os
 
     from caravan.logs import setup_logging
-    from caravan.render import nomad
-    from caravan.render.deploy import PythonNomadJobs, resolve_settings
-    from caravan.render.deploy import deploy as run_deploy
-    from caravan.render.job_json import job_request
+    from caravan.nomad import jobs as nomad
+    from caravan.nomad.deploy import PythonNomadJobs, resolve_settings
+    from caravan.nomad.deploy import deploy as run_deploy
+    from caravan.nomad.job_json import job_request
 
     setup_logging("deploy")
     ps = _load(spec)

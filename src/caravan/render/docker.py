@@ -5,7 +5,7 @@
   also deliver the same repository as templates, so the stock image works too).
   Its default command loads every model with explicit model control, which the
   vLLM backend's ``ENABLE_VLLM_HEALTH_CHECK`` needs to unload a dead engine's model
-  (the Nomad jobs pass their own command line, ``caravan.render.triton_job``).
+  (the Nomad jobs pass their own command line, ``caravan.nomad.triton_job``).
 - ``docker/caravan.Dockerfile``: Caravan itself (control plane, autoscaler,
   replica simulator) on ``python:3.11-slim``; ``ENTRYPOINT ["caravan"]``.
 Both build from the repository root (``docker build -f docker/<file> .``).
@@ -13,8 +13,8 @@ Both build from the repository root (``docker build -f docker/<file> .``).
 
 from __future__ import annotations
 
+from caravan.nomad.triton_job import GRPC_PORT, HTTP_PORT, METRICS_PORT
 from caravan.render.triton import REPOSITORY
-from caravan.render.triton_job import GRPC_PORT, HTTP_PORT, METRICS_PORT
 from caravan.spec import PlatformSpec
 
 HEADER = "# Rendered by `caravan render` from the platform spec; do not edit by hand.\n"

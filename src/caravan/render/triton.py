@@ -12,7 +12,7 @@ engine ``check_health()``; if the engine is dead it fails those requests (UNAVAI
 and calls ``pb_utils.unload_model`` on itself (vllm_backend ``src/model.py``
 ``_check_health``, ``docs/health_check.md``). The unload only happens when tritonserver
 runs with ``--model-control-mode=explicit``, which the Nomad job sets
-(``caravan.render.triton_job``); the model then leaves the READY state, the job's
+(``caravan.nomad.triton_job``); the model then leaves the READY state, the job's
 model-ready check (``/v2/models/<model>/ready``) goes critical and Nomad restarts the
 task. (Triton's ``grpc.health.v1`` is server readiness, SERVING again once the unload
 is done: it does not see this.)

@@ -11,8 +11,8 @@ from tests.fakes.nomad import FakeNomad
 from typer.testing import CliRunner
 
 from caravan.cli import app
-from caravan.render import nomad
-from caravan.render.deploy import NomadApiError, NomadSettings, PythonNomadJobs
+from caravan.nomad import jobs as nomad
+from caravan.nomad.deploy import NomadApiError, NomadSettings, PythonNomadJobs
 from caravan.spec import load_spec
 
 SPEC = "examples/platform.yaml"

@@ -39,7 +39,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.integration.security.sec_pki import Pki, make_pki
 
-from caravan.render import triton, triton_job
+from caravan.nomad import triton_job
+from caravan.render import triton
 from caravan.spec import PlatformSpec, parse_spec
 
 pytestmark = pytest.mark.integration

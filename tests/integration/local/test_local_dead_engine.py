@@ -21,7 +21,7 @@ from caravan.discovery.local import read_registry
 from caravan.local.health import infer_once
 from caravan.local.process import venv_binary
 from caravan.local.supervisor import LocalPorts, LocalStack, StackOptions
-from caravan.render.alerts import REPLICA_RESTARTED
+from caravan.observability.alerts import REPLICA_RESTARTED
 from caravan.spec import parse_spec
 
 

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from obs_prom_server import PROMETHEUS, get_json, running_prometheus
 
-from caravan.render import prometheus as prom
+from caravan.observability import prometheus as prom
 
 pytestmark = [
     pytest.mark.integration,

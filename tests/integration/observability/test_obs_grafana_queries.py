@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from obs_prom_server import PROMETHEUS, get_json, running_prometheus
 
-from caravan.render import grafana
+from caravan.observability import grafana
 
 pytestmark = pytest.mark.skipif(not Path(PROMETHEUS).exists(), reason="prometheus not installed")
 

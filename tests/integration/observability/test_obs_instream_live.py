@@ -24,8 +24,8 @@ from obs_prom_server import PROMETHEUS, get_json, running_prometheus
 
 from caravan.local.health import model_ready
 from caravan.local.process import free_port
-from caravan.render import prometheus as prom
-from caravan.render.rules import ERROR_RATIO_5M, INSTREAM_1M
+from caravan.observability import prometheus as prom
+from caravan.observability.rules import ERROR_RATIO_5M, INSTREAM_1M
 from caravan.spec import parse_spec
 from caravan.triton.launcher import ReplicaOptions, ReplicaPlan
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from caravan.render import prometheus as prom
-from caravan.render.alerts import ALERTS
+from caravan.observability import prometheus as prom
+from caravan.observability.alerts import ALERTS
 from caravan.spec import PlatformSpec, load_spec
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -22,9 +22,9 @@ import yaml
 from obs_prom_server import PROMETHEUS, get_json, running_prometheus
 
 from caravan.local.process import ChildProcess, free_port, venv_binary, wait_for_port
-from caravan.render import prometheus as prom
-from caravan.render.panel_plot import plot_panels
-from caravan.render.rules import INSTREAM_5M, SUCCESS_5M, recorded_names
+from caravan.observability import prometheus as prom
+from caravan.observability.panel_plot import plot_panels
+from caravan.observability.rules import INSTREAM_5M, SUCCESS_5M, recorded_names
 from caravan.spec import PlatformSpec, parse_spec
 
 pytestmark = [

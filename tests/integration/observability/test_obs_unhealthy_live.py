@@ -21,9 +21,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from obs_prom_server import PROMETHEUS, get_json, running_prometheus
 
 from caravan.local.process import ChildProcess, free_port, venv_binary, wait_for_port
-from caravan.render import prometheus as prom
-from caravan.render.alerts import REPLICA_UNHEALTHY
-from caravan.render.rules import HEALTHY, UNHEALTHY
+from caravan.observability import prometheus as prom
+from caravan.observability.alerts import REPLICA_UNHEALTHY
+from caravan.observability.rules import HEALTHY, UNHEALTHY
 from caravan.spec import parse_spec
 
 pytestmark = [

@@ -10,7 +10,7 @@ import pytest
 from tests.unit.render.test_render_nomad_templates import render_template
 
 from caravan.local.process import venv_binary
-from caravan.render import nomad_templates
+from caravan.nomad import nomad_templates
 from caravan.spec import load_spec
 
 pytestmark = pytest.mark.integration

@@ -29,7 +29,7 @@ from caravan.autoscaler.nomad import NomadScaleTarget
 from caravan.cli import app
 from caravan.discovery.consul import ConsulReplicaSource
 from caravan.logs import JsonFormatter
-from caravan.render import render_all
+from caravan.render.catalog import render_all
 from caravan.spec import ConsulSpec, load_spec, parse_spec
 
 SPEC = "examples/platform.yaml"
@@ -115,9 +115,9 @@ def test_deploy_never_prints_or_logs_the_token(
 @pytest.mark.parametrize("token", [NOMAD_TOKEN, "wrong-token-0000"], ids=["ok", "403"])
 def test_deploy_api_debug_logs_hold_no_token(logs: _Capture, token: str) -> None:
     """The deploy flow through python-nomad with every logger at DEBUG (urllib3 too)."""
-    from caravan.render import nomad as nomad_jobs
-    from caravan.render.deploy import NomadSettings, PythonNomadJobs, deploy
-    from caravan.render.job_json import job_request
+    from caravan.nomad import jobs as nomad_jobs
+    from caravan.nomad.deploy import NomadSettings, PythonNomadJobs, deploy
+    from caravan.nomad.job_json import job_request
 
     spec = load_spec(SPEC)
     with FakeNomad(token=NOMAD_TOKEN) as fake:

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from caravan.render import grafana, rules
-from caravan.render.metric_names import unknown_metrics
-from caravan.render.promql import metric_names
+from caravan.observability import grafana, rules
+from caravan.observability.metric_names import unknown_metrics
+from caravan.observability.promql import metric_names
 from caravan.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[3]

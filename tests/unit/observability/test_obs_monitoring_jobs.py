@@ -10,10 +10,10 @@ import hcl2
 import pytest
 import yaml
 
-from caravan.render import grafana
-from caravan.render import monitoring_jobs as mj
-from caravan.render.job_hcl import job_hcl
-from caravan.render.jobmodel import Job, Template
+from caravan.nomad import monitoring_jobs as mj
+from caravan.nomad.job_hcl import job_hcl
+from caravan.nomad.jobmodel import Job, Template
+from caravan.observability import grafana
 from caravan.spec import PlatformSpec, parse_spec
 
 _ACTION = re.compile(r'\{\{ "((?:[^"\\]|\\.)*)" \}\}')

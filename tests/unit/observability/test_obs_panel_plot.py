@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from caravan.render import panel_plot as pp
+from caravan.observability import panel_plot as pp
 
 MATRIX = {
     "status": "success",

@@ -1,10 +1,10 @@
-"""caravan.render.promql.metric_names: which metrics a PromQL expression reads."""
+"""caravan.observability.promql.metric_names: which metrics a PromQL expression reads."""
 
 from __future__ import annotations
 
 import pytest
 
-from caravan.render.promql import PromQLSyntaxError, metric_names
+from caravan.observability.promql import PromQLSyntaxError, metric_names
 
 CASES = [
     ("plain", "up", {"up"}),

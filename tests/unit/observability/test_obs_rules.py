@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from caravan.render import rules
-from caravan.render.alert_tests import alert_test_files
-from caravan.render.alerts import ALERTS, alert_groups
-from caravan.render.metric_names import is_exported, unknown_metrics
-from caravan.render.promql import metric_names
+from caravan.observability import rules
+from caravan.observability.alert_tests import alert_test_files
+from caravan.observability.alerts import ALERTS, alert_groups
+from caravan.observability.metric_names import is_exported, unknown_metrics
+from caravan.observability.promql import metric_names
 from caravan.spec import PlatformSpec, parse_spec
 
 

@@ -48,7 +48,7 @@ def test_json_format_writes_api_jobs(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["render", str(SPEC), "--out", str(tmp_path),
                                       "--format", "json"])
     assert result.exit_code == 0, result.output
-    from caravan.render import nomad
+    from caravan.nomad import jobs as nomad
     from caravan.spec import load_spec
 
     jobs = sorted(p.name for p in (tmp_path / "jobs").iterdir())

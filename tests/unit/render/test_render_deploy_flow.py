@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from caravan.render.deploy import (
+from caravan.nomad.deploy import (
     DeployResult,
     NomadApiError,
     NomadSettings,

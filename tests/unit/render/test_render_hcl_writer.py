@@ -6,8 +6,8 @@ import hcl2
 import pytest
 from hcl2.utils import SerializationOptions
 
-from caravan.render.hcl import Attr, Block, Value, dumps
-from caravan.render.job_hcl import duration
+from caravan.nomad.hcl import Attr, Block, Value, dumps
+from caravan.nomad.job_hcl import duration
 
 OPTS = SerializationOptions(with_comments=False, explicit_blocks=False,
                             preserve_heredocs=False, strip_string_quotes=True)

@@ -15,9 +15,9 @@ import hcl2
 import pytest
 from hcl2.utils import SerializationOptions
 
-from caravan.render import nomad
-from caravan.render.job_json import job_json
-from caravan.render.jobmodel import Job
+from caravan.nomad import jobs as nomad
+from caravan.nomad.job_json import job_json
+from caravan.nomad.jobmodel import Job
 from caravan.spec import PlatformSpec, load_spec, parse_spec
 
 OPTS = SerializationOptions(with_comments=False, explicit_blocks=True,
@@ -154,7 +154,7 @@ JOB_IDS = [f"{SPEC_IDS[SPECS.index(spec)]}:{job.id}" for spec, job in JOBS]
 
 @pytest.mark.parametrize(("spec", "job"), JOBS, ids=JOB_IDS)
 def test_hcl_parses_and_means_the_same_as_api_json(spec: PlatformSpec, job: Job) -> None:
-    from caravan.render.job_hcl import job_hcl
+    from caravan.nomad.job_hcl import job_hcl
 
     assert _sorted_keys(hcl_as_api(job_hcl(job))) == _sorted_keys(_heredoc_newlines(job_json(job)))
 

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from caravan.render import envoy, nomad_templates
+from caravan.nomad import nomad_templates
+from caravan.render import envoy
 from caravan.spec import load_spec, parse_spec
 
 SPEC = load_spec("examples/platform.yaml")

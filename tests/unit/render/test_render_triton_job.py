@@ -24,10 +24,11 @@ from google.protobuf import text_format
 from hcl2.utils import SerializationOptions
 from tritonclient.grpc import model_config_pb2 as mc
 
-from caravan.render import nomad_templates, triton, triton_job
-from caravan.render.job_hcl import job_hcl
-from caravan.render.job_json import job_json
-from caravan.render.jobmodel import Job
+from caravan.nomad import nomad_templates, triton_job
+from caravan.nomad.job_hcl import job_hcl
+from caravan.nomad.job_json import job_json
+from caravan.nomad.jobmodel import Job
+from caravan.render import triton
 from caravan.spec import ModelSpec, PlatformSpec, load_spec, parse_spec
 
 OPTS = SerializationOptions(with_comments=False, explicit_blocks=True,

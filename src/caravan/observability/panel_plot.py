@@ -7,7 +7,7 @@ The panels and their PromQL are the Grafana per-model dashboard's own
 adapter (``PrometheusRange``, behind the ``RangeSource`` port). Times are Unix
 seconds. Not thread-safe (matplotlib figures); call from one thread.
 
-Run: ``python -m caravan.render.panel_plot --prometheus http://127.0.0.1:9090 --model M``.
+Run: ``python -m caravan.observability.panel_plot --prometheus http://127.0.0.1:9090 --model M``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from caravan.render.grafana import PanelDef, model_panels
+from caravan.observability.grafana import PanelDef, model_panels
 
 KEY_PANELS = (
     "Requests/s",

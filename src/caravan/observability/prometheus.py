@@ -24,10 +24,10 @@ from typing import Any
 
 import yaml
 
-from caravan.render.alert_tests import alert_test_files
-from caravan.render.alerts import alert_groups
-from caravan.render.metric_names import JOB_AUTOSCALER, JOB_ENVOY, JOB_TRITON, JOB_XDS
-from caravan.render.rules import recording_groups
+from caravan.observability.alert_tests import alert_test_files
+from caravan.observability.alerts import alert_groups
+from caravan.observability.metric_names import JOB_AUTOSCALER, JOB_ENVOY, JOB_TRITON, JOB_XDS
+from caravan.observability.rules import recording_groups
 from caravan.spec import ConsulSpec, PlatformSpec
 
 ENVOY_SERVICE = "caravan-envoy-admin"
@@ -148,8 +148,8 @@ def local_config(
 
 
 def render(spec: PlatformSpec) -> dict[str, str]:
-    """Relative path -> text of every Prometheus artefact for ``spec`` (deterministic),
-    including the Nomad job ``prometheus/prometheus.nomad.{hcl,json}``."""
+    """Relative path -> text of every Prometheus artefact for ``spec`` (deterministic).
+    The Nomad job that runs it is rendered by ``caravan.nomad.jobs``."""
     out = {
         CONFIG_PATH: to_yaml(production_config(spec)),
         RECORDING_PATH: to_yaml({"groups": recording_groups(spec)}),
@@ -157,7 +157,4 @@ def render(spec: PlatformSpec) -> dict[str, str]:
     }
     for name, doc in alert_test_files(spec).items():
         out[f"{TESTS_DIR}/{name}"] = to_yaml(doc)
-    from caravan.render.monitoring_jobs import job_files, prometheus_job
-
-    out.update(job_files(prometheus_job(spec), "prometheus"))
     return out

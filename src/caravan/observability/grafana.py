@@ -4,7 +4,7 @@ Two dashboards: ``caravan-overview`` (every model and the control plane) and
 ``caravan-model`` (one model, chosen by the ``model`` template variable, with
 scaling decisions as annotations). Panels are declared as ``PanelDef`` tables and
 built with the SDK's builders; ``render(spec)`` returns relative path -> JSON/YAML
-text. Queries use Caravan's recording rules (``caravan.render.rules``) where one
+text. Queries use Caravan's recording rules (``caravan.observability.rules``) where one
 exists; ``panel_queries`` lists every PromQL string a dashboard sends.
 """
 
@@ -25,7 +25,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common as mcommon
 from grafana_foundation_sdk.models import dashboard as mdash
 
-from caravan.render import rules as r
+from caravan.observability import rules as r
 from caravan.spec import PlatformSpec
 
 DATASOURCE_UID = "caravan-prometheus"
@@ -284,14 +284,11 @@ def json_text(doc: dict[str, Any]) -> str:
 
 
 def render(spec: PlatformSpec) -> dict[str, str]:
-    """Relative path -> text of the Grafana artefacts and the Nomad job
-    ``grafana/grafana.nomad.{hcl,json}`` (deterministic). The dashboards do not depend on the
+    """Relative path -> text of the Grafana artefacts (deterministic; the Nomad job that
+    runs Grafana is rendered by ``caravan.nomad.jobs``). The dashboards do not depend on the
     spec: the ``model`` variable lists the spec's models at run time."""
-    from caravan.render.monitoring_jobs import grafana_job, job_files
-
     header = "# Rendered by `caravan render`. Do not edit by hand.\n"
     out = {f"{DASHBOARDS_DIR}/{name}": json_text(doc) for name, doc in dashboards().items()}
-    out.update(job_files(grafana_job(spec), "grafana"))
     out[DATASOURCE_PATH] = header + yaml.safe_dump(datasource_provisioning(), sort_keys=False)
     out[PROVIDER_PATH] = header + yaml.safe_dump(dashboard_provider(), sort_keys=False)
     return out

@@ -7,9 +7,9 @@ written as Go duration strings ("30s", "5m", "1h").
 
 from __future__ import annotations
 
-from caravan.render import hcl
-from caravan.render.hcl import Attr, Block
-from caravan.render.jobmodel import (
+from caravan.nomad import hcl
+from caravan.nomad.hcl import Attr, Block
+from caravan.nomad.jobmodel import (
     Check,
     DockerConfig,
     Job,

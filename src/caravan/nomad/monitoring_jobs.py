@@ -20,10 +20,8 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from caravan.render import alerts, nomad_templates, rules
-from caravan.render import grafana as g
-from caravan.render import prometheus as prom
-from caravan.render.jobmodel import (
+from caravan.nomad import nomad_templates
+from caravan.nomad.jobmodel import (
     Check,
     DockerConfig,
     Job,
@@ -36,7 +34,10 @@ from caravan.render.jobmodel import (
     TaskGroup,
     Template,
 )
-from caravan.render.platform_jobs import PROMETHEUS_SERVICE
+from caravan.nomad.platform_jobs import PROMETHEUS_SERVICE
+from caravan.observability import alerts, rules
+from caravan.observability import grafana as g
+from caravan.observability import prometheus as prom
 from caravan.spec import PlatformSpec
 
 PROMETHEUS_IMAGE = "prom/prometheus:v2.53.0"
@@ -218,8 +219,8 @@ def job_files(job: Job, directory: str) -> dict[str, str]:
     (the ``POST /v1/jobs`` body) for ``job``."""
     import json
 
-    from caravan.render.job_hcl import job_hcl
-    from caravan.render.job_json import job_request
+    from caravan.nomad.job_hcl import job_hcl
+    from caravan.nomad.job_json import job_request
 
     return {
         f"{directory}/{job.id}.nomad.hcl": job_hcl(job),

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from caravan.render.metric_names import JOB_TRITON
-from caravan.render.rules import (
+from caravan.observability.metric_names import JOB_TRITON
+from caravan.observability.rules import (
     E2E_Q,
     ERROR_RATIO_5M,
     HEALTHY,

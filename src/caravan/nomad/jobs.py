@@ -3,25 +3,25 @@
 ``jobs(spec)`` is the one job model; ``render`` encodes it as ``jobs/<id>.nomad.hcl``
 (for ``nomad job run``), ``render_json`` as ``jobs/<id>.nomad.json`` (the
 ``POST /v1/jobs`` body ``{"Job": ...}``, for ``curl`` or ``caravan deploy``).
-``all_jobs`` adds the jobs other areas build on the same model (a module in
-``JOB_MODULES`` with ``jobs(spec)``, e.g. Prometheus and Grafana): those modules
-render their own files; ``caravan deploy`` registers them all.
+``all_jobs`` adds the monitoring jobs (Prometheus and Grafana,
+``caravan.nomad.monitoring_jobs``), whose files ``render`` writes beside their
+configuration (``prometheus/prometheus.nomad.{hcl,json}``, ``grafana/...``);
+``caravan deploy`` registers them all.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 
-from caravan.render.job_hcl import job_hcl
-from caravan.render.job_json import job_request
-from caravan.render.jobmodel import Job
-from caravan.render.platform_jobs import control_plane_job, envoy_job
-from caravan.render.triton_job import triton_job
+from caravan.nomad.job_hcl import job_hcl
+from caravan.nomad.job_json import job_request
+from caravan.nomad.jobmodel import Job
+from caravan.nomad.monitoring_jobs import grafana_job, job_files, prometheus_job
+from caravan.nomad.platform_jobs import control_plane_job, envoy_job
+from caravan.nomad.triton_job import triton_job
 from caravan.spec import PlatformSpec
 
 JOBS_DIR = "jobs"
-JOB_MODULES = ("caravan.render.monitoring_jobs",)
 
 
 def jobs(spec: PlatformSpec) -> tuple[Job, ...]:
@@ -30,17 +30,8 @@ def jobs(spec: PlatformSpec) -> tuple[Job, ...]:
 
 
 def all_jobs(spec: PlatformSpec) -> tuple[Job, ...]:
-    """``jobs(spec)`` plus every job of ``JOB_MODULES`` that exist in this build."""
-    found: list[Job] = list(jobs(spec))
-    for name in JOB_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        found.extend(module.jobs(spec))
-    return tuple(found)
+    """``jobs(spec)`` plus the monitoring jobs (Prometheus, Grafana)."""
+    return (*jobs(spec), prometheus_job(spec), grafana_job(spec))
 
 
 def hcl_path(job: Job) -> str:
@@ -48,7 +39,12 @@ def hcl_path(job: Job) -> str:
 
 
 def render(spec: PlatformSpec) -> dict[str, str]:
-    return {hcl_path(job): job_hcl(job) for job in jobs(spec)}
+    """``jobs/<id>.nomad.hcl`` for every platform job, and the monitoring jobs' HCL and
+    JSON in their own directories."""
+    files = {hcl_path(job): job_hcl(job) for job in jobs(spec)}
+    files.update(job_files(prometheus_job(spec), "prometheus"))
+    files.update(job_files(grafana_job(spec), "grafana"))
+    return files
 
 
 def render_json(spec: PlatformSpec) -> dict[str, str]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from caravan.render import alerts as a
-from caravan.render.metric_names import JOB_TRITON, VLLM_BUCKETS
-from caravan.render.rules import Alert
+from caravan.observability import alerts as a
+from caravan.observability.metric_names import JOB_TRITON, VLLM_BUCKETS
+from caravan.observability.rules import Alert
 from caravan.spec import ModelSpec, PlatformSpec
 
 RULE_FILES = ["../rules/caravan-recording.yml", "../rules/caravan-alerts.yml"]

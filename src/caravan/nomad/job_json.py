@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from caravan.render.jobmodel import (
+from caravan.nomad.jobmodel import (
     Check,
     DockerConfig,
     Job,

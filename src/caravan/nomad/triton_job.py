@@ -78,8 +78,8 @@ SIGTERM, Triton finishes in-flight streams for up to ``kill_timeout - 10 s``
 
 from __future__ import annotations
 
-from caravan.render import nomad_templates, triton
-from caravan.render.jobmodel import (
+from caravan.nomad import nomad_templates
+from caravan.nomad.jobmodel import (
     Check,
     CheckRestart,
     Device,
@@ -99,6 +99,7 @@ from caravan.render.jobmodel import (
     Volume,
     VolumeMount,
 )
+from caravan.render import triton
 from caravan.spec import ModelSpec, PlatformSpec
 
 GROUP = "triton"

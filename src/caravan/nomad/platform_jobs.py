@@ -17,8 +17,8 @@ the allocation's ports and reach the node's Consul and Nomad agents on 127.0.0.1
 
 from __future__ import annotations
 
-from caravan.render import nomad_templates
-from caravan.render.jobmodel import (
+from caravan.nomad import nomad_templates
+from caravan.nomad.jobmodel import (
     Check,
     DockerConfig,
     Job,
