@@ -313,18 +313,20 @@ class Launcher:
                                     name=name, drain_time_s=drain_time_s))
 
     def envoy_config(self, config: Path, admin_port: int | None, *, name: str = "envoy",
-                     concurrency: int | None = 1) -> ChildProcess:
-        """Envoy on a hand-written ``config`` (not rendered from a spec)."""
+                     concurrency: int | None = 1, drain_time_s: int | None = 1) -> ChildProcess:
+        """Envoy on an already written ``config`` (hand-written, or rendered with options
+        ``envoy`` does not take); returns once ``admin_port`` (when given) listens."""
         return self.own(start_envoy(config, self.logs / f"{name}.log", admin_port=admin_port, name=name,
-                                    concurrency=concurrency))
+                                    concurrency=concurrency, drain_time_s=drain_time_s))
 
     def control_plane(self, spec_path: Path, *, port: int, admin_port: int, registry: Path | None = None,
                       consul: bool = False, node_id: str | None = None, name: str = "xds",
-                      ready: bool = False) -> ChildProcess:
+                      ready: bool = False, timeout_s: float = 30.0) -> ChildProcess:
         """``caravan xds`` (see ``start_control_plane``)."""
         return self.own(start_control_plane(spec_path, self.logs / f"{name}.log", port=port,
                                             admin_port=admin_port, registry=registry, consul=consul,
-                                            node_id=node_id, name=name, ready=ready))
+                                            node_id=node_id, name=name, ready=ready,
+                                            timeout_s=timeout_s))
 
     def stop(self, grace_s: float = 5.0) -> None:
         """End every child by its PID: SIGTERM to all, newest first (so they shut down

@@ -1,8 +1,11 @@
-"""A secured local stack for the security tests: real TLS replica processes, an
-in-process control plane (xDS over TLS when the spec says so) on its own event-loop
-thread, and a real Envoy with the rendered bootstrap.
+"""A secured local stack for the security tests: real replicas (``tritonserver`` with
+the simulated vLLM engine) serving gRPC over TLS or mutual TLS, an in-process control
+plane (xDS over TLS when the spec says so) on its own event-loop thread, and a real
+Envoy with the rendered bootstrap (upstream TLS / mTLS to the replicas when the spec
+says so).
 
-Test code only. Every process is a ``ChildProcess`` stopped by PID in ``close``.
+Test code only. Replicas and Envoy are started through ``caravan.local.launch`` and
+stopped by PID in ``close``.
 """
 
 from __future__ import annotations
@@ -11,22 +14,19 @@ import asyncio
 import contextlib
 import os
 import threading
-import time
 import urllib.request
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from prometheus_client import CollectorRegistry
 from sec_pki import Pki
 
 from caravan.discovery.local import FileReplicaSource, write_registry
-from caravan.discovery.types import Replica
-from caravan.local.process import ChildProcess, caravan_argv, free_port, venv_binary, wait_for_port
-from caravan.render.envoy import bootstrap
+from caravan.local.launch import Launcher, wait_until, write_envoy_bootstrap
 from caravan.spec import PlatformSpec
+from caravan.triton.launcher import ReplicaOptions, ServerTls
 from caravan.xds.controlplane import ControlPlane
 from caravan.xds.security import with_loaded_keys
 from caravan.xds.server import tls_credentials
@@ -75,49 +75,18 @@ class ThreadedControlPlane:
         self._thread.join(5)
 
 
-def start_replica(tmp: Path, rid: str, pki: Pki | None, mtls: bool) -> tuple[ChildProcess, int]:
-    """A real ``caravan replica`` serving TLS with the server cert (mTLS: requires a
-    client cert signed by the CA)."""
-    port = free_port()
-    argv = caravan_argv(
-        "replica", "--model", MODEL, "--port", str(port), "--metrics-port", str(free_port()),
-        "--replica-id", rid, "--time-scale", "0.01", "--stream-interval-ms", "0",
-    )
+def replica_options(pki: Pki | None, mtls: bool) -> ReplicaOptions:
+    """Fast replica options; with ``pki``, gRPC over TLS with the server cert (``mtls``:
+    also requires a client cert signed by the CA)."""
+    tls = None
     if pki is not None:
-        argv += ["--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)]
-        if mtls:
-            argv += ["--tls-client-ca", str(pki.ca)]
-    proc = ChildProcess(f"replica-{rid}", argv, tmp / "logs" / f"{rid}.log").start()
-    wait_for_port("127.0.0.1", port, 20)
-    return proc, port
-
-
-def start_envoy(tmp: Path, spec: PlatformSpec, xds_port: int) -> ChildProcess:
-    path = tmp / "envoy.yaml"
-    path.write_text(yaml.safe_dump(bootstrap(spec, [("127.0.0.1", xds_port)])))
-    argv = [venv_binary("envoy"), "-c", str(path), "--use-dynamic-base-id", "--concurrency",
-            "1", "--log-level", "warning", "--drain-time-s", "1"]
-    proc = ChildProcess("envoy", argv, tmp / "logs" / "envoy.log").start()
-    wait_for_port("127.0.0.1", spec.envoy.admin_port, 20)
-    return proc
+        tls = ServerTls(pki.server_cert, pki.server_key, pki.ca if mtls else None)
+    return ReplicaOptions(time_scale=0.01, stream_interval_ms=0, exit_timeout_s=10, tls=tls)
 
 
 def admin_get(port: int, path: str) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
         return str(r.read().decode())
-
-
-def wait_until(pred: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            if pred():
-                return
-        except Exception as exc:  # admin not up yet, listener not there yet
-            last = exc
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out after {timeout_s}s waiting for {what} (last error: {last})")
 
 
 def healthy(admin_port: int, cluster: str) -> int:
@@ -131,18 +100,16 @@ class SecureStack:
     tmp: Path
     spec: PlatformSpec
     cp: ThreadedControlPlane
-    envoy: ChildProcess
-    procs: list[ChildProcess] = field(default_factory=list)
+    launcher: Launcher
+    replica_ports: list[int] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         return f"127.0.0.1:{self.spec.envoy.listen_port}"
 
     def close(self) -> None:
-        self.envoy.stop()
         self.cp.stop()
-        for p in self.procs:
-            p.stop()
+        self.launcher.stop()
 
 
 def start_stack(
@@ -151,24 +118,22 @@ def start_stack(
 ) -> SecureStack:
     """Replicas (TLS when ``pki``), control plane, Envoy; returns once Envoy has the
     listener and every replica is healthy in ``model-alpha``."""
-    procs: list[ChildProcess] = []
+    launcher = Launcher(tmp)
     cp: ThreadedControlPlane | None = None
     try:
-        members = []
-        for i in range(replicas):
-            proc, port = start_replica(tmp, f"{MODEL}-{i}", pki, mtls_replicas)
-            procs.append(proc)
-            members.append(Replica(f"{MODEL}-{i}", MODEL, "127.0.0.1", port))
+        members = launcher.replicas([f"{MODEL}-{i}" for i in range(replicas)], MODEL,
+                                    replica_options(pki, mtls_replicas))
         registry = tmp / "registry.json"
-        write_registry(registry, members)
+        write_registry(registry, [m.registration() for m in members])
         cp = ThreadedControlPlane(spec, registry, dict(os.environ) if env is None else env)
-        envoy = start_envoy(tmp, spec, cp.cp.port)
-        stack = SecureStack(tmp, spec, cp, envoy, procs)
+        config = write_envoy_bootstrap(tmp / "envoy.yaml", spec, [("127.0.0.1", cp.cp.port)],
+                                       node_id="caravan-envoy")
+        launcher.envoy_config(config, spec.envoy.admin_port, name="envoy")
+        stack = SecureStack(tmp, spec, cp, launcher, [m.port for m in members])
     except BaseException:
         if cp is not None:
             cp.stop()
-        for p in procs:
-            p.stop()
+        launcher.stop()
         raise
     try:
         admin = spec.envoy.admin_port

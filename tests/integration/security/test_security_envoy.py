@@ -1,9 +1,12 @@
 """Security controls with real certificates, the real Envoy and tritonclient.
 
-Stack ``secured``: xDS over mTLS, listener mTLS, upstream mTLS to a TLS replica
-that requires Envoy's client certificate, API keys (file + env) with per-client
-token buckets, and a request size limit. Stack ``tls_only``: listener TLS without
-client certificates and no authentication. All on 127.0.0.1, free ports.
+Stack ``secured``: xDS over mTLS, listener mTLS, upstream mTLS to a real replica
+(``tritonserver`` serving gRPC over TLS) that requires Envoy's client certificate, API
+keys (file + env) with per-client token buckets, and a request size limit. Stack
+``tls_only``: listener TLS without client certificates and no authentication. All on
+127.0.0.1, free ports. Every request is one request on one ModelStreamInfer stream,
+sent with tritonclient's stream API (Triton serves no unary inference for the
+decoupled vLLM model).
 """
 
 from __future__ import annotations
@@ -122,17 +125,44 @@ def _client(url: str, pki: Pki | None, cert: str = "client") -> grpcclient.Infer
     )
 
 
-def _infer(url: str, pki: Pki | None, key: str | None, cert: str = "client",
-           text: str = "hi") -> tuple[str, str]:
-    """One unary request; (status name, message); status "OK" on success."""
-    headers = {"x-api-key": key} if key is not None else {}
-    try:
-        with _client(url, pki, cert) as c:
-            r = c.infer(MODEL, _inputs(text), headers=headers, client_timeout=10)
-    except InferenceServerException as exc:
-        return str(exc.status()).removeprefix("StatusCode."), str(exc.message())
-    assert r.as_numpy("text_output") is not None
+def _stream_once(url: str, pki: Pki | None, text: str, *, key: str | None = KEYS["alice"],
+                 cert: str = "client", stream: bool = True,
+                 headers: dict[str, str] | None = None) -> object:
+    """One request over a bidi stream (tritonclient's stream API); the first thing the
+    callback gets (a result or an InferenceServerException), waiting at most 10 s."""
+    got: queue.Queue[object] = queue.Queue()
+    sent = dict(headers or {})
+    if key is not None:
+        sent["x-api-key"] = key
+    with _client(url, pki, cert) as c:
+        c.start_stream(lambda result, error: got.put(error or result), headers=sent, stream_timeout=10)
+        try:
+            c.async_stream_infer(MODEL, _inputs(text, stream=stream), request_id="r")
+        except InferenceServerException:
+            pass  # the stream failed before the request was queued: the callback has why
+        try:
+            item = got.get(timeout=10)
+        finally:
+            c.stop_stream()
+    return item
+
+
+def _status(item: object) -> tuple[str, str]:
+    """(status name, message) of what ``_stream_once`` got: "OK" for a final answer with
+    text, the gRPC status of a failed stream, "STREAM_ERROR" for an in-stream error."""
+    if isinstance(item, InferenceServerException):
+        status = item.status()
+        return (str(status).removeprefix("StatusCode.") if status else "STREAM_ERROR"), str(item.message())
+    assert isinstance(item, grpcclient.InferResult)
+    assert item.get_response().parameters["triton_final_response"].bool_param
+    assert item.as_numpy("text_output") is not None
     return "OK", ""
+
+
+def _infer(url: str, pki: Pki | None, key: str | None, cert: str = "client",
+           text: str = "hi", headers: dict[str, str] | None = None) -> tuple[str, str]:
+    """One stream=false request; (status name, message); status "OK" on success."""
+    return _status(_stream_once(url, pki, text, key=key, cert=cert, stream=False, headers=headers))
 
 
 # --------------------------------------------------------------------------- TLS
@@ -174,6 +204,7 @@ def test_upstream_mtls_and_tls_health_checks(secured: Secured) -> None:
     port = int(secured.stack.cp.cp.snapshot_json()["eds"]["resources"][f"model-{MODEL}"]
                ["resource"]["endpoints"][0]["lbEndpoints"][0]["endpoint"]["address"]
                ["socketAddress"]["portValue"])
+    assert port in secured.stack.replica_ports
     assert _infer(f"127.0.0.1:{port}", None, None)[0] == "UNAVAILABLE", "replica took plaintext"
     assert _infer(f"127.0.0.1:{port}", secured.pki, None, cert="none")[0] == "UNAVAILABLE"
 
@@ -205,12 +236,7 @@ def test_api_keys(secured: Secured, key: str | None, expected: str) -> None:
 
 
 def test_spoofed_client_header_does_not_bypass_auth(secured: Secured) -> None:
-    try:
-        with _client(secured.stack.url, secured.pki) as c:
-            c.infer(MODEL, _inputs(), headers={"x-caravan-client": "alice"}, client_timeout=10)
-        status = "OK"
-    except InferenceServerException as exc:
-        status = str(exc.status()).removeprefix("StatusCode.")
+    status, _ = _infer(secured.stack.url, secured.pki, None, headers={"x-caravan-client": "alice"})
     assert status == "UNAUTHENTICATED"
 
 
@@ -227,24 +253,19 @@ def test_per_key_rate_limit(secured: Secured) -> None:
 # --------------------------------------------------------------------------- size limit
 
 
-def test_oversize_unary_request_refused_others_unaffected(secured: Secured) -> None:
+def _too_large(got: tuple[str, str]) -> bool:
+    # Envoy replies grpc-status UNKNOWN with the size message and resets the stream;
+    # depending on which the client reads first it reports that or INTERNAL (RST_STREAM).
+    return got == ("UNKNOWN", too_large_message(MAX_BYTES)) or (got[0] == "INTERNAL" and "RST_STREAM" in got[1])
+
+
+def test_oversize_request_refused_others_unaffected(secured: Secured) -> None:
+    """A stream=false request above ``max_request_bytes`` is refused by Envoy with its
+    size message; one below the limit is served."""
     url, pki = secured.stack.url, secured.pki
-    status, message = _infer(url, pki, KEYS["alice"], text="x" * (2 * MAX_BYTES))
-    assert (status, message) == ("UNKNOWN", too_large_message(MAX_BYTES))
+    got = _infer(url, pki, KEYS["alice"], text="x" * (2 * MAX_BYTES))
+    assert _too_large(got), got
     assert _infer(url, pki, KEYS["alice"], text="y" * (MAX_BYTES // 2))[0] == "OK"
-
-
-def _stream_once(url: str, pki: Pki, text: str) -> object:
-    """One request over a bidi stream; the first thing the callback gets (a result
-    or an InferenceServerException), waiting at most 10 s."""
-    got: queue.Queue[object] = queue.Queue()
-    with _client(url, pki) as c:
-        c.start_stream(lambda result, error: got.put(error or result),
-                       headers={"x-api-key": KEYS["alice"]}, stream_timeout=10)
-        c.async_stream_infer(MODEL, _inputs(text, stream=True), request_id="r")
-        item = got.get(timeout=10)
-        c.stop_stream()
-    return item
 
 
 def test_oversize_stream_message_refused_not_hung(secured: Secured) -> None:
@@ -256,10 +277,7 @@ def test_oversize_stream_message_refused_not_hung(secured: Secured) -> None:
     assert time.monotonic() - t0 < 5
     assert isinstance(item, InferenceServerException), item
     got = (str(item.status()).removeprefix("StatusCode."), str(item.message()))
-    # Envoy replies grpc-status UNKNOWN with the size message and resets the stream;
-    # depending on which the client reads first it reports that or INTERNAL (RST_STREAM).
-    assert got == ("UNKNOWN", too_large_message(MAX_BYTES)) or (
-        got[0] == "INTERNAL" and "RST_STREAM" in got[1]), got
+    assert _too_large(got), got
     ok = _stream_once(url, pki, "fine")
     assert not isinstance(ok, InferenceServerException), ok
 

@@ -1,5 +1,6 @@
 """JWT client authentication with the real Envoy (jwt_authn, inline JWKS over xDS)
-and tritonclient: an RSA key made with ``cryptography``, RS256 tokens signed by
+and tritonclient's stream API (one request per ModelStreamInfer stream) against a real
+replica (``tritonserver``): an RSA key made with ``cryptography``, RS256 tokens signed by
 hand. Bad tokens of every kind get UNAUTHENTICATED; per-subject token buckets
 give RESOURCE_EXHAUSTED. Plaintext listener, 127.0.0.1, free ports.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import queue
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -107,16 +109,27 @@ def _inputs() -> list[grpcclient.InferInput]:
 
 
 def infer(url: str, token: str | None, extra: dict[str, str] | None = None) -> str:
-    """One unary tritonclient request; its gRPC status name ("OK" on success)."""
+    """One stream=false request with tritonclient's stream API (one request per stream);
+    its gRPC status name ("OK" on a final answer, "STREAM_ERROR" for an in-stream error)."""
     headers = dict(extra or {})
     if token is not None:
         headers["authorization"] = f"Bearer {token}"
-    try:
-        with grpcclient.InferenceServerClient(url) as c:
-            r = c.infer(MODEL, _inputs(), headers=headers, client_timeout=10)
-    except InferenceServerException as exc:
-        return str(exc.status()).removeprefix("StatusCode.")
-    assert r.as_numpy("text_output") is not None
+    got: queue.Queue[object] = queue.Queue()
+    with grpcclient.InferenceServerClient(url) as c:
+        c.start_stream(lambda result, error: got.put(error or result), headers=headers, stream_timeout=10)
+        try:
+            c.async_stream_infer(MODEL, _inputs(), request_id="r")
+        except InferenceServerException:
+            pass  # Envoy ended the stream before the request was queued: the callback has why
+        try:
+            item = got.get(timeout=10)
+        finally:
+            c.stop_stream()
+    if isinstance(item, InferenceServerException):
+        status = item.status()
+        return str(status).removeprefix("StatusCode.") if status else "STREAM_ERROR"
+    assert isinstance(item, grpcclient.InferResult)
+    assert item.as_numpy("text_output") is not None
     return "OK"
 
 
