@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import queue
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from obs_prom_server import PROMETHEUS, get_json, running_prometheus
 
-from caravan.local.health import model_ready
+from caravan.local.launch import Launcher, wait_until
 from caravan.local.process import free_port
 from caravan.observability import prometheus as prom
 from caravan.observability.rules import ERROR_RATIO_5M, INSTREAM_1M
@@ -39,15 +39,9 @@ SPEC = parse_spec({"models": [{"name": MODEL, "engine": {"model": "x", "max_mode
 
 
 @pytest.fixture(scope="module")
-def replica(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplicaPlan]:
-    workdir = tmp_path_factory.mktemp("replica")
-    plan = ReplicaPlan(workdir, SPEC.model(MODEL), free_port(), free_port(), ReplicaOptions(time_scale=0.01))
-    with plan.start(workdir / "tritonserver.log") as proc:
-        deadline = time.monotonic() + 60
-        while not model_ready(plan.endpoint, MODEL) and time.monotonic() < deadline:
-            assert proc.alive(), proc.tail()
-            time.sleep(0.2)
-        yield plan
+def replica(module_launcher: Launcher) -> ReplicaPlan:
+    """One ready replica of ``demo`` (started through ``caravan.local.launch``)."""
+    return module_launcher.replica(f"{MODEL}-0", SPEC.model(MODEL), ReplicaOptions(time_scale=0.01)).plan
 
 
 def stream_requests(endpoint: str, prompts: list[str]) -> list[str | None]:
@@ -103,7 +97,4 @@ def test_instream_failures_feed_the_error_ratio(replica: ReplicaPlan, tmp_path: 
 
 
 def _wait_for(cond: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        assert time.monotonic() < deadline, f"no {what} within {timeout_s:.0f}s"
-        time.sleep(0.5)
+    wait_until(cond, timeout_s, what, every_s=0.5)

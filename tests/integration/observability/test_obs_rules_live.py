@@ -21,7 +21,8 @@ import pytest
 import yaml
 from obs_prom_server import PROMETHEUS, get_json, running_prometheus
 
-from caravan.local.process import ChildProcess, free_port, venv_binary, wait_for_port
+from caravan.local.launch import start_envoy, wait_until
+from caravan.local.process import free_port, port_open
 from caravan.observability import prometheus as prom
 from caravan.observability.panel_plot import plot_panels
 from caravan.observability.rules import INSTREAM_5M, SUCCESS_5M, recorded_names
@@ -109,10 +110,8 @@ def envoy(exporter: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
     admin, listen = free_port(), free_port()
     config = workdir / "envoy.yaml"
     config.write_text(yaml.safe_dump(envoy_bootstrap(admin, listen, exporter)))
-    argv = [venv_binary("envoy"), "-c", str(config), "--use-dynamic-base-id", "-l", "warning"]
-    with ChildProcess("envoy", argv, log_path=workdir / "envoy.log"):
-        wait_for_port("127.0.0.1", admin, timeout_s=20)
-        wait_for_port("127.0.0.1", listen, timeout_s=20)
+    with start_envoy(config, workdir / "envoy.log", admin_port=admin, concurrency=None) as proc:
+        wait_until(lambda: port_open("127.0.0.1", listen), 20, "Envoy's listener", procs=[proc])
         yield admin, listen
 
 

@@ -20,7 +20,8 @@ import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from obs_prom_server import PROMETHEUS, get_json, running_prometheus
 
-from caravan.local.process import ChildProcess, free_port, venv_binary, wait_for_port
+from caravan.local.launch import start_envoy
+from caravan.local.process import free_port
 from caravan.observability import prometheus as prom
 from caravan.observability.alerts import REPLICA_UNHEALTHY
 from caravan.observability.rules import HEALTHY, UNHEALTHY
@@ -79,9 +80,7 @@ def envoy_admin(health_servers: list[int], tmp_path_factory: pytest.TempPathFact
     admin = free_port()
     config = workdir / "envoy.yaml"
     config.write_text(yaml.safe_dump(envoy_bootstrap(admin, health_servers)))
-    argv = [venv_binary("envoy"), "-c", str(config), "--use-dynamic-base-id", "-l", "warning"]
-    with ChildProcess("envoy", argv, log_path=workdir / "envoy.log"):
-        wait_for_port("127.0.0.1", admin, timeout_s=20)
+    with start_envoy(config, workdir / "envoy.log", admin_port=admin, concurrency=None):
         yield admin
 
 
