@@ -8,12 +8,16 @@ The client (this process) is pinned to one CPU and the server to the other when 
 machine has two. The server (``--server instant``, the default) is
 ``benchmarks/instant_server.py``: canned, replica-shaped answers sent at once, cheaper
 per request than either client, so the client is the bottleneck (``client_cpu_util``
-near 1.0) and its throughput is what one core sustains. ``--server replica`` uses the
-simulated ``caravan replica`` instead, which costs about as much CPU per request as the
-client: the client then idles (server-bound) and the figures measure wake-ups, not
-capacity. Both clients send identical requests: the same tensors, the same headers
-(``x-model``), the same ``request_id``, the same per-request timeout and, when
-streaming, one bidi stream per request (as ``caravan bench`` does).
+near 1.0) and its throughput is what one core sustains. ``--server replica`` uses a
+real replica instead (``tritonserver`` with the simulated vLLM engine, started through
+``caravan.local.launch``; server and model processes pinned), which costs more CPU per
+request than the client: the client then idles (server-bound) and the figures measure
+wake-ups, not capacity. Both clients send identical requests: the same tensors, the
+same headers (``x-model``), the same ``request_id``, the same per-request timeout, and
+one bidi ``ModelStreamInfer`` stream per request (as ``caravan bench`` does; Triton
+serves no unary inference for the decoupled vLLM model). Two modes: ``no-stream``
+(``stream`` false: exactly one final response per request) and ``stream`` (``--tokens``
+responses per request).
 
 Two figures per client and round, over the measured requests only (after warm-up):
 
@@ -28,7 +32,7 @@ Rounds alternate which client goes first. The ratio is the median over rounds of
 caravan / plain within a round (pairs ran back to back, so a slow spell of a shared
 machine moves both alike). Target: ratio >= 1.0. The plain loop does less per request
 than ``caravan bench`` must: it reads nothing from the answer, while the engine records
-replica id, token counts and timings.
+replica, token counts and timings.
 Writes benchmarks/results/bench_client.json.
 """
 
@@ -59,7 +63,9 @@ from caravan.bench.results import LevelResult
 from caravan.bench.runner import run_sweep
 from caravan.bench.stats import RequestRecord
 from caravan.bench.triton import Target
-from caravan.local.process import ChildProcess, caravan_argv, free_port, wait_for_port
+from caravan.local.launch import Launcher, start_listening
+from caravan.local.process import free_port
+from caravan.triton.launcher import ReplicaOptions
 
 MODEL = "bench"
 RESULTS = Path(__file__).parent / "results"
@@ -136,19 +142,14 @@ async def plain_loop(url: str, n: int, c: int, stream: bool, w: Workload) -> dic
 
         async def send(rid: str, inp: list[Any]) -> None:
             try:
-                if stream:
-                    async def one() -> AsyncIterator[dict[str, Any]]:
-                        yield {"model_name": MODEL, "inputs": inp, "request_id": rid}
+                async def one() -> AsyncIterator[dict[str, Any]]:
+                    yield {"model_name": MODEL, "inputs": inp, "request_id": rid}
 
-                    async for _result, error in client.stream_infer(
-                            one(), stream_timeout=TIMEOUT_S, headers=headers):
-                        counts["responses"] += 1
-                        if error is not None:
-                            counts["errors"] += 1
-                else:
-                    await client.infer(MODEL, inp, request_id=rid, headers=headers,
-                                       client_timeout=TIMEOUT_S)
+                async for _result, error in client.stream_infer(
+                        one(), stream_timeout=TIMEOUT_S, headers=headers):
                     counts["responses"] += 1
+                    if error is not None:
+                        counts["errors"] += 1
                 counts["requests"] += 1
             except Exception:
                 counts["errors"] += 1
@@ -184,7 +185,7 @@ def measure(url: str, args: argparse.Namespace, stream: bool) -> dict[str, Any]:
             run = bench_loop.run if name == "caravan" else asyncio.run  # as `caravan bench` runs
             got = run(fn(url, args.requests, args.concurrency, stream, w))
             if got["errors"]:
-                raise SystemExit(f"{name} ({'stream' if stream else 'unary'}): {got}")
+                raise SystemExit(f"{name} ({'stream' if stream else 'no-stream'}): {got}")
             runs[name].append(got)
             print(f"  round {rnd} {name:8s} wall {got[f'{unit}_per_s']:6.0f} {unit}/s "
                   f"(client cpu {got['client_cpu_util']:.2f})  capacity "
@@ -205,6 +206,31 @@ def paired_ratio(runs: dict[str, list[dict[str, float]]], key: str) -> float:
                                                                   strict=True))
 
 
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process under it (tritonserver runs its model in a child)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def start_server(args: argparse.Namespace, launcher: Launcher) -> tuple[str, list[int]]:
+    """The server under test, ready; (its HOST:PORT, the PIDs to pin to the server's core)."""
+    if args.server == "replica":
+        replica = launcher.replica("bench", MODEL, ReplicaOptions(time_scale=args.time_scale,
+                                                                  stream_interval_ms=0))
+        return replica.endpoint, descendants(replica.proc.pid)
+    port = free_port()
+    argv = [sys.executable, str(Path(__file__).parent / "instant_server.py"), "--port", str(port),
+            "--tokens", str(args.tokens)]
+    proc = launcher.own(start_listening("instant", argv, launcher.logs / "instant.log", port))
+    return f"127.0.0.1:{port}", [proc.pid]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=3000)
@@ -215,28 +241,19 @@ def main() -> None:
                    help="the replica's time scale (--server replica)")
     p.add_argument("--server", choices=("instant", "replica"), default="instant",
                    help="instant: canned answers (benchmarks/instant_server.py), cheaper per "
-                        "request than the client; replica: the simulated `caravan replica`")
+                        "request than the client; replica: a real tritonserver replica")
     p.add_argument("--out", type=Path, default=RESULTS / "bench_client.json")
     args = p.parse_args()
     cpus = sorted(os.sched_getaffinity(0))
-    port, mport = free_port(), free_port()
-    if args.server == "replica":
-        argv = caravan_argv("replica", "--model", MODEL, "--port", str(port), "--metrics-port",
-                            str(mport), "--time-scale", str(args.time_scale),
-                            "--stream-interval-ms", "0")
-    else:
-        argv = [sys.executable, str(Path(__file__).parent / "instant_server.py"), "--port",
-                str(port), "--tokens", str(args.tokens)]
-    log = Path(tempfile.mkdtemp(prefix="caravan-bench-client-")) / "replica.log"
-    with ChildProcess("replica", argv, log) as replica:
+    with Launcher(Path(tempfile.mkdtemp(prefix="caravan-bench-client-"))) as launcher:
+        url, server_pids = start_server(args, launcher)
         if len(cpus) > 1:
-            pin(replica.pid, cpus[1])
+            for pid in server_pids:
+                pin(pid, cpus[1])
             pin(0, cpus[0])
-        wait_for_port("127.0.0.1", port, 30)
-        url = f"127.0.0.1:{port}"
         out: dict[str, Any] = {}
         for stream in (False, True):
-            mode = "stream" if stream else "unary"
+            mode = "stream" if stream else "no-stream"
             print(f"{mode}: {args.requests} requests at concurrency {args.concurrency}")
             out[mode] = r = measure(url, args, stream)
             print(f"{mode}: capacity caravan {r['caravan'][r['ratio_of']]:.0f} vs plain "

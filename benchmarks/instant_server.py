@@ -3,16 +3,20 @@
     .venv/bin/python benchmarks/instant_server.py --port P [--tokens 8 --procs 1]
 
 For ``bench_client.py`` only: the load generator's capacity on one core can only be
-measured against a server that is cheaper per request than the client, and the
-simulated replica (``caravan replica``) costs about as much CPU per request as the
-client does, so against it the client idles and the ratio measures idle wake-ups.
-This server skips everything but the wire: requests are not decoded, and every answer
-is pre-serialized bytes shaped like a vLLM replica's (``text_output``,
-``num_input_tokens``, ``num_output_tokens`` UINT32, ``caravan_replica_id``):
+measured against a server that is cheaper per request than the client, and a real
+replica (``tritonserver`` with the simulated vLLM engine) costs more CPU per request
+than the client does, so against it the client idles and the ratio measures idle
+wake-ups. This server skips everything but the wire: it reads only a request's
+``stream`` input, and every answer is pre-serialized bytes shaped like a Triton vLLM
+replica's (``text_output``, ``num_input_tokens``, ``num_output_tokens`` UINT32,
+``triton_final_response``; nothing naming a replica, as real Triton sends none):
 
-* ``ModelInfer``: one response with ``num_output_tokens`` = ``--tokens``;
-* ``ModelStreamInfer``: for every request on the stream, ``--tokens`` responses of one
-  token each, the last flagged ``triton_final_response``.
+* ``ModelStreamInfer``, per request on the stream: ``stream`` true -> ``--tokens``
+  responses of one token each, the last flagged final; ``stream`` false or absent ->
+  exactly ONE final response with all ``--tokens`` tokens (what Triton's vLLM backend
+  sends, and what ``caravan bench --no-stream`` requires);
+* ``ModelInfer``: UNIMPLEMENTED with Triton's message for decoupled models (the vLLM
+  model serves no unary inference).
 
 ``--procs N`` starts N server processes sharing the port (``SO_REUSEPORT``).
 Not a product feature and never used by ``caravan`` itself.
@@ -30,35 +34,48 @@ from tritonclient.grpc import service_pb2
 from caravan.bench import loop as bench_loop
 
 PREFIX = "/inference.GRPCInferenceService/"
+DECOUPLED_UNARY = "ModelInfer RPC doesn't support models with decoupled transaction policy"
 
 
 def answer(tokens: int, final: bool, text: str) -> service_pb2.ModelInferResponse:
-    """One response the way ``caravan replica`` sends it (raw output tensors)."""
-    resp = service_pb2.ModelInferResponse(model_name="bench", id="0")
+    """One response the way Triton's vLLM backend sends it (raw output tensors)."""
+    resp = service_pb2.ModelInferResponse(model_name="bench", model_version="1", id="0")
     data = text.encode()
     for name, dtype, raw in (("text_output", "BYTES", len(data).to_bytes(4, "little") + data),
                              ("num_input_tokens", "UINT32", (16).to_bytes(4, "little")),
                              ("num_output_tokens", "UINT32", tokens.to_bytes(4, "little"))):
         resp.outputs.add(name=name, datatype=dtype, shape=[1])
         resp.raw_output_contents.append(raw)
-    resp.parameters["caravan_replica_id"].string_param = "instant"
     resp.parameters["triton_final_response"].bool_param = final
     return resp
 
 
+def streamed(request: bytes) -> bool:
+    """The request's ``stream`` input (raw BOOL byte, or typed contents); False when absent."""
+    req = service_pb2.ModelInferRequest.FromString(request)
+    for i, t in enumerate(req.inputs):
+        if t.name == "stream":
+            if i < len(req.raw_input_contents):
+                return req.raw_input_contents[i][:1] == b"\x01"
+            return bool(t.contents.bool_contents and t.contents.bool_contents[0])
+    return False
+
+
 def handlers(tokens: int) -> grpc.GenericRpcHandler:
-    unary = answer(tokens, True, " tok" * tokens).SerializeToString()
+    whole = [service_pb2.ModelStreamInferResponse(
+        infer_response=answer(tokens, True, " tok" * tokens)).SerializeToString()]
     chunks = [service_pb2.ModelStreamInferResponse(
         infer_response=answer(1, i == tokens - 1, " tok")).SerializeToString() for i in range(tokens)]
 
     async def infer(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        return unary
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, DECOUPLED_UNARY)
+        return b""  # not reached: abort raises
 
     async def stream(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
                      ) -> AsyncIterator[bytes]:
-        async for _ in requests:
-            for chunk in chunks:
-                yield chunk
+        async for request in requests:
+            for response in chunks if streamed(request) else whole:
+                yield response
 
     return grpc.method_handlers_generic_handler("inference.GRPCInferenceService", {
         "ModelInfer": grpc.unary_unary_rpc_method_handler(infer),
