@@ -1,12 +1,13 @@
-"""Latency Envoy adds: the same unary load straight at a replica and through Envoy.
+"""Latency Envoy adds: the same stream=false load straight at a replica and through Envoy.
 
     .venv/bin/python benchmarks/envoy_overhead.py [--service both|fixed-latency|instant]
                                                   [--placement all|envoy-with-client|envoy-alone|client-alone]
 
-Starts the local stack (``LocalStack``: one ``caravan replica``, ``caravan xds
---registry FILE``, real Envoy ``--concurrency 1`` with the bootstrap from
-``caravan.render.envoy``; no Prometheus). The load generator is ``caravan bench
---no-stream`` itself, run as its own process (so this process's supervisor threads
+Starts the local stack (``LocalStack``: one replica, the real ``tritonserver`` with the
+simulated vLLM engine; ``caravan xds --registry FILE``; real Envoy ``--concurrency 1``
+with the bootstrap from ``caravan.render.envoy``; no Prometheus). The load generator is
+``caravan bench --no-stream`` itself (one ``stream=false`` request per ModelStreamInfer
+stream, one final response each), run as its own process (so this process's supervisor threads
 never share its GIL), once per arm and round: closed-loop concurrency levels
 (``--concurrency 8,50``) and an open-loop Poisson rate capped at 50 in flight
 (``--rate``). Both arms send the same seeded requests (same prompts and ``max_tokens``
@@ -17,7 +18,7 @@ one after the other, alternating the order per round.
 
 Services (the replica behind both arms):
 
-* ``fixed-latency`` (the target's figure): ``caravan replica --fixed-ms-per-token``,
+* ``fixed-latency`` (the target's figure): ``ReplicaOptions(fixed_ms_per_token=...)``,
   every answer after exactly ``--ms-per-token`` x its output tokens (tokens uniform in
   ``--output-tokens`` x [1 - spread, 1 + spread]: 10-190 ms by default), each request
   on its own. No batch steps to align with, so nothing hides the proxy's delay, and the
@@ -28,7 +29,8 @@ Services (the replica behind both arms):
   throughput (Little's law): the added p50 at c=50 measures how much Envoy's CPU
   lowers throughput on a shared 2-core box, not the proxy's path delay.
 
-CPU placement (2 cores, 3 busy parts; ``os.sched_setaffinity`` on every thread):
+CPU placement (2 cores, 3 busy parts; ``os.sched_setaffinity`` on every thread; the
+replica is tritonserver and its model's process):
 
 * ``envoy-with-client``: client(s) and Envoy on core 0, replica (and the rest) on
   core 1: both arms cross cores exactly once each way, so the difference is Envoy's
@@ -67,6 +69,7 @@ from caravan.bench.stats import percentile
 from caravan.local.process import ChildProcess, caravan_argv
 from caravan.local.supervisor import LocalPorts, LocalStack, StackOptions
 from caravan.spec import parse_spec
+from caravan.triton.launcher import ReplicaOptions
 
 MODEL = "overhead"
 RESULTS = Path(__file__).parent / "results"
@@ -88,24 +91,23 @@ def pin_all(pid: int, cpu: int | None) -> None:
             os.sched_setaffinity(int(tid), {cpu})
 
 
-def children() -> dict[str, int]:
-    """PIDs of this process's children by role: envoy, replica, xds."""
-    found: dict[str, int] = {}
-    me = str(os.getpid())
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if stat[1] != me:
-            continue
-        for role in ("envoy", "replica", "xds"):
-            if any(a.decode(errors="replace").endswith(role) for a in argv[:4]):
-                found[role] = int(entry)
-    return found
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process under it (tritonserver runs its model in a child)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def roles(stack: LocalStack) -> dict[str, list[int]]:
+    """PIDs of the stack's parts by role: envoy, replica (with its model process), xds."""
+    (replica,) = stack.replicas(MODEL)
+    return {"envoy": [stack.infra("envoy").pid], "xds": [stack.infra("xds").pid],
+            "replica": descendants(stack.replica_pid(replica.id))}
 
 
 PLACEMENTS = ("envoy-with-client", "envoy-alone", "client-alone")
@@ -117,11 +119,10 @@ def service_options(service: str, args: argparse.Namespace) -> StackOptions:
     batch steps, so nothing hides the proxy's delay; token counts vary, so a closed
     loop does not move in lockstep bursts); instant: the batching simulator at time
     scale 0.0001 (answers at once, so the closed loop saturates the CPU)."""
-    extra: tuple[str, ...] = ("--stream-interval-ms", "0")
-    if service == "fixed-latency":
-        extra += ("--fixed-ms-per-token", f"{args.ms_per_token:g}")
+    fixed = args.ms_per_token if service == "fixed-latency" else None
+    replica = ReplicaOptions(stream_interval_ms=0, fixed_ms_per_token=fixed)
     return StackOptions(time_scale=1.0 if service == "fixed-latency" else 0.0001,
-                        prometheus=False, replica_args=extra)
+                        prometheus=False, replica=replica)
 
 
 def placement(name: str, cpus: list[int]) -> dict[str, int | None]:
@@ -202,12 +203,12 @@ def summarize(rounds: list[dict[str, dict[str, dict[str, float]]]]) -> dict[str,
 
 
 def measure(urls: dict[str, str], shapes: list[list[str]], args: argparse.Namespace,
-            cores: dict[str, int | None], tmp: Path) -> dict[str, Any]:
+            cores: dict[str, int | None], tmp: Path, pids: dict[str, list[int]]) -> dict[str, Any]:
     """Pin the parts as ``cores`` says, run the rounds, return medians and rounds."""
     pin_all(os.getpid(), cores["rest"])
-    pids = children()
     for role in ("envoy", "replica", "xds"):
-        pin_all(pids[role], cores["rest" if role == "xds" else role])
+        for pid in pids[role]:
+            pin_all(pid, cores["rest" if role == "xds" else role])
     rounds: list[dict[str, dict[str, dict[str, float]]]] = []
     for rnd in range(args.rounds):
         got: dict[str, dict[str, dict[str, float]]] = {"direct": {}, "envoy": {}}
@@ -315,7 +316,7 @@ def main() -> None:
                        "--requests", str(args.rate_requests), "--warmup", "20"])
     spec = parse_spec(spec_dict(), "envoy_overhead")
     out: dict[str, Any] = {"config": {**{k: str(v) for k, v in vars(args).items()},
-                                      "machine_cpus": str(len(cpus)), "mode": "unary",
+                                      "machine_cpus": str(len(cpus)), "mode": "no-stream",
                                       "python": sys.version.split()[0]}}
     for service in services:
         options = service_options(service, args)
@@ -326,7 +327,8 @@ def main() -> None:
             out[service] = {}
             for name in names:
                 print(f"service {service}, placement {name}")
-                out[service][name] = measure(urls, shapes, args, placement(name, cpus), Path(tmp))
+                out[service][name] = measure(urls, shapes, args, placement(name, cpus), Path(tmp),
+                                             roles(stack))
     for service in services:
         for name in names:
             report(f"{service} {name}", out[service][name]["levels"])
