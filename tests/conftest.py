@@ -40,3 +40,18 @@ def module_launcher(request: pytest.FixtureRequest,
 @pytest.fixture(scope="session")
 def fast_replica() -> ReplicaOptions:
     return FAST_REPLICA
+
+
+_DIRECTORY_MARKS = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test by its directory (tests/integration/**: integration, tests/e2e/**:
+    e2e), so ``-m "not integration and not e2e"`` is the fast filter whatever a module
+    declares itself."""
+    root = Path(__file__).resolve().parent
+    for item in items:
+        parts = item.path.resolve().relative_to(root).parts
+        mark = _DIRECTORY_MARKS.get(parts[0]) if parts else None
+        if mark is not None:
+            item.add_marker(mark)
