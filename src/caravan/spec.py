@@ -259,6 +259,10 @@ class ConsulSpec(_Frozen):
     timeout_s: float = Field(
         10.0, gt=0, le=300, description="HTTP timeout on top of wait_s (+ wait/16 jitter), seconds"
     )
+    empty_confirm_s: float = Field(
+        10.0, ge=0, le=600,
+        description="an update that empties a model's replicas is held this long first (0: off)",
+    )
 
 
 class NomadSpec(_Frozen):
