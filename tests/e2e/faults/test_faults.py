@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,12 +53,14 @@ def envoy_has_fast_xds_reconnect() -> bool:
 
 
 def run(scenario: Callable[..., FaultOutcome], tmp: Path, **kw: float) -> FaultOutcome:
+    started = time.monotonic()
     out = scenario(tmp, **kw)
     print(out.to_json())  # shown with -s, and on failure
     if RESULTS:
         path = Path(RESULTS) / f"{scenario.__name__}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(out.to_json(), indent=1, default=str))
+        data = {**out.to_json(), "elapsed_s": round(time.monotonic() - started, 1)}
+        path.write_text(json.dumps(data, indent=1, default=str))
     return out
 
 
