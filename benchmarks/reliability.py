@@ -206,7 +206,7 @@ def fault_notes(faults: list[dict[str, Any]]) -> list[str]:
                 "Dead engine (2 replicas under `caravan up`'s supervisor): the replica left Envoy's "
                 f"cluster {d['death_to_out_of_envoy_s']} s after its engine died; the last request "
                 f"that reached it was sent {f['recovery_s']} s after the death; {d['failed_after_death']} "
-                f"of the {d['requests_after_death']} requests sent from the death on failed, all on "
+                f"of the {d['requests_after_death']} requests in flight at the death or sent after it failed, all on "
                 f"that replica ({kinds}); the {d['requests_after_last_on_victim']} requests sent "
                 "after the last one all went to the other replica. The failures are in-stream errors "
                 "(the stream was answered, so Envoy cannot retry them); how many depends on the load "

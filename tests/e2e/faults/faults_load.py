@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from caravan.local.launch import StreamReply, stream_request
+from caravan.local.launch import StreamReply, stream_request, wait_until
 
 
 @dataclass(frozen=True)
@@ -110,11 +110,7 @@ class RequestLoad:
 
     def wait_for(self, n: int, timeout_s: float = 15.0) -> None:
         """Block until at least ``n`` requests ended; TimeoutError otherwise."""
-        deadline = time.monotonic() + timeout_s
-        while self.count() < n:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"only {self.count()} of {n} requests ended in {timeout_s}s")
-            time.sleep(0.02)
+        wait_until(lambda: self.count() >= n, timeout_s, f"{n} requests ended", every_s=0.02)
 
     def stop(self) -> list[Result]:
         self._stop.set()

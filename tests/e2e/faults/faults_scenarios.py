@@ -334,7 +334,7 @@ def dead_engine(tmp: Path, limit_s: float = DEAD_ENGINE_LIMIT_S) -> FaultOutcome
     finally:
         results = load.stop()
         stack.stop()
-    since = [r for r in results if r.started >= died]
+    since = [r for r in results if r.ended >= died]  # in flight at the death, or sent after
     reached = [r for r in since if r.replica == victim]
     failed = [r for r in since if not r.ok]
     last = max((r.started for r in reached), default=died)
@@ -351,7 +351,7 @@ def dead_engine(tmp: Path, limit_s: float = DEAD_ENGINE_LIMIT_S) -> FaultOutcome
     if out.recovery_s > limit_s:
         out.violations.append(f"a request reached the replica {out.recovery_s} s after its engine died "
                               f"(> {limit_s:g} s)")
-    if (before := [r for r in results if r.started < died and not r.ok]):
+    if (before := [r for r in results if r.ended < died and not r.ok]):
         out.violations.append(f"{len(before)} requests failed before the engine died: "
                               f"{[r.message for r in before[:3]]}")
     if (elsewhere := [r for r in failed if r.replica != victim]):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -16,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from caravan.local.launch import wait_until
 from caravan.local.process import ChildProcess, free_port
 from caravan.local.prometheus import prometheus_argv
 
@@ -36,19 +36,9 @@ def get_json(
     return doc
 
 
-def _wait_ready(url: str, proc: ChildProcess, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if not proc.alive():
-            raise RuntimeError(f"prometheus exited:\n{proc.tail()}")
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"prometheus not ready after {timeout_s:.0f}s:\n{proc.tail()}")
+def _ready(url: str) -> bool:
+    with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as resp:
+        return bool(resp.status == 200)
 
 
 @contextmanager
@@ -62,5 +52,5 @@ def running_prometheus(workdir: Path, config_text: str, timeout_s: float = 30.0)
     argv = prometheus_argv(PROMETHEUS, config, workdir / "data", port)
     with ChildProcess("prometheus", argv, log_path=workdir / "prometheus.log") as proc:
         url = f"http://127.0.0.1:{port}"
-        _wait_ready(url, proc, timeout_s)
+        wait_until(lambda: _ready(url), timeout_s, "prometheus ready", every_s=0.1, procs=[proc])
         yield url

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import queue
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +79,8 @@ def test_instream_failures_feed_the_error_ratio(replica: ReplicaPlan, tmp_path: 
     config = prom.local_config(f"127.0.0.1:{free_port()}", {MODEL: [f"127.0.0.1:{replica.metrics_port}"]},
                                rule_files=_rules(tmp_path))
     with running_prometheus(tmp_path, config) as url:
-        _wait_for(lambda: _value(url, "sum(nv_inference_request_success)") == 0, "a first scrape")
+        wait_until(lambda: _value(url, "sum(nv_inference_request_success)") == 0, 30, "a first scrape",
+                   every_s=0.5)
         time.sleep(2)  # a few scrapes before the traffic, so rates see the increase
         too_long = "word " * (MAX_MODEL_LEN + 10)
         errors = stream_requests(replica.endpoint, ["hello there"] * 10 + [too_long] * 10)
@@ -88,13 +88,11 @@ def test_instream_failures_feed_the_error_ratio(replica: ReplicaPlan, tmp_path: 
         assert len(failed) == 10
         assert all("longer than the maximum model length" in e for e in failed)
         # 20 handed to the engine (Triton: 20 successes), 10 finished: half failed in-stream.
-        _wait_for(lambda: _value(url, "sum(nv_inference_request_success)") == 20, "20 successes")
+        wait_until(lambda: _value(url, "sum(nv_inference_request_success)") == 20, 30, "20 successes",
+                   every_s=0.5)
         assert _value(url, "sum(vllm:e2e_request_latency_seconds_count)") == 10
         assert _value(url, "sum(nv_inference_request_failure)") == 0
-        _wait_for(lambda: (_value(url, INSTREAM_1M) or 0) > 0, f"{INSTREAM_1M} > 0")
-        _wait_for(lambda: _value(url, ERROR_RATIO_5M) is not None, ERROR_RATIO_5M)
+        wait_until(lambda: (_value(url, INSTREAM_1M) or 0) > 0, 30, f"{INSTREAM_1M} > 0", every_s=0.5)
+        wait_until(lambda: _value(url, ERROR_RATIO_5M) is not None, 30, ERROR_RATIO_5M, every_s=0.5)
         assert _value(url, ERROR_RATIO_5M) == pytest.approx(0.5, abs=0.05)
 
-
-def _wait_for(cond: Callable[[], bool], what: str, timeout_s: float = 30) -> None:
-    wait_until(cond, timeout_s, what, every_s=0.5)

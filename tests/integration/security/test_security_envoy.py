@@ -11,6 +11,7 @@ decoupled vLLM model).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -136,10 +137,9 @@ def _stream_once(url: str, pki: Pki | None, text: str, *, key: str | None = KEYS
         sent["x-api-key"] = key
     with _client(url, pki, cert) as c:
         c.start_stream(lambda result, error: got.put(error or result), headers=sent, stream_timeout=10)
-        try:
+        # the stream may fail before the request is queued: the callback has why
+        with contextlib.suppress(InferenceServerException):
             c.async_stream_infer(MODEL, _inputs(text, stream=stream), request_id="r")
-        except InferenceServerException:
-            pass  # the stream failed before the request was queued: the callback has why
         try:
             item = got.get(timeout=10)
         finally:

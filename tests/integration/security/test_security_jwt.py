@@ -8,6 +8,7 @@ give RESOURCE_EXHAUSTED. Plaintext listener, 127.0.0.1, free ports.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import queue
 import time
@@ -117,10 +118,9 @@ def infer(url: str, token: str | None, extra: dict[str, str] | None = None) -> s
     got: queue.Queue[object] = queue.Queue()
     with grpcclient.InferenceServerClient(url) as c:
         c.start_stream(lambda result, error: got.put(error or result), headers=headers, stream_timeout=10)
-        try:
+        # Envoy may end the stream before the request is queued: the callback has why
+        with contextlib.suppress(InferenceServerException):
             c.async_stream_infer(MODEL, _inputs(), request_id="r")
-        except InferenceServerException:
-            pass  # Envoy ended the stream before the request was queued: the callback has why
         try:
             item = got.get(timeout=10)
         finally:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -17,7 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sec_pki import make_pki
 
 from caravan.discovery.local import write_registry
-from caravan.local.process import ChildProcess, caravan_argv, free_port, wait_for_port
+from caravan.local.launch import start_control_plane, wait_until, xds_argv
+from caravan.local.process import free_port
 
 pytestmark = pytest.mark.integration
 KEY = "xds-cmd-key-0123456789abcdef"
@@ -57,17 +57,14 @@ def _health(port: int, creds: grpc.ChannelCredentials | None) -> str:
 
 def test_xds_command_serves_mtls_and_redacts_keys(tmp_path: Path) -> None:
     spec, xds, admin = _spec(tmp_path, f"alice: {KEY}\n")
-    argv = caravan_argv("xds", "--spec", str(spec), "--registry", str(tmp_path / "registry.json"))
-    with ChildProcess("xds", argv, tmp_path / "xds.log").start() as proc:
-        wait_for_port("127.0.0.1", admin, 20)
+    with start_control_plane(spec, tmp_path / "xds.log", port=xds, admin_port=admin,
+                             registry=tmp_path / "registry.json") as proc:
         pki = tmp_path / "pki"
         creds = grpc.ssl_channel_credentials(
             (pki / "ca.pem").read_bytes(), (pki / "client.key").read_bytes(),
             (pki / "client.pem").read_bytes())
-        deadline = time.monotonic() + 15
-        while _health(xds, creds) != "SERVING" and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert _health(xds, creds) == "SERVING"
+        wait_until(lambda: _health(xds, creds) == "SERVING", 15, "ADS health SERVING over mTLS",
+                   every_s=0.1, procs=[proc])
         assert _health(xds, None) == "UNAVAILABLE", "plaintext must be refused"
         no_cert = grpc.ssl_channel_credentials((pki / "ca.pem").read_bytes())
         assert _health(xds, no_cert) == "UNAVAILABLE", "a client without a cert must be refused"
@@ -81,8 +78,8 @@ def test_xds_command_serves_mtls_and_redacts_keys(tmp_path: Path) -> None:
 
 
 def test_xds_command_refuses_a_bad_key_file(tmp_path: Path) -> None:
-    spec, _, _ = _spec(tmp_path, f"alice: {KEY}\nbob: short-key\n")
-    argv = caravan_argv("xds", "--spec", str(spec), "--registry", str(tmp_path / "registry.json"))
+    spec, xds, admin = _spec(tmp_path, f"alice: {KEY}\nbob: short-key\n")
+    argv = xds_argv(spec, port=xds, admin_port=admin, registry=tmp_path / "registry.json")
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 2
     assert "line 2: the key of client 'bob' is shorter than 16 characters" in proc.stderr
