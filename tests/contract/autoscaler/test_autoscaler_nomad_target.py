@@ -17,6 +17,11 @@ from caravan.autoscaler.ports import NotReadyError, ScaleError
 JOB = "triton-llama"
 
 
+NS = 1_000_000_000
+UPDATE = {"MaxParallel": 1, "MinHealthyTime": 30 * NS, "HealthyDeadline": 1200 * NS,
+          "ProgressDeadline": 1500 * NS, "AutoRevert": True}
+
+
 def _job(count: int = 1) -> dict[str, Any]:
     return {
         "ID": JOB,
@@ -28,7 +33,15 @@ def _job(count: int = 1) -> dict[str, Any]:
                 "Name": "triton",
                 "Count": count,
                 "Scaling": {"Min": 0, "Max": 4, "Enabled": True},
-                "Tasks": [{"Name": "triton", "Driver": "docker", "Config": {"image": "x:1"}}],
+                "Update": UPDATE,
+                "Tasks": [
+                    {
+                        "Name": "triton",
+                        "Driver": "docker",
+                        "Config": {"image": "x:1"},
+                        "Resources": {"Devices": [{"Name": "nvidia/gpu", "Count": 1}]},
+                    }
+                ],
             }
         ],
     }
@@ -36,9 +49,11 @@ def _job(count: int = 1) -> dict[str, Any]:
 
 @pytest.fixture
 def fake() -> Iterator[FakeNomad]:
+    """Two serving replicas (first deployment done)."""
     with FakeNomad(token="s3cret") as f:
         client = nomad.Nomad(address=f.address, token="s3cret", timeout=5)
         client.jobs.register_job({"Job": _job(2)})
+        f.advance(31)
         yield f
 
 
@@ -66,27 +81,31 @@ def test_scale_posts_count_group_message_and_meta(fake: FakeNomad) -> None:
 
 
 def test_starting_allocations_count_as_capacity(fake: FakeNomad) -> None:
-    fake.set_allocations(JOB, "triton", placed=4, running=4, healthy=1)
+    fake.set_model_load(JOB, 90)
+    _target(fake).scale("llama", 4, "r", {})
+    fake.advance(31)  # the two in-place replicas are healthy again, two are loading
     st = _target(fake).status("llama")
-    assert (st.running, st.starting, st.capacity) == (1, 3, 4)
+    assert (st.running, st.starting, st.capacity) == (2, 2, 4)
 
 
 def test_unhealthy_allocations_are_not_capacity(fake: FakeNomad) -> None:
-    fake.set_allocations(JOB, "triton", placed=3, running=2, healthy=1, unhealthy=2)
+    fake.set_model_load(JOB, None)
+    _target(fake).scale("llama", 3, "r", {})
+    fake.advance(1200)
     st = _target(fake).status("llama")
-    assert (st.running, st.starting) == (1, 0)
+    assert (st.running, st.starting) == (2, 0)
 
 
 def test_active_deployment_means_not_ready(fake: FakeNomad) -> None:
-    fake.start_deployment(JOB)
     t = _target(fake)
+    t.scale("llama", 3, "r", {})
     st = t.status("llama")
     assert not st.ready and "running" in st.note
     with pytest.raises(NotReadyError, match="deployment"):
-        t.scale("llama", 3, "r", {})
-    fake.finish_deployment(JOB)
+        t.scale("llama", 4, "r", {})
+    fake.advance(31)
     assert t.status("llama").ready
-    t.scale("llama", 3, "r", {})
+    t.scale("llama", 4, "r", {})
 
 
 @pytest.mark.parametrize(
@@ -121,9 +140,10 @@ def test_unreachable_nomad_is_a_scale_error() -> None:
 def test_blocking_status_returns_on_change(fake: FakeNomad) -> None:
     t = _target(fake)
     _, index = t.blocking_status("llama", 0, 1)
-    timer = threading.Timer(
-        0.3, lambda: fake.set_allocations(JOB, "triton", placed=3, running=3, healthy=2)
-    )
+    fake.set_model_load(JOB, 60)
+    t.scale("llama", 3, "r", {})
+    _, index = t.blocking_status("llama", 0, 1)
+    timer = threading.Timer(0.3, lambda: fake.advance(31))
     timer.start()
     started = time.monotonic()
     st, new_index = t.blocking_status("llama", index, 5)
@@ -167,14 +187,15 @@ def test_slow_model_load_does_not_over_scale(fake: FakeNomad) -> None:
     )
     policy = policy_for(m)
     assert policy is not None
-    now = [0.0]
-    h = PolicyHandler(policy, _Load(35), _target(fake), clock=lambda: now[0])
-    fake.auto_allocate = False
+    h = PolicyHandler(policy, _Load(35), _target(fake), clock=fake.clock)
+    fake.set_model_load(JOB, 120)
     assert h.tick().action == "scaled"  # 2 -> 4
-    fake.set_allocations(JOB, "triton", placed=4, running=4, healthy=2)  # two still loading
-    for _ in range(3):  # load stays high while the new replicas load their weights
-        now[0] += 10
+    actions = []
+    for _ in range(10):  # load stays high while the new replicas load their weights
+        fake.advance(10)
         d = h.tick()
-        assert (d.action, d.current) == ("none", 4)
+        actions.append(d.action)
+        assert d.current == 4
+    assert set(actions) <= {"none", "not-ready"}
     scale_posts = [r for r in fake.requests if r.method == "POST" and r.path.endswith("/scale")]
     assert len(scale_posts) == 1 and scale_posts[0].body["Count"] == 4
