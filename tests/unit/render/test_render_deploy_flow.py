@@ -8,9 +8,12 @@ import pytest
 
 from caravan.nomad.deploy import (
     DeployResult,
+    KeptCount,
     NomadApiError,
     NomadSettings,
     deploy,
+    is_change,
+    keep_counts,
     resolve_settings,
     summarize_plan,
 )
@@ -100,9 +103,15 @@ class RecordingJobs:
     """A JobsApi double: canned plans per job id, optional errors, records registers."""
 
     def __init__(self, plans: dict[str, dict[str, Any]], fail: dict[str, str] | None = None,
-                 fail_register: dict[str, str] | None = None) -> None:
+                 fail_register: dict[str, str] | None = None,
+                 conflict: str | None = None) -> None:
         self.plans, self.fail, self.fail_register = plans, fail or {}, fail_register or {}
+        self.conflict = conflict
         self.registered: list[str] = []
+        self.bodies: list[dict[str, Any]] = []
+
+    def current(self, job_id: str) -> dict[str, Any] | None:
+        return None
 
     def plan(self, request: dict[str, Any]) -> dict[str, Any]:
         jid = request["Job"]["ID"]
@@ -112,6 +121,10 @@ class RecordingJobs:
 
     def register(self, request: dict[str, Any]) -> dict[str, Any]:
         jid = request["Job"]["ID"]
+        self.bodies.append(request)
+        if jid == self.conflict:
+            raise NomadApiError(jid, 500, "Enforcing job modify index 7: job exists with "
+                                          "conflicting job modify index: 9")
         if jid in self.fail_register:
             raise NomadApiError(jid, 400, self.fail_register[jid])
         self.registered.append(jid)
@@ -157,3 +170,84 @@ def test_register_error_names_the_job_and_keeps_going() -> None:
     assert api.registered == ["c"]
     assert result.errors == ("job 'a': Nomad refused it (HTTP 400): job is invalid",)
     assert "error: job 'a': Nomad refused it (HTTP 400): job is invalid" in out
+
+
+def test_index_conflict_stops_the_deploy_and_says_run_again() -> None:
+    plans = {"a": EDITED, "b": ADDED, "c": EDITED}
+    api = RecordingJobs(plans, conflict="b")
+    out: list[str] = []
+    result = deploy(REQS, api, dry_run=False, confirm=lambda q: True, echo=out.append)
+    assert api.registered == ["a"] and not result.ok
+    assert result.errors == ("job 'b': the job changed since the plan; run deploy again "
+                             "(not registered: b, c)",)
+
+
+def test_every_register_enforces_the_plan_index() -> None:
+    plans = {"a": {**EDITED, "JobModifyIndex": 41}, "b": UNCHANGED, "c": ADDED}
+    api = RecordingJobs(plans)
+    deploy(REQS, api, dry_run=False, confirm=lambda q: True, echo=lambda _l: None)
+    assert [(b["EnforceIndex"], b["JobModifyIndex"]) for b in api.bodies] == [(True, 41),
+                                                                             (True, 0)]
+
+
+def _group(name: str, count: int, scaling: tuple[int, int] | None) -> dict[str, Any]:
+    g: dict[str, Any] = {"Name": name, "Count": count}
+    if scaling is not None:
+        g["Scaling"] = {"Min": scaling[0], "Max": scaling[1], "Enabled": True}
+    return g
+
+
+@pytest.mark.parametrize(
+    ("groups", "stored", "counts", "kept", "preserve"),
+    [([_group("t", 2, (1, 4))], None, [2], (), False),
+     ([_group("t", 2, (1, 4))], {"t": 4}, [4], (KeptCount("t", 4, 2),), True),
+     ([_group("t", 2, (1, 4))], {"t": 2}, [2], (), True),
+     ([_group("t", 2, (1, 3))], {"t": 4}, [3], (KeptCount("t", 3, 2),), False),
+     ([_group("t", 2, (1, 4)), _group("x", 3, None)], {"t": 4, "x": 2}, [4, 3],
+      (KeptCount("t", 4, 2),), False),
+     ([_group("x", 3, None)], {"x": 2}, [3], (), False)],
+    ids=["new-job", "autoscaled-kept", "same-count", "clamped-to-new-max",
+         "unscaled-count-changes", "unscaled-only"],
+)
+def test_keep_counts(groups: list[dict[str, Any]], stored: dict[str, int] | None,
+                     counts: list[int], kept: tuple[KeptCount, ...], preserve: bool) -> None:
+    current = None if stored is None else {
+        "TaskGroups": [{"Name": n, "Count": c} for n, c in stored.items()]}
+    req, got_kept, got_preserve = keep_counts({"Job": {"ID": "j", "TaskGroups": groups}},
+                                              current)
+    assert [g["Count"] for g in req["Job"]["TaskGroups"]] == counts
+    assert (got_kept, got_preserve) == (kept, preserve)
+
+
+def _edited(*fields: tuple[str, str, str], tasks: list[dict[str, Any]] | None = None,
+            ) -> dict[str, Any]:
+    group = {"Name": "triton", "Type": "Edited",
+             "Fields": [{"Type": "Edited", "Name": n, "Old": o, "New": v} for n, o, v in fields],
+             "Objects": None, "Tasks": tasks or []}
+    return {"Diff": {"Type": "Edited", "Fields": None, "Objects": None, "TaskGroups": [group]}}
+
+
+IMAGE_TASK = {"Name": "tritonserver", "Type": "Edited", "Fields": None, "Objects": [
+    {"Type": "Edited", "Name": "Config", "Objects": None, "Fields": [
+        {"Type": "Edited", "Name": "image", "Old": "triton:1", "New": "triton:2"},
+        {"Type": "None", "Name": "command", "Old": "tritonserver", "New": "tritonserver"}]}]}
+
+
+@pytest.mark.parametrize(
+    ("plan", "scaled", "changed"),
+    [(_edited(("Count", "4", "2")), frozenset({"triton"}), False),
+     (_edited(("Count", "4", "2")), frozenset(), True),
+     (_edited(("Count", "4", "2"), tasks=[IMAGE_TASK]), frozenset({"triton"}), True),
+     (UNCHANGED, frozenset({"triton"}), False), (ADDED, frozenset({"triton"}), True)],
+    ids=["count-only-on-scaled-group", "count-on-unscaled-group", "image-nested-in-task",
+         "none", "added"],
+)
+def test_count_only_difference_on_a_scaled_group_is_no_change(
+        plan: dict[str, Any], scaled: frozenset[str], changed: bool) -> None:
+    assert is_change(plan, scaled) is changed
+
+
+def test_summary_shows_task_fields_nested_in_the_group() -> None:
+    lines = summarize_plan("j", _edited(tasks=[IMAGE_TASK]))
+    assert "    ~ task tritonserver: Config.image: triton:1 -> triton:2" in lines
+    assert not any("command" in line for line in lines)
