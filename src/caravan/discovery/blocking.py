@@ -50,3 +50,26 @@ def backoff_delay(attempt: int, initial_s: float, max_s: float, rng: random.Rand
         raise ValueError(f"attempt: must be >= 1, got {attempt}")
     ceiling = min(max_s, initial_s * 2 ** min(attempt - 1, 62))
     return max(initial_s / 2, rng.uniform(0, ceiling))
+
+
+class TokenBucket:
+    """Rate limit of a blocking-query loop, as Consul's "Blocking Queries" guide asks: a
+    loop whose index changes all the time must not turn into a busy loop. Up to ``burst``
+    queries back to back, then at most ``rate_per_s`` a second. Pure: the caller passes
+    the clock's reading."""
+
+    def __init__(self, rate_per_s: float, burst: int) -> None:
+        if rate_per_s <= 0 or burst < 1:
+            raise ValueError(f"rate_per_s > 0 and burst >= 1 required, got {rate_per_s}, {burst}")
+        self.rate_per_s = rate_per_s
+        self.burst = burst
+        self._tokens = float(burst)
+        self._at: float | None = None
+
+    def take(self, now: float) -> float:
+        """Consume one token at ``now``; returns how long to wait first (0 when one is free)."""
+        if self._at is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate_per_s)
+        self._at = now
+        self._tokens -= 1.0
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate_per_s

@@ -1,28 +1,38 @@
 """``ConsulReplicaSource``: replicas of each model from Consul's health API.
 
-One blocking query loop per model on ``GET /v1/health/service/<prefix><model>``
-(py-consul ``health.service(name, index=, wait=)``), each query run in its own
-daemon thread so the event loop never blocks. Not ``asyncio.to_thread``: the
-default executor has ~cpu+4 workers (one blocking query per model would starve
-it) and its threads are joined at exit (shutdown would hang up to ``wait_s``).
+One blocking-query loop per model on ``GET /v1/health/service/<prefix><model>``, each
+query run in its own daemon thread so the event loop never blocks (not
+``asyncio.to_thread``: the default executor has ~cpu+4 workers, one blocking query per
+model would starve it, and its threads are joined at exit). Every model shares one
+HTTP client and connection pool (``caravan.discovery.consul_http``).
 
-Contract (see ``ReplicaSource``): for each model, the first successful query
-yields its current ``ReplicaSet``; later yields happen only when the set
-changed. While Consul is unreachable or failing, nothing new is yielded (the
-consumer keeps the last good set), ``caravan_discovery_errors_total{model}`` is
-incremented and the query is retried after an exponential backoff with full
-jitter (seeded ``random.Random`` injected): up to ``backoff_max_s`` (30 s) after
-HTTP-level failures (Consul answering with errors must not be hammered), but only
-up to ``reconnect_max_s`` (0.5 s) while Consul cannot be reached at all (a refused
-connection costs Consul nothing), so a replica change made once Consul is back
-reaches Envoy within about a second, whatever the outage lasted. Malformed entries never reach the
-output: see ``caravan.discovery.consul_entries`` for the mapping rules, and
-``caravan_discovery_skipped_entries_total{model,reason}``, incremented (and
-logged) once each time a (service id, reason) starts being malformed.
+Contract (see ``ReplicaSource``): for each model, the first usable answer yields its
+current ``ReplicaSet``; later yields happen only when the published set changes. A query
+that fails -- Consul unreachable, leaderless, rate limiting, an ACL problem, a
+configuration error (``caravan.discovery.consul_outcome`` has the classification, taken
+from Consul's source) -- never changes what was published: the consumer keeps the last
+good set. An answer filtered by ACLs, or empty under a deny policy with no token, is such
+a failure, never "no replicas". Each failed query increments
+``caravan_discovery_errors_total{model}`` and ``caravan_discovery_failures_total{model,
+kind}``; ``caravan_discovery_up{model}`` is 0 until the next usable answer; one WARNING
+line per model names the kind, Consul's text and the fix when the kind changes (repeats
+are DEBUG), and one INFO line reports the recovery. ``problems()`` lists the models in
+trouble for ``/readyz``.
 
-The ACL token is sent in the ``X-Consul-Token`` header and never logged.
-Queries ask for every entry (no ``?passing``), since a passing-only query would
-hide maintenance mode; health filtering is done by ``parse_entries``.
+Retry delays depend on the kind (``RetryPolicy``): about a second at most while Consul is
+unreachable or leaderless, so a change made once it is back reaches Envoy within a second
+whatever the outage lasted. The last index is kept across errors (Consul's blocking-query
+rules only reset it when it goes backwards); the first query after an error waits at most
+``probe_wait_s``, so recovery is confirmed quickly even when nothing changed. Queries of a
+model are rate limited by a token bucket (``query_rate_per_s``, ``query_burst``), as
+Consul's blocking-query guide asks.
+
+An update that empties a model's set is held for ``empty_confirm_s`` (``EmptyGuard``),
+counted in ``caravan_discovery_empty_updates_held_total{model}`` and logged. Malformed
+entries never reach the output (``caravan.discovery.consul_entries``;
+``caravan_discovery_skipped_entries_total{model,reason}``, logged once per (instance,
+reason)). The ACL token is sent in ``X-Consul-Token`` and never logged. Queries ask for
+every entry (no ``?passing``), since a passing-only query would hide maintenance mode.
 """
 
 from __future__ import annotations
@@ -33,84 +43,76 @@ import logging
 import os
 import random
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from caravan.discovery.blocking import backoff_delay, format_wait, next_index
+from caravan.discovery.blocking import TokenBucket, next_index
 from caravan.discovery.consul_entries import Skipped, parse_entries
+from caravan.discovery.consul_http import HealthAnswer, HealthClient, PyConsulHealth
+from caravan.discovery.consul_outcome import (
+    Failure,
+    RetryPolicy,
+    classify_answer,
+    classify_exception,
+)
 from caravan.discovery.consul_settings import ConsulSettings, resolve_settings
+from caravan.discovery.guard import EmptyGuard, GuardEvent
 from caravan.discovery.types import ReplicaSet
 from caravan.spec import ConsulSpec
+
+__all__ = ["ConsulReplicaSource", "DiscoveryMetrics", "HealthAnswer", "HealthClient"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class HealthClient(Protocol):
-    """The one Consul call discovery needs. Blocking; one caller thread at a time.
-
-    Returns ``(raw X-Consul-Index header, decoded JSON body)``. ``index`` 0 means a
-    non-blocking query; otherwise Consul holds the reply until the service
-    changes past ``index`` or ``wait_s`` (seconds) elapses. Raises the builtin
-    ``ConnectionError`` when Consul cannot be reached (refused, reset, connect
-    timeout), any other exception on HTTP, read-timeout or decoding errors.
-    """
-
-    def service_health(self, service: str, index: int, wait_s: float) -> tuple[object, Any]: ...
-
-
-class PyConsulHealth:
-    """``HealthClient`` over py-consul's std (requests) client.
-
-    HTTP timeout: py-consul >= 1.8 ``connections_timeout`` (verified in its
-    ``consul/std.py``) bounds connect and read; for blocking queries it adds
-    ``wait + wait/16`` (Consul's jitter), so a silently dropped connection fails
-    after ``wait_s * 17/16 + timeout_s`` instead of hanging forever.
-    """
-
-    def __init__(self, settings: ConsulSettings) -> None:
-        import consul
-
-        self._client = consul.Consul(
-            host=settings.host, port=settings.port, token=settings.token, scheme=settings.scheme,
-            dc=settings.datacenter, verify=settings.verify, connections_timeout=settings.timeout_s,
-        )
-        # py-consul lets $CONSUL_HTTP_TOKEN override the token passed in; ours is resolved already.
-        self._client.token = settings.token
-
-    def service_health(self, service: str, index: int, wait_s: float) -> tuple[object, Any]:
-        import requests
-
-        try:
-            if index > 0:
-                wait = format_wait(wait_s)
-                raw, body = self._client.health.service(service, index=str(index), wait=wait)
-            else:
-                raw, body = self._client.health.service(service)
-        except requests.exceptions.ConnectionError as exc:
-            raise ConsulUnreachable(str(exc)) from exc
-        return raw, body
-
-
-class ConsulUnreachable(ConnectionError):
-    """No connection to Consul at all (refused, reset, connect timeout)."""
-
-
 class DiscoveryMetrics:
-    """Discovery counters, registered in the injected registry (once per registry)."""
+    """Discovery metrics, registered in the injected registry (once per registry)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.skipped = Counter(
             "caravan_discovery_skipped_entries_total",
-            "Consul entries skipped as malformed, counted when a (service id, reason) appears",
+            "Consul entries skipped as malformed, counted when an (instance, reason) appears",
             ["model", "reason"], registry=registry,
         )
         self.errors = Counter(
             "caravan_discovery_errors_total", "failed Consul health queries", ["model"],
             registry=registry,
         )
+        self.failures = Counter(
+            "caravan_discovery_failures_total", "failed Consul health queries by kind",
+            ["model", "kind"], registry=registry,
+        )
+        self.up = Gauge(
+            "caravan_discovery_up",
+            "1 when the model's last Consul query gave a usable answer, else 0",
+            ["model"], registry=registry,
+        )
+        self.held = Counter(
+            "caravan_discovery_empty_updates_held_total",
+            "updates that would have emptied a model's replica set, held for confirmation",
+            ["model"], registry=registry,
+        )
+
+
+@dataclass
+class _ModelState:
+    """One model's loop state (touched only by its own task)."""
+
+    model: str
+    service: str
+    guard: EmptyGuard
+    bucket: TokenBucket
+    index: int = 0
+    failures: int = 0
+    failure: Failure | None = None
+    failing_since: float = 0.0
+    held_since: float = 0.0
+    malformed: set[tuple[str, str]] = field(default_factory=set)
 
 
 class ConsulReplicaSource:
@@ -123,21 +125,34 @@ class ConsulReplicaSource:
         registry: CollectorRegistry,
         *,
         rng: random.Random | None = None,
-        client_factory: Callable[[ConsulSettings], HealthClient] = PyConsulHealth,
+        client_factory: Callable[[ConsulSettings], HealthClient] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
         reconnect_max_s: float = 0.5,
+        leader_max_s: float = 1.0,
+        slow_max_s: float = 5.0,
         requery_delay_s: float = 0.05,
+        probe_wait_s: float = 1.0,
+        query_rate_per_s: float = 10.0,
+        query_burst: int = 20,
     ) -> None:
         self._settings = settings
         self._metrics = DiscoveryMetrics(registry)
         self._rng = rng or random.Random()
         self._factory = client_factory
         self._sleep = sleep
-        self._backoff = (backoff_initial_s, backoff_max_s)
-        self._reconnect_max_s = reconnect_max_s
+        self._clock = clock
+        self._retry = RetryPolicy(
+            initial_s=backoff_initial_s, fast_max_s=min(reconnect_max_s, backoff_max_s),
+            leader_max_s=min(leader_max_s, backoff_max_s),
+            slow_max_s=min(slow_max_s, backoff_max_s), config_max_s=backoff_max_s,
+        )
         self._requery_delay_s = requery_delay_s
+        self._probe_wait_s = probe_wait_s
+        self._rate = (query_rate_per_s, query_burst)
+        self._states: dict[str, _ModelState] = {}
 
     @classmethod
     def from_spec(
@@ -150,8 +165,10 @@ class ConsulReplicaSource:
         return cls(settings, registry, **kwargs)
 
     async def updates(self, models: Sequence[str]) -> AsyncIterator[ReplicaSet]:
+        client = self._client(len(models))
         queue: asyncio.Queue[ReplicaSet] = asyncio.Queue()
-        tasks = [asyncio.create_task(self._watch(m, queue), name=f"consul-{m}") for m in models]
+        tasks = [asyncio.create_task(self._watch(m, client, queue), name=f"consul-{m}")
+                 for m in models]
         try:
             while True:
                 yield await queue.get()
@@ -160,52 +177,122 @@ class ConsulReplicaSource:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _watch(self, model: str, out: asyncio.Queue[ReplicaSet]) -> None:
+    def problems(self) -> dict[str, str]:
+        """Model -> what is wrong with its discovery now (empty when all is well)."""
+        now = self._clock()
+        out: dict[str, str] = {}
+        for model, st in self._states.items():
+            if st.failure is not None:
+                fix = f"; fix: {st.failure.fix}" if st.failure.fix else ""
+                out[model] = (f"{st.failure.kind.value} for {now - st.failing_since:.1f} s, "
+                              f"keeping the last replica set: "
+                              f"{self._redact(st.failure.detail)}{fix}")
+            elif st.guard.deadline() is not None:
+                out[model] = (f"an update emptied the replica set {now - st.held_since:.1f} s "
+                              f"ago; holding the last set up to {st.guard.confirm_s:g} s")
+        return out
+
+    def _client(self, models: int) -> HealthClient:
+        if self._factory is not None:
+            return self._factory(self._settings)
+        return PyConsulHealth(self._settings, pool_size=models + 1)
+
+    # ------------------------------------------------------------------ one model's loop
+
+    async def _watch(self, model: str, client: HealthClient,
+                     out: asyncio.Queue[ReplicaSet]) -> None:
         """One model's blocking-query loop; runs until cancelled."""
         s = self._settings
-        service = s.service_name(model)
-        client = self._factory(s)
-        index, failures, last = 0, 0, None
-        malformed: set[tuple[str, str]] = set()
+        st = _ModelState(model, s.service_name(model), EmptyGuard(s.empty_confirm_s),
+                         TokenBucket(*self._rate))
+        self._states[model] = st
         self._metrics.errors.labels(model=model)  # export 0 before the first error
+        self._metrics.up.labels(model=model).set(0)
         log.info("watching consul service", extra={
-            "model": model, "service": service, "consul": s.base_url, "wait_s": s.wait_s,
+            "model": model, "service": st.service, "consul": s.base_url, "wait_s": s.wait_s,
             "acl_token": s.token is not None,
         })
         while True:
+            await self._pace(st)
             try:
-                raw, body = await _in_thread(client.service_health, service, index, s.wait_s)
+                answer = await _in_thread(client.service_health, st.service, st.index,
+                                          self._wait_s(st))
             except Exception as exc:
-                failures += 1
-                index = 0  # Consul may come back with a lower index: restart the loop
-                await self._sleep(self._on_error(model, service, exc, failures))
+                await self._sleep(self._on_failure(st, classify_exception(exc)))
                 continue
-            if failures:
-                log.info("consul reachable again",
-                         extra={"model": model, "failed_queries": failures})
-            failures = 0
-            result = parse_entries(body, model, service, s.allow_warning)
-            malformed = self._account(model, result.skipped, malformed)
-            current = ReplicaSet(model, result.replicas)
-            if current != last:
-                out.put_nowait(current)
-                last = current
-            index = next_index(index, raw)
-            if index == 0:  # next query won't block: don't spin
+            failure = classify_answer(answer, st.service, s.token is not None)
+            if failure is not None:
+                await self._sleep(self._on_failure(st, failure))
+                continue
+            self._on_answer(st, answer, out)
+            if st.index == 0:  # the next query won't block: don't spin
                 await self._sleep(self._requery_delay_s)
 
-    def _on_error(self, model: str, service: str, exc: Exception, failures: int) -> float:
-        self._metrics.errors.labels(model=model).inc()
-        initial_s, max_s = self._backoff
-        if isinstance(exc, ConnectionError):  # nobody listening: probing is free
-            max_s = min(max_s, self._reconnect_max_s)
-            initial_s = min(initial_s, max_s)
-        delay = backoff_delay(failures, initial_s, max_s, self._rng)
-        log.warning("consul query failed; keeping the last replica set", extra={
-            "model": model, "service": service, "error_type": type(exc).__name__,
-            "error": self._redact(str(exc)), "attempt": failures, "retry_in_s": round(delay, 3),
-        })
+    async def _pace(self, st: _ModelState) -> None:
+        delay = st.bucket.take(self._clock())
+        if delay > 0:
+            await self._sleep(delay)
+
+    def _wait_s(self, st: _ModelState) -> float:
+        """Blocking wait: the spec's, shorter right after an error or while the guard holds."""
+        wait = self._settings.wait_s
+        if st.failure is not None:
+            wait = min(wait, self._probe_wait_s)
+        deadline = st.guard.deadline()
+        if deadline is not None:
+            wait = min(wait, max(0.05, deadline - self._clock() + 0.01))
+        return wait
+
+    def _on_failure(self, st: _ModelState, failure: Failure) -> float:
+        """Count and (once per kind) log a failed query; returns the retry delay."""
+        st.failures += 1
+        self._metrics.errors.labels(model=st.model).inc()
+        self._metrics.failures.labels(model=st.model, kind=failure.kind.value).inc()
+        self._metrics.up.labels(model=st.model).set(0)
+        delay = self._retry.delay(failure.kind, st.failures, self._rng)
+        changed = st.failure is None or st.failure.kind is not failure.kind
+        if st.failure is None:
+            st.failing_since = self._clock()
+        st.failure = failure
+        log.log(logging.WARNING if changed else logging.DEBUG,
+                "consul query failed; keeping the last replica set", extra={
+                    "model": st.model, "service": st.service, "kind": failure.kind.value,
+                    "error": self._redact(failure.detail), "fix": failure.fix,
+                    "attempt": st.failures, "retry_in_s": round(delay, 3)})
         return delay
+
+    def _on_answer(self, st: _ModelState, answer: HealthAnswer,
+                   out: asyncio.Queue[ReplicaSet]) -> None:
+        if st.failure is not None:
+            log.info("consul answering again", extra={
+                "model": st.model, "kind": st.failure.kind.value, "failed_queries": st.failures,
+                "outage_s": round(self._clock() - st.failing_since, 3)})
+        st.failures, st.failure = 0, None
+        self._metrics.up.labels(model=st.model).set(1)
+        s = self._settings
+        result = parse_entries(answer.body, st.model, st.service, s.allow_warning)
+        st.malformed = self._account(st.model, result.skipped, st.malformed)
+        publish, event = st.guard.offer(ReplicaSet(st.model, result.replicas), self._clock())
+        self._on_guard(st, event)
+        if publish is not None:
+            out.put_nowait(publish)
+        st.index = next_index(st.index, answer.index)
+
+    def _on_guard(self, st: _ModelState, event: GuardEvent) -> None:
+        last = st.guard.published
+        kept = len(last.replicas) if last is not None else 0
+        if event is GuardEvent.HELD:
+            st.held_since = self._clock()
+            self._metrics.held.labels(model=st.model).inc()
+            log.warning("consul update emptied the replica set; holding the last one", extra={
+                "model": st.model, "kept_replicas": kept, "confirm_s": st.guard.confirm_s})
+        elif event is GuardEvent.CONFIRMED:
+            log.warning("replica set empty for the confirmation time; publishing it", extra={
+                "model": st.model, "confirm_s": st.guard.confirm_s})
+        elif event is GuardEvent.RECOVERED:
+            log.info("replica set non-empty again; hold ended", extra={
+                "model": st.model, "replicas": kept,
+                "held_s": round(self._clock() - st.held_since, 3)})
 
     def _account(
         self, model: str, skipped: Sequence[Skipped], before: set[tuple[str, str]]

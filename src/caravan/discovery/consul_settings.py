@@ -31,7 +31,8 @@ class ConsulSettings:
 
     ``verify`` is True (system CAs), False, or a CA bundle path.
     ``timeout_s`` is added on top of ``wait_s`` (and Consul's wait/16 jitter)
-    to give the HTTP read timeout of a blocking query.
+    to give the HTTP read timeout of a blocking query. ``empty_confirm_s``: see
+    ``caravan.discovery.guard``.
     """
 
     host: str = "127.0.0.1"
@@ -43,6 +44,7 @@ class ConsulSettings:
     timeout_s: float = 10.0
     allow_warning: bool = False
     service_prefix: str = "triton-"
+    empty_confirm_s: float = 10.0
     token: str | None = field(default=None, repr=False)
 
     @property
@@ -76,7 +78,7 @@ def resolve_settings(
         host=host, port=port, scheme=scheme, verify=_verify(spec, env),
         datacenter=spec.datacenter, wait_s=float(spec.wait_s), timeout_s=float(spec.timeout_s),
         allow_warning=spec.allow_warning, service_prefix=spec.service_prefix,
-        token=_token(spec, env, read_file),
+        empty_confirm_s=float(spec.empty_confirm_s), token=_token(spec, env, read_file),
     )
 
 

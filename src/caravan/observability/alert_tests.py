@@ -173,6 +173,17 @@ def _flapping_cases(m: ModelSpec) -> list[dict[str, Any]]:
     ]
 
 
+def _discovery_cases(m: ModelSpec) -> list[dict[str, Any]]:
+    alert = a.DISCOVERY_FAILING
+    where = {"instance": "10.0.0.5:18001", "model": m.name}
+    series = {"job": "caravan-xds", **where}
+    return [
+        _case(alert, [_series(a.DISCOVERY_UP, series, "1 1 0 0 0 0 0 0")], "6m", [where]),
+        _case(alert, [_series(a.DISCOVERY_UP, series, "1 0 1 0 1 0 1 1")], "6m", []),  # blips
+        _case(alert, [_series(a.DISCOVERY_UP, series, "1x10")], "6m", []),
+    ]
+
+
 def _cases(alert: Alert, spec: PlatformSpec) -> list[dict[str, Any]]:
     per_model = {
         a.TTFT_ABOVE_SLO.name: lambda m: _latency_cases(
@@ -185,6 +196,7 @@ def _cases(alert: Alert, spec: PlatformSpec) -> list[dict[str, Any]]:
         a.REPLICA_RESTARTED.name: _restarted_cases,
         a.AUTOSCALER_PINNED_AT_MAX.name: _pinned_cases,
         a.REPLICA_COUNT_FLAPPING.name: _flapping_cases,
+        a.DISCOVERY_FAILING.name: _discovery_cases,
     }
     if alert.name == a.XDS_NACK.name:
         return _nack_cases()

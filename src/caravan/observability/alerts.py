@@ -3,7 +3,7 @@
 Thresholds come from the spec through the constant series of ``rules.spec_constants``
 (``model.slo``, ``model.replicas``), so one rule serves every model. Windows: latency
 and errors over 5 m (held 5 m), NACKs over 5 m, an unhealthy replica held 30 s,
-pinned-at-max held 15 m, flapping over 30 m. See docs/observability.md for each alert's
+pinned-at-max held 15 m, flapping over 30 m, failing discovery held 2 m. See docs/observability.md for each alert's
 meaning. A restarted replica (dead engine, crash) fires for the 10 m after its restart.
 """
 
@@ -117,6 +117,19 @@ AUTOSCALER_PINNED_AT_MAX = Alert(
                 "or add capacity.",
 )
 
+DISCOVERY_UP = "caravan_discovery_up"
+DISCOVERY_FAILING = Alert(
+    name="CaravanDiscoveryFailing",
+    expr=f"min by (instance, model) ({DISCOVERY_UP}) == 0",
+    for_="2m", severity="warning", labels=("instance", "model"),
+    summary="Replica discovery of {model} is failing on control plane {instance}",
+    description="The control plane at {instance} has had no usable answer from Consul for "
+                "{model} for 2m; it keeps serving the last replica set, so new, removed or "
+                "failed replicas are not seen. caravan_discovery_failures_total{{kind}} says "
+                "why (unreachable, leaderless, rate_limited, acl_filtered, acl_empty, "
+                "acl_denied, config); its /readyz and log give Consul's text and the fix.",
+)
+
 _CHANGES = f"max by (model) (changes({DESIRED}[30m]))"
 _RANGE = f"max by (model) (max_over_time({DESIRED}[30m]) - min_over_time({DESIRED}[30m]))"
 REPLICA_COUNT_FLAPPING = Alert(
@@ -132,6 +145,7 @@ REPLICA_COUNT_FLAPPING = Alert(
 ALERTS: tuple[Alert, ...] = (
     TTFT_ABOVE_SLO, E2E_ABOVE_SLO, ERROR_RATIO_HIGH, NO_HEALTHY_REPLICAS,
     REPLICA_UNHEALTHY, REPLICA_RESTARTED, XDS_NACK, AUTOSCALER_PINNED_AT_MAX, REPLICA_COUNT_FLAPPING,
+    DISCOVERY_FAILING,
 )
 
 

@@ -95,6 +95,9 @@ CONTROL_PLANE: frozenset[str] = frozenset({
     "caravan_xds_connected_clients",
     "caravan_xds_snapshot_build_seconds",
     "caravan_discovery_errors_total",
+    "caravan_discovery_failures_total",
+    "caravan_discovery_up",
+    "caravan_discovery_empty_updates_held_total",
     "caravan_discovery_skipped_entries_total",
 })
 

@@ -3,7 +3,10 @@
 Routes (GET or HEAD; anything else is 405):
 
 - ``/healthz``        200 while the process serves HTTP (liveness);
-- ``/readyz``         200 once ``state.ready()`` (first snapshot built), else 503;
+- ``/readyz``         200 once ``state.ready()`` (first snapshot built), else 503; when the
+                      state also reports discovery problems (``DiscoveryStatus``), one line
+                      per model follows (readiness does not change: the last snapshot is
+                      served while Consul is unusable, which is the point);
 - ``/metrics``        Prometheus text exposition of the injected registry;
 - ``/debug/snapshot`` ``state.snapshot_json()`` as JSON (resources + versions);
 - ``/debug/clients``  ``state.clients_json()`` as JSON (nodes, ACKed versions per type).
@@ -23,7 +26,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -54,6 +57,15 @@ class ControlPlaneState(Protocol):
         ...
 
 
+@runtime_checkable
+class DiscoveryStatus(Protocol):
+    """Optional part of a ``ControlPlaneState``: what is wrong with replica discovery."""
+
+    def discovery_problems(self) -> dict[str, str]:
+        """Model -> problem (empty when discovery is healthy)."""
+        ...
+
+
 @dataclass(frozen=True)
 class Response:
     status: int
@@ -66,14 +78,23 @@ def _json(data: Any) -> Response:
     return Response(200, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode(), JSON_TYPE)
 
 
+def readyz(state: ControlPlaneState) -> Response:
+    """200 ``ready`` once the first snapshot is built, else 503; plus a
+    ``discovery: <model>: <problem>`` line per model whose discovery is failing."""
+    problems = state.discovery_problems() if isinstance(state, DiscoveryStatus) else {}
+    lines = "".join(f"discovery: {m}: {p}\n" for m, p in sorted(problems.items()))
+    if state.ready():
+        return Response(200, ("ready\n" + lines).encode())
+    return Response(503, ("not ready: no snapshot built yet\n" + lines).encode())
+
+
 def route(method: str, target: str, state: ControlPlaneState,
           registry: CollectorRegistry) -> Response:
     """Answer one request (``target`` may carry a query string, which is ignored)."""
     path = target.split("?", 1)[0]
     handlers: dict[str, Callable[[], Response]] = {
         "/healthz": lambda: Response(200, b"ok\n"),
-        "/readyz": lambda: Response(200, b"ready\n") if state.ready()
-        else Response(503, b"not ready: no snapshot built yet\n"),
+        "/readyz": lambda: readyz(state),
         "/metrics": lambda: Response(200, generate_latest(registry), CONTENT_TYPE_LATEST),
         "/debug/snapshot": lambda: _json(state.snapshot_json()),
         "/debug/clients": lambda: _json(state.clients_json()),

@@ -166,3 +166,9 @@ class RedactedState:
 
     def clients_json(self) -> list[dict[str, Any]]:
         return self._inner.clients_json()
+
+    def discovery_problems(self) -> dict[str, str]:
+        from caravan.xds.admin import DiscoveryStatus
+
+        inner = self._inner
+        return inner.discovery_problems() if isinstance(inner, DiscoveryStatus) else {}

@@ -89,6 +89,11 @@ class ControlPlane:
     def clients_json(self) -> list[dict[str, Any]]:
         return self.clients.to_json()
 
+    def discovery_problems(self) -> dict[str, str]:
+        """Model -> discovery problem, from a source that reports them (``problems()``)."""
+        problems = getattr(self._source, "problems", None)
+        return dict(problems()) if callable(problems) else {}
+
     # ------------------------------------------------------------ running
 
     @property

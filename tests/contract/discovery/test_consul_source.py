@@ -81,7 +81,7 @@ def source_for(fake: ConsulFake, registry: CollectorRegistry | None = None,
     sleep = kw.pop("sleep", asyncio.sleep)
     return ConsulReplicaSource(settings(fake, **kw), registry or CollectorRegistry(),
                                rng=random.Random(1), backoff_initial_s=0.05, backoff_max_s=0.2,
-                               sleep=sleep)
+                               sleep=sleep, query_burst=10_000)  # pacing: see test_consul_pacing
 
 
 def ids(rs: ReplicaSet) -> list[str]:
