@@ -3,8 +3,9 @@
 bounded wait they all use. ``caravan up``'s supervisor, the tests (through
 ``tests/conftest.py``) and the benchmarks start their processes here.
 
-* ``wait_until``: poll a condition with a bounded timeout; a watched child that exits
-  ends the wait at once (``ChildExited``, with the tail of its log).
+* ``wait_until`` (from ``caravan.local.process``, re-exported): poll a condition with a
+  bounded timeout; a watched child that exits ends the wait at once (``ChildExited``,
+  with the tail of its log).
 * Envoy: ``envoy_argv``, ``write_envoy_bootstrap`` (``caravan.render.envoy.bootstrap``
   as YAML), ``start_envoy`` (returns once the admin port listens).
 * Control plane: ``xds_argv``, ``start_control_plane`` (returns once the ADS port
@@ -29,10 +30,9 @@ from __future__ import annotations
 
 import functools
 import signal
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -45,54 +45,14 @@ from caravan.bench.answer import read_answer, text_outputs, upstream_host
 from caravan.bench.wire import MODEL_STREAM_INFER, decode_stream_response, encode_request
 from caravan.discovery.types import HealthStatus, Replica
 from caravan.local.health import model_ready
+from caravan.local.process import ChildExited as ChildExited
 from caravan.local.process import ChildProcess, caravan_argv, free_port, port_open, venv_binary
+from caravan.local.process import wait_until as wait_until
 from caravan.spec import ModelSpec, PlatformSpec
 from caravan.triton.launcher import ReplicaOptions, ReplicaPlan, bare_model
 
 LOCAL = "127.0.0.1"
 REPLICA_READY_S = 60.0  # tritonserver loads the simulated model in ~2-4 s; generous on 2 busy cores
-
-
-class ChildExited(RuntimeError):
-    """A child process a wait depended on exited; the message holds its log's tail."""
-
-
-# ------------------------------------------------------------------------------- waiting
-
-
-def wait_until(pred: Callable[[], bool], timeout_s: float, what: str, *, every_s: float = 0.05,
-               procs: Iterable[ChildProcess] = ()) -> float:
-    """Poll ``pred`` until it returns true; return the ``time.monotonic()`` at which it did.
-
-    Exceptions from ``pred`` (a port not open yet, an admin API still starting) count as
-    false. ``procs``: children the condition depends on; if one exits first, raise
-    ``ChildExited`` at once. After ``timeout_s`` raise ``TimeoutError`` naming ``what``,
-    the last exception and the log tail of ``procs``."""
-    watched = list(procs)
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while True:
-        try:
-            if pred():
-                return time.monotonic()
-        except Exception as exc:
-            last = exc
-        for p in watched:
-            if not p.alive():
-                raise ChildExited(f"{what}: {p.name} exited (code {_code(p)})" + _tails([p]))
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout_s:g}s waiting for {what}"
-                               + (f" (last error: {last!r})" if last else "") + _tails(watched))
-        time.sleep(every_s)
-
-
-def _code(p: ChildProcess) -> int | None:
-    return p.proc.returncode if p.proc is not None else None
-
-
-def _tails(procs: Sequence[ChildProcess]) -> str:
-    out = [f"\n--- {p.name} ({p.log_path}) ---\n{tail}" for p in procs if (tail := p.tail())]
-    return "".join(out)
 
 
 def _started(proc: ChildProcess, wait: Callable[[], object]) -> ChildProcess:

@@ -2,7 +2,8 @@
 
 A ``ChildProcess`` ends only the process it started, by its PID (SIGTERM, then
 SIGKILL after a grace period). Used by ``caravan up`` and by test fixtures.
-Not thread-safe: one owner per instance.
+Not thread-safe: one owner per instance. ``wait_until`` is the one bounded wait every
+starter (``caravan.local.launch``), test and benchmark uses.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -51,12 +52,7 @@ def port_open(host: str, port: int, timeout_s: float = 0.2) -> bool:
 
 def wait_for_port(host: str, port: int, timeout_s: float = 15.0) -> None:
     """Block until ``host:port`` accepts TCP connections. TimeoutError after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if port_open(host, port):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout_s:.0f}s")
+    wait_until(lambda: port_open(host, port), timeout_s, f"something listening on {host}:{port}")
 
 
 def venv_binary(name: str) -> str:
@@ -148,3 +144,42 @@ class ChildProcess:
         if self.log_path is None or not self.log_path.exists():
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class ChildExited(RuntimeError):
+    """A child process a wait depended on exited; the message holds its log's tail."""
+
+
+def wait_until(pred: Callable[[], bool], timeout_s: float, what: str, *, every_s: float = 0.05,
+               procs: Iterable[ChildProcess] = ()) -> float:
+    """Poll ``pred`` until it returns true; return the ``time.monotonic()`` at which it did.
+
+    Exceptions from ``pred`` (a port not open yet, an admin API still starting) count as
+    false. ``procs``: children the condition depends on; if one exits first, raise
+    ``ChildExited`` at once. After ``timeout_s`` raise ``TimeoutError`` naming ``what``,
+    the last exception and the log tail of ``procs``."""
+    watched = list(procs)
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while True:
+        try:
+            if pred():
+                return time.monotonic()
+        except Exception as exc:
+            last = exc
+        for p in watched:
+            if not p.alive():
+                raise ChildExited(f"{what}: {p.name} exited (code {_code(p)})" + _tails([p]))
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout_s:g}s waiting for {what}"
+                               + (f" (last error: {last!r})" if last else "") + _tails(watched))
+        time.sleep(every_s)
+
+
+def _code(p: ChildProcess) -> int | None:
+    return p.proc.returncode if p.proc is not None else None
+
+
+def _tails(procs: Sequence[ChildProcess]) -> str:
+    out = [f"\n--- {p.name} ({p.log_path}) ---\n{tail}" for p in procs if (tail := p.tail())]
+    return "".join(out)
