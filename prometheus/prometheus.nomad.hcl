@@ -73,10 +73,15 @@ scrape_configs:
   consul_sd_configs:
   - server: 127.0.0.1:8500
     scheme: http
+    datacenter: {{ env "NOMAD_DC" }}
     services:
     - triton-llama-3-8b
     - triton-qwen-2-vl-7b
   relabel_configs:
+  - source_labels:
+    - __meta_consul_health
+    regex: passing
+    action: keep
   - source_labels:
     - __meta_consul_service_metadata_metrics_port
     regex: ''
@@ -102,9 +107,14 @@ scrape_configs:
   consul_sd_configs:
   - server: 127.0.0.1:8500
     scheme: http
+    datacenter: {{ env "NOMAD_DC" }}
     services:
     - caravan-envoy-admin
   relabel_configs:
+  - source_labels:
+    - __meta_consul_health
+    regex: passing
+    action: keep
   - source_labels:
     - __meta_consul_node
     target_label: node
@@ -113,9 +123,14 @@ scrape_configs:
   consul_sd_configs:
   - server: 127.0.0.1:8500
     scheme: http
+    datacenter: {{ env "NOMAD_DC" }}
     services:
     - caravan-xds-admin
   relabel_configs:
+  - source_labels:
+    - __meta_consul_health
+    regex: passing
+    action: keep
   - source_labels:
     - __meta_consul_node
     target_label: node
@@ -124,9 +139,14 @@ scrape_configs:
   consul_sd_configs:
   - server: 127.0.0.1:8500
     scheme: http
+    datacenter: {{ env "NOMAD_DC" }}
     services:
     - caravan-autoscaler
   relabel_configs:
+  - source_labels:
+    - __meta_consul_health
+    regex: passing
+    action: keep
   - source_labels:
     - __meta_consul_node
     target_label: node
@@ -310,6 +330,14 @@ groups:
     annotations:
       summary: The desired replica count of {{ "{{" }} $labels.model {{ "}}" }} is flapping
       description: 'The desired count of {{ "{{" }} $labels.model {{ "}}" }} changed at least 4 times in 30m, back and forth over a narrow range: lengthen cooldowns or widen the strategy''s threshold.'
+  - alert: CaravanDiscoveryFailing
+    expr: min by (instance, model) (caravan_discovery_up) == 0
+    for: 2m
+    labels:
+      severity: warning
+    annotations:
+      summary: Replica discovery of {{ "{{" }} $labels.model {{ "}}" }} is failing on control plane {{ "{{" }} $labels.instance {{ "}}" }}
+      description: The control plane at {{ "{{" }} $labels.instance {{ "}}" }} has had no usable answer from Consul for {{ "{{" }} $labels.model {{ "}}" }} for 2m; it keeps serving the last replica set, so new, removed or failed replicas are not seen. caravan_discovery_failures_total{kind} says why (unreachable, leaderless, rate_limited, acl_filtered, acl_empty, acl_denied, config); its /readyz and log give Consul's text and the fix.
 EOT
       }
 

@@ -3,6 +3,10 @@
 ``prometheus``: the upstream ``prom/prometheus`` image (Debian's build lacks Consul
 SD) with the rendered ``prometheus.yml`` and rule files as templates; Consul service
 ``prometheus`` (the name the autoscaler and Grafana look up), ready check ``/-/ready``.
+Under Consul ACLs (``consul.token_file`` set) its Consul token comes from the job's Nomad
+Variable ``CONSUL_HTTP_TOKEN`` into ``secrets/consul.token`` (the config's
+``credentials_file``); the config's Consul datacenter is ``consul.datacenter`` or the
+allocation's ``NOMAD_DC``, so Prometheus never needs ``agent:read``.
 Its TSDB lives in the allocation directory: it survives restarts, not rescheduling.
 
 ``grafana``: ``grafana/grafana-oss`` with the Prometheus datasource (URL from the
@@ -46,6 +50,8 @@ PROMETHEUS_JOB = "prometheus"
 GRAFANA_JOB = "grafana"
 GRAFANA_SERVICE = "grafana"
 CONSUL_TOKEN_PATH = "secrets/consul.token"
+NOMAD_DC_ACTION = '{{ env "NOMAD_DC" }}'
+_NOMAD_DC_MARK = "caravan-nomad-dc"  # replaced by NOMAD_DC_ACTION after escaping
 _HEADER = "Rendered by `caravan render` from the platform spec; do not edit by hand.\n"
 _RESTART = RestartPolicy(attempts=10, interval_s=300, delay_s=15, mode="delay")
 
@@ -62,19 +68,29 @@ def _file(destination: str, text: str, change_mode: str = "restart") -> Template
 
 
 def _consul_token_template(job_id: str) -> Template:
-    data = (
-        f'{{{{ range nomadVarList "nomad/jobs/{job_id}" }}}}{{{{ with nomadVar .Path }}}}'
-        "{{ .CONSUL_HTTP_TOKEN }}{{ end }}{{ end }}"
-    )
+    """``secrets/consul.token`` from the job's Nomad Variable ``CONSUL_HTTP_TOKEN``
+    (``nomad var put nomad/jobs/<job> CONSUL_HTTP_TOKEN=...``). ``nomadVar`` waits until
+    the variable exists, so Prometheus never starts with an empty token."""
+    data = f'{{{{ with nomadVar "nomad/jobs/{job_id}" }}}}{{{{ .CONSUL_HTTP_TOKEN }}}}{{{{ end }}}}'
     return Template(CONSUL_TOKEN_PATH, data)
+
+
+def _prometheus_config(spec: PlatformSpec, token_file: str | None) -> Template:
+    """The production config as a template. Its Consul datacenter is ``consul.datacenter``
+    or, when unset, the allocation's own datacenter (``NOMAD_DC``: the local Consul agent's,
+    when Consul and Nomad datacenters share names), rendered by Nomad."""
+    dc = spec.consul.datacenter or _NOMAD_DC_MARK
+    config = prom.to_yaml(prom.production_config(spec, consul_token_file=token_file,
+                                                 datacenter=dc))
+    data = template_literal(config).replace(_NOMAD_DC_MARK, NOMAD_DC_ACTION)
+    return Template("local/prometheus.yml", data)
 
 
 def prometheus_job(spec: PlatformSpec) -> Job:
     """The Prometheus job: production config, Caravan's rules, Consul service ``prometheus``."""
     token_file = f"/{CONSUL_TOKEN_PATH}" if spec.consul.token_file else None
-    config = prom.to_yaml(prom.production_config(spec, consul_token_file=token_file))
     templates = [
-        _file("local/prometheus.yml", config),
+        _prometheus_config(spec, token_file),
         _file(
             "local/rules/caravan-recording.yml",
             prom.to_yaml({"groups": rules.recording_groups(spec)}),

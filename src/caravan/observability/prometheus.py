@@ -5,7 +5,10 @@
 recording and alert rules, and promtool unit tests for every alert.
 ``local_config(...)`` renders a config with static targets for ``caravan up``.
 
-Production discovery (Consul services; the jobs that run them must register these):
+Production discovery (Consul services; the jobs that run them must register these).
+Under Consul ACLs: every ``consul_sd_configs`` names its datacenter (``consul_datacenter``),
+reads the token from a file (``authorization.credentials_file``, a bearer token) and keeps
+only passing instances (``health_keep``); ``consul_acl_policy`` is the token's policy.
 
 - ``<consul.service_prefix><model>`` (Triton replicas): scraped on the port in the
   service's meta ``metrics_port``; instances without it are dropped. Targets get
@@ -48,15 +51,43 @@ def to_yaml(doc: Any) -> str:
     return HEADER + yaml.safe_dump(doc, sort_keys=False, width=1_000_000, allow_unicode=True)
 
 
-def _consul_sd(consul: ConsulSpec, services: list[str], token_file: str | None) -> dict[str, Any]:
-    sd: dict[str, Any] = {"server": consul.address, "scheme": consul.scheme, "services": services}
-    if consul.datacenter:
-        sd["datacenter"] = consul.datacenter
+def consul_datacenter(spec: PlatformSpec) -> str:
+    """The Consul datacenter Prometheus queries: ``consul.datacenter``, else the first of
+    ``nomad.datacenters`` (Consul and Nomad both default to ``dc1``; name them alike or set
+    ``consul.datacenter``). Always set: without it Prometheus asks the agent's
+    ``/v1/agent/self`` first, which needs ``agent:read``, and retries it forever."""
+    return spec.consul.datacenter or spec.nomad.datacenters[0]
+
+
+def health_keep(consul: ConsulSpec) -> dict[str, Any]:
+    """Scrape only instances Consul calls passing (and warning when ``allow_warning``, the
+    ones that also get traffic): ``__meta_consul_health`` is the instance's aggregated
+    check status, ``maintenance`` for a draining one (Prometheus' ``consul.go``)."""
+    regex = "passing|warning" if consul.allow_warning else "passing"
+    return {"source_labels": ["__meta_consul_health"], "regex": regex, "action": "keep"}
+
+
+def _consul_sd(consul: ConsulSpec, services: list[str], token_file: str | None,
+               datacenter: str) -> dict[str, Any]:
+    sd: dict[str, Any] = {"server": consul.address, "scheme": consul.scheme,
+                          "datacenter": datacenter, "services": services}
     if token_file:
         sd["authorization"] = {"credentials_file": token_file}
     if consul.ca_file:
         sd["tls_config"] = {"ca_file": consul.ca_file}
     return sd
+
+
+def consul_acl_policy(spec: PlatformSpec) -> str:
+    """HCL rules of Prometheus' Consul token: read every service it scrapes and every
+    node (Consul drops health entries whose node the token may not read). No
+    ``agent:read``: the config always names the datacenter, so Prometheus never asks
+    ``/v1/agent/self``."""
+    services = (ENVOY_SERVICE, XDS_SERVICE, AUTOSCALER_SERVICE)
+    rules = [f'service_prefix "{spec.consul.service_prefix}" {{ policy = "read" }}']
+    rules += [f'service "{name}" {{ policy = "read" }}' for name in services]
+    rules.append('node_prefix "" { policy = "read" }')
+    return "\n".join(rules) + "\n"
 
 
 def triton_relabel(service_prefix: str) -> list[dict[str, Any]]:
@@ -73,13 +104,17 @@ def triton_relabel(service_prefix: str) -> list[dict[str, Any]]:
     ]
 
 
-def production_config(spec: PlatformSpec, consul_token_file: str | None = "") -> dict[str, Any]:
+def production_config(spec: PlatformSpec, consul_token_file: str | None = "",
+                      datacenter: str | None = None) -> dict[str, Any]:
     """The production ``prometheus.yml`` as a dict (15 s scrape and evaluation).
 
     ``consul_token_file``: the file Prometheus reads Consul's ACL token from (sent as a
     bearer token); "" (default) means ``spec.consul.token_file``, None means no token.
+    ``datacenter``: default ``consul_datacenter(spec)``. Every job keeps only the
+    instances ``health_keep`` allows.
     """
     token = spec.consul.token_file if consul_token_file == "" else consul_token_file
+    dc = datacenter or consul_datacenter(spec)
     services = [spec.consul.service_prefix + m.name for m in spec.models]
     component_jobs = [
         (JOB_ENVOY, ENVOY_SERVICE, "/stats/prometheus"),
@@ -88,13 +123,14 @@ def production_config(spec: PlatformSpec, consul_token_file: str | None = "") ->
     ]
     jobs: list[dict[str, Any]] = [{
         "job_name": JOB_TRITON, "metrics_path": "/metrics",
-        "consul_sd_configs": [_consul_sd(spec.consul, services, token)],
-        "relabel_configs": triton_relabel(spec.consul.service_prefix),
+        "consul_sd_configs": [_consul_sd(spec.consul, services, token, dc)],
+        "relabel_configs": [health_keep(spec.consul), *triton_relabel(spec.consul.service_prefix)],
     }]
     jobs += [
         {"job_name": job, "metrics_path": path,
-         "consul_sd_configs": [_consul_sd(spec.consul, [service], token)],
-         "relabel_configs": [{"source_labels": ["__meta_consul_node"], "target_label": "node"}]}
+         "consul_sd_configs": [_consul_sd(spec.consul, [service], token, dc)],
+         "relabel_configs": [health_keep(spec.consul),
+                             {"source_labels": ["__meta_consul_node"], "target_label": "node"}]}
         for job, service, path in component_jobs
     ]
     return {

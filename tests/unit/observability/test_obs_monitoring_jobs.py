@@ -17,13 +17,16 @@ from caravan.observability import grafana
 from caravan.spec import PlatformSpec, parse_spec
 
 _ACTION = re.compile(r'\{\{ "((?:[^"\\]|\\.)*)" \}\}')
+_ENV = re.compile(r'\{\{ env "([A-Z_]+)" \}\}')
+NOMAD_ENV = {"NOMAD_DC": "dc-of-the-alloc"}
 
 
-def consul_template_literals(data: str) -> str:
-    """Evaluate a template made only of string-literal actions (as consul-template would);
-    fail on any other action."""
-    out = _ACTION.sub(lambda m: json.loads(f'"{m.group(1)}"'), data)
-    assert "{{" not in _ACTION.sub("", data), f"non-literal action left in {data[:80]!r}"
+def consul_template_literals(data: str, env: dict[str, str] = NOMAD_ENV) -> str:
+    """Evaluate a template made only of string-literal and ``env`` actions (as
+    consul-template would, with ``env`` as the task's environment); fail on any other."""
+    out = _ENV.sub(lambda m: env[m.group(1)], _ACTION.sub(lambda m: json.loads(f'"{m.group(1)}"'), data))
+    left = _ENV.sub("", _ACTION.sub("", data))
+    assert "{{" not in left, f"non-literal action left in {data[:80]!r}"
     return out
 
 
@@ -73,6 +76,27 @@ def test_prometheus_job_reads_consul_token_from_nomad_variables() -> None:
     config = yaml.safe_load(consul_template_literals(files["local/prometheus.yml"].data))
     sd = config["scrape_configs"][0]["consul_sd_configs"][0]
     assert sd["authorization"] == {"credentials_file": f"/{mj.CONSUL_TOKEN_PATH}"}
+
+
+def test_prometheus_token_template_waits_for_the_nomad_variable() -> None:
+    files = _templates(mj.prometheus_job(_spec(token_file="/etc/consul.token")))
+    assert files[mj.CONSUL_TOKEN_PATH].data == (
+        '{{ with nomadVar "nomad/jobs/prometheus" }}{{ .CONSUL_HTTP_TOKEN }}{{ end }}')
+    assert mj.CONSUL_TOKEN_PATH not in _templates(mj.prometheus_job(_spec()))  # ACLs off
+
+
+DC_CASES = [
+    ("spec's consul datacenter", {"datacenter": "eu1"}, "eu1"),
+    ("else the allocation's own (NOMAD_DC)", {}, NOMAD_ENV["NOMAD_DC"]),
+]
+
+
+@pytest.mark.parametrize(("consul", "dc"), [c[1:] for c in DC_CASES], ids=[c[0] for c in DC_CASES])
+def test_prometheus_job_always_names_the_consul_datacenter(consul: dict[str, Any], dc: str) -> None:
+    files = _templates(mj.prometheus_job(_spec(**consul)))
+    config = yaml.safe_load(consul_template_literals(files["local/prometheus.yml"].data))
+    assert {sd["datacenter"] for job in config["scrape_configs"]
+            for sd in job["consul_sd_configs"]} == {dc}
 
 
 def test_grafana_job_provisions_datasource_and_dashboards() -> None:

@@ -44,7 +44,7 @@ def test_component_jobs(job: str, service: str, path: str) -> None:
 
 
 CONSUL_CASES = [
-    ("defaults", {}, {"server": "127.0.0.1:8500", "scheme": "http"}),
+    ("defaults", {}, {"server": "127.0.0.1:8500", "scheme": "http", "datacenter": "dc1"}),
     ("token file", {"token_file": "/secrets/consul"},
      {"authorization": {"credentials_file": "/secrets/consul"}}),
     ("tls", {"scheme": "https", "ca_file": "/ca.pem"},
@@ -59,6 +59,28 @@ def test_consul_sd_settings(consul: dict[str, Any], expected: dict[str, Any]) ->
     sd = _jobs(_spec(consul))["triton"]["consul_sd_configs"][0]
     assert expected.items() <= sd.items()
     assert "token" not in sd  # never a secret in the rendered file
+
+
+def test_datacenter_falls_back_to_the_first_nomad_datacenter() -> None:
+    """Without ``datacenter`` Prometheus calls /v1/agent/self (agent:read) before any watch."""
+    spec = parse_spec({"models": [{"name": "a", "engine": {"model": "x"}}],
+                       "nomad": {"datacenters": ["us-east", "us-west"]}})
+    assert {sd["datacenter"] for job in prom.production_config(spec)["scrape_configs"]
+            for sd in job["consul_sd_configs"]} == {"us-east"}
+
+
+HEALTH_CASES = [
+    ("passing only", {}, "passing"),
+    ("warning too when it gets traffic", {"allow_warning": True}, "passing|warning"),
+]
+
+
+@pytest.mark.parametrize(("consul", "regex"), [c[1:] for c in HEALTH_CASES],
+                         ids=[c[0] for c in HEALTH_CASES])
+def test_every_job_keeps_only_healthy_instances(consul: dict[str, Any], regex: str) -> None:
+    for job in _jobs(_spec(consul)).values():
+        assert job["relabel_configs"][0] == {"source_labels": ["__meta_consul_health"],
+                                             "regex": regex, "action": "keep"}, job["job_name"]
 
 
 def test_triton_relabel_uses_metrics_port_and_escaped_prefix() -> None:
