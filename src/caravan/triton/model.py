@@ -10,17 +10,22 @@ backend (triton-inference-server/vllm_backend ``src/model.py``):
   ``_init_engine``) and a response thread that sends responses and records metrics (the
   backend's ``_response_loop``), then sleeps ``load_delay_s`` (weights loading: real
   tritonserver opens its ports only after startup models have loaded).
-* ``execute`` hands each request to the loop and returns None at once (so Triton counts
-  ``nv_inference_request_success`` there, whatever happens in the stream later). With
-  ``ENABLE_VLLM_HEALTH_CHECK`` it first checks the engine (``_check_health``): when the
-  engine is dead, it asks Triton to unload the model (health then answers NOT_SERVING)
-  and fails the requests with UNAVAILABLE "Model is unavailable due to unhealthy vLLM
-  engine".
+* ``execute`` (C26a, C30, C32): with ``ENABLE_VLLM_HEALTH_CHECK`` it first runs the
+  engine's health check on the engine loop (``_check_health``): when the engine is dead,
+  it asks Triton to unload the model and fails the requests with UNAVAILABLE "Model is
+  unavailable due to unhealthy vLLM engine". Then, per request, the backend's
+  ``_verify_loras``: sampling-parameters text that is not a JSON object makes
+  ``execute()`` raise (Triton answers "Failed to process the request(s) ..." and counts
+  a failure); a ``lora_name`` gets "LoRA feature is not enabled.". Other requests go to
+  the loop and ``execute`` returns None at once (so Triton counts
+  ``nv_inference_request_success`` there, whatever happens in the stream later).
 * Per request (``_infer``): streaming responses carry only new text; errors go in-stream
-  as "Error generating stream: ..." with ``text_output`` "N/A"; a cancelled request ends
-  with CANCELLED "Request was cancelled".
-* The engine dies when the settings' ``fault_file`` exists (polled every 0.1 s): the way
-  tests make the engine fail while the process lives.
+  as "Error generating stream: ..." with ``text_output`` "N/A" (C27); cancellation is
+  noticed at the next engine output (C31): a streaming request ends with CANCELLED
+  "Request was cancelled", a non-streaming one with its text so far.
+* The engine dies when the settings' ``fault_file`` exists (looked at before each
+  request, by the health check, and every 0.1 s): the way tests make the engine fail
+  while the process lives.
 * ``finalize`` (SIGTERM, unload): waits for requests in flight, then stops the threads.
 
 Thread-safety: Triton calls ``execute`` on the stub's main thread; engine state lives on
@@ -44,7 +49,7 @@ import numpy as np
 from caravan.simulator.driver import EngineDriver
 from caravan.simulator.engine import Engine
 from caravan.triton import contract
-from caravan.triton.generation import EngineDeadError, Generator, Outcome
+from caravan.triton.generation import Generator, Progress
 from caravan.triton.settings import SETTINGS_FILE, SimulatorSettings
 from caravan.triton.vllm_metrics import VllmMetrics
 
@@ -58,13 +63,14 @@ def _pb() -> Any:
 
 
 class _Call:
-    """One request's response sender and cancellation flag (set by the response thread)."""
+    """One request's response sender and cancellation flags."""
 
-    __slots__ = ("cancelled", "sender")
+    __slots__ = ("aborted", "cancelled", "sender")
 
     def __init__(self, sender: Any) -> None:
         self.sender = sender
-        self.cancelled = False
+        self.cancelled = False  # seen by the response thread after a non-final send
+        self.aborted = False  # the request was cancelled (noticed at an engine output)
 
 
 class TritonPythonModel:
@@ -132,33 +138,51 @@ class TritonPythonModel:
         self._loop_thread.start()
         ready.wait()
 
-    async def _watch_fault(self) -> None:
+    def _sync_fault(self) -> None:
+        """Kill the engine if the fault file exists (on the loop thread)."""
         path = self._settings.fault_file
-        while path and not self._gen.dead:
-            if os.path.exists(path):
-                self._log.log_error(f"[caravan] engine failure injected ({path} exists): the engine is dead")
-                self._gen.kill()
-                return
+        if path and not self._gen.dead and os.path.exists(path):
+            self._log.log_error(f"[caravan] engine failure injected ({path} exists): the engine is dead")
+            self._gen.kill()
+
+    async def _watch_fault(self) -> None:
+        while self._settings.fault_file and not self._gen.dead:
+            self._sync_fault()
             await asyncio.sleep(_FAULT_POLL_S)
 
+    async def _engine_check_health(self) -> None:
+        self._sync_fault()
+        self._gen.check_health()
+
     def execute(self, requests: list[Any]) -> None:
+        pb = self._pb
         if self._health_check and not self._check_health(requests):
             return None
         for request in requests:
+            # The backend's _verify_loras: json.loads may raise here, out of execute (C26a).
+            text = contract.sampling_text(self._inputs(request, ("sampling_parameters",)), request.parameters())
+            lora_error = contract.verify_loras(text)
+            if lora_error is not None:
+                self._log.log_info("[vllm] LoRA is not enabled, please restart the backend with LoRA enabled.")
+                self._respond_error(request.get_response_sender(), lora_error, pb.TritonError(lora_error))
+                continue
             self._started += 1
             asyncio.run_coroutine_threadsafe(self._infer(request), self._loop)
         return None
 
     def _check_health(self, requests: list[Any]) -> bool:
         pb = self._pb
-        if self._healthy and self._gen.dead:
-            self._log.log_error("[vllm] Engine is not healthy and model will be unloaded")
+        try:
+            asyncio.run_coroutine_threadsafe(self._engine_check_health(), self._loop).result()
+        except Exception:
+            self._log.log_error(
+                f"[vllm] Engine is not healthy and model will be unloaded: {traceback.format_exc()}")
             pb.unload_model(self._name)  # non-blocking
             self._healthy = False
         if not self._healthy:
-            error = pb.TritonError(message="Model is unavailable due to unhealthy vLLM engine",
-                                   code=pb.TritonError.UNAVAILABLE)
             for request in requests:
+                error = pb.TritonError(message="Model is unavailable due to unhealthy vLLM engine",
+                                       code=pb.TritonError.UNAVAILABLE)
                 request.get_response_sender().send(pb.InferenceResponse(error=error),
                                                    flags=pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
         return self._healthy
@@ -166,42 +190,57 @@ class TritonPythonModel:
     async def _infer(self, request: Any) -> None:
         pb = self._pb
         call = _Call(request.get_response_sender())
-        final = pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+        final_sent = False
         try:
+            self._sync_fault()
             req = contract.parse_request(self._inputs(request), request.parameters(), self._name)
-            async for piece in self._gen.run(req, self._finished, lambda: call.cancelled):
+
+            def cancelled() -> bool:
+                # Streaming: the flag the response thread read after the last send;
+                # otherwise the sender, at each output (the backend's _infer).
+                call.aborted = call.cancelled if req.stream else bool(call.sender.is_cancelled())
+                return call.aborted
+
+            async for piece in self._gen.run(req, self._record, cancelled):
                 tensors = [pb.Tensor(k, v) for k, v in contract.output_arrays(req, piece).items()]
-                flags = final if piece.finish_reason is not None else 0
+                flags = pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL if piece.final else 0
+                final_sent = piece.final
                 self._outbox.put(("send", call, pb.InferenceResponse(output_tensors=tensors), flags))
-            if call.cancelled:
+            if call.aborted:
+                self._log.log_info("[vllm] Cancelling the request")
+                self._log.log_info("[vllm] Successfully cancelled the request")
+            if not final_sent:  # a cancelled streaming request
                 error = pb.TritonError(message="Request was cancelled", code=pb.TritonError.CANCELLED)
-                self._outbox.put(("send", call, pb.InferenceResponse(error=error), final))
-        except (contract.ContractError, EngineDeadError) as exc:
-            self._send_error(call, str(exc))
-        except Exception as exc:  # the backend reports every failure in-stream
+                self._outbox.put(("send", call, pb.InferenceResponse(error=error),
+                                  pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL))
+        except Exception as exc:  # the backend reports every failure in-stream (C27)
+            if isinstance(exc, contract.SamplingParamsError):
+                self._log.log_error(contract.SAMPLING_LOG_PREFIX + exc.detail)
             self._log.log_error(f"[vllm] Error generating stream: {traceback.format_exc()}")
-            self._send_error(call, str(exc))
+            message = contract.ERROR_PREFIX + str(exc)
+            self._outbox.put(("respond_error", call, message))
         finally:
             self._outbox.put(("done",))
 
-    def _send_error(self, call: _Call, message: str) -> None:
+    def _respond_error(self, sender: Any, text_output: str, error: Any) -> None:
+        """The backend's error response: the error plus a ``text_output`` tensor (which
+        Triton drops on the wire, C10), final."""
         pb = self._pb
-        text = pb.Tensor("text_output", np.asarray([contract.ERROR_TEXT_OUTPUT], dtype=np.object_))
-        response = pb.InferenceResponse(output_tensors=[text],
-                                        error=pb.TritonError(contract.ERROR_PREFIX + message))
-        self._outbox.put(("send", call, response, pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL))
+        text = pb.Tensor("text_output", np.asarray([text_output], dtype=np.object_))
+        sender.send(pb.InferenceResponse(output_tensors=[text], error=error),
+                    flags=pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
-    def _inputs(self, request: Any) -> dict[str, Any]:
+    def _inputs(self, request: Any, names: tuple[str, ...] | None = None) -> dict[str, Any]:
         out = {}
-        for name, *_ in contract.INPUTS:
+        for name in names if names is not None else (n for n, *_ in contract.INPUTS):
             tensor = self._pb.get_input_tensor_by_name(request, name)
             if tensor is not None:
                 out[name] = tensor.as_numpy()
         return out
 
-    def _finished(self, outcome: Outcome) -> None:
+    def _record(self, stats: Progress) -> None:
         if self._metrics is not None:
-            self._outbox.put(("metrics", outcome))
+            self._outbox.put(("metrics", stats))
 
     def _response_loop(self) -> None:
         while (item := self._outbox.get()) is not None:
@@ -217,6 +256,9 @@ class TritonPythonModel:
             call.sender.send(response, flags)
             if not flags:
                 call.cancelled = call.sender.is_cancelled()
+        elif kind == "respond_error":
+            _, call, message = item
+            self._respond_error(call.sender, contract.ERROR_TEXT_OUTPUT, self._pb.TritonError(message))
         elif kind == "metrics":
             assert self._metrics is not None
             self._metrics.observe(item[1])

@@ -8,9 +8,14 @@ counters ``vllm:prompt_tokens_total``, ``vllm:generation_tokens_total``; histogr
 ``vllm:request_generation_tokens``, ``vllm:request_params_n``; labels ``model`` and
 ``version``; the bucket edges below. No engine gauges (the backend exports none).
 
-Simplifications (documented in docs/triton-contract.md): vLLM counts tokens and
-inter-token latency per engine iteration; the simulator observes them once per finished
-request (TPOT as the request's mean inter-token time). Times are real seconds.
+When they move (C36): like vLLM's ``VllmStatLogger.record``, per engine output of a
+request (``caravan.triton.generation.Progress``): the prompt tokens and TTFT with its
+first output, the generated tokens with every output, counters only by non-zero
+amounts; e2e, ``request_prompt_tokens``, ``request_generation_tokens`` and
+``request_params_n`` when it finishes. Simplification: vLLM observes one inter-token
+latency per token; the simulator's outputs are coalesced (``stream_interval_ms``), so
+TPOT is observed once per output, with the output's mean inter-token time. Times are
+real seconds.
 
 ``pb_utils`` is injected (the module inside the stub; a fake in unit tests). Not
 thread-safe: one thread (the model's outbox) calls ``observe``.
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from caravan.triton.generation import Outcome
+from caravan.triton.generation import Progress
 
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
                 1.0, 2.5, 5.0, 7.5, 10.0)
@@ -76,15 +81,20 @@ class VllmMetrics:
             self._families.append(fam)
             self._m[key] = fam.Metric(labels=labels, buckets=list(buckets[key]))
 
-    def observe(self, outcome: Outcome) -> None:
-        """Record one finished request."""
+    def observe(self, stats: Progress) -> None:
+        """Record one engine output of a request."""
         m = self._m
-        m["prompt"].increment(outcome.prompt_tokens)
-        m["generation"].increment(outcome.output_tokens)
-        m["ttft"].observe(outcome.ttft_s)
-        if outcome.output_tokens > 1:
-            m["tpot"].observe((outcome.e2e_s - outcome.ttft_s) / (outcome.output_tokens - 1))
-        m["e2e"].observe(outcome.e2e_s)
-        m["req_prompt"].observe(outcome.prompt_tokens)
-        m["req_generation"].observe(outcome.output_tokens)
-        m["n"].observe(1)
+        if stats.prompt_tokens:
+            m["prompt"].increment(stats.prompt_tokens)
+        if stats.new_tokens:
+            m["generation"].increment(stats.new_tokens)
+        if stats.ttft_s is not None:
+            m["ttft"].observe(stats.ttft_s)
+        if stats.itl_s is not None:
+            m["tpot"].observe(stats.itl_s)
+        done = stats.finished
+        if done is not None:
+            m["e2e"].observe(done.e2e_s)
+            m["req_prompt"].observe(done.prompt_tokens)
+            m["req_generation"].observe(done.output_tokens)
+            m["n"].observe(1)
