@@ -264,6 +264,14 @@ class ConsulSpec(_Frozen):
         description="an update that empties a model's replicas is held this long first (0: off)",
     )
 
+    @field_validator("address")
+    @classmethod
+    def _bracketed_ipv6(cls, v: str) -> str:
+        host = v.split("://", 1)[-1]
+        if host.count(":") > 1 and not host.startswith("["):
+            raise ValueError(f"{v!r}: an IPv6 address needs brackets: [address]:port, e.g. [::1]:8500")
+        return v
+
 
 class NomadSpec(_Frozen):
     """Where jobs are deployed and scaled. Tokens come from env or file, never the spec."""
