@@ -18,7 +18,15 @@ Health mapping (documented contract):
   keeping dead hosts in a cluster would push Envoy into panic routing
   (all hosts, healthy or not) once fewer than half are healthy.
 
-Field mapping: replica id = ``Service.ID``; address = ``Service.Address`` or,
+Identity: Consul keys an instance by (node, service id). The replica id is
+``Service.ID``, or ``<Service.ID>@<Node.Node>`` when the same service id is registered
+on several nodes; the same (node, id) twice in one answer is a ``duplicate_id``.
+
+``Weights.Warning`` 0 is valid in Consul (``ValidateWeights``: Passing >= 1, Warning
+>= 0) and means "no traffic while warning": such an instance is excluded while its
+worst check is warning, not counted as malformed.
+
+Field mapping: address = ``Service.Address`` or,
 when empty, ``Node.Address`` (must be an IP literal: Envoy rejects hostnames in
 EDS); port = ``Service.Port`` (1-65535); weight = ``Meta.weight`` if set, else
 the ``Weights`` entry for the status (1-65535); zone = ``Meta.zone`` or
@@ -28,6 +36,7 @@ present, must equal the watched model.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -88,7 +97,7 @@ def parse_entries(
     Consul service is ``service``. A non-list body yields one skip."""
     if not isinstance(entries, list):
         return ParseResult((), (Skipped("#body", "not_an_object", "body is not a JSON list"),), 0)
-    replicas: dict[str, Replica] = {}
+    replicas: dict[tuple[str, str], Replica] = {}  # (node, service id) -> replica
     skipped: list[Skipped] = []
     excluded = 0
     for entry in entries:
@@ -100,12 +109,31 @@ def parse_entries(
             continue
         if replica is None:
             excluded += 1
-        elif replica.id in replicas:
-            skipped.append(Skipped(sid, "duplicate_id", f"service id {sid!r} appears twice"))
+            continue
+        key = (_node_name(entry), replica.id)
+        if key in replicas:
+            skipped.append(Skipped(sid, "duplicate_id",
+                                   f"service id {sid!r} appears twice on node {key[0]!r}"))
         else:
-            replicas[replica.id] = replica
-    ordered = tuple(sorted(replicas.values(), key=lambda r: r.id))
+            replicas[key] = replica
+    ordered = tuple(sorted(_unique_ids(replicas), key=lambda r: r.id))
     return ParseResult(ordered, tuple(skipped), excluded)
+
+
+def _node_name(entry: Any) -> str:
+    node = entry.get("Node") if isinstance(entry, dict) else None
+    name = node.get("Node") if isinstance(node, dict) else None
+    return name if isinstance(name, str) else ""
+
+
+def _unique_ids(replicas: Mapping[tuple[str, str], Replica]) -> list[Replica]:
+    """Consul keys an instance by (node, service id): a service id registered on several
+    nodes names each instance ``<service id>@<node>``; a unique one stays as it is."""
+    nodes_per_id: dict[str, int] = {}
+    for _, sid in replicas:
+        nodes_per_id[sid] = nodes_per_id.get(sid, 0) + 1
+    return [r if nodes_per_id[sid] == 1 else dataclasses.replace(r, id=f"{sid}@{node}")
+            for (node, sid), r in replicas.items()]
 
 
 def parse_entry(entry: Any, model: str, service: str, allow_warning: bool) -> Replica | None:
@@ -129,6 +157,8 @@ def parse_entry(entry: Any, model: str, service: str, allow_warning: bool) -> Re
     if health is None:
         return None
     status, draining = health
+    if status == "warning" and "weight" not in meta and _warning_weight(svc) == 0:
+        return None  # Weights.Warning = 0: valid in Consul, meaning no traffic while warning
     return Replica(
         id=sid, model=model, address=_address(svc, node), port=_port(svc.get("Port")),
         weight=_weight(svc, meta, status), zone=_zone(meta, node),
@@ -237,6 +267,11 @@ def _weight(svc: Mapping[str, Any], meta: Mapping[str, str], status: str) -> int
         raise _Skip("bad_weight",
                     f"Service.Weights.{key}: expected 1-{MAX_WEIGHT}, got {weights!r}")
     return w
+
+
+def _warning_weight(svc: Mapping[str, Any]) -> Any:
+    weights = svc.get("Weights")
+    return weights.get("Warning") if isinstance(weights, dict) else None
 
 
 def _zone(meta: Mapping[str, str], node: Mapping[str, Any]) -> str:

@@ -179,7 +179,7 @@ def test_malformed_entries_skipped_counted_and_logged_once(
     fake.register(SVC, "zero-port", address="10.0.0.2", port=0)
     fake.register(SVC, "host", address="replica.example")
     fake.register(SVC, "other", address="10.0.0.3", meta={"model": "mistral"})
-    fake.inject_raw(SVC, {"Node": {"Address": "10.0.0.4"},
+    fake.inject_raw(SVC, {"Node": {"Node": "node-1", "Address": "10.0.0.4"},  # same (node, id)
                           "Service": {"ID": "good", "Service": SVC, "Port": 9}, "Checks": []})
     fake.inject_raw(SVC, ["not", "an", "entry"])
 
@@ -313,3 +313,23 @@ def test_blocking_query_does_not_busy_loop(fake: ConsulFake) -> None:
             fake.register(SVC, "b", address="10.0.0.2")  # a blocked query wakes on change
             assert ids(await w.until(lambda rs: rs.model == "llama")) == ["a", "b"]
     run(scenario())
+
+
+def test_same_service_id_on_two_nodes_and_warning_weight_zero(fake: ConsulFake) -> None:
+    """Consul keys instances by (node, id); ``Weights.Warning`` 0 means no traffic while
+    warning (valid in Consul), never a malformed entry."""
+    registry = CollectorRegistry()
+    fake.register(SVC, "r", address="10.0.0.1", node="gpu-1", node_address="10.0.0.1")
+    fake.register(SVC, "r", address="10.0.0.2", node="gpu-2", node_address="10.0.0.2")
+    fake.register(SVC, "w", address="10.0.0.3", check_status="warning",
+                  weights={"Passing": 5, "Warning": 0})
+
+    async def scenario() -> None:
+        async with watching(source_for(fake, registry, allow_warning=True), ["llama"]) as w:
+            assert ids(await w.until(lambda rs: True)) == ["r@gpu-1", "r@gpu-2"]
+            fake.set_check("w", "passing")
+            got = await w.until(lambda rs: "w" in ids(rs))
+            assert {r.id: r.weight for r in got.replicas}["w"] == 5
+    run(scenario())
+    assert registry.get_sample_value("caravan_discovery_skipped_entries_total",
+                                     {"model": "llama", "reason": "bad_weight"}) is None

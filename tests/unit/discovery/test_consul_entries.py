@@ -148,3 +148,35 @@ def test_idless_entry_key_is_stable_across_positions() -> None:
     first = parse_entries([raw], "llama", SVC).skipped[0].service_id
     later = parse_entries([entry("x"), entry("y"), raw], "llama", SVC).skipped[0].service_id
     assert first == later and first.startswith("#")
+
+
+def on_node(e: dict[str, Any], node: str) -> dict[str, Any]:
+    return {**e, "Node": {**e["Node"], "Node": node}}
+
+
+def test_instances_are_keyed_by_node_and_service_id() -> None:
+    """Consul keys instances by (node, service id): one id on two nodes is two replicas."""
+    a1, a2 = on_node(entry("a"), "gpu-1"), on_node(entry("a", address="10.0.0.2"), "gpu-2")
+    result = parse_entries([a2, a1, on_node(entry("b", address="10.0.0.3"), "gpu-1")],
+                           "llama", SVC)
+    assert [(r.id, r.address) for r in result.replicas] == [
+        ("a@gpu-1", "10.0.0.1"), ("a@gpu-2", "10.0.0.2"), ("b", "10.0.0.3")]
+    assert result.skipped == ()
+
+
+WARNING_ZERO = [
+    ("warning with Warning 0: excluded, not malformed", ["warning"], True, [], 1),
+    ("passing with Warning 0: passing weight", ["passing"], True, [3], 0),
+    ("warning with Warning 0 but not allowed: excluded", ["warning"], False, [], 1),
+]
+
+
+@pytest.mark.parametrize(("checks", "allow", "weights", "excluded"), [c[1:] for c in WARNING_ZERO],
+                         ids=[c[0] for c in WARNING_ZERO])
+def test_weights_warning_zero_means_no_traffic_while_warning(
+    checks: list[str], allow: bool, weights: list[int], excluded: int
+) -> None:
+    e = entry(checks=checks, weights={"Passing": 3, "Warning": 0})
+    result = parse_entries([e], "llama", SVC, allow)
+    assert ([r.weight for r in result.replicas], result.skipped, result.excluded) == (
+        weights, (), excluded)

@@ -79,3 +79,25 @@ def test_token_never_in_repr_or_errors() -> None:
 def test_service_name_and_url() -> None:
     s = resolve_settings(ConsulSpec(address="[::1]:8500", service_prefix="vllm-"), {}, read)
     assert (s.service_name("llama"), s.base_url) == ("vllm-llama", "http://[::1]:8500")
+
+
+IPV6 = [
+    ("bracketed with port", "[::1]:8500", None),
+    ("bracketed with scheme", "https://[fd00::5]:8501", None),
+    ("unbracketed", "::1", "an IPv6 address needs brackets"),
+    ("unbracketed with scheme", "http://fe80::1:8500", "an IPv6 address needs brackets"),
+]
+
+
+@pytest.mark.parametrize(("address", "error"), [c[1:] for c in IPV6], ids=[c[0] for c in IPV6])
+def test_ipv6_consul_address_works_or_caravan_validate_says_why(address: str,
+                                                                error: str | None) -> None:
+    from caravan.spec import SpecError, parse_spec
+
+    data = {"models": [{"name": "a", "engine": {"model": "x"}}], "consul": {"address": address}}
+    if error is not None:
+        with pytest.raises(SpecError, match=error):
+            parse_spec(data)
+        return
+    settings = resolve_settings(parse_spec(data).consul, {})
+    assert settings.base_url.split("//")[1].startswith("[")
