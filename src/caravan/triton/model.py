@@ -27,6 +27,10 @@ backend (triton-inference-server/vllm_backend ``src/model.py``):
   request, by the health check, and every 0.1 s): the way tests make the engine fail
   while the process lives.
 * ``finalize`` (SIGTERM, unload): waits for requests in flight, then stops the threads.
+* When ``tritonserver`` dies (SIGKILL, crash) the stub process exits too (C38): the stub
+  checks this itself, but on 2.51 that check can block when the server was killed while
+  a stream was running (observed: the orphaned stub lived on), so a watchdog thread
+  exits the stub once its parent has changed.
 
 Thread-safety: Triton calls ``execute`` on the stub's main thread; engine state lives on
 the loop thread; ``response_sender.send`` and metric updates happen on the response thread.
@@ -54,6 +58,7 @@ from caravan.triton.settings import SETTINGS_FILE, SimulatorSettings
 from caravan.triton.vllm_metrics import VllmMetrics
 
 _FAULT_POLL_S = 0.1
+_PARENT_POLL_S = 0.5
 
 
 def _pb() -> Any:
@@ -107,6 +112,9 @@ class TritonPythonModel:
             self._metrics = VllmMetrics(pb, self._name, args["model_version"], settings.engine.max_model_len)
         self._started = 0  # written by execute's thread only
         self._done = 0  # written by the response thread only
+        self._parent_pid = os.getppid()
+        self._stopping = threading.Event()
+        threading.Thread(target=self._watch_parent, name="caravan-parent-watch", daemon=True).start()
         self._outbox: queue.Queue[tuple[Any, ...] | None] = queue.Queue()
         self._out_thread = threading.Thread(target=self._response_loop, name="caravan-responses")
         self._out_thread.start()
@@ -137,6 +145,11 @@ class TritonPythonModel:
                                              name="caravan-engine")
         self._loop_thread.start()
         ready.wait()
+
+    def _watch_parent(self) -> None:
+        while not self._stopping.wait(_PARENT_POLL_S):
+            if os.getppid() != self._parent_pid:  # tritonserver is gone: nobody to answer
+                os._exit(1)
 
     def _sync_fault(self) -> None:
         """Kill the engine if the fault file exists (on the loop thread)."""
@@ -267,6 +280,7 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         self._log.log_info("[caravan] finalize: waiting for requests in flight")
+        self._stopping.set()
         while self._started > self._done:
             time.sleep(0.05)
         self._loop.call_soon_threadsafe(self._stop.set)
