@@ -96,6 +96,13 @@ job "triton-qwen-2-vl-7b" {
       auto_revert       = true
     }
 
+    migrate {
+      max_parallel     = 1
+      health_check     = "checks"
+      min_healthy_time = "30s"
+      healthy_deadline = "20m"
+    }
+
     restart {
       attempts = 2
       interval = "30m"

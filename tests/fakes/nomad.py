@@ -69,7 +69,8 @@ Test controls (thread-safe, time from the injected ``clock``; advance it with
 loads, checks never pass), ``set_task_start(job, seconds | None)`` (None: stays
 pending), ``set_gpu_nodes([...])`` (GPUs per client node; None: unlimited),
 ``replace_allocations(job, group, n)`` (a node drain: n allocations replaced outside any
-deployment), ``job()``, ``allocations()``, ``deployments()``, ``evaluations()``.
+deployment), ``serving(job, group)`` (replicas whose model loaded), ``job()``,
+``allocations()``, ``deployments()``, ``evaluations()``.
 ``requests`` logs every request (method, path, query, body, token).
 """
 
@@ -350,6 +351,15 @@ class FakeNomad:
                 if node is not None:
                     self._new_alloc(key, tg, node, None)
             self._bump()
+
+    def serving(self, job_id: str, group: str, namespace: str = "default") -> int:
+        """Live allocations whose model has loaded (checks pass): what serves traffic,
+        whatever Nomad's deployment health says (an in-place update keeps serving)."""
+        with self._cond:
+            self._catch_up()
+            now = self.clock()
+            return sum(1 for a in self._live((namespace, job_id), group)
+                       if a.ready_at is not None and a.ready_at <= now)
 
     def job(self, job_id: str, namespace: str = "default") -> Json | None:
         with self._cond:
@@ -734,7 +744,7 @@ class FakeNomad:
             ev["FailedTGAllocs"] = failures
             blocked = self._new_eval(key, "queued-allocs", "blocked")
             blocked.update(StatusDescription="created due to placement conflicts",
-                           PreviousEval=ev["ID"])
+                           PreviousEval=ev["ID"], FailedTGAllocs=copy.deepcopy(failures))
             ev["BlockedEval"] = blocked["ID"]
             for old in self._evals:
                 if old is not blocked and old["JobID"] == key[1] and old["Status"] == "blocked":
@@ -955,6 +965,7 @@ def parse_wait(text: str | None) -> float:
 def _handler_for(fake: FakeNomad) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True  # headers and body go out as separate writes
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             return

@@ -75,6 +75,7 @@ Action = Literal[
     "cooldown",
     "stabilizing",
     "not-ready",
+    "capacity",
     "error",
 ]
 ACTIONS: tuple[Action, ...] = (
@@ -85,6 +86,7 @@ ACTIONS: tuple[Action, ...] = (
     "cooldown",
     "stabilizing",
     "not-ready",
+    "capacity",
     "error",
 )
 Clock = Callable[[], float]
@@ -93,7 +95,8 @@ Clock = Callable[[], float]
 @dataclass(frozen=True)
 class ScalingDecision:
     """One evaluation of one policy. ``at`` is clock seconds; ``current`` the capacity
-    (running + starting); ``desired`` what the checks want after clamping/stabilization."""
+    (running + starting); ``desired`` what the checks want after clamping/stabilization;
+    ``capacity_cap`` the count scale-ups are held at while capacity is exhausted."""
 
     model: str
     at: float
@@ -104,16 +107,65 @@ class ScalingDecision:
     reason: str
     checks: tuple[CheckResult, ...] = ()
     status: TargetStatus | None = None
+    capacity_cap: int | None = None
 
 
 @dataclass(frozen=True)
 class HandlerState:
-    """Everything a handler remembers between ticks."""
+    """Everything a handler remembers between ticks. ``capacity_cap`` holds scale-ups at
+    the count the cluster could place until ``capacity_until`` (clock seconds)."""
 
     windows: Mapping[str, Window] = field(default_factory=dict)
     cooldown_until: float = float("-inf")
     down_since: float | None = None
     down_asks: tuple[tuple[float, int], ...] = ()
+    capacity_cap: int | None = None
+    capacity_until: float = float("-inf")
+    capacity_reason: str = ""
+    capacity_strikes: int = 0
+
+
+MAX_BACKOFF_FACTOR = 8  # capacity holds double on each failed retry, up to 8 x the base
+
+
+Outcome = tuple[ScalingDecision, HandlerState]
+
+
+@dataclass(frozen=True)
+class _Tick:
+    """The inputs of one decision, and how to build its outcome."""
+
+    policy: ScalingPolicy
+    status: TargetStatus
+    results: tuple[CheckResult, ...]
+    now: float
+    prop: Proposal
+    cap: int | None
+
+    def out(self, action: Action, desired: int, reason: str, st: HandlerState) -> Outcome:
+        d = ScalingDecision(
+            self.policy.model, self.now, self.status.capacity, desired, self.prop.direction,
+            action, reason, self.results, self.status, self.cap,
+        )
+        return d, st
+
+
+def with_shortfall(policy: ScalingPolicy, state: HandlerState, status: TargetStatus,
+                   now: float) -> HandlerState:
+    """A shortfall starts a capacity hold: scale-ups stop at what was placed for
+    ``capacity_backoff_s``, doubled (up to 8x) each time the retry right after a hold
+    fails again. During a hold a shortfall only refreshes the cap. Pure."""
+    sf = status.shortfall
+    if sf is None:
+        return state
+    if now < state.capacity_until:
+        return replace(state, capacity_cap=sf.placeable, capacity_reason=sf.reason)
+    base = policy.capacity_backoff_s
+    retry_failed = state.capacity_strikes > 0 and now - state.capacity_until < base
+    strikes = state.capacity_strikes + 1 if retry_failed else 1
+    hold = base * min(2 ** (strikes - 1), MAX_BACKOFF_FACTOR)
+    return replace(state, capacity_cap=sf.placeable, capacity_until=now + hold,
+                   capacity_reason=sf.reason, capacity_strikes=strikes)
 
 
 def decide(
@@ -123,67 +175,78 @@ def decide(
     results: tuple[CheckResult, ...],
     now: float,
     dry_run: bool = False,
-) -> tuple[ScalingDecision, HandlerState]:
+) -> Outcome:
     """The decision for one tick and the state after it. Pure.
 
     Returns action "scale" when the target should be asked for ``desired``; the
     caller turns it into "scaled", "not-ready" or "error" (see ``after_scale``).
+    A "capacity" decision whose status has a releasable shortfall asks the caller to
+    release the stuck request (``PolicyHandler.tick``).
     """
-    count = status.capacity
-    prop = combine([r.vote for r in results], count, policy.min, policy.max)
-
-    def out(
-        action: Action, desired: int, reason: str, st: HandlerState
-    ) -> tuple[ScalingDecision, HandlerState]:
-        d = ScalingDecision(
-            policy.model, now, count, desired, prop.direction, action, reason, results, status
-        )
-        return d, st
-
+    state = with_shortfall(policy, state, status, now)
+    capped = state.capacity_cap is not None and now < state.capacity_until
+    cap = state.capacity_cap if capped else None
+    prop = combine([r.vote for r in results], status.capacity, policy.min, policy.max)
+    t = _Tick(policy, status, results, now, prop, cap)
     calm = replace(state, down_since=None, down_asks=())
     if not status.ready:
-        return out(
-            "not-ready", count, f"target not ready: {status.note or 'deployment active'}", calm
-        )
+        return _not_ready(t, calm)
     if prop.direction == "none":
-        return out("none", count, prop.reason, calm)
-    if prop.direction == "up" and prop.desired <= status.desired:
-        return out(
-            "none",
-            prop.desired,
-            f"{prop.reason}; already asked for {status.desired}, waiting for placement",
-            calm,
-        )
-    if _held_while_starting(policy, prop, status):
-        return out(
-            "starting",
-            prop.desired,
-            f"{prop.reason}; {status.starting} replica(s) still starting: "
-            "a stepping strategy waits until they serve",
-            calm,
-        )
-    desired, st = prop.desired, calm
-    if prop.direction == "down":
-        since = now if state.down_since is None else state.down_since
-        keep = policy.scale_down_stabilization_s
-        asks = (*(a for a in state.down_asks if a[0] >= now - keep), (now, prop.desired))
-        st = replace(state, down_since=since, down_asks=asks)
-        held = now - since
-        if held < keep:
-            return out(
-                "stabilizing", prop.desired, f"{prop.reason}; down held {held:.0f}/{keep:.0f} s", st
-            )
-        desired = max(a[1] for a in asks)
-    if now < state.cooldown_until:
-        return out(
-            "cooldown",
-            desired,
-            f"{prop.reason}; cooldown for {state.cooldown_until - now:.0f} s",
-            st,
-        )
-    if dry_run or policy.dry_run:
-        return out("dry-run", desired, f"{prop.reason}; dry run, not scaling", st)
-    return out("scale", desired, prop.reason, st)
+        return t.out("none", status.capacity, prop.reason, calm)
+    if prop.direction == "up":
+        return _up(t, calm, state, dry_run)
+    return _down(t, state, dry_run)
+
+
+def _not_ready(t: _Tick, calm: HandlerState) -> Outcome:
+    sf, count = t.status.shortfall, t.status.capacity
+    if sf is None:
+        return t.out("not-ready", count, f"target not ready: {t.status.note or 'deployment active'}",
+                     calm)
+    then = ("giving the stuck scale-up back (its deployment is failed; Nomad reverts the count)"
+            if sf.releasable else "the deployment is not the autoscaler's: Nomad fails it at "
+            "its progress deadline")
+    return t.out("capacity", sf.placeable, f"capacity exhausted: {sf.reason}; {then}", calm)
+
+
+def _up(t: _Tick, calm: HandlerState, state: HandlerState, dry_run: bool) -> Outcome:
+    prop, status = t.prop, t.status
+    desired = prop.desired
+    if t.cap is not None and desired > t.cap:
+        desired = max(t.cap, status.capacity)
+        if desired <= status.capacity or desired <= status.desired:
+            left = state.capacity_until - t.now
+            return t.out("capacity", desired, f"{prop.reason}; capacity exhausted "
+                         f"({state.capacity_reason}): held at {t.cap} for {left:.0f} s", calm)
+    if desired <= status.desired:
+        return t.out("none", desired,
+                     f"{prop.reason}; already asked for {status.desired}, waiting for placement",
+                     calm)
+    if _held_while_starting(t.policy, prop, status):
+        return t.out("starting", desired, f"{prop.reason}; {status.starting} replica(s) still "
+                     "starting: a stepping strategy waits until they serve", calm)
+    return _act(t, desired, prop.reason, calm, dry_run)
+
+
+def _down(t: _Tick, state: HandlerState, dry_run: bool) -> Outcome:
+    now, keep = t.now, t.policy.scale_down_stabilization_s
+    since = now if state.down_since is None else state.down_since
+    asks = (*(a for a in state.down_asks if a[0] >= now - keep), (now, t.prop.desired))
+    st = replace(state, down_since=since, down_asks=asks)
+    held = now - since
+    if held < keep:
+        return t.out("stabilizing", t.prop.desired,
+                     f"{t.prop.reason}; down held {held:.0f}/{keep:.0f} s", st)
+    return _act(t, max(a[1] for a in asks), t.prop.reason, st, dry_run)
+
+
+def _act(t: _Tick, desired: int, reason: str, st: HandlerState, dry_run: bool) -> Outcome:
+    if t.now < st.cooldown_until:
+        return t.out("cooldown", desired, f"{reason}; cooldown for {st.cooldown_until - t.now:.0f} s",
+                     st)
+    if dry_run or t.policy.dry_run:
+        return t.out("dry-run", desired, f"{reason}; dry run, not scaling", st)
+    return t.out("scale", desired, reason, st)
 
 
 def _held_while_starting(policy: ScalingPolicy, prop: Proposal, status: TargetStatus) -> bool:
@@ -248,10 +311,23 @@ class PolicyHandler:
         )
         if d.action == "scale" and act:
             d, st = after_scale(self.policy, st, d, self._scale(d))
+        elif d.action == "capacity" and act and not (self.dry_run or self.policy.dry_run):
+            d = self._release(d, status)
         return self._finish(d, st)
 
+    def _release(self, d: ScalingDecision, status: TargetStatus) -> ScalingDecision:
+        """Give a releasable stuck scale-up back (its deployment blocks every scale)."""
+        if status.shortfall is None or not status.shortfall.releasable or status.ready:
+            return d
+        try:
+            self.target.release(self.policy.model, d.reason)
+        except ScaleError as exc:
+            return replace(d, reason=f"{d.reason}; release failed: {exc}")
+        return d
+
     def _scale(self, d: ScalingDecision) -> Exception | None:
-        meta = {"caravan.direction": d.direction, "caravan.from": str(d.current)}
+        meta = {"caravan.autoscaler": "caravan", "caravan.direction": d.direction,
+                "caravan.from": str(d.current)}
         try:
             self.target.scale(self.policy.model, d.desired, f"caravan autoscaler: {d.reason}", meta)
         except ScaleError as exc:

@@ -48,6 +48,9 @@ class LocalScaleTarget:
         except (OSError, RuntimeError) as exc:
             raise ScaleError(f"scaling {model!r} to {count} failed: {exc}") from exc
 
+    def release(self, model: str, reason: str) -> None:
+        """Nothing to give back: a local fleet starts every replica it is asked for."""
+
 
 class PrometheusReplicaCounts:
     """A read-only ``ScaleTarget`` for ``caravan autoscale --explain`` against a running
@@ -70,3 +73,6 @@ class PrometheusReplicaCounts:
 
     def scale(self, model: str, count: int, reason: str, meta: Mapping[str, str]) -> None:
         raise ScaleError("read-only replica counts from Prometheus: cannot scale (use --explain)")
+
+    def release(self, model: str, reason: str) -> None:
+        raise ScaleError("read-only replica counts from Prometheus: cannot release (use --explain)")

@@ -8,6 +8,8 @@ Series (label ``model`` on all):
   caravan_autoscaler_decisions_total{direction,action}
   caravan_autoscaler_last_decision{direction,action,reason}  1 for the latest, one series per model
   caravan_autoscaler_last_decision_timestamp_seconds
+  caravan_autoscaler_capacity_exhausted       1 while scale-ups are held at what the cluster
+                                              placed (a scale-up could not be placed), else 0
 
 ``action`` is one of ``handler.ACTIONS`` (bounded), ``reason`` free text (one series per model).
 prometheus_client metrics are thread-safe; ``record`` may be called from any thread.
@@ -71,6 +73,12 @@ class AutoscalerMetrics:
             ["model"],
             registry=registry,
         )
+        self.capacity = Gauge(
+            f"{p}_capacity_exhausted",
+            "1 while scale-ups are held at the count the cluster could place",
+            ["model"],
+            registry=registry,
+        )
         self._last_labels: dict[str, tuple[str, str, str, str]] = {}
         self._lock = threading.Lock()
 
@@ -93,3 +101,4 @@ class AutoscalerMetrics:
             self._last_labels[m] = labels
         self.last.labels(*labels).set(1)
         self.last_ts.labels(m).set(d.at)
+        self.capacity.labels(m).set(0 if d.capacity_cap is None else 1)

@@ -1,17 +1,35 @@
 """``NomadScaleTarget``: scale a model's Nomad job group through python-nomad.
 
-python-nomad has no scale helper, so the generic ``Job.request`` is used:
+python-nomad has no scale helper, so the generic ``Job.request`` is used (Nomad's
+behaviour cited from hashicorp/nomad; tests run against ``tests/fakes/nomad.py``):
 
-* ``GET  /v1/job/:id/scale`` -> ``TaskGroups[group]{Desired, Placed, Running, Healthy,
-  Unhealthy}``. Serving replicas are the healthy ones (``Running`` when no deployment
-  ever tracked health, i.e. ``Placed`` is 0); allocations placed but neither healthy
-  nor unhealthy are *starting* (a model still loading) and count as capacity, so a
-  30-120 s model load does not trigger more scale-ups (nomad-autoscaler #540).
+* ``GET /v1/job/:id/scale`` (``Job.ScaleStatus``) -> ``TaskGroups[group]{Desired, Placed,
+  Running, Healthy, Unhealthy, Events}``. Serving replicas are the healthy ones
+  (``Running`` when nothing is placed);
+  allocations placed but neither healthy nor unhealthy are *starting* (a model still
+  loading, or a replica updated in place whose health Nomad reset) and count as
+  capacity, so a 30-120 s model load does not trigger more scale-ups (nomad-autoscaler
+  #540). ``Events[0].Time`` is the group's last scaling event (``last_scaled_at``).
   ``blocking_status`` is the same call as a blocking query (``index``, ``wait``).
-* ``GET  /v1/job/:id/deployment`` (latest deployment): while it is active the
-  target is not ready and the round is skipped (nomad-autoscaler #273).
-* ``POST /v1/job/:id/scale`` ``{Count, Target: {Group}, Message, Meta}``; a 400 that
-  mentions a deployment raises ``NotReadyError`` (skip the round).
+* ``GET /v1/job/:id/deployment`` (latest deployment): while it is active the target is
+  not ready and the round is skipped (nomad-autoscaler #273). Every count change of a
+  group with an ``update`` block starts one (the reconciler updates the other replicas
+  in place: ``createDeployment``), so the rounds after a scale are not ready until the
+  new replicas are healthy.
+* Shortfall, read only when ``Placed < Desired`` or ``Placed > Running``:
+  ``GET /v1/job/:id/evaluations`` - the newest evaluation, or a ``blocked`` one, with
+  ``FailedTGAllocs[group]`` (the scheduler found no node: ``DimensionExhausted``) - and
+  ``GET /v1/job/:id/allocations`` - allocations ``pending`` for longer than
+  ``pending_deadline_s``. It is *releasable* when the active deployment is the
+  autoscaler's own: the group's latest scaling event carries meta ``caravan.autoscaler``
+  and its evaluation's ``DeploymentID`` is that deployment.
+* ``POST /v1/job/:id/scale`` ``{Count, Target: {Group}, Message, Meta}``; a 400 about an
+  active deployment raises ``NotReadyError`` (skip the round).
+* ``release``: ``POST /v1/deployment/fail/:id`` (``Deployment.Fail``): with
+  ``auto_revert`` Nomad registers the job's latest stable version again - the last count
+  that was placed and healthy - instead of waiting for ``progress_deadline``. The ACL
+  token needs ``fail-deployment`` (or ``submit-job``) besides ``scale-job`` and
+  ``read-job``.
 
 Thread-safe as far as python-nomad's ``requests.Session`` is (one request at a time
 per handler). Timeouts: ``timeout_s`` per plain request; blocking queries add ``wait_s``.
@@ -20,11 +38,12 @@ per handler). Timeouts: ``timeout_s`` per plain request; blocking queries add ``
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from caravan.autoscaler.ports import NotReadyError, ScaleError, TargetStatus
+from caravan.autoscaler.ports import NotReadyError, ScaleError, Shortfall, TargetStatus
 
 if TYPE_CHECKING:
     import nomad
@@ -34,6 +53,8 @@ if TYPE_CHECKING:
 ACTIVE_DEPLOYMENT = frozenset(
     {"running", "pending", "paused", "blocked", "initializing", "unblocking"}
 )
+OWN_META = "caravan.autoscaler"  # scale-event meta key marking the autoscaler's own scales
+NS = 1_000_000_000
 
 
 def group_status(answer: Mapping[str, Any], job: str, group: str) -> TargetStatus:
@@ -45,28 +66,83 @@ def group_status(answer: Mapping[str, Any], job: str, group: str) -> TargetStatu
     if group not in groups:
         raise ScaleError(f"job {job!r} has no task group {group!r} (groups: {sorted(groups)})")
     g = groups[group]
-    placed, healthy, unhealthy = (
-        int(g.get("Placed", 0)),
-        int(g.get("Healthy", 0)),
-        int(g.get("Unhealthy", 0)),
-    )
-    running = int(g.get("Running", 0))
+    placed, healthy, unhealthy = (int(g.get(k, 0)) for k in ("Placed", "Healthy", "Unhealthy"))
+    running, desired = int(g.get("Running", 0)), int(g.get("Desired", 0))
+    events = g.get("Events") or []
+    last = events[0].get("Time") if events else None
+    last_s = int(last) / NS if isinstance(last, int | float) and last else None
     if answer.get("JobStopped"):
-        return TargetStatus(0, 0, int(g.get("Desired", 0)), ready=False, note="job is stopped")
+        return TargetStatus(0, 0, desired, ready=False, note="job is stopped")
     serving = healthy if placed > 0 else running
     starting = max(0, placed - healthy - unhealthy)
-    return TargetStatus(running=serving, starting=starting, desired=int(g.get("Desired", 0)))
+    return TargetStatus(serving, starting, desired, last_scaled_at=last_s)
+
+
+def placement_failure(evals: Sequence[Mapping[str, Any]], group: str) -> str | None:
+    """Why ``group`` could not be placed, from a job's evaluations, or None. Pure.
+
+    The newest non-blocked evaluation, or any blocked one, with ``FailedTGAllocs[group]``.
+    """
+    ordered = sorted(evals, key=lambda e: int(e.get("CreateIndex", 0)), reverse=True)
+    newest = next((e for e in ordered if e.get("Status") != "blocked"), None)
+    candidates = [e for e in ordered if e.get("Status") == "blocked"]
+    if newest is not None:
+        candidates.insert(0, newest)
+    for ev in candidates:
+        metric = (ev.get("FailedTGAllocs") or {}).get(group)
+        if isinstance(metric, dict):
+            return "placement failed: " + _dimensions(metric)
+    return None
+
+
+def _dimensions(metric: Mapping[str, Any]) -> str:
+    dims = metric.get("DimensionExhausted") or metric.get("ConstraintFiltered") or {}
+    nodes = int(metric.get("NodesEvaluated", 0))
+    what = ", ".join(f"{k} ({v} node(s))" for k, v in sorted(dims.items()))
+    return what or f"no feasible node among {nodes}"
+
+
+def stuck_pending(allocs: Sequence[Mapping[str, Any]], group: str, now: float,
+                  deadline_s: float) -> int:
+    """Allocations of ``group`` the scheduler placed but whose client has not started
+    them for more than ``deadline_s`` seconds. Pure."""
+    return sum(
+        1 for a in allocs
+        if a.get("TaskGroup") == group and a.get("DesiredStatus") == "run"
+        and a.get("ClientStatus") == "pending"
+        and now - int(a.get("CreateTime", 0)) / NS > deadline_s
+    )
+
+
+def own_deployment(group_scale: Mapping[str, Any], evals: Sequence[Mapping[str, Any]],
+                   deployment: Mapping[str, Any] | None) -> bool:
+    """Is the active ``deployment`` the one the autoscaler's latest scale started? Pure."""
+    if not deployment or deployment.get("Status") not in ACTIVE_DEPLOYMENT:
+        return False
+    events = group_scale.get("Events") or []
+    if not events or OWN_META not in (events[0].get("Meta") or {}):
+        return False
+    eval_id = events[0].get("EvalID")
+    ev = next((e for e in evals if e.get("ID") == eval_id), None)
+    return ev is not None and ev.get("DeploymentID") == deployment.get("ID")
 
 
 class NomadScaleTarget:
-    """Implements ``ScaleTarget`` for job groups. ``jobs``: model -> (job id, group)."""
+    """Implements ``ScaleTarget`` for job groups. ``jobs``: model -> (job id, group).
+
+    ``clock``: epoch seconds (allocation ages); ``pending_deadline_s``: how long an
+    allocation may stay pending (image pull, client resources) before it is a shortfall.
+    """
 
     def __init__(
-        self, client: nomad.Nomad, jobs: Mapping[str, tuple[str, str]], timeout_s: float = 10.0
+        self, client: nomad.Nomad, jobs: Mapping[str, tuple[str, str]], timeout_s: float = 10.0,
+        clock: Callable[[], float] = time.time, pending_deadline_s: float = 600.0,
     ) -> None:
         self.client = client
         self.jobs = dict(jobs)
         self.timeout_s = timeout_s
+        self.clock = clock
+        self.pending_deadline_s = pending_deadline_s
 
     def _ids(self, model: str) -> tuple[str, str]:
         try:
@@ -77,15 +153,40 @@ class NomadScaleTarget:
             ) from None
 
     def status(self, model: str) -> TargetStatus:
-        """Replica counts and readiness (see module doc). Raises ScaleError on API errors."""
+        """Replica counts, readiness and shortfall (module doc). Raises ScaleError."""
         job, group = self._ids(model)
         answer = self._call(job, "get", "scale")
         st = group_status(answer, job, group)
+        g = answer["TaskGroups"][group]
         deployment = self._call(job, "get", "deployment")
-        if isinstance(deployment, dict) and deployment.get("Status") in ACTIVE_DEPLOYMENT:
+        deployment = deployment if isinstance(deployment, dict) else None
+        shortfall = self._shortfall(job, group, g, deployment)
+        if deployment is not None and deployment.get("Status") in ACTIVE_DEPLOYMENT:
             note = f"deployment {str(deployment.get('ID', ''))[:8]} is {deployment['Status']}"
-            return TargetStatus(st.running, st.starting, st.desired, ready=False, note=note)
-        return st
+            return TargetStatus(st.running, st.starting, st.desired, ready=False, note=note,
+                                shortfall=shortfall, last_scaled_at=st.last_scaled_at)
+        return TargetStatus(st.running, st.starting, st.desired, shortfall=shortfall,
+                            last_scaled_at=st.last_scaled_at)
+
+    def _shortfall(self, job: str, group: str, g: Mapping[str, Any],
+                   deployment: Mapping[str, Any] | None) -> Shortfall | None:
+        placed, running, desired = (int(g.get(k, 0)) for k in ("Placed", "Running", "Desired"))
+        if placed >= desired and placed <= running:
+            return None
+        evals = self._call(job, "get", "evaluations") or []
+        reason = placement_failure(evals, group) if placed < desired else None
+        stuck = 0
+        if placed > running:
+            allocs = self._call(job, "get", "allocations") or []
+            stuck = stuck_pending(allocs, group, self.clock(), self.pending_deadline_s)
+            if stuck and reason is None:
+                reason = (f"{stuck} allocation(s) pending for more than "
+                          f"{self.pending_deadline_s:g} s")
+        if reason is None:
+            return None
+        releasable = own_deployment(g, evals, deployment)
+        return Shortfall(f"{reason}; {placed - stuck} of {desired} placed", placed - stuck,
+                         releasable)
 
     def blocking_status(self, model: str, index: int, wait_s: float) -> tuple[TargetStatus, int]:
         """Status once Nomad's index exceeds ``index`` (or after ``wait_s``), and the new index."""
@@ -102,6 +203,19 @@ class NomadScaleTarget:
         job, group = self._ids(model)
         body = {"Count": count, "Target": {"Group": group}, "Message": reason, "Meta": dict(meta)}
         self._call(job, "post", "scale", json=body)
+
+    def release(self, model: str, reason: str) -> None:
+        """Fail the autoscaler's own stuck deployment (Nomad auto-reverts the count)."""
+        job, _group = self._ids(model)
+        deployment = self._call(job, "get", "deployment")
+        if not isinstance(deployment, dict) or deployment.get("Status") not in ACTIVE_DEPLOYMENT:
+            return
+        dep_id = str(deployment.get("ID"))
+        try:
+            self.client.deployment.fail_deployment(dep_id)
+        except Exception as exc:  # python-nomad raises its own exception types
+            raise ScaleError(f"failing deployment {dep_id[:8]} of job {job!r} ({reason}): "
+                             f"{_text(exc)}") from None
 
     def _call(self, job: str, method: str, path: str, **kw: Any) -> Any:
         return self._raw(job, method, path, **kw).json()

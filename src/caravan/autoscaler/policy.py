@@ -131,7 +131,9 @@ class ScalingPolicy(_Frozen):
     long after a scale-up / scale-down; a scale-down happens only after it was the
     decision for ``scale_down_stabilization_s`` without a break. With
     ``hold_steps_while_starting`` a scale-up won by a stepping strategy
-    (``strategies.steps_from_count``) waits while replicas are still starting.
+    (``strategies.steps_from_count``) waits while replicas are still starting. When the
+    target cannot place a scale-up (a full cluster), scale-ups are held at the count it
+    placed for ``capacity_backoff_s``; scale-downs are not.
     """
 
     model: str
@@ -149,6 +151,9 @@ class ScalingPolicy(_Frozen):
     on_check_error: Literal["fail", "ignore"] = "fail"
     hold_steps_while_starting: bool = Field(
         True, description="a stepping strategy does not scale up while replicas start"
+    )
+    capacity_backoff_s: float = Field(
+        600.0, ge=0, description="after a scale-up could not be placed, hold scale-ups this long"
     )
     checks: tuple[Check, ...] = Field(min_length=1)
 

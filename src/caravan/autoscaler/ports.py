@@ -30,13 +30,31 @@ class NotReadyError(ScaleError):
 
 
 @dataclass(frozen=True)
+class Shortfall:
+    """The target cannot place what it was asked for (the cluster is full).
+
+    ``reason``: what the target saw (failed placements, a blocked evaluation, allocations
+    pending too long); ``placeable``: replicas that exist and can serve (the count the
+    cluster holds now); ``releasable``: the stuck request is the autoscaler's own scale
+    and ``ScaleTarget.release`` can give it up (Nomad: fail its deployment).
+    """
+
+    reason: str
+    placeable: int
+    releasable: bool = False
+
+
+@dataclass(frozen=True)
 class TargetStatus:
     """A model's replicas as the target sees them.
 
     ``running``: serving (healthy) replicas; ``starting``: placed but not healthy yet
     (a model still loading), counted as capacity so slow loads do not over-scale;
     ``desired``: what the target was last asked for; ``ready``: False while the target
-    cannot take a scale request (an active deployment), so the round is skipped.
+    cannot take a scale request (an active deployment), so the round is skipped;
+    ``shortfall``: set when what was asked cannot be placed; ``last_scaled_at``: clock
+    seconds of the group's latest scaling event, when the target keeps them (Nomad), so a
+    restarted autoscaler resumes the cooldown.
     """
 
     running: int
@@ -44,6 +62,8 @@ class TargetStatus:
     desired: int
     ready: bool = True
     note: str = ""
+    shortfall: Shortfall | None = None
+    last_scaled_at: float | None = None
 
     @property
     def capacity(self) -> int:
@@ -72,4 +92,9 @@ class ScaleTarget(Protocol):
         Raises NotReadyError when the target refuses for now (skip the round),
         ScaleError for any other failure.
         """
+        ...
+
+    def release(self, model: str, reason: str) -> None:
+        """Give up the autoscaler's own request that cannot be placed (a releasable
+        ``Shortfall``), so the group can be scaled again. Raises ScaleError."""
         ...

@@ -13,6 +13,7 @@ from caravan.nomad.jobmodel import (
     Check,
     DockerConfig,
     Job,
+    MigrateStrategy,
     Network,
     Pairs,
     ReschedulePolicy,
@@ -80,6 +81,7 @@ def _group(g: TaskGroup) -> Block:
                                       Attr("read_only", v.read_only))) for v in g.volumes),
         *(_service(s) for s in g.services),
         *(() if g.update is None else (_update(g.update),)),
+        *(() if g.migrate is None else (_migrate(g.migrate),)),
         *(() if g.restart is None else (_restart(g.restart),)),
         *(() if g.reschedule is None else (_reschedule(g.reschedule),)),
         *(_task(t) for t in g.tasks),
@@ -126,6 +128,14 @@ def _update(u: UpdateStrategy) -> Block:
         Attr("progress_deadline", duration(u.progress_deadline_s)),
         Attr("canary", u.canary), Attr("auto_promote", u.auto_promote),
         Attr("auto_revert", u.auto_revert),
+    ))
+
+
+def _migrate(m: MigrateStrategy) -> Block:
+    return Block("migrate", (), (
+        Attr("max_parallel", m.max_parallel), Attr("health_check", m.health_check),
+        Attr("min_healthy_time", duration(m.min_healthy_time_s)),
+        Attr("healthy_deadline", duration(m.healthy_deadline_s)),
     ))
 
 

@@ -67,6 +67,11 @@ def _group(g: TaskGroup) -> Json:
                          "HealthyDeadline": ns(u.healthy_deadline_s),
                          "ProgressDeadline": ns(u.progress_deadline_s), "Canary": u.canary,
                          "AutoPromote": u.auto_promote, "AutoRevert": u.auto_revert}
+    if g.migrate is not None:
+        m = g.migrate
+        out["Migrate"] = {"MaxParallel": m.max_parallel, "HealthCheck": m.health_check,
+                          "MinHealthyTime": ns(m.min_healthy_time_s),
+                          "HealthyDeadline": ns(m.healthy_deadline_s)}
     if g.restart is not None:
         r = g.restart
         out["RestartPolicy"] = {"Attempts": r.attempts, "Interval": ns(r.interval_s),

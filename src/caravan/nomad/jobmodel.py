@@ -154,6 +154,18 @@ class UpdateStrategy:
 
 
 @dataclass(frozen=True)
+class MigrateStrategy:
+    """How allocations placed outside a deployment (node drain, reschedule) are judged
+    healthy: checks passing for ``min_healthy_time_s`` within ``healthy_deadline_s``
+    (Nomad's default is 10 s / 5 min: ``structs.DefaultMigrateStrategy``)."""
+
+    max_parallel: int = 1
+    health_check: str = "checks"
+    min_healthy_time_s: int = 10
+    healthy_deadline_s: int = 300
+
+
+@dataclass(frozen=True)
 class RestartPolicy:
     attempts: int
     interval_s: int
@@ -185,6 +197,7 @@ class TaskGroup:
     services: tuple[Service, ...] = ()
     volumes: tuple[Volume, ...] = ()
     update: UpdateStrategy | None = None
+    migrate: MigrateStrategy | None = None
     restart: RestartPolicy | None = None
     reschedule: ReschedulePolicy | None = None
     scaling: Scaling | None = None

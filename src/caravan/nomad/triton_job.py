@@ -35,7 +35,9 @@ opens its ports only afterwards (server ``src/main.cc``), so both checks fail un
 weights are downloaded and loaded: ``check_restart.grace`` is ``nomad.startup_grace_s``,
 counted from when Nomad registers the group's service (before the image pull and the
 template renders) and again at every task restart (the group service hook's
-``PreTaskRestart`` re-registers); the update's ``healthy_deadline`` is longer still. A
+``PreTaskRestart`` re-registers); the update's ``healthy_deadline`` is longer still, and so
+is the ``migrate`` block's, which judges replicas placed outside a deployment (a node
+drain, a reschedule: ``client/allocrunner/health_hook.go`` ``getHealthParams``). A
 startup model that fails to load makes tritonserver exit (``--exit-on-error`` defaults
 to true): the restart policy applies.
 
@@ -85,6 +87,7 @@ from caravan.nomad.jobmodel import (
     Device,
     DockerConfig,
     Job,
+    MigrateStrategy,
     Network,
     Port,
     ReschedulePolicy,
@@ -174,6 +177,11 @@ def _group(spec: PlatformSpec, model: ModelSpec, jid: str) -> TaskGroup:
             progress_deadline_s=nomad.startup_grace_s + 600,
             canary=nomad.canary, auto_promote=nomad.canary > 0, auto_revert=True,
         ),
+        # A replacement placed outside a deployment (node drain, reschedule) is judged by
+        # this block; Nomad's default 5 min deadline would mark a replica still loading
+        # its weights unhealthy for good.
+        migrate=MigrateStrategy(max_parallel=1, min_healthy_time_s=30,
+                                healthy_deadline_s=nomad.startup_grace_s + 300),
         restart=RestartPolicy(attempts=2, interval_s=1800, delay_s=30, mode="fail"),
         reschedule=ReschedulePolicy(delay_s=60, max_delay_s=1800),
         shutdown_delay_s=nomad.drain_s,

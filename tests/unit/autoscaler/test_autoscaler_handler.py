@@ -14,7 +14,13 @@ from prometheus_client import CollectorRegistry
 from caravan.autoscaler.handler import PolicyHandler, build_autoscaler
 from caravan.autoscaler.metrics import AutoscalerMetrics
 from caravan.autoscaler.policy import ScalingPolicy, policy_for
-from caravan.autoscaler.ports import MetricsError, NotReadyError, ScaleError, TargetStatus
+from caravan.autoscaler.ports import (
+    MetricsError,
+    NotReadyError,
+    ScaleError,
+    Shortfall,
+    TargetStatus,
+)
 from caravan.spec import EngineArgs, ModelSpec, parse_spec
 
 
@@ -47,11 +53,20 @@ class Target:
     starting: int = 0
     ready: bool = True
     refuse: Exception | None = None
+    shortfall: Shortfall | None = None
+    desired: int | None = None
     calls: list[tuple[int, str, Mapping[str, str]]] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
 
     def status(self, model: str) -> TargetStatus:
         n = self.running + self.starting
-        return TargetStatus(self.running, self.starting, n, ready=self.ready)
+        desired = n if self.desired is None else self.desired
+        return TargetStatus(self.running, self.starting, desired, ready=self.ready,
+                            shortfall=self.shortfall)
+
+    def release(self, model: str, reason: str) -> None:
+        self.released.append(reason)
+        self.shortfall, self.ready, self.desired = None, True, None
 
     def scale(self, model: str, count: int, reason: str, meta: Mapping[str, str]) -> None:
         if self.refuse is not None:
@@ -398,3 +413,74 @@ def test_default_policy_sizes_from_demand_not_in_flight() -> None:
     metrics, tgt, clock = Metrics({"envoy_cluster_upstream_rq_total": 48.0}), Target(), Clock()
     d = PolicyHandler(policy, metrics, tgt, clock).tick()
     assert (d.action, d.desired, d.checks[0].vote.check) == ("scaled", 3, "demand")
+
+
+STUCK = Shortfall("placement failed: devices: no devices match request (1 node(s)); 2 of 4 "
+                  "placed", placeable=2, releasable=True)
+
+
+def test_a_releasable_shortfall_is_released_and_scale_ups_are_held_at_what_was_placed() -> None:
+    h, _m, tgt, clock = _handler(_policy(capacity_backoff_s=100), load=45, running=2,
+                                 ready=False, shortfall=STUCK, desired=4)
+    d = h.tick()
+    assert d.action == "capacity" and "capacity exhausted" in d.reason and d.capacity_cap == 2
+    assert tgt.released == [d.reason]
+    for _ in range(9):  # 90 s: inside the backoff the same load keeps asking for 5
+        clock.t += 10
+        held = h.tick()
+        assert (held.action, held.desired, held.capacity_cap) == ("capacity", 2, 2)
+        assert "held at 2" in held.reason
+    assert tgt.calls == []
+    clock.t += 11
+    assert h.tick().action == "scaled" and tgt.calls[0][0] == 5
+
+
+def test_a_shortfall_that_is_not_ours_is_reported_not_released() -> None:
+    foreign = Shortfall("placement failed: x; 2 of 4 placed", placeable=2, releasable=False)
+    h, _m, tgt, _c = _handler(load=45, running=2, ready=False, shortfall=foreign, desired=4)
+    d = h.tick()
+    assert d.action == "capacity" and "progress deadline" in d.reason
+    assert tgt.released == []
+
+
+def test_dry_run_never_releases() -> None:
+    h, _m, tgt, _c = _handler(_policy(dry_run=True), load=45, running=2, ready=False,
+                              shortfall=STUCK, desired=4)
+    assert h.tick().action == "capacity" and tgt.released == []
+
+
+def test_scale_down_is_not_held_by_exhausted_capacity() -> None:
+    h, _m, tgt, clock = _handler(_policy(capacity_backoff_s=1000), load=45, running=2,
+                                 ready=False, shortfall=STUCK, desired=4)
+    h.tick()
+    h.metrics.answers["load"] = 0  # type: ignore[attr-defined]
+    actions = []
+    for _ in range(11):
+        clock.t += 10
+        actions.append(h.tick().action)
+    assert actions[-1] == "scaled" and tgt.calls[-1][0] == 1
+
+
+def test_a_ready_target_with_unplaced_replicas_is_held_and_not_asked_again() -> None:
+    """No deployment (no update block): desired 4 stays in Nomad, 2 placed."""
+    plain = Shortfall("placement failed: x; 2 of 4 placed", placeable=2, releasable=False)
+    h, _m, tgt, clock = _handler(load=45, running=2, shortfall=plain, desired=4)
+    for _ in range(3):
+        d = h.tick()
+        clock.t += 10
+        assert d.action == "capacity" and d.capacity_cap == 2
+    assert tgt.calls == [] and tgt.released == []
+
+
+def test_capacity_gauge_follows_the_hold() -> None:
+    registry = CollectorRegistry()
+    metrics, tgt, clock = Metrics({"load": 45}), Target(running=2, ready=False, shortfall=STUCK,
+                                                         desired=4), Clock()
+    h = PolicyHandler(_policy(capacity_backoff_s=50), metrics, tgt, clock,
+                      AutoscalerMetrics(registry))
+    h.tick()
+    labels = {"model": "m"}
+    assert registry.get_sample_value("caravan_autoscaler_capacity_exhausted", labels) == 1.0
+    clock.t += 60
+    h.tick()
+    assert registry.get_sample_value("caravan_autoscaler_capacity_exhausted", labels) == 0.0

@@ -81,7 +81,7 @@ def normalise(body: dict[str, Any], parent: str) -> dict[str, Any]:
         elif name in LABEL_KEYS:
             out[_pascal(name, parent)] = [{"Name": label, **normalise(b, name)}
                                           for label, b in _labelled(_blocks(value))]
-        elif name in ("scaling", "update", "restart", "reschedule", "check_restart"):
+        elif name in ("scaling", "update", "migrate", "restart", "reschedule", "check_restart"):
             out[_pascal(name, parent)] = normalise(_blocks(value)[0], name)
         elif name in ("service", "check", "template", "volume_mount"):
             out[_pascal(name, parent)] = [normalise(b, name) for b in _blocks(value)]

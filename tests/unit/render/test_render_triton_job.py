@@ -245,6 +245,24 @@ def test_an_unready_replica_is_restarted_after_the_startup_grace(spec: PlatformS
         assert [c["CheckRestart"]["Grace"] for c in api_checks] == [spec.nomad.startup_grace_s * 10**9] * 2
 
 
+@pytest.mark.parametrize("grace", [30, 900, 7200], ids=["min", "default", "max"])
+def test_replicas_placed_outside_a_deployment_get_the_startup_grace_too(grace: int) -> None:
+    """A drained or rescheduled replica is judged by ``migrate`` (Nomad's default gives it
+    5 minutes, less than a model load): its deadline covers the startup grace."""
+    spec = parse_spec({"models": [MODEL], "nomad": {"startup_grace_s": grace}})
+    group = _job(spec, spec.models[0]).groups[0]
+    assert group.migrate is not None and group.update is not None
+    assert group.migrate.healthy_deadline_s == group.update.healthy_deadline_s == grace + 300
+    assert group.migrate.min_healthy_time_s < group.migrate.healthy_deadline_s
+    api = job_json(_job(spec, spec.models[0]))["TaskGroups"][0]["Migrate"]
+    assert api == {"MaxParallel": 1, "HealthCheck": "checks", "MinHealthyTime": 30 * 10**9,
+                   "HealthyDeadline": (grace + 300) * 10**9}
+    doc = hcl2.loads(job_hcl(_job(spec, spec.models[0])), serialization_options=OPTS)
+    (body,) = doc["job"][0].values()
+    (hcl_group,) = body["group"][0].values()
+    assert hcl_group["migrate"][0]["health_check"] == "checks"
+
+
 @pytest.mark.parametrize("spec", [EXAMPLE, MTLS], ids=["example", "mtls"])
 def test_model_ready_script_check_asks_triton_about_the_model(spec: PlatformSpec) -> None:
     """Triton's gRPC health is server readiness, which is SERVING again once the dead
