@@ -301,6 +301,10 @@ class NomadSpec(_Frozen):
         900, ge=30, le=7200, description="weights download + model load before checks count"
     )
     xds_replicas: int = Field(2, ge=1, le=10, description="control-plane xDS instances")
+    autoscaler: Literal["caravan", "nomad-autoscaler"] = Field(
+        "caravan", description="who scales model groups: Caravan's autoscaler (control-plane "
+        "job) or the stock Nomad Autoscaler (each scaling block's rendered policy)",
+    )
 
     @field_validator("triton_image", "caravan_image", "envoy_image")
     @classmethod
