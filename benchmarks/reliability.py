@@ -208,7 +208,9 @@ def fault_notes(faults: list[dict[str, Any]]) -> list[str]:
                 f"that reached it was sent {f['recovery_s']} s after the death; {d['failed_after_death']} "
                 f"of the {d['requests_after_death']} requests in flight at the death or sent after it failed, all on "
                 f"that replica ({kinds}); the {d['requests_after_last_on_victim']} requests sent "
-                "after the last one all went to the other replica. The failures are in-stream errors "
+                "after the last one all went to the other replica, until the supervisor's in-place "
+                f"restart had it serving again {d.get('death_to_back_in_envoy_s', '?')} s "
+                "after the death. The failures are in-stream errors "
                 "(the stream was answered, so Envoy cannot retry them); how many depends on the load "
                 "and on when the supervisor's 1 s ModelReady check runs.")
     return notes

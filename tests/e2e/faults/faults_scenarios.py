@@ -308,18 +308,19 @@ def dead_engine(tmp: Path, limit_s: float = DEAD_ENGINE_LIMIT_S) -> FaultOutcome
     """``caravan up``'s stack with 2 replicas under bounded load; one replica's engine
     dies (its ``fault_file``: the tritonserver process lives on). The vLLM backend's
     health check unloads the model (ModelReady false); the supervisor, checking ModelReady
-    every second, unregisters and stops the replica; the control plane removes it from
-    Envoy. Promise: within ``limit_s`` of the engine's death no new request reaches that
-    replica (read from x-caravan-upstream); the requests that fail meanwhile are counted,
+    every second, unregisters the replica (and restarts it in place, as Nomad's
+    ``check_restart`` does); the control plane removes it from Envoy. Promise: within
+    ``limit_s`` of the engine's death no new request reaches that replica (read from
+    x-caravan-upstream) until it is back; the requests that fail meanwhile are counted,
     and every one of them failed on that replica (in-stream errors: Envoy cannot retry an
-    answered stream)."""
+    answered stream). Also recorded: when the restarted replica serves again."""
     out = FaultOutcome("replica's engine dies (process lives) under load, caravan up stack",
                        f"no new request reaches the replica <= {limit_s:g} s after its engine "
                        "died; failed requests counted, all on that replica",
                        recovery="engine dies -> last request that reached the replica")
     stack = start_local_stack(tmp, replicas=2)
     admin = stack.ports.envoy_admin
-    load = RequestLoad(stack.endpoint, MODEL, workers=3, max_s=90).start()
+    load = RequestLoad(stack.endpoint, MODEL, workers=3, max_s=120).start()
     try:
         load.wait_for(40)
         plan = stack.replica_plans(MODEL)[0]
@@ -328,26 +329,34 @@ def dead_engine(tmp: Path, limit_s: float = DEAD_ENGINE_LIMIT_S) -> FaultOutcome
         plan.fault_file.touch()
         gone = wait_until(lambda: victim not in envoy_hosts(admin), limit_s + 20,
                           "the replica out of Envoy's cluster")
-        after = load.count()
-        load.wait_for(after + 60, 30)  # traffic goes on: none of it may reach the replica
-        time.sleep(max(0.0, gone + 1.0 - time.monotonic()))
+        load.wait_for(load.count() + 60, 30)  # traffic goes on: none of it may reach the replica
+        back = wait_until(lambda: victim in envoy_hosts(admin), 90,
+                          "the restarted replica in Envoy's cluster again")
+        load.wait_for(load.count() + 40, 30)
     finally:
         results = load.stop()
         stack.stop()
+    # Back: the restarted replica's first answer, or its re-registration seen in Envoy's
+    # admin API (polled, so a request may reach it a moment earlier), whichever came first.
+    back = min([back] + [r.started for r in results if r.replica == victim and r.ok and r.started > gone])
     since = [r for r in results if r.ended >= died]  # in flight at the death, or sent after
-    reached = [r for r in since if r.replica == victim]
+    away = [r for r in since if r.started < back]  # before the restarted replica was back
+    reached = [r for r in away if r.replica == victim]
     failed = [r for r in since if not r.ok]
     last = max((r.started for r in reached), default=died)
     out.add_load(results, failures_allowed=True)
     out.failed = len(failed)
     out.recovery_s = round(last - died, 3)
     out.details.update(
-        victim=victim, requests_after_death=len(since), reached_victim_after_death=len(reached),
+        victim=victim, requests_after_death=len(away), reached_victim_after_death=len(reached),
         failed_after_death=len(failed), failed_on_victim=sum(r.replica == victim for r in failed),
         failure_messages=dict(Counter(f"{r.status}: {_gist(r.message)}" for r in failed)),
         death_to_out_of_envoy_s=round(gone - died, 3),
-        requests_after_last_on_victim=sum(1 for r in results if r.started > last),
-        served_by_after_death=dict(Counter(r.replica for r in since if r.ok)))
+        requests_after_last_on_victim=sum(1 for r in away if r.started > last),
+        death_to_back_in_envoy_s=round(back - died, 3),  # first answer or re-registration
+        served_by_victim_after_back=sum(1 for r in results if r.started >= back and r.replica == victim
+                                        and r.ok),
+        served_by_after_death=dict(Counter(r.replica for r in away if r.ok)))
     if out.recovery_s > limit_s:
         out.violations.append(f"a request reached the replica {out.recovery_s} s after its engine died "
                               f"(> {limit_s:g} s)")
@@ -357,6 +366,9 @@ def dead_engine(tmp: Path, limit_s: float = DEAD_ENGINE_LIMIT_S) -> FaultOutcome
     if (elsewhere := [r for r in failed if r.replica != victim]):
         out.violations.append(f"{len(elsewhere)} failed requests were not on the dead replica: "
                               f"{[(r.replica, r.status, r.message) for r in elsewhere[:3]]}")
+    if (later := [r for r in failed if r.started >= back]):
+        out.violations.append(f"{len(later)} requests failed after the replica was back: "
+                              f"{[(r.replica, r.status, r.message) for r in later[:3]]}")
     if out.details["requests_after_last_on_victim"] < 60:
         out.violations.append("too little traffic after the replica's removal to show none reached it")
     return out

@@ -140,10 +140,12 @@ def test_rejected_push_keeps_last_good_config(tmp_path: Path) -> None:
 def test_dead_engine_leaves_traffic_within_10s(tmp_path: Path) -> None:
     """The engine of one of two replicas dies (its process lives on): within 10 s no new
     request reaches it (supervisor's ModelReady check -> registry -> control plane ->
-    Envoy); the requests that failed meanwhile all failed on that replica."""
+    Envoy); the requests that failed meanwhile all failed on that replica; restarted in
+    place, it serves again."""
     out = run(dead_engine, tmp_path)
     assert out.recovery_s is not None and out.recovery_s <= DEAD_ENGINE_LIMIT_S, out.details
     assert out.details["reached_victim_after_death"] >= 1, "the load must have found the dead engine"
     assert out.details["failed_on_victim"] == out.failed, out.details["failure_messages"]
     assert out.details["requests_after_last_on_victim"] >= 60
+    assert out.details["served_by_victim_after_back"] >= 1, "the restarted replica serves again"
     assert out.violations == []
