@@ -12,6 +12,8 @@ values ``scrape_lag_s`` old:
 * ``llm_demand`` (Little's law): arrivals over the check's window x the measured mean
   service time (busy slot-seconds / completions over 5 min); in-flight while nothing
   has completed yet.
+* Checks are range queries: one point per second over the check's window (as
+  Prometheus evaluates a ``query_range`` at a 1 s step).
 * ``envoy_in_flight``: busy slots + queue.
 * TTFT p95 (latency-slo scenarios): the queue wait, queue / admission rate (the fluid
   model has no spread, so mean and p95 coincide: an approximation).
@@ -157,9 +159,24 @@ class Sim:
 
     # MetricsSource
     def query(self, promql: str) -> float:
-        i = self._at()
+        return self._value(promql, self._at())
+
+    def query_range(self, promql: str, start: float, end: float,
+                    step_s: float) -> list[tuple[float, float]]:
+        """Points every ``step_s`` over [start, end], the last one at the latest scrape
+        (times are the caller's clock; the model answers from its own seconds)."""
+        n = round((end - start) / step_s) + 1
+        last = self._at()
+        points = []
+        for k in range(n):
+            i = last - round((n - 1 - k) * step_s)
+            if i >= 1:
+                points.append((start + k * step_s, self._value(promql, i)))
+        return points
+
+    def _value(self, promql: str, i: int) -> float:
         if "envoy_cluster_upstream_rq_total" in promql:
-            return self.demand()
+            return self.demand(i)
         if "histogram_quantile" in promql:
             return self.wait_hist[i - 1]
         return self.in_flight_hist[i - 1]
@@ -197,8 +214,11 @@ def _poisson(rng: random.Random, lam: float) -> int:
         k += 1
 
 
+COOLDOWNS = {"cooldown_up_s": 30, "cooldown_down_s": 60}  # as in examples/platform.yaml
+
+
 def _policy(check: dict[str, Any] | None = None, **over: Any) -> ScalingPolicy:
-    raw: dict[str, Any] = dict(over)
+    raw: dict[str, Any] = {**COOLDOWNS, **over}
     if check is not None:
         raw["checks"] = [check]
     m = ModelSpec(
@@ -380,7 +400,8 @@ class NomadRun:
 
 def _nomad_model(initial: int) -> ModelSpec:
     policy = _policy()
-    raw = {"checks": [c.model_dump() for c in policy.checks], "capacity_backoff_s": 600}
+    raw = {"checks": [c.model_dump() for c in policy.checks], "capacity_backoff_s": 600,
+           **COOLDOWNS}
     return ModelSpec(name="llama", engine=EngineArgs(model="x"), autoscaling=raw,
                      replicas={"min": 1, "initial": initial, "max": 8})
 

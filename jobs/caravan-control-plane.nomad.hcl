@@ -126,7 +126,7 @@ models:
     cooldown_down_s: 60
     cooldown_up_s: 30
     evaluation_interval_s: 10
-    on_check_error: fail
+    on_check_error: block_down
     scale_down_stabilization_s: 300
   engine:
     max_model_len: 8192
@@ -252,7 +252,7 @@ models:
     cooldown_down_s: 60
     cooldown_up_s: 30
     evaluation_interval_s: 10
-    on_check_error: fail
+    on_check_error: block_down
     scale_down_stabilization_s: 300
   engine:
     max_model_len: 8192

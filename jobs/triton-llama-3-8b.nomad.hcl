@@ -17,9 +17,27 @@ job "triton-llama-3-8b" {
     shutdown_delay = "30s"
 
     scaling {
-      enabled = true
+      enabled = false
       min     = 1
       max     = 4
+
+      policy {
+        evaluation_interval  = "10s"
+        cooldown             = "1m"
+        cooldown_on_scale_up = "30s"
+        on_check_error       = "fail"
+
+        check "demand" {
+          source       = "prometheus"
+          query        = "((sum(rate(envoy_cluster_upstream_rq_total{envoy_cluster_name=\"model-llama-3-8b\"}[30000ms])) * ((sum(rate(vllm:e2e_request_latency_seconds_sum{model=\"llama-3-8b\"}[5m]) or rate(vllm:e2e_request_latency_seconds_sum{model_name=\"llama-3-8b\"}[5m])) - sum(rate(vllm:time_to_first_token_seconds_sum{model=\"llama-3-8b\"}[5m]) or rate(vllm:time_to_first_token_seconds_sum{model_name=\"llama-3-8b\"}[5m]))) / (sum(rate(vllm:e2e_request_latency_seconds_count{model=\"llama-3-8b\"}[5m]) or rate(vllm:e2e_request_latency_seconds_count{model_name=\"llama-3-8b\"}[5m])) > 0))) or (sum(envoy_cluster_upstream_rq_active{envoy_cluster_name=\"model-llama-3-8b\"}) + sum(envoy_cluster_upstream_rq_pending_active{envoy_cluster_name=\"model-llama-3-8b\"}))) / clamp_min(sum(envoy_cluster_membership_healthy{envoy_cluster_name=\"model-llama-3-8b\"}), 1)"
+          query_window = "30s"
+
+          strategy "target-value" {
+            target    = 16
+            threshold = 0.1
+          }
+        }
+      }
     }
 
     network {

@@ -17,7 +17,7 @@ job "triton-qwen-2-vl-7b" {
     shutdown_delay = "30s"
 
     scaling {
-      enabled = true
+      enabled = false
       min     = 1
       max     = 3
     }

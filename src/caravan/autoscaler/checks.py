@@ -1,9 +1,13 @@
-"""Running a policy's checks: query -> sample window -> strategy -> vote.
+"""Running a policy's checks: range query -> window -> strategy -> vote.
 
-Each check keeps a window of (time s, value) samples covering ``query_window_s``,
-one sample per evaluation. Windows are immutable tuples returned anew each round,
-so a handler's state never aliases another's. Only ``run_checks`` does I/O (through
-the injected ``MetricsSource``); everything else is pure.
+Each evaluation queries every check as a range over its ``query_window_s`` at
+``query_step_s`` (1 s by default), as nomad-autoscaler's Prometheus APM plugin does, so
+a strategy sees the same points it would there (a ``threshold`` check with
+``within_bounds_trigger`` 5 and a 30 s window sees ~30 points, not one per evaluation).
+The window of (time s, value) points is an immutable tuple returned anew each round
+(the last good one is kept when a query fails), so a handler's state never aliases
+another's. Only ``run_checks`` does I/O (through the injected ``MetricsSource``);
+everything else is pure.
 """
 
 from __future__ import annotations
@@ -26,11 +30,6 @@ class CheckResult:
     query: str
     vote: Vote
     samples: int
-
-
-def push(window: Window, t: float, value: float, keep_s: float) -> Window:
-    """``window`` plus (t, value), without samples older than ``t - keep_s``."""
-    return (*(s for s in window if s[0] > t - keep_s), (t, value))
 
 
 def vote(policy: ScalingPolicy, check: Check, window: Window, count: int) -> Vote:
@@ -63,15 +62,17 @@ def _vote(
     )
 
 
-def measure(metrics: MetricsSource, query: str) -> tuple[float | None, str | None]:
-    """(value, None) or (None, error text). NaN/Inf are errors, never zero."""
+def measure(metrics: MetricsSource, query: str, now: float,
+            check: Check) -> tuple[Window, str | None]:
+    """The check's window of points ending at ``now``, or ((), error text)."""
     try:
-        value = metrics.query(query)
+        points = metrics.query_range(query, now - check.query_window_s, now, check.query_step_s)
     except MetricsError as exc:
-        return None, str(exc)
-    if math.isnan(value) or math.isinf(value):
-        return None, f"query {query!r} returned {value}"
-    return value, None
+        return (), str(exc)
+    finite = tuple((t, v) for t, v in points if math.isfinite(v))
+    if not finite:
+        return (), f"query {query!r} returned no finite value in the window"
+    return finite, None
 
 
 def run_checks(
@@ -81,21 +82,18 @@ def run_checks(
     count: int,
     now: float,
 ) -> tuple[tuple[CheckResult, ...], dict[str, Window]]:
-    """Query every check once at time ``now`` (s) and vote. Returns results and new windows.
-
-    A failed query leaves the check's window as it was and yields an error vote.
+    """Query every check's window ending at ``now`` (s) and vote. Returns results and the
+    windows (a failed query keeps the check's previous window and yields an error vote).
     """
     results: list[CheckResult] = []
     new_windows: dict[str, Window] = {}
     for check in policy.checks:
         query = policy.render(check)
-        window = windows.get(check.name, ())
-        value, error = measure(metrics, query)
+        window, error = measure(metrics, query, now, check)
         if error is not None:
-            new_windows[check.name] = window
+            new_windows[check.name] = windows.get(check.name, ())
             v = _vote(policy, check, error=error)
         else:
-            window = push(window, now, float(value or 0.0), check.query_window_s)
             new_windows[check.name] = window
             v = vote(policy, check, window, count)
         results.append(CheckResult(query=query, vote=v, samples=len(window)))

@@ -21,6 +21,8 @@ One ``PolicyHandler`` per model. Each tick (every ``evaluation_interval_s``)::
                   ▼
                SCALED: cooldown until now + cooldown_{up,down}_s; stabilization reset
 
+On its first tick a handler resumes the cooldown of the target's last scaling event
+(``last_scaled_at``; Nomad keeps it), so a restarted autoscaler does not act at once.
 Starting replicas count as capacity: strategies see ``running + starting``, and a
 scale-up never re-asks for a count the target already has placed. A stepping
 strategy (``strategies.steps_from_count``: target-value, threshold delta/percentage,
@@ -123,6 +125,7 @@ class HandlerState:
     capacity_until: float = float("-inf")
     capacity_reason: str = ""
     capacity_strikes: int = 0
+    seeded: bool = False
 
 
 MAX_BACKOFF_FACTOR = 8  # capacity holds double on each failed retry, up to 8 x the base
@@ -148,6 +151,18 @@ class _Tick:
             action, reason, self.results, self.status, self.cap,
         )
         return d, st
+
+
+def seeded(policy: ScalingPolicy, state: HandlerState, status: TargetStatus) -> HandlerState:
+    """On the first tick, resume the cooldown of the group's last scaling event, as
+    nomad-autoscaler does on start (``policy/handler.go`` ``NewPolicyHandler``: the
+    remaining ``cooldown_on_scale_up``, since the event's direction is unknown). Pure."""
+    if state.seeded:
+        return state
+    last = status.last_scaled_at
+    until = state.cooldown_until if last is None else max(state.cooldown_until,
+                                                          last + policy.cooldown_up_s)
+    return replace(state, seeded=True, cooldown_until=until)
 
 
 def with_shortfall(policy: ScalingPolicy, state: HandlerState, status: TargetStatus,
@@ -183,7 +198,7 @@ def decide(
     A "capacity" decision whose status has a releasable shortfall asks the caller to
     release the stuck request (``PolicyHandler.tick``).
     """
-    state = with_shortfall(policy, state, status, now)
+    state = with_shortfall(policy, seeded(policy, state, status), status, now)
     capped = state.capacity_cap is not None and now < state.capacity_until
     cap = state.capacity_cap if capped else None
     prop = combine([r.vote for r in results], status.capacity, policy.min, policy.max)

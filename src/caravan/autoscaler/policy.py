@@ -93,20 +93,27 @@ class StrategySpec(_Frozen):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+OnError = Literal["fail", "ignore", "block_down"]
+MAX_POINTS = 11_000  # Prometheus refuses a range query with more points per series
+
+
 class Check(_Frozen):
     """One signal and what to do about it. Exactly one of ``query`` / ``signal``.
 
-    ``query_window_s``: how far back samples are kept for window strategies.
-    ``on_error`` None inherits the policy's ``on_check_error``. Checks sharing a
-    ``group`` are tiers of one signal: only the members that want an action count.
+    Each evaluation queries the check as a range: every ``query_step_s`` over the last
+    ``query_window_s`` (nomad-autoscaler's ``query_window``, queried at a 1 s step by
+    its Prometheus plugin), and the strategy sees those points. ``on_error`` None
+    inherits the policy's ``on_check_error``. Checks sharing a ``group`` are tiers of
+    one signal: only the members that want an action count.
     """
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     query: str | None = None
     signal: str | None = None
     query_window_s: float = Field(60.0, gt=0)
+    query_step_s: float = Field(1.0, gt=0)
     strategy: StrategySpec
-    on_error: Literal["fail", "ignore"] | None = None
+    on_error: OnError | None = None
     group: str | None = Field(None, description="tiers of one signal (threshold bands)")
 
     @model_validator(mode="after")
@@ -115,6 +122,11 @@ class Check(_Frozen):
             raise ValueError(
                 "query: give exactly one of 'query' (PromQL) or 'signal' "
                 f"(one of {sorted(SIGNALS)})"
+            )
+        if self.query_window_s / self.query_step_s > MAX_POINTS:
+            raise ValueError(
+                f"query_step_s: {self.query_window_s:g} s / {self.query_step_s:g} s is more than "
+                f"Prometheus' {MAX_POINTS} points per range query; raise the step"
             )
         return self
 
@@ -128,8 +140,13 @@ class ScalingPolicy(_Frozen):
     """How one model's Nomad job group (or local replicas) is scaled.
 
     ``min``/``max`` are replica counts; ``cooldown_*_s`` block every action for that
-    long after a scale-up / scale-down; a scale-down happens only after it was the
-    decision for ``scale_down_stabilization_s`` without a break. With
+    long after a scale-up / scale-down (nomad-autoscaler's ``cooldown_on_scale_up`` /
+    ``cooldown``: 5 min by default, the scale-up one defaulting to the other), and a
+    restarted autoscaler resumes the cooldown from the group's last scaling event; a
+    scale-down happens only after it was the decision for ``scale_down_stabilization_s``
+    without a break. ``on_check_error`` (per check: ``on_error``): ``fail`` - a failed
+    check aborts the evaluation (no scaling either way), ``ignore`` - it is left out,
+    ``block_down`` (Caravan) - it blocks scale-down only. With
     ``hold_steps_while_starting`` a scale-up won by a stepping strategy
     (``strategies.steps_from_count``) waits while replicas are still starting. When the
     target cannot place a scale-up (a full cluster), scale-ups are held at the count it
@@ -144,11 +161,11 @@ class ScalingPolicy(_Frozen):
     min: int = Field(ge=0)
     max: int = Field(ge=0)
     evaluation_interval_s: float = Field(10.0, gt=0)
-    cooldown_up_s: float = Field(30.0, ge=0)
-    cooldown_down_s: float = Field(60.0, ge=0)
+    cooldown_up_s: float = Field(300.0, ge=0, description="default: cooldown_down_s")
+    cooldown_down_s: float = Field(300.0, ge=0)
     scale_down_stabilization_s: float = Field(300.0, ge=0)
     dry_run: bool = False
-    on_check_error: Literal["fail", "ignore"] = "fail"
+    on_check_error: OnError = "block_down"
     hold_steps_while_starting: bool = Field(
         True, description="a stepping strategy does not scale up while replicas start"
     )
@@ -163,7 +180,7 @@ class ScalingPolicy(_Frozen):
             raise ValueError(f"max: must be >= min ({self.min}), got {self.max}")
         return self
 
-    def on_error(self, check: Check) -> Literal["fail", "ignore"]:
+    def on_error(self, check: Check) -> OnError:
         """The effective error mode of ``check``."""
         return check.on_error or self.on_check_error
 
@@ -213,6 +230,9 @@ def _resolved(raw: dict[str, Any], model: ModelSpec) -> dict[str, Any]:
         "checks": default_checks(),
     }
     data.update(raw)
+    down = raw.get("cooldown_down_s")
+    if "cooldown_up_s" not in raw and isinstance(down, int | float) and down >= 0:
+        data["cooldown_up_s"] = down  # nomad-autoscaler: cooldown_on_scale_up = cooldown
     data.update(model=model.name, cluster=model.cluster_name)
     return data
 

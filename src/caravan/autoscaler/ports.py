@@ -71,6 +71,9 @@ class TargetStatus:
         return self.running + self.starting
 
 
+Points = list[tuple[float, float]]
+
+
 class MetricsSource(Protocol):
     def query(self, promql: str) -> float:
         """The value of an instant query returning exactly one series.
@@ -78,6 +81,13 @@ class MetricsSource(Protocol):
         Raises MetricsError (naming the query) on HTTP errors, timeouts, zero or
         several series, and NaN/Inf values.
         """
+        ...
+
+    def query_range(self, promql: str, start: float, end: float, step_s: float) -> Points:
+        """The (time s, value) points of ``promql`` evaluated every ``step_s`` from
+        ``start`` to ``end`` (clock seconds), oldest first, for exactly one series.
+        Non-finite points are left out. Raises MetricsError (naming the query) on HTTP
+        errors, timeouts, zero or several series, or no finite point."""
         ...
 
 

@@ -1,10 +1,14 @@
-"""``PrometheusMetricsSource``: instant PromQL queries over Prometheus' HTTP API.
+"""``PrometheusMetricsSource``: PromQL queries over Prometheus' HTTP API.
 
-``GET {base}/api/v1/query?query=...&timeout=...`` (https://prometheus.io/docs/prometheus/latest/querying/api/).
-A query must give exactly one series (or a scalar); zero or several series, NaN/Inf,
-HTTP or network errors and timeouts all raise ``MetricsError`` naming the query, so
-a missing signal is a check error and never a silent 0. Thread-safe (no shared
-mutable state; one HTTP request per call).
+``GET {base}/api/v1/query?query=...&timeout=...`` (instant) and
+``GET {base}/api/v1/query_range?query=...&start=...&end=...&step=...`` (range; what
+checks use, like nomad-autoscaler's Prometheus APM plugin, which queries a check's
+``query_window`` at a 1 s step: ``plugins/builtin/apm/prometheus/plugin/plugin.go``
+``QueryMultiple``) (https://prometheus.io/docs/prometheus/latest/querying/api/).
+A query must give exactly one series (or a scalar); zero or several series, NaN/Inf
+(instant) or no finite point (range), HTTP or network errors and timeouts all raise
+``MetricsError`` naming the query, so a missing signal is a check error and never a
+silent 0. Thread-safe (no shared mutable state; one HTTP request per call).
 """
 
 from __future__ import annotations
@@ -39,6 +43,15 @@ class PrometheusMetricsSource:
         url = f"{self.base_url}/api/v1/query?{args}"
         body = self._get(url, promql)
         return single_value(body, promql)
+
+    def query_range(self, promql: str, start: float, end: float,
+                    step_s: float) -> list[tuple[float, float]]:
+        """The finite points of ``promql`` from ``start`` to ``end`` every ``step_s``."""
+        args = urllib.parse.urlencode({
+            "query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}",
+            "step": f"{step_s:g}s", "timeout": f"{self.timeout_s:g}s"})
+        body = self._get(f"{self.base_url}/api/v1/query_range?{args}", promql)
+        return series_points(body, promql)
 
     def _get(self, url: str, promql: str) -> Any:
         try:
@@ -98,3 +111,32 @@ def _finite(pair: Any, promql: str) -> float:
         what = "NaN" if math.isnan(value) else "infinite"
         raise MetricsError(f"query {promql!r}: value is {what} (no data in the window?)")
     return value
+
+
+def series_points(body: Any, promql: str) -> list[tuple[float, float]]:
+    """The finite (time, value) points of the one series in a ``/api/v1/query_range``
+    answer, oldest first. Pure; raises MetricsError naming ``promql``."""
+    if not isinstance(body, dict) or body.get("status") != "success":
+        raise MetricsError(f"query {promql!r}: Prometheus answered {str(body)[:200]}")
+    data = body.get("data") or {}
+    kind, result = data.get("resultType"), data.get("result")
+    if kind != "matrix" or not isinstance(result, list):
+        raise MetricsError(f"query {promql!r}: expected a range (matrix), got {kind}")
+    if len(result) != 1:
+        labels = [r.get("metric", {}) for r in result[:3]]
+        what = "no series (is the metric scraped yet?)" if not result else \
+            f"{len(result)} series {labels}"
+        raise MetricsError(
+            f"query {promql!r}: expected exactly one series, got {what}; aggregate it (sum, max)"
+        )
+    points = []
+    for pair in result[0].get("values") or []:
+        try:
+            t, v = float(pair[0]), float(pair[1])
+        except (TypeError, ValueError, IndexError):
+            raise MetricsError(f"query {promql!r}: malformed sample {pair!r}") from None
+        if math.isfinite(v):
+            points.append((t, v))
+    if not points:
+        raise MetricsError(f"query {promql!r}: no finite value in the range (no data?)")
+    return points

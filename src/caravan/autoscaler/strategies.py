@@ -261,7 +261,7 @@ class Vote:
     desired: int | None = None
     value: float | None = None
     error: str | None = None
-    on_error: Literal["fail", "ignore"] = "fail"
+    on_error: Literal["fail", "ignore", "block_down"] = "block_down"
     group: str | None = None
 
     def direction(self, count: int) -> Direction:
@@ -284,12 +284,18 @@ class Proposal:
 def combine(votes: Sequence[Vote], count: int, lo: int, hi: int) -> Proposal:
     """Merge check votes: up beats none beats down; same direction, the larger count wins.
 
-    A failed check with on_error="fail" blocks scale-down (not scale-up); "ignore"
-    drops it. The result is clamped to [lo, hi], so a count outside the bounds is
-    brought back even when no check asks for it.
+    A failed check with on_error "fail" aborts the evaluation (no change, as
+    nomad-autoscaler's ``on_check_error = "fail"``: ``policy/check.go``
+    ``getNewCountFromStrategy``); "block_down" (Caravan) blocks scale-down, not
+    scale-up; "ignore" drops it. Otherwise the result is clamped to [lo, hi], so a count
+    outside the bounds is brought back even when no check asks for it.
     """
+    failed = next((v for v in votes if v.error is not None and v.on_error == "fail"), None)
+    if failed is not None:
+        return Proposal(count, "none", f"check {failed.check!r} failed ({failed.error}); "
+                        "evaluation aborted (on_error fail)")
     live = _collapse_groups([v for v in votes if v.error is None], count)
-    blocking = [v for v in votes if v.error is not None and v.on_error == "fail"]
+    blocking = [v for v in votes if v.error is not None and v.on_error == "block_down"]
     ups = [v for v in live if v.direction(count) == "up"]
     nones = [v for v in live if v.direction(count) == "none"]
     downs = [v for v in live if v.direction(count) == "down"]

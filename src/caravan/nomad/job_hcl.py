@@ -10,6 +10,8 @@ from __future__ import annotations
 from caravan.nomad import hcl
 from caravan.nomad.hcl import Attr, Block
 from caravan.nomad.jobmodel import (
+    AutoscalerCheck,
+    AutoscalerPolicy,
     Check,
     DockerConfig,
     Job,
@@ -19,6 +21,7 @@ from caravan.nomad.jobmodel import (
     ReschedulePolicy,
     Resources,
     RestartPolicy,
+    Scaling,
     Service,
     Task,
     TaskGroup,
@@ -73,9 +76,7 @@ def _group(g: TaskGroup) -> Block:
         Attr("count", g.count),
         *_opt("shutdown_delay", _duration(g.shutdown_delay_s)),
         *_map("meta", g.meta),
-        *(() if g.scaling is None else (Block("scaling", (), (
-            Attr("enabled", g.scaling.enabled), Attr("min", g.scaling.min),
-            Attr("max", g.scaling.max))),)),
+        *(() if g.scaling is None else (_scaling(g.scaling),)),
         *(() if g.network is None else (_network(g.network),)),
         *(Block("volume", (v.name,), (Attr("type", v.type), Attr("source", v.source),
                                       Attr("read_only", v.read_only))) for v in g.volumes),
@@ -87,6 +88,32 @@ def _group(g: TaskGroup) -> Block:
         *(_task(t) for t in g.tasks),
     )
     return Block("group", (g.name,), body)
+
+
+def _scaling(s: Scaling) -> Block:
+    policy = () if s.policy is None else (_policy(s.policy),)
+    return Block("scaling", (), (Attr("enabled", s.enabled), Attr("min", s.min),
+                                 Attr("max", s.max), *policy))
+
+
+def _policy(p: AutoscalerPolicy) -> Block:
+    """The Nomad Autoscaler's ``policy`` block (its own HCL schema; Nomad stores it)."""
+    return Block("policy", (), (
+        Attr("evaluation_interval", duration(p.evaluation_interval_s)),
+        Attr("cooldown", duration(p.cooldown_s)),
+        Attr("cooldown_on_scale_up", duration(p.cooldown_on_scale_up_s)),
+        Attr("on_check_error", p.on_check_error),
+        *(_autoscaler_check(c) for c in p.checks),
+    ))
+
+
+def _autoscaler_check(c: AutoscalerCheck) -> Block:
+    return Block("check", (c.name,), (
+        Attr("source", c.source), Attr("query", c.query),
+        Attr("query_window", duration(c.query_window_s)),
+        *_opt("group", c.group), *_opt("on_error", c.on_error),
+        Block("strategy", (c.strategy,), tuple(Attr(k, v) for k, v in c.params)),
+    ))
 
 
 def _network(n: Network) -> Block:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from caravan.nomad.job_hcl import duration
 from caravan.nomad.jobmodel import (
+    AutoscalerCheck,
+    AutoscalerPolicy,
     Check,
     DockerConfig,
     Job,
@@ -53,6 +56,8 @@ def _group(g: TaskGroup) -> Json:
         out["Meta"] = dict(g.meta)
     if g.scaling is not None:
         out["Scaling"] = {"Enabled": g.scaling.enabled, "Min": g.scaling.min, "Max": g.scaling.max}
+        if g.scaling.policy is not None:
+            out["Scaling"]["Policy"] = policy_json(g.scaling.policy)
     if g.network is not None:
         out["Networks"] = [_network(g.network)]
     if g.volumes:
@@ -81,6 +86,27 @@ def _group(g: TaskGroup) -> Json:
         out["ReschedulePolicy"] = {"Delay": ns(s.delay_s), "DelayFunction": s.delay_function,
                                    "MaxDelay": ns(s.max_delay_s), "Unlimited": s.unlimited}
     out["Tasks"] = [_task(t) for t in g.tasks]
+    return out
+
+
+def policy_json(p: AutoscalerPolicy) -> Json:
+    """The ``Policy`` map as Nomad stores an HCL ``policy`` block: attributes as given
+    (durations as strings), each labelled block a list of one-key maps of lists
+    (nomad-autoscaler ``policy/nomad/test-fixtures/full-scaling.json.golden``)."""
+    return {"evaluation_interval": duration(p.evaluation_interval_s),
+            "cooldown": duration(p.cooldown_s),
+            "cooldown_on_scale_up": duration(p.cooldown_on_scale_up_s),
+            "on_check_error": p.on_check_error,
+            "check": [{c.name: [_autoscaler_check(c)]} for c in p.checks]}
+
+
+def _autoscaler_check(c: AutoscalerCheck) -> Json:
+    out: Json = {"source": c.source, "query": c.query, "query_window": duration(c.query_window_s)}
+    if c.group is not None:
+        out["group"] = c.group
+    if c.on_error is not None:
+        out["on_error"] = c.on_error
+    out["strategy"] = [{c.strategy: [dict(c.params)]}]
     return out
 
 

@@ -181,11 +181,42 @@ class ReschedulePolicy:
     unlimited: bool = True
 
 
+Number = int | float
+
+
+@dataclass(frozen=True)
+class AutoscalerCheck:
+    """A ``check`` of a Nomad Autoscaler policy: an APM query over ``query_window_s`` and
+    a strategy plugin with its (numeric) parameters."""
+
+    name: str
+    query: str
+    query_window_s: int
+    strategy: str
+    params: tuple[tuple[str, Number], ...]
+    source: str = "prometheus"
+    group: str | None = None
+    on_error: str | None = None
+
+
+@dataclass(frozen=True)
+class AutoscalerPolicy:
+    """The ``policy`` block of a ``scaling`` block, read by the stock Nomad Autoscaler
+    (``policy/nomad/parser.go``); Nomad itself only stores it."""
+
+    evaluation_interval_s: int
+    cooldown_s: int
+    cooldown_on_scale_up_s: int
+    on_check_error: str
+    checks: tuple[AutoscalerCheck, ...]
+
+
 @dataclass(frozen=True)
 class Scaling:
     min: int
     max: int
     enabled: bool = True
+    policy: AutoscalerPolicy | None = None
 
 
 @dataclass(frozen=True)

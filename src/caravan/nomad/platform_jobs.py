@@ -3,7 +3,9 @@
 ``caravan-control-plane``: group ``xds`` (``nomad.xds_replicas`` instances of
 ``caravan xds --consul``; Consul services ``caravan-xds`` with a grpc check, which
 Envoy's bootstrap template lists, and ``caravan-xds-admin``) and group ``autoscaler``
-(one ``caravan autoscale``; service ``caravan-autoscaler`` for its metrics). The spec
+(one ``caravan autoscale``; service ``caravan-autoscaler`` for its metrics; left out
+when ``nomad.autoscaler`` is ``nomad-autoscaler``: the stock Nomad Autoscaler then runs
+the policies rendered in the model jobs). The spec
 reaches the tasks as a template (``local/platform.yaml``) with the allocation's
 addresses; tokens come from the job's Nomad Variables (``secrets/caravan.env``);
 the autoscaler finds Prometheus as Consul service ``prometheus``.
@@ -48,9 +50,14 @@ _UPDATE = UpdateStrategy(max_parallel=1, min_healthy_time_s=10, healthy_deadline
 
 
 def control_plane_job(spec: PlatformSpec) -> Job:
+    """The xDS group, and Caravan's autoscaler unless the stock Nomad Autoscaler scales
+    the model groups (``nomad.autoscaler``)."""
+    groups: tuple[TaskGroup, ...] = (_xds_group(spec),)
+    if spec.nomad.autoscaler == "caravan":
+        groups += (_autoscaler_group(spec),)
     return Job(
         id=CONTROL_PLANE_JOB, datacenters=spec.nomad.datacenters, namespace=spec.nomad.namespace,
-        region=spec.nomad.region, priority=70, groups=(_xds_group(spec), _autoscaler_group(spec)),
+        region=spec.nomad.region, priority=70, groups=groups,
         comment=("Caravan control plane: xDS server(s) and the autoscaler.\n" + _HEADER +
                  f"Tokens: nomad var put nomad/jobs/{CONTROL_PLANE_JOB} "
                  "CONSUL_HTTP_TOKEN=... NOMAD_TOKEN=..."),

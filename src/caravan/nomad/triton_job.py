@@ -1,7 +1,8 @@
 """The Nomad job of one model's Triton+vLLM replicas, built purely from the spec.
 
 Job ``triton-<model>``, group ``triton`` (the names the autoscaler scales), count =
-``replicas.start`` and a ``scaling`` block (min, max). Ports ``grpc``/``metrics`` map
+``replicas.start`` and a ``scaling`` block (min, max, and the stock Nomad Autoscaler's
+``policy`` with the model's checks: ``caravan.nomad.autoscaler_policy``). Ports ``grpc``/``metrics`` map
 to Triton's 8001/8002 inside the container, where tritonserver binds them on 0.0.0.0
 (the docker driver publishes them on the host). Triton's HTTP endpoint serves only the
 model-ready script check: it listens on 127.0.0.1:8000 inside the container and is
@@ -81,6 +82,7 @@ SIGTERM, Triton finishes in-flight streams for up to ``kill_timeout - 10 s``
 from __future__ import annotations
 
 from caravan.nomad import nomad_templates
+from caravan.nomad.autoscaler_policy import autoscaler_policy
 from caravan.nomad.jobmodel import (
     Check,
     CheckRestart,
@@ -167,7 +169,7 @@ def _group(spec: PlatformSpec, model: ModelSpec, jid: str) -> TaskGroup:
     return TaskGroup(
         name=GROUP,
         count=model.replicas.start,
-        scaling=Scaling(min=model.replicas.min, max=model.replicas.max),
+        scaling=_scaling(spec, model),
         network=Network((Port("grpc", to=GRPC_PORT), Port("metrics", to=METRICS_PORT))),
         volumes=(Volume(CACHE_VOLUME, source=nomad.model_cache_volume),),
         services=(_service(spec, model),),
@@ -187,6 +189,16 @@ def _group(spec: PlatformSpec, model: ModelSpec, jid: str) -> TaskGroup:
         shutdown_delay_s=nomad.drain_s,
         tasks=(_task(spec, model, jid),),
     )
+
+
+def _scaling(spec: PlatformSpec, model: ModelSpec) -> Scaling:
+    """Bounds, and the stock Nomad Autoscaler's policy (same checks as Caravan's own
+    autoscaler); ``enabled`` (read by the Nomad Autoscaler only) when it is the one that
+    scales (``nomad.autoscaler``), so the two never both act on a group."""
+    policy = autoscaler_policy(model)
+    enabled = policy is not None and spec.nomad.autoscaler == "nomad-autoscaler"
+    return Scaling(min=model.replicas.min, max=model.replicas.max, enabled=enabled,
+                   policy=policy)
 
 
 def _service(spec: PlatformSpec, model: ModelSpec) -> Service:

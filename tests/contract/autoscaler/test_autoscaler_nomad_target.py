@@ -164,6 +164,10 @@ class _Load:
     def query(self, promql: str) -> float:
         return self.value
 
+    def query_range(self, promql: str, start: float, end: float,
+                    step_s: float) -> list[tuple[float, float]]:
+        return [(start, self.value), (end, self.value)]
+
 
 def test_slow_model_load_does_not_over_scale(fake: FakeNomad) -> None:
     from caravan.autoscaler.handler import PolicyHandler

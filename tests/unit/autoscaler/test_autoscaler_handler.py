@@ -34,9 +34,11 @@ class Clock:
 
 @dataclass
 class Metrics:
-    """Answers by substring of the query; an Exception value is raised."""
+    """Answers by substring of the query; an Exception value is raised. A range query
+    answers the current value at every step (a signal that has held for the window)."""
 
     answers: dict[str, float | Exception] = field(default_factory=dict)
+    ranges: list[tuple[str, float, float, float]] = field(default_factory=list)
 
     def query(self, promql: str) -> float:
         for key, value in self.answers.items():
@@ -45,6 +47,13 @@ class Metrics:
                     raise value
                 return value
         raise MetricsError(f"query {promql!r}: expected exactly one series, got no series")
+
+    def query_range(self, promql: str, start: float, end: float,
+                    step_s: float) -> list[tuple[float, float]]:
+        self.ranges.append((promql, start, end, step_s))
+        value = self.query(promql)
+        n = round((end - start) / step_s) + 1
+        return [(start + i * step_s, value) for i in range(n)]
 
 
 @dataclass
@@ -58,11 +67,13 @@ class Target:
     calls: list[tuple[int, str, Mapping[str, str]]] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
 
+    last_scaled_at: float | None = None
+
     def status(self, model: str) -> TargetStatus:
         n = self.running + self.starting
         desired = n if self.desired is None else self.desired
         return TargetStatus(self.running, self.starting, desired, ready=self.ready,
-                            shortfall=self.shortfall)
+                            shortfall=self.shortfall, last_scaled_at=self.last_scaled_at)
 
     def release(self, model: str, reason: str) -> None:
         self.released.append(reason)
@@ -484,3 +495,49 @@ def test_capacity_gauge_follows_the_hold() -> None:
     clock.t += 60
     h.tick()
     assert registry.get_sample_value("caravan_autoscaler_capacity_exhausted", labels) == 0.0
+
+
+def test_checks_query_their_window_as_a_range_at_their_step() -> None:
+    check = {**_check(*RPR), "query_window_s": 30, "query_step_s": 2}
+    h, m, _t, clock = _handler(_policy(checks=[check]), load=5)
+    d = h.tick()
+    assert m.ranges == [('load{model="m"}', clock.t - 30, clock.t, 2.0)]
+    assert d.checks[0].samples == 16
+
+
+def test_a_threshold_check_sees_its_window_in_one_evaluation() -> None:
+    """nomad-autoscaler's example: within_bounds_trigger 5 over a 30 s window fires at the
+    first evaluation, since the range holds ~30 points (it never fired with one sample
+    per evaluation)."""
+    params = {"lower_bound": 10, "delta": 1, "within_bounds_trigger": 5}
+    check = {**_check("threshold", params), "query_window_s": 30}
+    h, _m, tgt, _c = _handler(_policy(checks=[check]), load=12, running=2)
+    assert h.tick().action == "scaled" and tgt.calls[0][0] == 3
+
+
+def test_on_check_error_fail_aborts_the_evaluation_both_ways() -> None:
+    checks = [_check(*RPR), {**_check(*RPR), "name": "broken", "query": "missing"}]
+    h, _m, tgt, _c = _handler(_policy(checks=checks, on_check_error="fail"), load=45)
+    d = h.tick()
+    assert (d.action, d.direction) == ("none", "none") and "evaluation aborted" in d.reason
+    assert tgt.calls == []
+
+
+def test_cooldowns_default_like_nomad_autoscaler() -> None:
+    m = ModelSpec(name="m", engine=EngineArgs(model="x"), autoscaling={})
+    p = policy_for(m)
+    assert p is not None and (p.cooldown_up_s, p.cooldown_down_s) == (300.0, 300.0)
+    assert p.on_check_error == "block_down" and p.checks[0].query_step_s == 1.0
+    m = ModelSpec(name="m", engine=EngineArgs(model="x"), autoscaling={"cooldown_down_s": 120})
+    p = policy_for(m)
+    assert p is not None and p.cooldown_up_s == 120.0  # cooldown_on_scale_up = cooldown
+
+
+def test_a_restarted_autoscaler_resumes_the_cooldown_of_the_last_scaling_event() -> None:
+    clock = Clock()
+    tgt = Target(running=1, last_scaled_at=clock.t - 10)
+    h = PolicyHandler(_policy(), Metrics({"load": 35}), tgt, clock)
+    d = h.tick()
+    assert d.action == "cooldown" and "cooldown for 20 s" in d.reason  # cooldown_up_s 30
+    clock.t += 21
+    assert h.tick().action == "scaled"

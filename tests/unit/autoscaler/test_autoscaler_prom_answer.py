@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from caravan.autoscaler.ports import MetricsError
-from caravan.autoscaler.prometheus import PrometheusMetricsSource, single_value
+from caravan.autoscaler.prometheus import PrometheusMetricsSource, series_points, single_value
 
 
 def _vec(*values: str) -> dict[str, Any]:
@@ -51,3 +51,27 @@ def test_bad_answers_are_errors_naming_the_query(body: dict[str, Any], needle: s
 def test_bad_settings_are_rejected(url: str, timeout: float) -> None:
     with pytest.raises(ValueError):
         PrometheusMetricsSource(url, timeout)
+
+
+def _matrix(*series: list[tuple[float, str]]) -> dict[str, Any]:
+    result = [{"metric": {"i": str(i)}, "values": [[t, v] for t, v in values]}
+              for i, values in enumerate(series)]
+    return {"status": "success", "data": {"resultType": "matrix", "result": result}}
+
+
+def test_range_points_keep_finite_values_oldest_first() -> None:
+    body = _matrix([(1.0, "2"), (2.0, "NaN"), (3.0, "+Inf"), (4.0, "5.5")])
+    assert series_points(body, "q") == [(1.0, 2.0), (4.0, 5.5)]
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [(_matrix(), "no series"), (_matrix([(1.0, "1")], [(1.0, "2")]), "2 series"),
+     (_matrix([(1.0, "NaN")]), "no finite value"), (_vec("1"), "expected a range"),
+     ({"status": "error", "error": "bad"}, "Prometheus answered")],
+    ids=["empty", "two-series", "all-nan", "vector", "error"],
+)
+def test_range_answers_that_are_errors(body: dict[str, Any], needle: str) -> None:
+    with pytest.raises(MetricsError, match=needle) as info:
+        series_points(body, "rate(x[1m])")
+    assert "rate(x[1m])" in str(info.value)

@@ -200,7 +200,7 @@ def _v(
     name: str,
     desired: int | None,
     error: str | None = None,
-    on_error: str = "fail",
+    on_error: str = "block_down",
     group: str | None = None,
 ) -> Vote:
     return Vote(
@@ -219,8 +219,11 @@ COMBINE = [
     ("none-beats-down", [_v("a", None), _v("b", 1)], 3, (1, 10), 3, "none"),
     ("larger-up-wins", [_v("a", 5), _v("b", 7)], 3, (1, 10), 7, "up"),
     ("larger-down-wins", [_v("a", 1), _v("b", 2)], 3, (1, 10), 2, "down"),
-    ("fail-blocks-down", [_v("a", 1), _v("b", None, "boom")], 3, (1, 10), 3, "none"),
-    ("fail-does-not-block-up", [_v("a", 5), _v("b", None, "boom")], 3, (1, 10), 5, "up"),
+    ("block-down-blocks-down", [_v("a", 1), _v("b", None, "boom")], 3, (1, 10), 3, "none"),
+    ("block-down-does-not-block-up", [_v("a", 5), _v("b", None, "boom")], 3, (1, 10), 5, "up"),
+    ("fail-aborts-down", [_v("a", 1), _v("b", None, "boom", "fail")], 3, (1, 10), 3, "none"),
+    ("fail-aborts-up", [_v("a", 5), _v("b", None, "boom", "fail")], 3, (1, 10), 3, "none"),
+    ("fail-aborts-even-a-clamp", [_v("b", None, "boom", "fail")], 12, (1, 10), 12, "none"),
     (
         "ignore-does-not-block-down",
         [_v("a", 1), _v("b", None, "boom", "ignore")],
@@ -268,6 +271,8 @@ def test_combine(
 def test_combine_reason_names_the_failed_check() -> None:
     p = combine([_v("a", 1), _v("latency", None, "query 'x' returned nan")], 3, 1, 10)
     assert "latency" in p.reason and "blocked" in p.reason
+    p = combine([_v("a", 5), _v("latency", None, "nan", "fail")], 3, 1, 10)
+    assert p.reason == "check 'latency' failed (nan); evaluation aborted (on_error fail)"
 
 
 # (id, strategy, params, steps from the current count)

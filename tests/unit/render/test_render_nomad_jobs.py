@@ -69,6 +69,8 @@ def normalise(body: dict[str, Any], parent: str) -> dict[str, Any]:
             continue
         if parent == "check" and name == "task":  # an attribute here, not a task block
             out["TaskName"] = value
+        elif parent == "scaling" and name == "policy":  # the Nomad Autoscaler's own schema
+            out["Policy"] = _policy_map(_blocks(value)[0])
         elif parent == "task" and name in ("config", "env", "resources"):
             out[_pascal(name, parent)] = _task_map(name, _blocks(value)[0])
         elif name in ("meta",):
@@ -89,6 +91,20 @@ def normalise(body: dict[str, Any], parent: str) -> dict[str, Any]:
             out[_pascal(name, parent)] = _ns(value)
         else:
             out[_pascal(name, parent)] = value
+    return out
+
+
+def _policy_map(body: dict[str, Any]) -> dict[str, Any]:
+    """An HCL ``policy`` body as Nomad stores it: labelled blocks become lists of
+    ``{label: [body]}`` (nomad-autoscaler's ``full-scaling.json.golden``)."""
+    out: dict[str, Any] = {}
+    for name, value in body.items():
+        if name == "__is_block__":
+            continue
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            out[name] = [{label: [_policy_map(b)]} for label, b in _labelled(value)]
+        else:
+            out[name] = value
     return out
 
 
