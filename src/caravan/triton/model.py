@@ -109,7 +109,12 @@ class TritonPythonModel:
         self._settings = settings
         self._metrics = None
         if _bool_param(params, "REPORT_CUSTOM_METRICS"):
-            self._metrics = VllmMetrics(pb, self._name, args["model_version"], settings.engine.max_model_len)
+            try:
+                self._metrics = VllmMetrics(pb, self._name, args["model_version"], settings.engine.max_model_len)
+            except Exception as exc:  # the backend loads anyway when the server has metrics off (C20)
+                if "metrics not supported" not in str(exc):
+                    raise
+                self._log.log_info("[vllm] Metrics not supported")
         self._started = 0  # written by execute's thread only
         self._done = 0  # written by the response thread only
         self._parent_pid = os.getppid()

@@ -14,7 +14,9 @@ import ipaddress
 import json
 import math
 import os
+import queue
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from triton_conformance import (
     OpenStream,
     Replica,
     Scrape,
+    decode,
     infer_request,
     model_infer_error,
     one,
@@ -37,6 +40,7 @@ from triton_conformance import (
     wait_for,
 )
 from tritonclient.grpc import service_pb2
+from tritonclient.grpc.service_pb2_grpc import GRPCInferenceServiceStub as grpc_stub
 
 pytestmark = pytest.mark.integration
 
@@ -176,6 +180,20 @@ def test_c11_c12_c21_streaming_sends_deltas_and_flags_the_last_data_response(rep
                                                              flags={"exclude_input_in_output": True})))
     assert streamed == whole.text
     assert not streamed.startswith(prompt)
+
+
+def test_c39_no_response_headers_before_the_first_response(replica: Replica) -> None:
+    with grpc.insecure_channel(replica.endpoint) as channel:
+        requests: queue.Queue[service_pb2.ModelInferRequest | None] = queue.Queue()
+        call = grpc_stub(channel).ModelStreamInfer(iter(requests.get, None), timeout=10)
+        headers = threading.Event()
+        threading.Thread(target=lambda: (call.initial_metadata(), headers.set()), daemon=True).start()
+        assert not headers.wait(0.5), "initial metadata before any response"
+        requests.put(infer_request(sampling={"max_tokens": 2}))
+        first = decode(next(call))
+        assert headers.wait(5) and not first.error
+        requests.put(None)
+        assert [decode(r) for r in call] or first.final
 
 
 def test_c13_requests_on_one_stream_interleave_and_end_ok(replica: Replica) -> None:
@@ -527,14 +545,15 @@ def test_c34_refused_requests_are_counted_nowhere(replica: Replica) -> None:
 
 # -- cancellation (C16, C31) -------------------------------------------------------
 
-@pytest.mark.parametrize("streaming", [True, False], ids=["stream", "no-stream"])
-def test_c16_c31_cancelling_the_stream_stops_generation(replica: Replica, streaming: bool) -> None:
+@pytest.mark.parametrize(("streaming", "how"), [(True, "cancel"), (False, "cancel"), (True, "deadline")],
+                         ids=["stream", "no-stream", "deadline"])
+def test_c16_c31_cancelling_the_stream_stops_generation(replica: Replica, streaming: bool, how: str) -> None:
     port = replica.plan.metrics_port
     gen = "vllm:generation_tokens_total"
     before = scrape(port).value(gen, model=MODEL)
     log_before = replica.log_text().count("[vllm] Successfully cancelled the request")
     tokens = 3000  # ~2 s at this time scale
-    with OpenStream(replica.endpoint) as s:
+    with OpenStream(replica.endpoint, timeout_s=0.5 if how == "deadline" else 30.0) as s:
         s.send(infer_request(f"a long answer please {streaming}", rid="long", stream=streaming,
                              sampling={"max_tokens": tokens}))
         if streaming:
@@ -542,9 +561,14 @@ def test_c16_c31_cancelling_the_stream_stops_generation(replica: Replica, stream
             assert isinstance(first, Answer) and not first.error and first.final is False
         else:
             wait_for(lambda: scrape(port).value(gen, model=MODEL) > before, "generation to start")
-        s.cancel()
+        if how == "cancel":
+            s.cancel()
         end = s.get()
-        assert isinstance(end, grpc.RpcError) and end.code() == grpc.StatusCode.CANCELLED
+        while isinstance(end, Answer):  # responses sent before the deadline
+            assert not end.final
+            end = s.get()
+        code = grpc.StatusCode.CANCELLED if how == "cancel" else grpc.StatusCode.DEADLINE_EXCEEDED
+        assert isinstance(end, grpc.RpcError) and end.code() == code
     wait_for(lambda: replica.log_text().count("[vllm] Successfully cancelled the request") > log_before,
              "the backend's cancellation log line")
     assert "[vllm] Cancelling the request" in replica.log_text()

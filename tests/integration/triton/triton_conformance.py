@@ -62,9 +62,10 @@ class Replica:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def wait_ready(proc: ChildProcess, endpoint: str, model: str, timeout_s: float = STARTUP_S) -> None:
+def wait_ready(proc: ChildProcess, endpoint: str, model: str,
+               ready: Callable[[str, str], bool] = model_ready, timeout_s: float = STARTUP_S) -> None:
     deadline = time.monotonic() + timeout_s
-    while not model_ready(endpoint, model):
+    while not ready(endpoint, model):
         assert proc.alive(), f"tritonserver exited:\n{proc.tail(40)}"
         assert time.monotonic() < deadline, f"{model} not ready after {timeout_s:.0f}s:\n{proc.tail(40)}"
         time.sleep(0.05)
@@ -72,9 +73,11 @@ def wait_ready(proc: ChildProcess, endpoint: str, model: str, timeout_s: float =
 
 @contextlib.contextmanager
 def running_replica(state_dir: Path, options: ReplicaOptions, model: ModelSpec | None = None,
-                    edit: Callable[[Path], None] | None = None, wait: bool = True) -> Iterator[Replica]:
+                    edit: Callable[[Path], None] | None = None, wait: bool = True,
+                    ready: Callable[[str, str], bool] = model_ready) -> Iterator[Replica]:
     """Start a replica (``edit(state_dir)`` may change the written files first), wait
-    for ModelReady, stop it (SIGTERM, then SIGKILL after 10 s) on exit."""
+    until ``ready(endpoint, model)`` (ModelReady), stop it (SIGTERM, then SIGKILL after
+    6 s) on exit."""
     plan = ReplicaPlan(state_dir, model or spec(), free_port(), free_port(), options)
     argv, env = plan.prepare()
     if edit is not None:
@@ -83,10 +86,10 @@ def running_replica(state_dir: Path, options: ReplicaOptions, model: ModelSpec |
     proc = ChildProcess(f"conformance-{plan.grpc_port}", argv, log, env).start()
     try:
         if wait:
-            wait_ready(proc, plan.endpoint, plan.model.name)
+            wait_ready(proc, plan.endpoint, plan.model.name, ready)
         yield Replica(plan, proc, log)
     finally:
-        proc.stop(grace_s=10.0)
+        proc.stop(grace_s=6.0)
 
 
 # -- requests -----------------------------------------------------------------------
@@ -311,3 +314,58 @@ def wait_for(probe: Callable[[], Any], what: str, timeout_s: float = 10.0, inter
             return value
         assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what} (last: {value!r})"
         time.sleep(interval_s)
+
+
+# -- TLS ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_pki(directory: Path) -> Pki:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate (EC P-256)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = dt.datetime.now(dt.UTC)
+
+    def build(cn: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[ec.EllipticCurvePrivateKey, x509.Name] | None,
+              usage: x509.ObjectIdentifier | None) -> x509.Certificate:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+        b = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer[1] if issuer else name)
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True))
+        if usage is not None:
+            b = b.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        if usage == ExtendedKeyUsageOID.SERVER_AUTH:
+            b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                                critical=False)
+        return b.sign(issuer[0] if issuer else key, hashes.SHA256())
+
+    def write(stem: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> tuple[Path, Path]:
+        cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}-key.pem"
+        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        return cert_path, key_path
+
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = build("conformance-ca", ca_key, None, None)
+    ca_path, _ = write("ca", ca_key, ca)
+    issuer = (ca_key, ca.subject)
+    server_key, client_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    server = write("server", server_key, build("replica", server_key, issuer, ExtendedKeyUsageOID.SERVER_AUTH))
+    client = write("client", client_key, build("client", client_key, issuer, ExtendedKeyUsageOID.CLIENT_AUTH))
+    return Pki(ca_path, server[0], server[1], client[0], client[1])

@@ -238,6 +238,21 @@ def test_c20_metrics_only_with_report_custom_metrics_true(make_model: Factory) -
     assert FakeMetricFamily.created == []
 
 
+def test_c20_loads_without_metrics_when_the_server_has_them_off(make_model: Factory, pb: FakePbUtils) -> None:
+    class NoMetrics:
+        COUNTER = HISTOGRAM = "x"
+
+        def __init__(self, **_: Any) -> None:
+            raise RuntimeError("metrics not supported")
+
+    pb.MetricFamily = NoMetrics  # type: ignore[assignment]
+    model = make_model()
+    assert "[vllm] Metrics not supported" in pb.Logger.text()
+    req = request()
+    model.execute([req])
+    assert req.sender.wait()[-1][0].error is None
+
+
 def test_finalize_waits_for_requests_in_flight(make_model: Factory) -> None:
     model = make_model()
     req = request(sampling='{"max_tokens": 400}', stream=True)
