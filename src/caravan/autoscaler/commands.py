@@ -36,7 +36,10 @@ def autoscale(
         ..., "--prometheus", help="Prometheus base URL, e.g. http://127.0.0.1:9090"
     ),
     nomad_address: str | None = typer.Option(
-        None, "--nomad-address", help="overrides nomad.address of the spec"
+        None, "--nomad-address", help="Nomad URL (else NOMAD_ADDR, nomad.address)"
+    ),
+    nomad_token_file: Path | None = typer.Option(
+        None, "--nomad-token-file", help="ACL token file (else NOMAD_TOKEN, nomad.token_file)"
     ),
     counts_from: str = typer.Option(
         "nomad", "--counts-from", help="nomad | prometheus (read-only, for --explain)"
@@ -86,7 +89,11 @@ def autoscale(
     except (OSError, ValueError) as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
-    target = _target(platform, counts_from, nomad_address, metrics)
+    try:
+        target = _target(platform, counts_from, nomad_address, nomad_token_file, metrics)
+    except ValueError as exc:
+        err.print(f"autoscale: {exc}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
     registry = CollectorRegistry()
     scaler = build_autoscaler(
         platform,
@@ -115,11 +122,17 @@ def autoscale(
 
 
 def _target(
-    platform: PlatformSpec, counts_from: str, nomad_address: str | None, metrics: MetricsSource
+    platform: PlatformSpec, counts_from: str, nomad_address: str | None,
+    token_file: Path | None, metrics: MetricsSource,
 ) -> ScaleTarget:
+    """The scale target; Nomad's client from ``caravan.nomad.client`` (flag > env > spec).
+    Raises ValueError naming a bad setting."""
+    import os
+
     from caravan.autoscaler.local import PrometheusReplicaCounts
-    from caravan.autoscaler.nomad import NomadScaleTarget, nomad_client
+    from caravan.autoscaler.nomad import NomadScaleTarget
     from caravan.autoscaler.policy import policy_for
+    from caravan.nomad.client import nomad_client, resolve_settings
 
     if counts_from == "prometheus":
         return PrometheusReplicaCounts(metrics)
@@ -128,7 +141,9 @@ def _target(
         p = policy_for(m)
         if p is not None:
             jobs[m.name] = (p.job, p.group)
-    return NomadScaleTarget(nomad_client(platform.nomad, nomad_address), jobs)
+    settings = resolve_settings(platform.nomad, os.environ, lambda f: Path(f).read_text(),
+                                nomad_address, None if token_file is None else str(token_file))
+    return NomadScaleTarget(nomad_client(settings, timeout_s=10.0), jobs)
 
 
 async def _run_until_signal(scaler: Autoscaler) -> None:

@@ -31,24 +31,22 @@ behaviour cited from hashicorp/nomad; tests run against ``tests/fakes/nomad.py``
   token needs ``fail-deployment`` (or ``submit-job``) besides ``scale-job`` and
   ``read-job``.
 
-Thread-safe as far as python-nomad's ``requests.Session`` is (one request at a time
-per handler). Timeouts: ``timeout_s`` per plain request; blocking queries add ``wait_s``.
+The client comes from ``caravan.nomad.client`` (the one place flags, environment and
+spec become a python-nomad client, TLS verified). Thread-safe as far as python-nomad's
+``requests.Session`` is (one request at a time per handler). Timeouts: ``timeout_s``
+per plain request; blocking queries add ``wait_s``.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caravan.autoscaler.ports import NotReadyError, ScaleError, Shortfall, TargetStatus
 
 if TYPE_CHECKING:
     import nomad
-
-    from caravan.spec import NomadSpec
 
 ACTIVE_DEPLOYMENT = frozenset(
     {"running", "pending", "paused", "blocked", "initializing", "unblocking"}
@@ -246,21 +244,3 @@ def _text(exc: Any) -> str:
     text = getattr(resp, "text", None)
     return (text if isinstance(text, str) else str(resp if resp is not None else exc)).strip()
 
-
-def nomad_client(
-    spec: NomadSpec, address: str | None = None, timeout_s: float = 10.0
-) -> nomad.Nomad:
-    """A python-nomad client for ``spec`` (address overridable). The ACL token comes from
-    ``spec.token_file`` or the NOMAD_TOKEN environment variable, never from the spec itself."""
-    import nomad as nomad_lib
-
-    token = os.environ.get("NOMAD_TOKEN")
-    if spec.token_file:
-        token = Path(spec.token_file).read_text().strip()
-    return nomad_lib.Nomad(
-        address=(address or spec.address).rstrip("/"),
-        namespace=spec.namespace,
-        region=spec.region,
-        token=token,
-        timeout=int(max(timeout_s, 1)),
-    )

@@ -2,9 +2,9 @@
 
 The Nomad I/O sits behind ``JobsApi`` (``current``/``plan``/``register`` of one
 ``{"Job": ...}`` request body); ``PythonNomadJobs`` is the production adapter
-(python-nomad). Everything else here is pure: settings resolution (flag > env >
-spec), count keeping, plan summaries, and the deploy flow with injected
-``confirm``/``echo``.
+(python-nomad, built by ``caravan.nomad.client``, which also resolves the settings:
+flag > env > spec). Everything else here is pure: count keeping, plan summaries, and
+the deploy flow with injected ``confirm``/``echo``.
 
 A deploy never undoes the autoscaler: a group with a ``scaling`` block keeps the count
 stored in Nomad (``keep_counts``; registered with ``PreserveCounts``), so a count-only
@@ -21,12 +21,13 @@ Errors: ``NomadApiError`` names the job and carries Nomad's status and message
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
-from caravan.spec import NomadSpec
+from caravan.nomad.client import NomadSettings, nomad_client, resolve_settings
+
+__all__ = ["NomadSettings", "resolve_settings"]  # re-exported: the settings live in client.py
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]
@@ -67,70 +68,12 @@ class JobsApi(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class NomadSettings:
-    """Where and how to reach Nomad. ``token`` never appears in ``repr``."""
-
-    address: str
-    namespace: str
-    region: str | None = None
-    ca_file: str | None = None
-    client_cert: str | None = None
-    client_key: str | None = None
-    token: str | None = field(default=None, repr=False)
-
-
-def resolve_settings(
-    spec: NomadSpec, env: Mapping[str, str], read_file: Callable[[str], str],
-    address: str | None = None, token_file: str | None = None,
-) -> NomadSettings:
-    """Flag > environment (NOMAD_ADDR, NOMAD_TOKEN, NOMAD_CACERT, NOMAD_CLIENT_CERT,
-    NOMAD_CLIENT_KEY, NOMAD_NAMESPACE, NOMAD_REGION) > spec. A token file beats
-    NOMAD_TOKEN when given as a flag; the spec's token file comes last.
-    Raises ValueError naming the bad setting."""
-    addr = address or env.get("NOMAD_ADDR") or spec.address
-    parts = urlsplit(addr)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"nomad address {addr!r}: expected http(s)://HOST:PORT")
-    token = None
-    if token_file:
-        token = _read_token(token_file, read_file)
-    elif env.get("NOMAD_TOKEN"):
-        token = env["NOMAD_TOKEN"].strip()
-    elif spec.token_file:
-        token = _read_token(spec.token_file, read_file)
-    return NomadSettings(
-        address=addr.rstrip("/"), namespace=env.get("NOMAD_NAMESPACE") or spec.namespace,
-        region=env.get("NOMAD_REGION") or spec.region,
-        ca_file=env.get("NOMAD_CACERT") or spec.ca_file,
-        client_cert=env.get("NOMAD_CLIENT_CERT") or spec.client_cert,
-        client_key=env.get("NOMAD_CLIENT_KEY") or spec.client_key, token=token,
-    )
-
-
-def _read_token(path: str, read_file: Callable[[str], str]) -> str:
-    try:
-        token = read_file(path).strip()
-    except OSError as exc:
-        raise ValueError(f"token file {path!r}: cannot read it ({exc.strerror})") from None
-    if not token:
-        raise ValueError(f"token file {path!r}: is empty")
-    return token
-
-
 class PythonNomadJobs:
-    """``JobsApi`` over python-nomad. ``timeout_s`` bounds every HTTP request."""
+    """``JobsApi`` over python-nomad (``caravan.nomad.client``, TLS verified with the
+    settings' CA, client certificate presented). ``timeout_s`` bounds every request."""
 
     def __init__(self, settings: NomadSettings, timeout_s: float = 30.0) -> None:
-        import nomad
-
-        cert = (settings.client_cert, settings.client_key)
-        https = settings.address.startswith("https://")
-        self._client = nomad.Nomad(
-            address=settings.address, namespace=settings.namespace, region=settings.region,
-            token=settings.token, timeout=timeout_s,
-            verify=settings.ca_file or https, cert=cert if all(cert) else (),
-        )
+        self._client = nomad_client(settings, timeout_s)
 
     def current(self, job_id: str) -> Json | None:
         try:

@@ -251,3 +251,19 @@ def test_summary_shows_task_fields_nested_in_the_group() -> None:
     lines = summarize_plan("j", _edited(tasks=[IMAGE_TASK]))
     assert "    ~ task tritonserver: Config.image: triton:1 -> triton:2" in lines
     assert not any("command" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("address", "ca", "verify"),
+    [("https://nomad:4646", "/ca.pem", "/ca.pem"), ("https://nomad:4646", None, True),
+     ("http://127.0.0.1:4646", "/ca.pem", False)],
+    ids=["https-with-ca", "https-system-roots", "plain-http"],
+)
+def test_the_client_always_verifies_https(address: str, ca: str | None,
+                                          verify: bool | str) -> None:
+    from caravan.nomad.client import nomad_client
+
+    client = nomad_client(NomadSettings(address=address, namespace="default", ca_file=ca,
+                                        client_cert="/c.pem", client_key="/k.pem"))
+    assert client.verify == verify
+    assert client.cert == ("/c.pem", "/k.pem")
