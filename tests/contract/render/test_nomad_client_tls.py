@@ -102,7 +102,7 @@ def test_each_missing_piece_fails_clearly(fake: FakeNomad, pki: Pki, over: dict[
 
 
 def test_half_a_client_certificate_is_a_named_setting_error(pki: Pki) -> None:
-    with pytest.raises(ValueError, match="set NOMAD_CLIENT_KEY or nomad.client_key"):
+    with pytest.raises(ValueError, match=r"set NOMAD_CLIENT_KEY or nomad\.client_key"):
         resolve_settings(NomadSpec(client_cert=str(pki.client_cert)), {}, _read)
-    with pytest.raises(ValueError, match="set NOMAD_CLIENT_CERT or nomad.client_cert"):
+    with pytest.raises(ValueError, match=r"set NOMAD_CLIENT_CERT or nomad\.client_cert"):
         resolve_settings(NomadSpec(), {"NOMAD_CLIENT_KEY": str(pki.client_key)}, _read)
