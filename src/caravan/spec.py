@@ -402,7 +402,42 @@ def cross_field_errors(data: dict[str, Any]) -> list[str]:
     default = data.get("default_model")
     if isinstance(default, str) and seen and default not in seen:  # non-strings: a field error
         errors.append(f"default_model: {default!r} is not one of the models {sorted(seen)}")
-    return errors + _port_clashes(data) + _gpu_fit(data)
+    return errors + _port_clashes(data) + _gpu_fit(data) + _nomad_rules(data)
+
+
+NOMAD_SERVICE_NAME_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+PROGRESS_MARGIN_S = 600  # model groups: progress_deadline = startup_grace_s + 600
+
+
+def _nomad_rules(data: dict[str, Any]) -> list[str]:
+    """What Nomad's job validation would refuse in the rendered jobs: a ``kill_timeout``
+    longer than the model groups' ``progress_deadline`` (``Task.Validate``), and Consul
+    service names (``consul.service_prefix`` + model name) that are not RFC 1123 labels of
+    at most 63 characters (``Service.ValidateName``)."""
+    nomad, consul = data.get("nomad"), data.get("consul")
+    nomad = nomad if isinstance(nomad, dict) else {}
+    kill, grace = nomad.get("kill_timeout_s", 120), nomad.get("startup_grace_s", 900)
+    errors: list[str] = []
+    if isinstance(kill, int) and isinstance(grace, int) and kill > grace + PROGRESS_MARGIN_S:
+        errors.append(f"nomad.kill_timeout_s: {kill} s is longer than the model groups' "
+                      f"progress_deadline (startup_grace_s + {PROGRESS_MARGIN_S} = "
+                      f"{grace + PROGRESS_MARGIN_S} s); Nomad refuses a kill_timeout longer than "
+                      "the progress deadline")
+    prefix = consul.get("service_prefix", "triton-") if isinstance(consul, dict) else "triton-"
+    if not isinstance(prefix, str):
+        return errors
+    if re.search(r"[^A-Za-z0-9-]", prefix) or prefix.startswith("-"):
+        errors.append(f"consul.service_prefix: {prefix!r} may hold only letters, digits and '-', "
+                      "not first: Nomad service names are RFC 1123 labels")
+        return errors
+    models = data.get("models")
+    for i, m in enumerate(models if isinstance(models, list) else []):
+        name = m.get("name") if isinstance(m, dict) else None
+        if isinstance(name, str) and not NOMAD_SERVICE_NAME_RE.match(prefix + name):
+            errors.append(f"models[{i}].name: service name {prefix + name!r} (consul.service_prefix "
+                          f"+ name) has {len(prefix + name)} characters; Nomad allows at most 63 "
+                          "(RFC 1123): shorten the name or the prefix")
+    return errors
 
 
 def _gpu_fit(data: dict[str, Any]) -> list[str]:
