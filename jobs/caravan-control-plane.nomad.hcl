@@ -165,7 +165,8 @@ EOT
   }
 
   group "autoscaler" {
-    count = 1
+    count          = 1
+    shutdown_delay = "5s"
 
     network {
       mode = "host"

@@ -116,6 +116,7 @@ def _autoscaler_group(spec: PlatformSpec) -> TaskGroup:
         services=(Service("caravan-autoscaler", port="metrics", tags=("caravan",), checks=(
             Check("autoscaler-tcp", type="tcp", port="metrics", interval_s=10, timeout_s=2),)),),
         update=_UPDATE, restart=_RESTART, reschedule=_RESCHEDULE,
+        shutdown_delay_s=5,  # every group with a service deregisters before it stops
         tasks=(task,),
     )
 

@@ -105,7 +105,7 @@ from caravan.nomad.jobmodel import (
     VolumeMount,
 )
 from caravan.render import triton
-from caravan.spec import ModelSpec, PlatformSpec
+from caravan.spec import PROGRESS_MARGIN_S, ModelSpec, PlatformSpec
 
 GROUP = "triton"
 TASK = "tritonserver"
@@ -176,7 +176,7 @@ def _group(spec: PlatformSpec, model: ModelSpec, jid: str) -> TaskGroup:
         update=UpdateStrategy(
             max_parallel=1, min_healthy_time_s=30,
             healthy_deadline_s=nomad.startup_grace_s + 300,
-            progress_deadline_s=nomad.startup_grace_s + 600,
+            progress_deadline_s=nomad.startup_grace_s + PROGRESS_MARGIN_S,
             canary=nomad.canary, auto_promote=nomad.canary > 0, auto_revert=True,
         ),
         # A replacement placed outside a deployment (node drain, reschedule) is judged by
