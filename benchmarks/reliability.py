@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FAULTS_DIR = "tests/e2e/faults"
 RESULTS = ROOT / "benchmarks" / "results" / "reliability.json"
 DOC = ROOT / "docs" / "reliability.md"
+CONSUL_OUTAGES = ROOT / "benchmarks" / "results" / "consul_outages.json"
 TEST_DIRS = {"bad input": ["tests/unit/fuzz", "tests/integration/fuzz"],
              "security": ["tests/integration/security"]}
 # scenario function (the JSON file each writes) -> the tests that check it
@@ -180,6 +181,7 @@ def markdown(faults: list[dict[str, Any]], tests: list[dict[str, Any]], meta: di
         lines.append(f"| {f['scenario']} | {f['promise']} | {f['sent']} | {f['failed']} | "
                      f"{rec} | {outcome.replace('|', '/')} |")
     lines += ["", "### What the replica faults measured", ""] + [f"- {n}" for n in fault_notes(faults)]
+    lines += consul_outage_section(CONSUL_OUTAGES)
     for kind in ("bad input", "security"):
         rows = [t for t in tests if t["kind"] == kind]
         lines += ["", f"## {kind.capitalize()} tests", ""]
@@ -191,6 +193,39 @@ def markdown(faults: list[dict[str, Any]], tests: list[dict[str, Any]], meta: di
                   for t in rows]
     lines += ["", "## Known gaps", ""] + [f"- {g}" for g in meta["known_gaps"]] + [""]
     return "\n".join(lines)
+
+
+def consul_outage_section(path: Path) -> list[str]:
+    """The Consul outage rows measured by benchmarks/consul_outages.py (its JSON), when present."""
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    lines = ["", "## Consul outages (benchmarks/consul_outages.py)", "",
+             "Measured by `.venv/bin/python benchmarks/consul_outages.py` (raw data: "
+             "`benchmarks/results/consul_outages.json`, started "
+             f"{data['meta']['started']}): the Consul fake fails as Consul does (tests/fakes/"
+             "consul.py), the control plane, Envoy and replicas (real tritonserver) are real, "
+             "ACLs on with the documented control-plane policy, under load.", "",
+             "| outage | requests | failed | what the control plane saw | recovery | target met |",
+             "| --- | ---: | ---: | --- | --- | --- |"]
+    for sc in data["scenarios"]:
+        lines.append(f"| {sc['scenario']} | {sc['requests']} | {sc['failed']} | {_consul_saw(sc)} | "
+                     f"{_consul_recovery(sc)} | {'yes' if sc['met'] else 'NO'} |")
+    return lines
+
+
+def _consul_saw(sc: dict[str, Any]) -> str:
+    if "failed_queries_by_kind" in sc:
+        kinds = ", ".join(f"{int(n)} {k}" for k, n in sc["failed_queries_by_kind"].items())
+        return f"{kinds} queries; stayed ready; {sc['envoy_hosts_during']} replicas kept in Envoy"
+    return (f"ACL filtering counted {sc['swap_to_error_counted_s']} s after the swap (one blocking "
+            f"query is {sc['one_query_bound_s']} s); {sc['replicas_kept_in_envoy']} replicas kept")
+
+
+def _consul_recovery(sc: dict[str, Any]) -> str:
+    if "return_to_new_replica_in_envoy_s" in sc:
+        return f"Consul back -> new replica in Envoy {sc['return_to_new_replica_in_envoy_s']} s"
+    return f"policy fixed -> discovery up {sc['policy_fixed_to_discovery_up_s']} s"
 
 
 def fault_notes(faults: list[dict[str, Any]]) -> list[str]:

@@ -9,17 +9,15 @@ Bounded: at most 200 probe requests, 90 s in all.
 from __future__ import annotations
 
 import json
-import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from caravan.discovery.local import read_registry
 from caravan.local.health import infer_once
-from caravan.local.process import venv_binary
+from caravan.local.process import venv_binary, wait_until
 from caravan.local.supervisor import LocalPorts, LocalStack, StackOptions
 from caravan.observability.alerts import REPLICA_RESTARTED
 from caravan.spec import parse_spec
@@ -37,15 +35,6 @@ pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(not _have_prometheus(), reason="prometheus not installed")]
 MODEL = "alpha"
 SPEC = {"models": [{"name": MODEL, "engine": {"model": "a"}, "replicas": {"min": 1, "initial": 2, "max": 2}}]}
-
-
-def wait_until(cond: Callable[[], bool], timeout_s: float, what: str) -> float:
-    """Seconds until ``cond()``; AssertionError naming ``what`` after ``timeout_s``."""
-    start = time.monotonic()
-    while not cond():
-        assert time.monotonic() - start < timeout_s, f"no {what} within {timeout_s:.0f}s"
-        time.sleep(0.05)
-    return time.monotonic() - start
 
 
 def envoy_ports(stack: LocalStack) -> set[int]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from caravan.discovery.local import read_registry
 from caravan.discovery.types import HealthStatus
 from caravan.local.health import infer_once
+from caravan.local.process import wait_until
 from caravan.local.supervisor import LocalPorts, LocalStack, StackError, StackOptions
 from caravan.spec import PlatformSpec, parse_spec
 
@@ -35,15 +35,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         yield s
 
 
-def wait_until(cond: object, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout_s}s")
-
-
 def test_every_model_serves_through_envoy(stack: LocalStack) -> None:
     assert stack.counts("alpha") == (2, 0)
     assert stack.counts("beta") == (1, 0)
@@ -59,12 +50,13 @@ def test_registry_lists_ready_replicas(stack: LocalStack) -> None:
 
 def test_scale_up_then_drain_down(stack: LocalStack) -> None:
     stack.scale_to("alpha", 3)
-    wait_until(lambda: stack.counts("alpha") == (3, 0))
+    wait_until(lambda: stack.counts("alpha") == (3, 0), 15, "3 ready alpha replicas")
     newest = max(stack.replicas("alpha"), key=lambda r: int(r.id.rsplit("-", 1)[1]))
     stack.scale_to("alpha", 2)
     drained = {r.id: r.health for r in read_registry(stack.registry_path)}
     assert drained[newest.id] is HealthStatus.DRAINING
-    wait_until(lambda: newest.id not in {r.id for r in read_registry(stack.registry_path)})
+    wait_until(lambda: newest.id not in {r.id for r in read_registry(stack.registry_path)}, 15,
+               "the newest replica drained out of the registry")
     assert stack.counts("alpha") == (2, 0)
     assert infer_once(stack.endpoint, "alpha")
 
@@ -76,12 +68,21 @@ def test_negative_count_is_refused(stack: LocalStack) -> None:
 
 def test_stop_leaves_no_process(tmp_path: Path) -> None:
     s = LocalStack(spec(), tmp_path, LocalPorts.free(), StackOptions(time_scale=0.01, prometheus=False)).start()
-    pids = [p.pid for p in s._infra] + [rp.proc.pid for rps in s._replicas.values() for rp in rps]
+    pids = list(s.pids().values())
     assert len(pids) == 5  # xds, envoy, 3 replicas
+    stubs = [c for pid in pids for c in _children(pid)]
+    assert len(stubs) >= 3  # each tritonserver runs its model in a Python backend stub
     s.stop()
+    for pid in stubs:
+        wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists(), 10, f"stub {pid} gone")
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+            for c in (task / "children").read_text().split()]
 
 
 def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
