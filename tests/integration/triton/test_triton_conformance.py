@@ -197,7 +197,7 @@ def test_c39_no_response_headers_before_the_first_response(replica: Replica) -> 
 
 
 def test_c13_requests_on_one_stream_interleave_and_end_ok(replica: Replica) -> None:
-    reqs = [infer_request(f"prompt number {i}", rid=f"i{i}", stream=True, sampling={"max_tokens": 60})
+    reqs = [infer_request(f"prompt number {i}", rid=f"i{i}", stream=True, sampling={"max_tokens": 300})
             for i in range(3)]
     answers = stream(replica.endpoint, reqs)
     for i in range(3):
