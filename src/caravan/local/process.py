@@ -9,6 +9,7 @@ starter (``caravan.local.launch``), test and benchmark uses.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import shutil
 import signal
@@ -121,7 +122,10 @@ class ChildProcess:
             self.proc.send_signal(sig)
 
     def stop(self, grace_s: float = 5.0) -> int | None:
-        """SIGTERM, wait up to ``grace_s``, then SIGKILL. Returns the exit code."""
+        """SIGTERM, wait up to ``grace_s``, then SIGKILL; then SIGKILL whatever is left of
+        the child's own process group (it was started in a new session, so the group
+        holds only its descendants: e.g. a tritonserver's Python backend stub, which 2.51
+        can leave running after a kill). Returns the child's exit code."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
@@ -131,6 +135,8 @@ class ChildProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         return self.proc.returncode
 
     def __enter__(self) -> ChildProcess:
