@@ -197,7 +197,8 @@ class Deployment:
     id: str
     key: Key
     job_version: int
-    job_modify_index: int
+    job_modify_index: int  # the job's ModifyIndex
+    job_spec_modify_index: int  # the job's JobModifyIndex (structs.NewDeployment)
     job_create_index: int
     groups: dict[str, GroupDeploy]
     create_index: int
@@ -433,7 +434,7 @@ class FakeNomad:
             if gd.require_progress_by is not None:
                 gd.require_progress_by = max(gd.require_progress_by,
                                              self._now + gd.progress_deadline_s)
-            self._evaluate(a.key, "deployment-watcher")
+            self._evaluate(a.key, "deployment-watcher", dep.id)
         else:
             gd.unhealthy += 1
         self._check_complete(dep)
@@ -490,7 +491,7 @@ class FakeNomad:
         if target is None:
             return None
         self._store(d.key, copy.deepcopy(target))
-        self._evaluate(d.key, "rollback")
+        self._evaluate(d.key, "rollback", d.id)
         return int(target["Version"])
 
     def _set_status(self, d: Deployment, status: str, desc: str) -> None:
@@ -651,7 +652,7 @@ class FakeNomad:
             raise ApiError(500, "can't fail terminal deployment")
         revert = any(g.auto_revert for g in d.groups.values())
         version = self._fail(d, "Deployment marked as failed", revert)
-        ev = self._evaluate(d.key, "deployment-watcher")
+        ev = self._evaluate(d.key, "deployment-watcher", d.id)
         return {"EvalID": ev["ID"], "EvalCreateIndex": ev["CreateIndex"],
                 "DeploymentModifyIndex": d.modify_index, "RevertedJobVersion": version,
                 "Index": self._index}
@@ -728,10 +729,13 @@ class FakeNomad:
                             if a.deployment_id == dep.id and a.healthy is not True)
         return max(int(update["MaxParallel"]) - in_flight, 0)
 
-    def _evaluate(self, key: Key, trigger: str) -> Json:
-        """Create an evaluation and process it at once (``Worker`` + ``GenericScheduler``)."""
+    def _evaluate(self, key: Key, trigger: str, deployment_id: str = "") -> Json:
+        """Create an evaluation and process it at once (``Worker`` + ``GenericScheduler``).
+        ``DeploymentID`` is the deployment that triggered it (``structs.Evaluation``), set
+        only for the deployment watcher's evaluations, never for the one that created it."""
         job = self._jobs[key]
         ev = self._new_eval(key, trigger, "complete")
+        ev["DeploymentID"] = deployment_id
         self._cancel_old_deployment(key, job)
         dep = self._active_for(key, job)
         failures: Json = {}
@@ -751,7 +755,6 @@ class FakeNomad:
                     old.update(Status="canceled",
                                StatusDescription="existing blocked evaluation exists for job")
         if dep is not None:
-            ev["DeploymentID"] = dep.id
             self._check_complete(dep)
         self._bump()
         return ev
@@ -801,7 +804,8 @@ class FakeNomad:
             return dep
         if dep is None:
             dep = Deployment(str(uuid.uuid4()), key, int(job["Version"]), int(job["ModifyIndex"]),
-                             int(job["CreateIndex"]), {}, self._bump(), self._now)
+                             int(job["JobModifyIndex"]), int(job["CreateIndex"]), {},
+                             self._bump(), self._now)
             self._deployments.append(dep)
         dep.groups[tg["Name"]] = GroupDeploy(bool(update.get("AutoRevert")),
                                              update["ProgressDeadline"] / NS, total)
@@ -888,7 +892,7 @@ class FakeNomad:
                          "HealthyAllocs": g.healthy, "UnhealthyAllocs": g.unhealthy}
                   for name, g in d.groups.items()}
         return {"ID": d.id, "Namespace": d.key[0], "JobID": d.key[1], "JobVersion": d.job_version,
-                "JobModifyIndex": d.job_modify_index, "JobSpecModifyIndex": d.job_modify_index,
+                "JobModifyIndex": d.job_modify_index, "JobSpecModifyIndex": d.job_spec_modify_index,
                 "JobCreateIndex": d.job_create_index, "IsMultiregion": False,
                 "TaskGroups": groups, "Status": d.status, "StatusDescription": d.description,
                 "EvalPriority": 50, "CreateIndex": d.create_index,

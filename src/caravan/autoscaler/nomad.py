@@ -22,7 +22,7 @@ behaviour cited from hashicorp/nomad; tests run against ``tests/fakes/nomad.py``
   ``GET /v1/job/:id/allocations`` - allocations ``pending`` for longer than
   ``pending_deadline_s``. It is *releasable* when the active deployment is the
   autoscaler's own: the group's latest scaling event carries meta ``caravan.autoscaler``
-  and its evaluation's ``DeploymentID`` is that deployment.
+  and its evaluation's ``JobModifyIndex`` is the deployment's ``JobSpecModifyIndex``.
 * ``POST /v1/job/:id/scale`` ``{Count, Target: {Group}, Message, Meta}``; a 400 about an
   active deployment raises ``NotReadyError`` (skip the round).
 * ``release``: ``POST /v1/deployment/fail/:id`` (``Deployment.Fail``): with
@@ -114,7 +114,12 @@ def stuck_pending(allocs: Sequence[Mapping[str, Any]], group: str, now: float,
 
 def own_deployment(group_scale: Mapping[str, Any], evals: Sequence[Mapping[str, Any]],
                    deployment: Mapping[str, Any] | None) -> bool:
-    """Is the active ``deployment`` the one the autoscaler's latest scale started? Pure."""
+    """Is the active ``deployment`` the one the autoscaler's latest scale started? Pure.
+
+    The scale's evaluation carries the job version's ``JobModifyIndex`` (``Job.Scale``),
+    and a deployment the ``JobSpecModifyIndex`` of the version it rolls out
+    (``structs.NewDeployment``); a later register or revert is another version.
+    """
     if not deployment or deployment.get("Status") not in ACTIVE_DEPLOYMENT:
         return False
     events = group_scale.get("Events") or []
@@ -122,7 +127,8 @@ def own_deployment(group_scale: Mapping[str, Any], evals: Sequence[Mapping[str, 
         return False
     eval_id = events[0].get("EvalID")
     ev = next((e for e in evals if e.get("ID") == eval_id), None)
-    return ev is not None and ev.get("DeploymentID") == deployment.get("ID")
+    spec_index = deployment.get("JobSpecModifyIndex")
+    return ev is not None and spec_index is not None and ev.get("JobModifyIndex") == spec_index
 
 
 class NomadScaleTarget:

@@ -193,3 +193,15 @@ def test_a_drained_replica_loading_for_ten_minutes_becomes_healthy(roomy: Run) -
     roomy.fake.advance(600 + 31)
     status = roomy.handler.target.status(MODEL.name)
     assert (status.running, status.starting) == (2, 0)
+
+
+def test_a_stuck_scale_the_autoscaler_did_not_make_is_reported_not_released(full: Run) -> None:
+    """An operator's ``nomad job scale`` (no caravan meta) the cluster cannot place: the
+    autoscaler says so but leaves that deployment to Nomad."""
+    client = nomad.Nomad(address=full.fake.address, timeout=5)
+    client.job.request(JOB, "scale", json={"Count": 4, "Target": {"Group": "triton"}},
+                       method="post")
+    d = full.tick()
+    assert d.action == "capacity" and "not the autoscaler's" in d.reason
+    assert full.fake.deployments(JOB)[0]["Status"] == "running"
+    assert full.job()["TaskGroups"][0]["Count"] == 4

@@ -256,6 +256,23 @@ def test_scale_starts_a_deployment_that_blocks_scaling_until_it_ends(fake: FakeN
     assert (event["Count"], event["PreviousCount"]) == (1, 3)
 
 
+def test_a_deployment_links_to_the_scale_by_job_modify_index_not_eval_deployment_id(
+        fake: FakeNomad) -> None:
+    """``Evaluation.DeploymentID`` is the deployment that *triggered* an eval (the
+    watcher's); the scale's own eval and its deployment share the ``JobModifyIndex``."""
+    _running(fake, 2)
+    answer = _scale(fake, {"Count": 3, "Target": {"Group": "triton"}}).json()
+    evals = {e["ID"]: e for e in _client(fake).job.get_evaluations(JOB)}
+    scale_eval = evals[answer["EvalID"]]
+    dep = _client(fake).job.get_deployment(JOB)
+    assert scale_eval["DeploymentID"] == ""
+    assert scale_eval["JobModifyIndex"] == dep["JobSpecModifyIndex"] == answer["JobModifyIndex"]
+    fake.advance(31)
+    watcher = [e for e in _client(fake).job.get_evaluations(JOB)
+               if e["TriggeredBy"] == "deployment-watcher"]
+    assert watcher and all(e["DeploymentID"] for e in watcher)
+
+
 def test_scale_without_count_records_an_event_only(fake: FakeNomad) -> None:
     _running(fake, 2)
     answer = _scale(fake, {"Target": {"Group": "triton"}, "Error": True,
