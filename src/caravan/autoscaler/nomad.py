@@ -17,8 +17,9 @@ behaviour cited from hashicorp/nomad; tests run against ``tests/fakes/nomad.py``
   in place: ``createDeployment``), so the rounds after a scale are not ready until the
   new replicas are healthy.
 * Shortfall, read only when ``Placed < Desired`` or ``Placed > Running``:
-  ``GET /v1/job/:id/evaluations`` - the newest evaluation, or a ``blocked`` one, with
-  ``FailedTGAllocs[group]`` (the scheduler found no node: ``DimensionExhausted``) - and
+  ``GET /v1/job/:id/evaluations`` - the newest complete evaluation (of the deployed job
+  version) with ``FailedTGAllocs[group]`` (the scheduler found no node:
+  ``DimensionExhausted``; a ``blocked`` evaluation waits for capacity) - and
   ``GET /v1/job/:id/allocations`` - allocations ``pending`` for longer than
   ``pending_deadline_s``. It is *releasable* when the active deployment is the
   autoscaler's own: the group's latest scaling event carries meta ``caravan.autoscaler``
@@ -76,21 +77,22 @@ def group_status(answer: Mapping[str, Any], job: str, group: str) -> TargetStatu
     return TargetStatus(serving, starting, desired, last_scaled_at=last_s)
 
 
-def placement_failure(evals: Sequence[Mapping[str, Any]], group: str) -> str | None:
+def placement_failure(evals: Sequence[Mapping[str, Any]], group: str,
+                      spec_index: int | None = None) -> str | None:
     """Why ``group`` could not be placed, from a job's evaluations, or None. Pure.
 
-    The newest non-blocked evaluation, or any blocked one, with ``FailedTGAllocs[group]``.
+    The newest *complete* evaluation is the scheduler's latest placement attempt (a
+    blocked evaluation copies its ``FailedTGAllocs`` and may stay "blocked" in the state
+    store after Nomad untracks it: ``BlockedEvals.Untrack``, so blocked ones are not
+    read). With ``spec_index`` (an active deployment's ``JobSpecModifyIndex``) it must have
+    evaluated that job version, so an older failure never counts against a newer scale.
     """
-    ordered = sorted(evals, key=lambda e: int(e.get("CreateIndex", 0)), reverse=True)
-    newest = next((e for e in ordered if e.get("Status") != "blocked"), None)
-    candidates = [e for e in ordered if e.get("Status") == "blocked"]
-    if newest is not None:
-        candidates.insert(0, newest)
-    for ev in candidates:
-        metric = (ev.get("FailedTGAllocs") or {}).get(group)
-        if isinstance(metric, dict):
-            return "placement failed: " + _dimensions(metric)
-    return None
+    done = [e for e in evals if e.get("Status") == "complete"]
+    newest = max(done, key=lambda e: int(e.get("CreateIndex", 0)), default=None)
+    if newest is None or (spec_index is not None and newest.get("JobModifyIndex") != spec_index):
+        return None
+    metric = (newest.get("FailedTGAllocs") or {}).get(group)
+    return "placement failed: " + _dimensions(metric) if isinstance(metric, dict) else None
 
 
 def _dimensions(metric: Mapping[str, Any]) -> str:
@@ -178,7 +180,9 @@ class NomadScaleTarget:
         if placed >= desired and placed <= running:
             return None
         evals = self._call(job, "get", "evaluations") or []
-        reason = placement_failure(evals, group) if placed < desired else None
+        active = deployment is not None and deployment.get("Status") in ACTIVE_DEPLOYMENT
+        spec_index = deployment.get("JobSpecModifyIndex") if active and deployment else None
+        reason = placement_failure(evals, group, spec_index) if placed < desired else None
         stuck = 0
         if placed > running:
             allocs = self._call(job, "get", "allocations") or []

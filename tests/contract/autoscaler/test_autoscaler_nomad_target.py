@@ -11,7 +11,7 @@ import nomad
 import pytest
 from tests.fakes.nomad import FakeNomad
 
-from caravan.autoscaler.nomad import NomadScaleTarget, group_status
+from caravan.autoscaler.nomad import NomadScaleTarget, group_status, placement_failure
 from caravan.autoscaler.ports import NotReadyError, ScaleError
 
 JOB = "triton-llama"
@@ -203,3 +203,30 @@ def test_slow_model_load_does_not_over_scale(fake: FakeNomad) -> None:
     assert set(actions) <= {"none", "not-ready"}
     scale_posts = [r for r in fake.requests if r.method == "POST" and r.path.endswith("/scale")]
     assert len(scale_posts) == 1 and scale_posts[0].body["Count"] == 4
+
+
+FAILED = {"triton": {"DimensionExhausted": {"devices: no devices match request": 2},
+                     "NodesEvaluated": 2}}
+
+
+def _eval(index: int, status: str, job_index: int, failed: bool) -> dict[str, Any]:
+    return {"ID": f"e{index}", "CreateIndex": index, "Status": status,
+            "JobModifyIndex": job_index, "FailedTGAllocs": FAILED if failed else None}
+
+
+@pytest.mark.parametrize(
+    ("evals", "spec_index", "found"),
+    [([_eval(1, "complete", 10, False), _eval(2, "complete", 12, True)], 12, True),
+     ([_eval(2, "complete", 12, True), _eval(3, "complete", 12, False),
+       _eval(4, "blocked", 12, True)], 12, False),
+     ([_eval(2, "complete", 10, True), _eval(3, "pending", 12, False)], 12, False),
+     ([_eval(2, "complete", 10, True)], None, True)],
+    ids=["newest-complete-failed", "stale-blocked-eval-ignored", "older-version-ignored",
+         "no-deployment"],
+)
+def test_placement_failure_reads_the_latest_attempt_of_the_deployed_version(
+        evals: list[dict[str, Any]], spec_index: int | None, found: bool) -> None:
+    reason = placement_failure(evals, "triton", spec_index)
+    assert (reason is not None) is found
+    if found:
+        assert reason == "placement failed: devices: no devices match request (2 node(s))"
