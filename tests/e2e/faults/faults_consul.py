@@ -23,6 +23,7 @@ from faults_scenarios import FaultOutcome
 from faults_stack import cp_metric, envoy_hosts, serving_hosts, wait_until
 from tests.fakes.consul import ConsulFake
 
+from caravan.local.health import infer_once
 from caravan.local.launch import Launcher, RunningReplica, control_plane_ready
 from caravan.local.process import free_port
 from caravan.spec import PlatformSpec, parse_spec
@@ -75,6 +76,9 @@ def consul_outage(tmp: Path, outage_s: float = 5.0) -> FaultOutcome:
             base = {r.endpoint for r in reps[:2]}
             wait_until(lambda: serving_hosts(admin, CLUSTER) == base, 30, "Envoy serving")
             url = f"127.0.0.1:{spec.envoy.listen_port}"
+            # The listener (LDS) can follow the cluster: load starts once a request is served.
+            wait_until(lambda: infer_once(url, MODEL, model_header=spec.envoy.model_header), 30,
+                       "a request served through Envoy's listener")
             load = RequestLoad(url, MODEL, workers=3, max_s=outage_s + 60).start()
             try:
                 load.wait_for(20)
