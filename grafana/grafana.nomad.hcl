@@ -8,7 +8,8 @@ job "grafana" {
   priority    = 60
 
   group "grafana" {
-    count = 1
+    count          = 1
+    shutdown_delay = "5s"
 
     network {
       mode = "host"

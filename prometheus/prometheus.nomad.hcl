@@ -8,7 +8,8 @@ job "prometheus" {
   priority    = 60
 
   group "prometheus" {
-    count = 1
+    count          = 1
+    shutdown_delay = "5s"
 
     network {
       mode = "host"

@@ -38,7 +38,7 @@ from caravan.nomad.jobmodel import (
     TaskGroup,
     Template,
 )
-from caravan.nomad.platform_jobs import PROMETHEUS_SERVICE
+from caravan.nomad.platform_jobs import PROMETHEUS_SERVICE, SHUTDOWN_DELAY_S
 from caravan.observability import alerts, rules
 from caravan.observability import grafana as g
 from caravan.observability import prometheus as prom
@@ -140,6 +140,7 @@ def prometheus_job(spec: PlatformSpec) -> Job:
             network=Network((Port("http"),)),
             services=(service,),
             restart=_RESTART,
+            shutdown_delay_s=SHUTDOWN_DELAY_S,
             tasks=(task,),
         ),
         "Prometheus: scrapes replicas, Envoy, control plane.",
@@ -207,6 +208,7 @@ def grafana_job(spec: PlatformSpec, dashboards_dir: str = "/local/dashboards") -
             network=Network((Port("http"),)),
             services=(service,),
             restart=_RESTART,
+            shutdown_delay_s=SHUTDOWN_DELAY_S,
             tasks=(task,),
         ),
         "Grafana: Caravan's dashboards over Prometheus.",

@@ -45,6 +45,7 @@ _HEADER = "Rendered by `caravan render` from the platform spec; do not edit by h
 
 _RESTART = RestartPolicy(attempts=10, interval_s=300, delay_s=15, mode="delay")
 _RESCHEDULE = ReschedulePolicy(delay_s=30, max_delay_s=600)
+SHUTDOWN_DELAY_S = 5  # seconds: every platform group with a service deregisters before it stops
 _UPDATE = UpdateStrategy(max_parallel=1, min_healthy_time_s=10, healthy_deadline_s=120,
                          progress_deadline_s=300)
 
@@ -97,7 +98,7 @@ def _xds_group(spec: PlatformSpec) -> TaskGroup:
                 Check("xds-admin-health", type="http", port="admin", path="/healthz",
                       interval_s=10, timeout_s=2),)),
         ),
-        update=_UPDATE, restart=_RESTART, reschedule=_RESCHEDULE, shutdown_delay_s=5,
+        update=_UPDATE, restart=_RESTART, reschedule=_RESCHEDULE, shutdown_delay_s=SHUTDOWN_DELAY_S,
         tasks=(_caravan_task(spec, "xds", args),),
     )
 
@@ -116,7 +117,7 @@ def _autoscaler_group(spec: PlatformSpec) -> TaskGroup:
         services=(Service("caravan-autoscaler", port="metrics", tags=("caravan",), checks=(
             Check("autoscaler-tcp", type="tcp", port="metrics", interval_s=10, timeout_s=2),)),),
         update=_UPDATE, restart=_RESTART, reschedule=_RESCHEDULE,
-        shutdown_delay_s=5,  # every group with a service deregisters before it stops
+        shutdown_delay_s=SHUTDOWN_DELAY_S,
         tasks=(task,),
     )
 

@@ -93,7 +93,7 @@ def test_caravan_validate_names_the_field_and_the_rule(tmp_path: Path) -> None:
 
 def test_every_group_with_a_service_drains_first() -> None:
     spec = parse_spec({"models": [MODEL]})
-    for job in nomad_jobs.jobs(spec):
+    for job in nomad_jobs.all_jobs(spec):  # the monitoring jobs too
         for group in job.groups:
             if group.services:
                 assert group.shutdown_delay_s, f"{job.id}/{group.name} has no shutdown_delay"
