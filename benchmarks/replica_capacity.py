@@ -19,7 +19,9 @@ latency for that batch (ratio measured / model: 1.0 = no overhead of its own), t
 replica's CPU (utime + stime of the server and its children, e.g. Triton's Python stub,
 from /proc) in cores and in CPU seconds per 1,000 streamed tokens, and responses/s.
 
-Writes benchmarks/results/replica_capacity.json (and a PNG of CPU per 1,000 tokens).
+Writes benchmarks/results/replica_capacity_now.json and a PNG of CPU per 1,000 tokens
+beside it; ``--replot`` draws docs/img/replica-capacity.png from the recorded
+old-vs-Triton run.
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ from caravan.simulator.engine import EngineConfig
 from caravan.triton.launcher import ReplicaOptions, ReplicaPlan, bare_model
 
 MODEL = "cap"
-RESULTS = Path(__file__).parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+PNG = ROOT / "docs" / "img" / "replica-capacity.png"
 LEVELS = (1, 10, 50, 100)
 
 
@@ -201,7 +205,13 @@ def main() -> int:
     ap.add_argument("--max-tokens", type=int, default=300)
     ap.add_argument("--stream-interval-ms", type=float, default=50.0)
     ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {list(ARMS)}")
+    ap.add_argument("--replot", action="store_true",
+                    help=f"redraw {PNG.relative_to(ROOT)} from the recorded old-vs-Triton run, no measuring")
     args = ap.parse_args()
+    if args.replot:
+        plot(json.loads((RESULTS / "replica_capacity.json").read_text()), PNG)
+        print(f"wrote {PNG}")
+        return 0
     RESULTS.mkdir(parents=True, exist_ok=True)
     arms: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="caravan-capacity-") as tmp:
