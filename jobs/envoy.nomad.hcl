@@ -18,9 +18,7 @@ job "envoy" {
         static = 8080
       }
 
-      port "admin" {
-        static = 9901
-      }
+      port "stats" {}
     }
 
     service {
@@ -41,13 +39,13 @@ job "envoy" {
     service {
       name     = "caravan-envoy-admin"
       provider = "consul"
-      port     = "admin"
+      port     = "stats"
       tags     = ["caravan"]
 
       check {
         name     = "envoy-ready"
         type     = "http"
-        port     = "admin"
+        port     = "stats"
         path     = "/ready"
         interval = "10s"
         timeout  = "2s"
@@ -103,7 +101,7 @@ job "envoy" {
   "admin": {
     "address": {
       "socket_address": {
-        "address": "{{ env "NOMAD_IP_admin" }}",
+        "address": "127.0.0.1",
         "port_value": 9901
       }
     }
@@ -174,6 +172,110 @@ job "envoy" {
             }
           ]
         }
+      },
+      {
+        "name": "caravan_envoy_admin",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+          "cluster_name": "caravan_envoy_admin",
+          "endpoints": [
+            {
+              "lb_endpoints": [
+                {
+                  "endpoint": {
+                    "address": {
+                      "socket_address": {
+                        "address": "127.0.0.1",
+                        "port_value": 9901
+                      }
+                    }
+                  }
+                }
+              ]
+            }
+          ]
+        }
+      }
+    ],
+    "listeners": [
+      {
+        "name": "caravan_envoy_stats",
+        "address": {
+          "socket_address": {
+            "address": "{{ env "NOMAD_IP_stats" }}",
+            "port_value": {{ env "NOMAD_PORT_stats" }}
+          }
+        },
+        "filter_chains": [
+          {
+            "filters": [
+              {
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                  "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                  "stat_prefix": "caravan_envoy_stats",
+                  "normalize_path": true,
+                  "merge_slashes": true,
+                  "path_with_escaped_slashes_action": "REJECT_REQUEST",
+                  "route_config": {
+                    "name": "caravan_envoy_stats",
+                    "virtual_hosts": [
+                      {
+                        "name": "caravan_envoy_stats",
+                        "domains": [
+                          "*"
+                        ],
+                        "routes": [
+                          {
+                            "match": {
+                              "path": "/stats/prometheus",
+                              "headers": [
+                                {
+                                  "name": ":method",
+                                  "string_match": {
+                                    "exact": "GET"
+                                  }
+                                }
+                              ]
+                            },
+                            "route": {
+                              "cluster": "caravan_envoy_admin"
+                            }
+                          },
+                          {
+                            "match": {
+                              "path": "/ready",
+                              "headers": [
+                                {
+                                  "name": ":method",
+                                  "string_match": {
+                                    "exact": "GET"
+                                  }
+                                }
+                              ]
+                            },
+                            "route": {
+                              "cluster": "caravan_envoy_admin"
+                            }
+                          }
+                        ]
+                      }
+                    ]
+                  },
+                  "http_filters": [
+                    {
+                      "name": "envoy.filters.http.router",
+                      "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                      }
+                    }
+                  ]
+                }
+              }
+            ]
+          }
+        ]
       }
     ]
   }

@@ -6,7 +6,9 @@ the admin listener on 127.0.0.1:``spec.envoy.admin_port``, ADS
 one static ``xds_cluster`` (HTTP/2) listing every control-plane instance. The
 instances are health-checked over ``grpc.health.v1`` (a control plane reports
 SERVING once it has a snapshot), so Envoy's ADS stream fails over to a live,
-ready instance without a config change. With ``spec.security.xds_tls`` the
+ready instance without a config change. ``stats=`` adds a listener that exposes
+only ``GET /stats/prometheus`` and ``GET /ready`` of the loopback admin (for
+Prometheus and Consul on a node address; see ``stats_listener``). With ``spec.security.xds_tls`` the
 xds_cluster talks TLS (mTLS with a client certificate) to the control plane.
 
 Start Envoy with ``envoy -c FILE --use-dynamic-base-id`` (or a unique
@@ -26,6 +28,9 @@ XDS_CLUSTER = "xds_cluster"
 DEFAULT_NODE_ID = "caravan-envoy"
 DEFAULT_CLUSTER = "caravan"
 HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+ADMIN_CLUSTER = "caravan_envoy_admin"
+STATS_LISTENER = "caravan_envoy_stats"
+STATS_PATHS = ("/stats/prometheus", "/ready")  # all the stats listener forwards to the admin
 
 
 def _xds_endpoints(xds: Sequence[tuple[str, int]]) -> list[dict[str, Any]]:
@@ -117,14 +122,17 @@ def bootstrap(
     node_id: str = DEFAULT_NODE_ID,
     cluster: str = DEFAULT_CLUSTER,
     delta: bool = False,
+    stats: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
     """The ADS bootstrap for one Envoy. ``xds`` lists every control-plane instance;
     ``delta`` selects incremental xDS (``DELTA_GRPC``) instead of state of the world.
+    ``stats`` = (address, port) adds the stats-only listener (``stats_listener``) and
+    the loopback admin cluster it routes to; the admin itself stays on 127.0.0.1.
     Raises ValueError naming the bad argument (empty list, empty host, bad port)."""
     if not node_id:
         raise ValueError("node_id: must not be empty")
     ads = {"ads": {}, "resource_api_version": "V3"}
-    return {
+    boot: dict[str, Any] = {
         "node": {"id": node_id, "cluster": cluster},
         "admin": {
             "address": {
@@ -146,6 +154,54 @@ def bootstrap(
             "lds_config": dict(ads),
         },
         "static_resources": {"clusters": [_xds_cluster(xds, _xds_tls(spec))]},
+    }
+    if stats is not None:
+        static = boot["static_resources"]
+        static["clusters"].append(admin_cluster(spec.envoy.admin_port))
+        static["listeners"] = [stats_listener(*stats)]
+    return boot
+
+
+def admin_cluster(admin_port: int) -> dict[str, Any]:
+    """Static cluster ``ADMIN_CLUSTER``: Envoy's own admin on 127.0.0.1:``admin_port``."""
+    if not 0 < int(admin_port) < 65536:
+        raise ValueError(f"envoy.admin_port: must be 1-65535, got {admin_port}")
+    address = {"socket_address": {"address": "127.0.0.1", "port_value": int(admin_port)}}
+    return {
+        "name": ADMIN_CLUSTER, "type": "STATIC", "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": ADMIN_CLUSTER,
+                            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": address}}]}]},
+    }
+
+
+def stats_listener(address: str, port: int) -> dict[str, Any]:
+    """Listener ``STATS_LISTENER`` on ``address:port`` that forwards only ``GET`` of
+    ``STATS_PATHS`` (exact path, query string allowed) to the loopback admin; every
+    other method or path gets 404 from Envoy and never reaches the admin. Paths are
+    normalised first and escaped slashes refused, so ``/stats/prometheus/../x`` or
+    ``/%2Fquitquitquit`` cannot reach another admin endpoint."""
+    if not address:
+        raise ValueError("stats listener: address must not be empty")
+    if not 0 < int(port) < 65536:
+        raise ValueError(f"stats listener: port must be 1-65535, got {port}")
+    get = [{"name": ":method", "string_match": {"exact": "GET"}}]
+    routes = [{"match": {"path": p, "headers": get}, "route": {"cluster": ADMIN_CLUSTER}}
+              for p in STATS_PATHS]
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network."
+                 "http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": STATS_LISTENER, "normalize_path": True, "merge_slashes": True,
+        "path_with_escaped_slashes_action": "REJECT_REQUEST",
+        "route_config": {"name": STATS_LISTENER, "virtual_hosts": [
+            {"name": STATS_LISTENER, "domains": ["*"], "routes": routes}]},
+        "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
+    }
+    return {
+        "name": STATS_LISTENER,
+        "address": {"socket_address": {"address": address, "port_value": int(port)}},
+        "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
+                                        "typed_config": hcm}]}],
     }
 
 
