@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from caravan.autoscaler.ports import MetricsError, MetricsSource, ScaleError, TargetStatus
+from caravan.observability.metric_names import JOB_TRITON
 
 
 class ReplicaFleet(Protocol):
@@ -59,7 +60,7 @@ class PrometheusReplicaCounts:
     ``scale`` always raises ScaleError: use it only with ``--explain`` / dry runs.
     """
 
-    QUERY = 'count(up{job="triton", caravan_model="%s"} == 1) or vector(0)'
+    QUERY = f'count(up{{job="{JOB_TRITON}", caravan_model="%s"}} == 1) or vector(0)'
 
     def __init__(self, metrics: MetricsSource) -> None:
         self.metrics = metrics

@@ -1,9 +1,12 @@
-"""Every metric name Caravan's monitoring may query, in one place.
+"""Every metric name Caravan emits or queries, in one place.
 
-Rendered Prometheus rules and Grafana panels may only name metrics listed here
-(plus ``_bucket``/``_sum``/``_count`` of histograms, and the recording rules Caravan
-renders itself). A test enforces it, so a renamed metric breaks the build instead
-of a dashboard. Pure data; safe to import anywhere.
+Rendered Prometheus rules and Grafana panels, the autoscaler's signals and its
+replica-count query may only name metrics listed here (plus ``_bucket``/``_sum``/
+``_count`` of histograms, and the recording rules Caravan renders itself), and every
+metric Caravan's own emitters register (control plane, discovery, autoscaler, the
+replica's vLLM families) must be listed: tests/unit/observability enforces both, so a
+renamed metric breaks the build instead of a dashboard. Pure data; safe to import
+anywhere.
 """
 
 from __future__ import annotations
@@ -110,6 +113,7 @@ AUTOSCALER: frozenset[str] = frozenset({
     "caravan_autoscaler_check_vote",
     "caravan_autoscaler_last_decision",
     "caravan_autoscaler_last_decision_timestamp_seconds",
+    "caravan_autoscaler_capacity_exhausted",
 })
 
 # Prometheus' own series: per-target ``up``, and ``ALERTS`` for rule states.
