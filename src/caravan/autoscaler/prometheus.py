@@ -13,70 +13,39 @@ silent 0. Thread-safe (no shared mutable state; one HTTP request per call).
 
 from __future__ import annotations
 
-import json
 import math
-import urllib.error
-import urllib.parse
-import urllib.request
 from typing import Any
 
 from caravan.autoscaler.ports import MetricsError
+from caravan.observability.prometheus_api import PrometheusAPI, PrometheusError
 
 
 class PrometheusMetricsSource:
-    """Implements ``MetricsSource``. ``base_url`` like ``http://127.0.0.1:9090``;
-    ``timeout_s`` bounds the whole HTTP request (and is passed to Prometheus too)."""
+    """Implements ``MetricsSource`` over ``caravan.observability.prometheus_api``.
+    ``base_url`` like ``http://127.0.0.1:9090``; ``timeout_s`` bounds the whole HTTP
+    request (and is passed to Prometheus too). ValueError on a bad URL or timeout."""
 
     def __init__(self, base_url: str, timeout_s: float = 5.0) -> None:
-        if not base_url.startswith(("http://", "https://")):
-            raise ValueError(
-                f"prometheus URL {base_url!r}: expected http://host:port or https://..."
-            )
-        if timeout_s <= 0:
-            raise ValueError(f"timeout_s: must be > 0 (got {timeout_s})")
-        self.base_url = base_url.rstrip("/")
+        self.api = PrometheusAPI(base_url, timeout_s)
+        self.base_url = self.api.base_url
         self.timeout_s = timeout_s
 
     def query(self, promql: str) -> float:
         """The single value of ``promql`` now. Raises MetricsError (see module doc)."""
-        args = urllib.parse.urlencode({"query": promql, "timeout": f"{self.timeout_s:g}s"})
-        url = f"{self.base_url}/api/v1/query?{args}"
-        body = self._get(url, promql)
+        try:
+            body = self.api.query(promql)
+        except PrometheusError as exc:
+            raise MetricsError(f"query {promql!r}: {exc}") from None
         return single_value(body, promql)
 
     def query_range(self, promql: str, start: float, end: float,
                     step_s: float) -> list[tuple[float, float]]:
         """The finite points of ``promql`` from ``start`` to ``end`` every ``step_s``."""
-        args = urllib.parse.urlencode({
-            "query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}",
-            "step": f"{step_s:g}s", "timeout": f"{self.timeout_s:g}s"})
-        body = self._get(f"{self.base_url}/api/v1/query_range?{args}", promql)
-        return series_points(body, promql)
-
-    def _get(self, url: str, promql: str) -> Any:
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout_s) as resp:
-                return json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            detail = _error_text(exc.read())
-            raise MetricsError(
-                f"query {promql!r}: HTTP {exc.code} from Prometheus: {detail}"
-            ) from None
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise MetricsError(
-                f"query {promql!r}: Prometheus at {self.base_url} unreachable: {reason}"
-            ) from None
-        except json.JSONDecodeError as exc:
-            raise MetricsError(f"query {promql!r}: response is not JSON: {exc}") from None
-
-
-def _error_text(raw: bytes) -> str:
-    try:
-        data = json.loads(raw)
-        return f"{data.get('errorType', 'error')}: {data.get('error', '')}"
-    except (json.JSONDecodeError, AttributeError):
-        return raw.decode(errors="replace")[:200]
+            body = self.api.query_range(promql, start, end, step_s)
+        except PrometheusError as exc:
+            raise MetricsError(f"query {promql!r}: {exc}") from None
+        return series_points(body, promql)
 
 
 def single_value(body: Any, promql: str) -> float:

@@ -13,19 +13,16 @@ Run: ``python -m caravan.observability.panel_plot --prometheus http://127.0.0.1:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from caravan.observability.grafana import PanelDef, model_panels
+from caravan.observability.prometheus_api import PrometheusAPI, PrometheusError
 
 KEY_PANELS = (
     "Requests/s",
@@ -39,8 +36,7 @@ KEY_PANELS = (
 )
 
 
-class PrometheusQueryError(RuntimeError):
-    """Prometheus answered with an error (bad PromQL, timeout) or not at all."""
+PrometheusQueryError = PrometheusError  # the panel plot's name for the one client's error
 
 
 @dataclass(frozen=True)
@@ -99,27 +95,14 @@ def parse_matrix(doc: dict[str, Any]) -> list[Series]:
 
 
 class PrometheusRange:
-    """``RangeSource`` over Prometheus' HTTP API (``base_url`` like ``http://127.0.0.1:9090``)."""
+    """``RangeSource`` over ``caravan.observability.prometheus_api`` (``base_url`` like
+    ``http://127.0.0.1:9090``)."""
 
     def __init__(self, base_url: str, timeout_s: float = 10.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout_s = timeout_s
+        self.api = PrometheusAPI(base_url, timeout_s)
 
     def query_range(self, expr: str, start_s: float, end_s: float, step_s: float) -> list[Series]:
-        params = urllib.parse.urlencode(
-            {"query": expr, "start": f"{start_s:.3f}", "end": f"{end_s:.3f}", "step": f"{step_s:g}"}
-        )
-        url = f"{self.base_url}/api/v1/query_range?{params}"
-        try:
-            with urllib.request.urlopen(url, timeout=self.timeout_s) as resp:
-                body = resp.read()
-        except urllib.error.HTTPError as err:
-            body = err.read()
-        except OSError as err:
-            raise PrometheusQueryError(
-                f"cannot reach Prometheus at {self.base_url}: {err}"
-            ) from err
-        return parse_matrix(json.loads(body))
+        return parse_matrix(self.api.query_range(expr, start_s, end_s, step_s))
 
 
 def legend(template: str, labels: tuple[tuple[str, str], ...]) -> str:
