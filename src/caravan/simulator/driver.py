@@ -37,11 +37,14 @@ class Update:
 class Handle:
     """One request's view of the engine. Times are clock() seconds (None until known);
     ``admitted_s`` / ``first_token_s`` are the engine's simulated event times mapped
-    back to the clock, so they do not include the driver's wake-up lag."""
+    back to the clock, so they do not include the driver's wake-up lag.
+    ``cached_tokens``: prompt tokens the engine found in its prefix cache (set at
+    admission)."""
 
     __slots__ = (
         "admitted_s",
         "arrival_s",
+        "cached_tokens",
         "delivered",
         "done",
         "first_token_s",
@@ -57,6 +60,7 @@ class Handle:
         self.streaming = streaming
         self.arrival_s = arrival_s
         self.admitted_s: float | None = None
+        self.cached_tokens = 0
         self.first_token_s: float | None = None
         self.delivered = 0
         self.done = False
@@ -117,11 +121,14 @@ class EngineDriver:
     def sim_ms(self, t_s: float) -> float:
         return (t_s - self._t0) * 1000.0 / self._scale
 
-    def submit(self, prompt_tokens: int, output_tokens: int, streaming: bool) -> Handle:
-        """Queue a request. Raises engine.RequestRejected if it can never run."""
+    def submit(self, prompt_tokens: int, output_tokens: int, streaming: bool,
+               block_hashes: tuple[int, ...] = ()) -> Handle:
+        """Queue a request (``block_hashes``: see ``SeqRequest``). Raises
+        engine.RequestRejected if it can never run."""
         now = self._clock()
         rid = str(next(self._ids))
-        self._engine.submit(SeqRequest(rid, prompt_tokens, output_tokens, self.sim_ms(now)))
+        self._engine.submit(
+            SeqRequest(rid, prompt_tokens, output_tokens, self.sim_ms(now), block_hashes))
         handle = Handle(rid, output_tokens, streaming, now)
         self._handles[rid] = handle
         if streaming:
@@ -156,6 +163,7 @@ class EngineDriver:
             h = self._handles.get(a.id)
             if h is not None:
                 h.admitted_s = self._t0 + a.admitted_ms * ms_to_s
+                h.cached_tokens = a.cached_tokens
         for f in adv.first_tokens:
             h = self._handles.get(f.id)
             if h is None:

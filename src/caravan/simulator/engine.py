@@ -15,17 +15,29 @@ vLLM's default first-come-first-served policy.
 Step cost, in *simulated* milliseconds::
 
     step_ms = decode_ms_per_step + decode_ms_per_seq * (batch - 1)
-              + prefill_ms_per_token * (prompt tokens of the sequences admitted this step)
+              + prefill_ms_per_token * (uncached prompt tokens of the sequences admitted this step)
 
 A sequence admitted at step ``k`` gets its first token at the end of step ``k`` (its
 prefill step, as with chunked prefill the prefill rides along with the decode batch)
 and its ``n``-th token at the end of step ``k + n - 1``.
 
-KV cache: admission *reserves* ``prompt + output`` tokens for the whole life of the
-sequence, so a running sequence never needs to be preempted (the simulator knows the
-output length up front; vLLM instead preempts and recomputes). The usage reported in
-``EngineStats.kv_used_tokens`` is what running sequences actually hold: prompt plus
-tokens generated so far.
+KV cache and prefix caching (``caravan.simulator.kvcache``, vLLM V1's rules with the
+vLLM source files and functions cited there): memory is ``num_blocks`` blocks of 16
+tokens (``kv_cache_tokens`` rounded up to whole blocks). A request's full blocks are
+identified by a hash chain (``SeqRequest.block_hashes``); at admission it reuses the
+longest run of cached blocks from the start of its prompt (at most ``prompt - 1``
+tokens), and only the rest of the prompt is prefilled. Admission *reserves* the blocks
+of ``prompt + output`` tokens for the whole life of the sequence, shared hit blocks
+counting once, so a running sequence never needs to be preempted (the simulator knows
+the output length up front; vLLM instead allocates as it goes, and preempts and
+recomputes). A request is admitted only if the blocks it needs (new ones, plus cached
+ones no running request holds) are free. Released blocks stay cached; idle cached
+blocks are evicted least recently used first, only when there are no empty blocks
+left. ``EngineStats.kv_used_tokens`` is what running sequences actually hold, prompt
+plus tokens generated so far; ``kv_reserved_tokens`` the held blocks, in tokens.
+Without ``block_hashes`` (or with prompts that share nothing) the timeline is the one of
+a token budget rounded up to blocks per request: identical whenever the budget is not
+what limits admission.
 
 Calibration
 -----------
@@ -33,7 +45,19 @@ Defaults (``caravan.spec.SimulatorParams``) model a 7-8B model on one H100: 13 m
 decode step at batch 1, so 300 output tokens take 300 * 13 ms = 3.9 s plus a few ms of
 prefill, matching the reference table's ~4.1-4.2 s at concurrency 1. Each extra
 sequence in the batch adds 0.08 ms per step (at batch 100 a step costs ~20.9 ms), so
-latency grows gently with load the way memory-bound decoding does.
+latency grows gently with load the way memory-bound decoding does. Prefill costs
+0.12 ms per uncached prompt token (~8,300 tokens/s).
+
+Sources and bounds: the reference table (Caravan's target figures: ~4.1-4.2 s mean
+response for ~300 output tokens at concurrency 1, 8B model, one H100); the H100 SXM
+datasheet (NVIDIA: 3.35 TB/s HBM3, 989 TFLOPS dense BF16); Llama 3.1 8B's 8.03 B
+parameters (Meta's model card), i.e. 16.1 GB of BF16 weights. Decoding is memory bound:
+reading the weights once per step takes >= 16.1 GB / 3.35 TB/s = 4.8 ms, and 13 ms is
+that floor times ~2.7 (kernel launch, sampling and scheduler overhead at batch 1).
+Prefill is compute bound: 2 * 8.03 G FLOP per token / 989 TFLOPS = 0.016 ms per token
+at full utilisation, so 0.12 ms is a conservative ~14% utilisation; it makes the
+prefill that a cache hit saves, and so what prefix caching buys, if anything larger
+than on a real H100 (docs/prefix-caching.md).
 
 Time
 ----
@@ -43,8 +67,8 @@ a step that starts before ``now_ms`` but ends after it is started (its batch is 
 and completed by a later call. The result is independent of how often ``advance`` is
 called: calling it once per step or once for many steps gives the same timeline.
 
-Cost: O(1) per step plus O(log n) per admission and per finish; nothing is done per
-token per sequence. Not thread-safe: one owner (the asyncio driver) calls it.
+Cost: O(1) per step plus O(log n + blocks of the request) per admission and per finish;
+nothing is done per token per sequence. Not thread-safe: one owner (the asyncio driver) calls it.
 """
 
 from __future__ import annotations
@@ -54,6 +78,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
+from caravan.simulator.kvcache import BLOCK_SIZE, BlockPool, Holding, blocks_for
 from caravan.spec import EngineArgs, SimulatorParams
 
 
@@ -119,6 +144,11 @@ class EngineConfig:
             prefill_ms_per_token=sim.prefill_ms_per_token,
         )
 
+    @property
+    def num_blocks(self) -> int:
+        """KV blocks of ``BLOCK_SIZE`` tokens: the token budget rounded up to blocks."""
+        return blocks_for(self.kv_cache_tokens)
+
     def step_ms(self, batch: int, prefill_tokens: int) -> float:
         """Duration of one step with ``batch`` running sequences (>= 1), ms."""
         return (
@@ -139,12 +169,18 @@ def _require(ok: bool, field: str, value: object, expected: str) -> None:
 
 @dataclass(frozen=True)
 class SeqRequest:
-    """One generation request. ``output_tokens`` is the exact number to generate."""
+    """One generation request. ``output_tokens`` is the exact number to generate.
+
+    ``block_hashes``: the prefix-cache hash chain of the full blocks of the request's
+    token sequence, prompt then output (``caravan.simulator.kvcache.block_hashes``); it
+    may stop early (e.g. at the first token it does not know) or be empty (no caching).
+    """
 
     id: str
     prompt_tokens: int
     output_tokens: int
     arrival_ms: float
+    block_hashes: tuple[int, ...] = ()
 
 
 class RequestRejected(ValueError):
@@ -156,6 +192,7 @@ class Admitted:
     id: str
     arrival_ms: float
     admitted_ms: float
+    cached_tokens: int = 0  # prompt tokens found in the prefix cache (not prefilled)
 
 
 @dataclass(frozen=True)
@@ -179,17 +216,27 @@ class Advance:
     first_tokens: tuple[FirstToken, ...] = ()
     finished: tuple[Finished, ...] = ()
     steps: int = 0
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # of the requests admitted, cached or not
     generated_tokens: int = 0
+    cached_tokens: int = 0  # of ``prompt_tokens``, found in the prefix cache
 
 
 @dataclass(frozen=True)
 class EngineStats:
+    """``kv_used_tokens``: prompt plus generated tokens of running sequences (a shared
+    prefix counts once per sequence); ``kv_reserved_tokens``: blocks held by running
+    sequences, in tokens; ``kv_cached_tokens``: idle cached blocks (evictable), in
+    tokens; ``prefix_cache_queries`` / ``prefix_cache_hits``: cumulative prompt tokens
+    looked up / found at admission (vLLM's ``PrefixCacheStats``)."""
+
     running: int
     waiting: int
     kv_used_tokens: int
     kv_reserved_tokens: int
     kv_capacity_tokens: int
+    kv_cached_tokens: int = 0
+    prefix_cache_queries: int = 0
+    prefix_cache_hits: int = 0
 
     @property
     def kv_usage(self) -> float:
@@ -201,6 +248,7 @@ class EngineStats:
 class _Seq:
     req: SeqRequest
     join_step: int
+    holding: Holding
 
     @property
     def finish_step(self) -> int:
@@ -229,7 +277,9 @@ class Engine:
         self._steps_done = 0
         self._free_at_ms = -math.inf
         self._step: _Step | None = None
-        self._kv_reserved = 0
+        self._pool = BlockPool(config.num_blocks, BLOCK_SIZE)
+        self._queries = 0
+        self._hits = 0
         self._sum_prompt = 0
         self._sum_join = 0
 
@@ -291,13 +341,11 @@ class Engine:
         admitted: list[Admitted] = []
         first: list[FirstToken] = []
         finished: list[Finished] = []
-        steps = prompt = generated = 0
+        steps = generated = 0
+        queries, hits = self._queries, self._hits
         while True:
-            if self._step is None:
-                started = self._start_step(now_ms, admitted)
-                if started is None:
-                    break
-                prompt += started
+            if self._step is None and not self._start_step(now_ms, admitted):
+                break
             step = self._step
             assert step is not None
             if step.end_ms > now_ms:
@@ -305,7 +353,8 @@ class Engine:
             generated += step.batch
             steps += 1
             self._complete_step(step, first, finished)
-        return Advance(tuple(admitted), tuple(first), tuple(finished), steps, prompt, generated)
+        return Advance(tuple(admitted), tuple(first), tuple(finished), steps,
+                       self._queries - queries, generated, self._hits - hits)
 
     def next_event_ms(self) -> float | None:
         """When ``advance`` next has something to do: the end of the step in flight,
@@ -320,53 +369,65 @@ class Engine:
 
     def stats(self) -> EngineStats:
         used = self._sum_prompt + len(self._running) * self._steps_done - self._sum_join
+        pool = self._pool
         return EngineStats(
             len(self._running),
             len(self._waiting),
             used,
-            self._kv_reserved,
-            self.config.kv_cache_tokens,
+            pool.held * BLOCK_SIZE,
+            pool.num_blocks * BLOCK_SIZE,
+            pool.cached_idle * BLOCK_SIZE,
+            self._queries,
+            self._hits,
         )
 
     # -- internals --------------------------------------------------------------
-    def _start_step(self, now_ms: float, admitted: list[Admitted]) -> int | None:
-        """Start the next step if one is due by ``now_ms``; return its prefill tokens."""
+    def _start_step(self, now_ms: float, admitted: list[Admitted]) -> bool:
+        """Start the next step if one is due by ``now_ms``; True if one was started."""
         if self._running:
             start = self._free_at_ms
         elif self._waiting:
             start = max(self._free_at_ms, self._waiting[0].arrival_ms)
         else:
-            return None
+            return False
         if start > now_ms:
-            return None
+            return False
         joined, prefill = self._admit(start, admitted)
         if not self._running:
-            return None
+            return False
         batch = len(self._running)
         end = start + self.config.step_ms(batch, prefill)
         self._step = _Step(self._steps_done, start, end, joined, batch)
-        return prefill
+        return True
 
     def _admit(self, start: float, admitted: list[Admitted]) -> tuple[list[str], int]:
+        """Admit waiting requests (FIFO, head blocks) while a slot and the KV blocks they
+        need are free; return their ids and the prompt tokens to prefill (uncached)."""
         cfg = self.config
+        pool = self._pool
         joined: list[str] = []
         prefill = 0
         while self._waiting and len(self._running) < cfg.max_num_seqs:
             head = self._waiting[0]
-            need = head.prompt_tokens + head.output_tokens
-            if head.arrival_ms > start or self._kv_reserved + need > cfg.kv_cache_tokens:
+            if head.arrival_ms > start:
+                break
+            found = pool.lookup(head.block_hashes, head.prompt_tokens,
+                                head.prompt_tokens + head.output_tokens)
+            if found.needs_free > pool.free:
                 break
             self._waiting.popleft()
-            seq = _Seq(head, self._steps_done)
+            seq = _Seq(head, self._steps_done, pool.allocate(head.block_hashes, head.prompt_tokens, found))
             self._running[head.id] = seq
-            self._kv_reserved += need
             self._sum_prompt += head.prompt_tokens
             self._sum_join += seq.join_step
             self._order += 1
             heapq.heappush(self._finish_heap, (seq.finish_step, self._order, head.id))
             joined.append(head.id)
-            prefill += head.prompt_tokens
-            admitted.append(Admitted(head.id, head.arrival_ms, start))
+            cached = found.hit_blocks * BLOCK_SIZE
+            self._queries += head.prompt_tokens
+            self._hits += cached
+            prefill += head.prompt_tokens - cached
+            admitted.append(Admitted(head.id, head.arrival_ms, start, cached))
         return joined, prefill
 
     def _complete_step(
@@ -388,6 +449,10 @@ class Engine:
             finished.append(Finished(rid, step.end_ms, seq.req.output_tokens))
 
     def _release(self, seq: _Seq) -> None:
-        self._kv_reserved -= seq.req.prompt_tokens + seq.req.output_tokens
+        """Give back a sequence's blocks; the full blocks of the tokens it computed (the
+        last sampled token has no KV yet) stay cached."""
+        generated = min(self._steps_done - seq.join_step, seq.req.output_tokens)
+        computed = seq.req.prompt_tokens + max(generated - 1, 0)
+        self._pool.release(seq.holding, seq.req.block_hashes, computed)
         self._sum_prompt -= seq.req.prompt_tokens
         self._sum_join -= seq.join_step

@@ -3,6 +3,10 @@
 * Prompt tokens are counted as whitespace-separated words (``len(prompt.split())``):
   no tokenizer is shipped, and words are a fair stand-in (~1.3 BPE tokens per English
   word). An empty or all-whitespace prompt therefore has 0 tokens.
+* Token ids (for prefix caching): word ``w`` is token ``crc32(w.encode())``, the same
+  in every process and run (``token_ids``); a generated word gets the same id as the
+  same word in a later prompt, so a conversation's next turn can hit the blocks of the
+  previous answer.
 * Each generated token is one word from a fixed vocabulary, rendered with a leading
   space (``" word"``), so the streamed chunks concatenate to the unary text.
 * Words come from ``random.Random(seed)``. The seed is the request's
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import zlib
 from dataclasses import dataclass
 
 _WORDS = """the of and to in is that for it as with was on be by at this are from or an
@@ -36,6 +41,11 @@ VOCAB: tuple[str, ...] = tuple(_WORDS.split())
 def count_prompt_tokens(prompt: str) -> int:
     """Whitespace-separated words in ``prompt`` (the simulator's token count)."""
     return len(prompt.split())
+
+
+def token_ids(words: list[str] | tuple[str, ...]) -> tuple[int, ...]:
+    """The token ids of ``words`` (one per word, in [0, 2**32)): CRC-32 of its UTF-8."""
+    return tuple(zlib.crc32(w.encode("utf-8")) for w in words)
 
 
 def seed_for(prompt: str, seed: int | None) -> int:
@@ -73,6 +83,10 @@ class Words:
 
     def __len__(self) -> int:
         return len(self._words)
+
+    def words(self) -> tuple[str, ...]:
+        """All the generated words, in order."""
+        return tuple(self._words)
 
     def text(self, start: int, end: int) -> str:
         """Tokens ``start`` (inclusive) to ``end`` (exclusive), each as ``" word"``."""

@@ -17,8 +17,14 @@ pieces into responses; tests drive it directly on an event loop.
 * A dead engine (``kill()``, e.g. when the fault file appears): every request in flight
   and every later one raises ``EngineDeadError`` with vLLM's ``EngineDeadError`` text,
   as vLLM's ``generate`` does (C27, C33).
+* Prefix caching: the request's token sequence (prompt words, then the words it will
+  generate; only the prompt's words when it carries images, whose placeholder tokens
+  follow the text) goes to the engine as a block-hash chain
+  (``caravan.simulator.kvcache.block_hashes`` over ``textgen.token_ids``), so a later
+  prompt that repeats a cached prefix, or a whole earlier turn, skips its prefill.
 * Metrics (C36): ``on_stats`` gets a ``Progress`` per engine output, like vLLM's
-  per-iteration stats: the prompt tokens and TTFT with the first output, the new tokens
+  per-iteration stats: the prompt tokens, the cached part of them and TTFT with the
+  first output, the new tokens
   of each output with their mean inter-token latency, and an ``Outcome`` when the
   request finishes (not when it is cancelled or its engine dies).
 
@@ -38,7 +44,8 @@ from dataclasses import dataclass
 
 from caravan.simulator.driver import EngineDriver, Handle, Update
 from caravan.simulator.engine import RequestRejected
-from caravan.simulator.textgen import Words, count_prompt_tokens, plan_output, seed_for
+from caravan.simulator.kvcache import block_hashes
+from caravan.simulator.textgen import Words, count_prompt_tokens, plan_output, seed_for, token_ids
 from caravan.triton.contract import IMAGE_TOKENS, ContractError, GenerateRequest, Piece
 
 _DEAD = Update(tokens=-1, done=True)  # pushed into every handle when the engine dies
@@ -72,6 +79,7 @@ class Progress:
     ttft_s: float | None = None  # on the first output
     itl_s: float | None = None  # mean real seconds per token since the previous token, if any
     finished: Outcome | None = None  # on the output that finished the request
+    cached_tokens: int = 0  # of ``prompt_tokens``, found in the prefix cache
 
 
 StatsSink = Callable[[Progress], None]
@@ -138,7 +146,8 @@ class Generator:
         try:
             # Every request reports each output (vLLM's default CUMULATIVE output kind):
             # the backend checks cancellation on each, streaming or not.
-            handle = self._driver.submit(prompt_tokens, len(words), streaming=True)
+            handle = self._driver.submit(prompt_tokens, len(words), streaming=True,
+                                         block_hashes=_sequence_hashes(req, words))
         except RequestRejected as exc:
             raise ContractError(str(exc)) from None
         self._live.add(handle)
@@ -184,7 +193,18 @@ def _progress(handle: Handle, prompt_tokens: int, sent: int, update: Update, now
     itl = max(now - last_s, 0.0) / gaps if gaps > 0 else None
     finished = (Outcome(prompt_tokens, update.tokens, first_s - handle.arrival_s, now - handle.arrival_s)
                 if update.done else None)
-    return Progress(prompt_tokens if sent == 0 else 0, new, ttft, itl, finished), now
+    first = sent == 0
+    return Progress(prompt_tokens if first else 0, new, ttft, itl, finished,
+                    handle.cached_tokens if first else 0), now
+
+
+def _sequence_hashes(req: GenerateRequest, words: Words) -> tuple[int, ...]:
+    """The block-hash chain of the request's tokens: its prompt's words, then (without
+    images) the words it generates."""
+    seq = req.prompt.split()
+    if not req.images:
+        seq.extend(words.words())
+    return block_hashes(token_ids(seq))
 
 
 def _piece(req: GenerateRequest, words: Words, prompt_tokens: int, start: int, end: int,

@@ -166,7 +166,7 @@ def test_kv_usage_counts_prompt_and_generated_tokens() -> None:
     engine.advance(13.08 * 10 + 0.01)  # ten steps done
     st_ = engine.stats()
     assert st_.kv_used_tokens == 400 + 2 * 10
-    assert st_.kv_reserved_tokens == 500
+    assert st_.kv_reserved_tokens == 512  # whole 16-token blocks: 10 + 22 (was 500 tokens before blocks)
     assert st_.kv_usage == pytest.approx(420 / 10_000)
     assert engine.progress("a") == 10
     run_to_end(engine)

@@ -218,3 +218,23 @@ def test_fake_clock_times_the_outcome(monkeypatch: pytest.MonkeyPatch) -> None:
     (progress,) = asyncio.run(main())
     assert progress.finished is not None
     assert (progress.finished.e2e_s, progress.finished.ttft_s, progress.ttft_s) == (2.5, 2.5, 2.5)
+
+
+def test_prefix_cache_hits_are_reported_and_a_next_turn_hits_the_answer() -> None:
+    doc = " ".join(f"w{i}" for i in range(100))  # 100 words = 100 tokens
+
+    async def body(gen: Generator, _: EngineDriver) -> tuple[list[Progress], list[Progress], list[Progress]]:
+        first: list[Progress] = []
+        pieces = await collect(gen, req(doc, max_tokens=40, prepend=False), first)
+        second: list[Progress] = []
+        await collect(gen, req(doc + " another question", max_tokens=5), second)
+        turn: list[Progress] = []  # the whole first turn (prompt + its answer) and more
+        await collect(gen, req(doc + pieces[-1].text + " and then", max_tokens=5), turn)
+        return first, second, turn
+
+    first, second, turn = run(body)
+    assert (first[0].prompt_tokens, first[0].cached_tokens) == (100, 0)
+    assert (second[0].prompt_tokens, second[0].cached_tokens) == (102, 96)  # 6 full blocks
+    # 142 tokens; the first turn cached 100 + 39 computed = 139 tokens: 8 full blocks
+    assert (turn[0].prompt_tokens, turn[0].cached_tokens) == (142, 128)
+    assert all(p.cached_tokens == 0 for p in first[1:] + second[1:])
