@@ -55,6 +55,14 @@ VLLM: frozenset[str] = frozenset({
     "vllm:request_params_n",
 })
 
+# A Caravan addition (caravan.triton.vllm_metrics, model parameter
+# REPORT_PREFIX_CACHE_METRICS): vLLM's own prefix-cache pair, in tokens, labelled model,
+# version. The Triton vLLM backend does not export it (docs/triton-contract.md C37).
+VLLM_PREFIX_CACHE: frozenset[str] = frozenset({
+    "vllm:prefix_cache_queries_total",
+    "vllm:prefix_cache_hits_total",
+})
+
 # Finite bucket bounds (seconds) of the vLLM backend's latency histograms. Above the last
 # bound everything lands in +Inf, and histogram_quantile then answers the last bound: a
 # quantile (and so an SLO alert) can never read higher.
@@ -119,7 +127,7 @@ AUTOSCALER: frozenset[str] = frozenset({
 # Prometheus' own series: per-target ``up``, and ``ALERTS`` for rule states.
 PROMETHEUS: frozenset[str] = frozenset({"up", "scrape_duration_seconds", "ALERTS"})
 
-EXPORTED: frozenset[str] = TRITON | VLLM | ENVOY | CONTROL_PLANE | AUTOSCALER | PROMETHEUS
+EXPORTED: frozenset[str] = TRITON | VLLM | VLLM_PREFIX_CACHE | ENVOY | CONTROL_PLANE | AUTOSCALER | PROMETHEUS
 
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 

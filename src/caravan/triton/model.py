@@ -110,7 +110,8 @@ class TritonPythonModel:
         self._metrics = None
         if _bool_param(params, "REPORT_CUSTOM_METRICS"):
             try:
-                self._metrics = VllmMetrics(pb, self._name, args["model_version"], settings.engine.max_model_len)
+                self._metrics = VllmMetrics(pb, self._name, args["model_version"], settings.engine.max_model_len,
+                                            prefix_cache=_bool_param(params, "REPORT_PREFIX_CACHE_METRICS"))
             except Exception as exc:  # the backend loads anyway when the server has metrics off (C20)
                 if "metrics not supported" not in str(exc):
                     raise

@@ -17,6 +17,17 @@ latency per token; the simulator's outputs are coalesced (``stream_interval_ms``
 TPOT is observed once per output, with the output's mean inter-token time. Times are
 real seconds.
 
+Caravan addition, off unless asked for (``prefix_cache=True``, the model's
+``REPORT_PREFIX_CACHE_METRICS`` parameter): vLLM's own Prometheus logger exports the
+prefix-cache pair ``vllm:prefix_cache_queries_total`` / ``vllm:prefix_cache_hits_total``
+(vllm ``vllm/v1/metrics/loggers.py``, ``PrometheusStatLogger``: counters
+``vllm:prefix_cache_queries`` and ``vllm:prefix_cache_hits``, to which prometheus_client
+appends ``_total``; fed from ``PrefixCacheStats``, in tokens: queries += a request's
+prompt tokens, hits += its cached tokens, when it is scheduled), but the Triton vLLM
+backend does not (docs/triton-contract.md C37), so a stock Triton replica has no hit
+rate. Caravan's replica records them with the request's first output, same names,
+HELP and labels as vLLM's, counters only by non-zero amounts.
+
 ``pb_utils`` is injected (the module inside the stub; a fake in unit tests). Not
 thread-safe: one thread (the model's outbox) calls ``observe``.
 """
@@ -46,6 +57,12 @@ _HISTOGRAMS = (
     ("n", "vllm:request_params_n", "Histogram of the n request parameter."),
 )
 FAMILY_NAMES = tuple(name for _, name, _ in _COUNTERS + _HISTOGRAMS)
+_PREFIX_COUNTERS = (
+    ("prefix_queries", "vllm:prefix_cache_queries_total",
+     "Prefix cache queries, in terms of number of queried tokens."),
+    ("prefix_hits", "vllm:prefix_cache_hits_total", "Prefix cache hits, in terms of number of cached tokens."),
+)
+PREFIX_CACHE_FAMILY_NAMES = tuple(name for _, name, _ in _PREFIX_COUNTERS)  # the Caravan addition
 
 
 def build_1_2_5_buckets(max_value: int) -> tuple[int, ...]:
@@ -62,9 +79,11 @@ def build_1_2_5_buckets(max_value: int) -> tuple[int, ...]:
 
 
 class VllmMetrics:
-    """The families and this model's labelled metrics."""
+    """The families and this model's labelled metrics (plus the prefix-cache pair when
+    ``prefix_cache``)."""
 
-    def __init__(self, pb_utils: Any, model: str, version: str, max_model_len: int) -> None:
+    def __init__(self, pb_utils: Any, model: str, version: str, max_model_len: int,
+                 prefix_cache: bool = False) -> None:
         labels = {"model": model, "version": version}
         token_buckets = build_1_2_5_buckets(max_model_len)
         buckets = {"ttft": TTFT_BUCKETS, "tpot": TPOT_BUCKETS, "e2e": E2E_BUCKETS,
@@ -72,7 +91,7 @@ class VllmMetrics:
         self._families: list[Any] = []
         self._m: dict[str, Any] = {}
         fam_cls = pb_utils.MetricFamily
-        for key, name, doc in _COUNTERS:
+        for key, name, doc in _COUNTERS + (_PREFIX_COUNTERS if prefix_cache else ()):
             fam = fam_cls(name=name, description=doc, kind=fam_cls.COUNTER)
             self._families.append(fam)
             self._m[key] = fam.Metric(labels=labels)
@@ -86,6 +105,10 @@ class VllmMetrics:
         m = self._m
         if stats.prompt_tokens:
             m["prompt"].increment(stats.prompt_tokens)
+        if stats.prompt_tokens and "prefix_queries" in m:
+            m["prefix_queries"].increment(stats.prompt_tokens)
+            if stats.cached_tokens:
+                m["prefix_hits"].increment(stats.cached_tokens)
         if stats.new_tokens:
             m["generation"].increment(stats.new_tokens)
         if stats.ttft_s is not None:

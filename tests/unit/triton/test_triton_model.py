@@ -34,7 +34,8 @@ Factory = Callable[..., TritonPythonModel]
 def make_model(pb: FakePbUtils, tmp_path: Path) -> Iterator[Factory]:
     started: list[TritonPythonModel] = []
 
-    def make(health_check: bool = True, metrics: bool = True, **settings: Any) -> TritonPythonModel:
+    def make(health_check: bool = True, metrics: bool = True, prefix_metrics: bool = False,
+             **settings: Any) -> TritonPythonModel:
         version = tmp_path / "m" / "1"
         version.mkdir(parents=True, exist_ok=True)
         options = {"time_scale": 0.01, "stream_interval_ms": 1.0, "fault_file": str(tmp_path / "fault")} | settings
@@ -42,6 +43,8 @@ def make_model(pb: FakePbUtils, tmp_path: Path) -> Iterator[Factory]:
         (version / SETTINGS_FILE).write_text(s.to_json())
         params = {"ENABLE_VLLM_HEALTH_CHECK": {"string_value": str(health_check).lower()},
                   "REPORT_CUSTOM_METRICS": {"string_value": "TRUE" if metrics else "no"}}
+        if prefix_metrics:
+            params["REPORT_PREFIX_CACHE_METRICS"] = {"string_value": "true"}
         model = TritonPythonModel()
         model.initialize({"model_name": "m", "model_version": "1", "model_repository": str(tmp_path / "m"),
                           "model_config": json.dumps({"name": "m", "parameters": params})})
@@ -231,6 +234,25 @@ def test_c36_metrics_follow_a_request(make_model: Factory) -> None:
     assert len(families["vllm:time_to_first_token_seconds"].observations) == 1
     assert families["vllm:request_generation_tokens"].observations == [7]
     assert families["vllm:request_params_n"].observations == [1]
+
+
+def test_prefix_cache_pair_only_when_asked_and_it_counts_hits(make_model: Factory) -> None:
+    make_model()
+    assert not {f.name for f in FakeMetricFamily.created} & {"vllm:prefix_cache_queries_total"}
+    FakeMetricFamily.created.clear()
+    model = make_model(prefix_metrics=True)
+    doc = " ".join(f"w{i}" for i in range(40))  # 40 tokens: 2 full blocks, 32 cached the second time
+    families = {f.name: f.metrics[0] for f in FakeMetricFamily.created}
+    for _ in range(2):
+        req = request(doc, sampling='{"max_tokens": 3}')
+        model.execute([req])
+        req.sender.wait()
+    deadline = time.monotonic() + 5
+    while len(families["vllm:request_params_n"].observations) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert families["vllm:prefix_cache_queries_total"].increments == [40, 40]
+    assert families["vllm:prefix_cache_hits_total"].increments == [32]
+    assert families["vllm:prefix_cache_hits_total"].labels == {"model": "m", "version": "1"}
 
 
 def test_c20_metrics_only_with_report_custom_metrics_true(make_model: Factory) -> None:

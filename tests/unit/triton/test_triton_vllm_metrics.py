@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from triton_fakes import FakeMetricFamily, FakePbUtils
 
+from caravan.observability import metric_names as names
 from caravan.triton.generation import Outcome, Progress
-from caravan.triton.vllm_metrics import FAMILY_NAMES, VllmMetrics, build_1_2_5_buckets
+from caravan.triton.vllm_metrics import FAMILY_NAMES, PREFIX_CACHE_FAMILY_NAMES, VllmMetrics, build_1_2_5_buckets
 
 FAMILIES = {
     "vllm:prompt_tokens_total": ("COUNTER", "Number of prefill tokens processed.", None),
@@ -80,6 +81,26 @@ def test_observe_one_output(metrics: tuple[VllmMetrics, dict[str, FakeMetricFami
     m.observe(progress)
     got = {n: v for n, v in _by_name(families).items() if v != ([], [])}
     assert got == want
+
+
+def test_prefix_cache_pair_is_a_caravan_addition_named_as_vllm_names_it() -> None:
+    FakeMetricFamily.created.clear()
+    m = VllmMetrics(FakePbUtils(), "llama", "1", max_model_len=8192, prefix_cache=True)
+    families = {f.name: f for f in FakeMetricFamily.created}
+    assert set(families) == set(FAMILIES) | set(PREFIX_CACHE_FAMILY_NAMES)
+    assert set(PREFIX_CACHE_FAMILY_NAMES) == names.VLLM_PREFIX_CACHE
+    docs = {"vllm:prefix_cache_queries_total": "Prefix cache queries, in terms of number of queried tokens.",
+            "vllm:prefix_cache_hits_total": "Prefix cache hits, in terms of number of cached tokens."}
+    for name, doc in docs.items():
+        fam = families[name]
+        assert (fam.kind, fam.description) == ("COUNTER", doc)
+        assert fam.metrics[0].labels == {"model": "llama", "version": "1"}
+    m.observe(Progress(prompt_tokens=100, cached_tokens=96, new_tokens=1))
+    m.observe(Progress(prompt_tokens=20, new_tokens=1))  # a miss: queries only
+    m.observe(Progress(new_tokens=3))  # later outputs: nothing
+    got = _by_name(families)
+    assert got["vllm:prefix_cache_queries_total"] == ([100, 20], [])
+    assert got["vllm:prefix_cache_hits_total"] == ([96], [])
 
 
 def test_counters_never_move_by_zero(metrics: tuple[VllmMetrics, dict[str, FakeMetricFamily]]) -> None:
