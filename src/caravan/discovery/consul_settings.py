@@ -19,6 +19,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from caravan.spec import ConsulSpec
+from caravan.token_file import TokenFileError, read_token_file
 
 
 class ConsulConfigError(ValueError):
@@ -131,9 +132,6 @@ def _token(spec: ConsulSpec, env: Mapping[str, str], read_file: Callable[[str], 
 
 def _token_from_file(path: str, field_name: str, read_file: Callable[[str], str]) -> str:
     try:
-        token = read_file(path).strip()
-    except OSError as exc:
-        raise ConsulConfigError(f"{field_name}: cannot read {path!r}: {exc.strerror}") from None
-    if not token:
-        raise ConsulConfigError(f"{field_name}: {path!r} is empty; expected an ACL token")
-    return token
+        return read_token_file(path, field_name, read_file)
+    except TokenFileError as exc:
+        raise ConsulConfigError(str(exc)) from None

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from caravan.spec import NomadSpec
+from caravan.token_file import read_token_file
 
 if TYPE_CHECKING:
     import nomad
@@ -75,13 +76,7 @@ def resolve_settings(
 
 
 def _read_token(path: str, read_file: Callable[[str], str]) -> str:
-    try:
-        token = read_file(path).strip()
-    except OSError as exc:
-        raise ValueError(f"token file {path!r}: cannot read it ({exc.strerror})") from None
-    if not token:
-        raise ValueError(f"token file {path!r}: is empty")
-    return token
+    return read_token_file(path, "token file", read_file)
 
 
 def nomad_client(settings: NomadSettings, timeout_s: float = 30.0) -> nomad.Nomad:

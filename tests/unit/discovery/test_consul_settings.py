@@ -55,9 +55,9 @@ ERRORS = [
     ("unix socket", {}, {"CONSUL_HTTP_ADDR": "unix:///tmp/c.sock"}, "CONSUL_HTTP_ADDR: "),
     ("path in address", {"address": "http://h:1/x"}, {}, "consul.address: "),
     ("missing token file", {"token_file": "/nope"}, {},
-     "consul.token_file: cannot read '/nope': No such file"),
+     "consul.token_file '/nope': cannot read it (No such file"),
     ("empty token file", {}, {"CONSUL_HTTP_TOKEN_FILE": "/run/empty"},
-     "CONSUL_HTTP_TOKEN_FILE: '/run/empty' is empty"),
+     "CONSUL_HTTP_TOKEN_FILE '/run/empty': is empty; expected a token"),
     ("bad ssl flag", {}, {"CONSUL_HTTP_SSL": "yes please"},
      "CONSUL_HTTP_SSL: expected true or false"),
 ]
