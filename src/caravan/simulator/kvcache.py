@@ -41,12 +41,15 @@ Cost: O(blocks of the request) per admission and per release. Hashes are ``int``
 from __future__ import annotations
 
 import hashlib
+import sys
+from array import array
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 BLOCK_SIZE = 16
 _ROOT = b"caravan-none-hash"  # vLLM's NONE_HASH: the parent of every first block
+assert array("I").itemsize == 4, "token ids are packed as 32-bit words"
 
 
 def blocks_for(tokens: int, block_size: int = BLOCK_SIZE) -> int:
@@ -59,12 +62,14 @@ def block_hashes(token_ids: Sequence[int], block_size: int = BLOCK_SIZE) -> tupl
     ``get_request_block_hasher``): block ``i``'s hash covers block ``i - 1``'s hash and
     its own ``block_size`` token ids (ids in [0, 2**32)). A trailing partial block has
     no hash. Stable across processes (BLAKE2b, 64-bit)."""
+    raw = array("I", token_ids)
+    if sys.byteorder != "little":  # pragma: no cover - the same hashes on every host
+        raw.byteswap()
+    data, width = raw.tobytes(), 4 * block_size
     out: list[int] = []
     parent = _ROOT
-    for end in range(block_size, len(token_ids) + 1, block_size):
-        h = hashlib.blake2b(parent, digest_size=8)
-        h.update(b"".join(t.to_bytes(4, "little") for t in token_ids[end - block_size:end]))
-        parent = h.digest()
+    for end in range(width, len(data) + 1, width):
+        parent = hashlib.blake2b(parent + data[end - width:end], digest_size=8).digest()
         out.append(int.from_bytes(parent, "little"))
     return tuple(out)
 
