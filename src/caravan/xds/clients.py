@@ -94,6 +94,18 @@ class XdsMetrics:
         self.nacks = Counter(
             "caravan_xds_nacks_total", "xDS NACKs received", ["type"], registry=registry
         )
+        self.unverified_nacks = Counter(
+            "caravan_xds_unverified_nacks_total",
+            "xDS NACKs from streams without a node id or an earlier ACK (not alerted on)",
+            ["type"],
+            registry=registry,
+        )
+        self.refused = Counter(
+            "caravan_xds_refused_streams_total",
+            "ADS streams cut off by an abuse limit (too many names, not reading)",
+            ["protocol"],
+            registry=registry,
+        )
         self.clients = Gauge(
             "caravan_xds_connected_clients",
             "connected ADS streams",

@@ -11,7 +11,10 @@ wildcard), and the version of every resource the client has (from
   only ACK/NACK bookkeeping needs a current nonce;
 * a NACKed (name, version) is never resent; it goes out again only once the
   snapshot has a different version of that resource;
-* updates go out in CDS, EDS, LDS, RDS order, then removals in the same order.
+* updates go out in CDS, EDS, LDS, RDS order, then removals in the same order;
+* a request naming more than ``limits.MAX_RESOURCE_NAMES`` resources (subscribe plus
+  unsubscribe), or a subscription growing past it for one type, is refused
+  (``Outcome.refused``: the server closes the stream).
 
 Not thread-safe: one session per stream, driven by that stream's task.
 """
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field
 
 from envoy.service.discovery.v3 import discovery_pb2
 
+from caravan.xds.limits import MAX_RESOURCE_NAMES, names_error
 from caravan.xds.snapshot import ENDPOINT, TYPE_ORDER, WILDCARD_TYPES, Snapshot, VersionedResource
 from caravan.xds.sotw import Nack, Outcome, empty_assignment, is_nack
 
@@ -60,11 +64,18 @@ class DeltaSession:
     def handle_request(self, req: discovery_pb2.DeltaDiscoveryRequest, snap: Snapshot) -> Outcome:
         if req.node.id:
             self.node_id, self.cluster = req.node.id, req.node.cluster
+        count = len(req.resource_names_subscribe) + len(req.resource_names_unsubscribe)
+        refused = names_error("the request", count, MAX_RESOURCE_NAMES)
+        if refused is not None:
+            return Outcome(refused=refused)
         if req.type_url not in TYPE_ORDER:
             return Outcome(unknown_type=True)
         st = self.types.setdefault(req.type_url, DeltaTypeState())
         out = Outcome()
         self._subscriptions(st, req)
+        refused = names_error("the stream's subscription", len(st.names), MAX_RESOURCE_NAMES)
+        if refused is not None:
+            return Outcome(refused=refused)
         if req.response_nonce:
             sent = self._outstanding.pop(req.response_nonce, None)
             if sent is None:

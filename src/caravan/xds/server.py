@@ -5,6 +5,11 @@ This module is the thin I/O adapter: each stream gets a protocol session
 (``caravan.xds.sotw`` / ``caravan.xds.delta``) and feeds it requests and snapshot
 changes, one at a time, in arrival order; it sends what the session returns, counts
 pushes, ACKs and NACKs, logs each NACK's reason, and keeps ``ClientRegistry`` current.
+Abuse limits (``caravan.xds.limits``): a request naming too many resources, a client
+that sends faster than it reads, or one that does not read a response within
+``WRITE_STALL_S`` is cut off with RESOURCE_EXHAUSTED; client-supplied text is clipped
+and repeated warnings rate-limited; NACKs from unverified clients (no node id, or no
+ACK on their stream yet) count apart, so they cannot fire ``CaravanXdsNack``.
 The port is plaintext, or TLS / mTLS with ``tls_credentials``.
 The server also serves ``grpc.health.v1`` (overall status SERVING once the first
 snapshot exists), so Envoy's bootstrap can health-check control-plane instances.
@@ -28,13 +33,23 @@ from caravan.spec import XdsTls
 from caravan.xds.cache import SnapshotCache
 from caravan.xds.clients import ClientInfo, ClientRegistry, XdsMetrics, short
 from caravan.xds.delta import DeltaSession
+from caravan.xds.limits import (
+    MAX_PENDING_REQUESTS,
+    MAX_RECEIVE_BYTES,
+    WRITE_STALL_S,
+    WarningLimiter,
+    clip,
+)
 from caravan.xds.snapshot import Snapshot
-from caravan.xds.sotw import Outcome, SotwSession
+from caravan.xds.sotw import Nack, Outcome, SotwSession
 
 log = logging.getLogger(__name__)
 
 _CHANGED = object()
 _EOF = object()
+OVERFLOW = (f"caravan xds: more than {MAX_PENDING_REQUESTS} requests pending; "
+            "the client sends faster than it reads its responses")
+STALLED = f"caravan xds: a response was not read within {WRITE_STALL_S:g} s"
 
 
 class Session(Protocol):
@@ -49,22 +64,22 @@ class Session(Protocol):
 class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ignore[misc]
     """Serves both ADS flavours from ``cache``."""
 
-    def __init__(self, cache: SnapshotCache, clients: ClientRegistry, metrics: XdsMetrics) -> None:
+    def __init__(self, cache: SnapshotCache, clients: ClientRegistry, metrics: XdsMetrics,
+                 limiter: WarningLimiter | None = None) -> None:
         self._cache = cache
         self._clients = clients
         self._metrics = metrics
+        self._limiter = limiter if limiter is not None else WarningLimiter()
 
     async def StreamAggregatedResources(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[Any]:
-        async for resp in self._serve(SotwSession(), "sotw", request_iterator, context):
-            yield resp
+    ) -> None:
+        await self._serve(SotwSession(), "sotw", request_iterator, context)
 
     async def DeltaAggregatedResources(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[Any]:
-        async for resp in self._serve(DeltaSession(), "delta", request_iterator, context):
-            yield resp
+    ) -> None:
+        await self._serve(DeltaSession(), "delta", request_iterator, context)
 
     async def _serve(
         self,
@@ -72,10 +87,13 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
         protocol: str,
         requests: AsyncIterator[Any],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[Any]:
+    ) -> None:
+        """Run one stream to its end; a refused or runaway stream is closed with
+        RESOURCE_EXHAUSTED and a message saying why."""
         info = self._clients.connect(protocol, context.peer())
         self._metrics.clients.labels(protocol).inc()
         queue: asyncio.Queue[object] = asyncio.Queue()
+        cut = asyncio.Event()
         dirty = [False]
 
         def on_change(_snap: Snapshot) -> None:
@@ -84,59 +102,68 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
                 queue.put_nowait(_CHANGED)
 
         self._cache.add_listener(on_change)
-        reader = asyncio.create_task(_read(requests, queue))
+        reader = asyncio.create_task(_read(requests, queue, cut))
         log.info(
             "xds stream opened",
             extra={"stream": info.stream_id, "protocol": protocol, "peer": info.peer},
         )
         try:
-            while True:
-                item = await queue.get()
-                if item is _EOF:
-                    break
-                if item is _CHANGED:
-                    dirty[0] = False
-                    outcome = session.handle_snapshot(self._cache.snapshot)
-                else:
-                    outcome = session.handle_request(item, self._cache.snapshot)
-                self._record(info, session, outcome, item)
-                for resp in outcome.responses:
-                    yield resp
+            refused = await self._pump(session, info, queue, cut, dirty, context)
         finally:
             self._cache.remove_listener(on_change)
             reader.cancel()
             self._clients.disconnect(info)
             self._metrics.clients.labels(protocol).dec()
             log.info("xds stream closed", extra={"stream": info.stream_id, "node": info.node_id})
+        if refused is not None:
+            self._metrics.refused.labels(protocol).inc()
+            self._warn("refused", "xds stream closed: " + refused,
+                       {"stream": info.stream_id, "node": clip(info.node_id), "peer": info.peer})
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, refused)
+
+    async def _pump(self, session: Session, info: ClientInfo, queue: asyncio.Queue[object],
+                    cut: asyncio.Event, dirty: list[bool],
+                    context: grpc.aio.ServicerContext) -> str | None:
+        """Handle requests and snapshot changes in arrival order until the client ends
+        the stream (None) or must be cut off (the reason)."""
+        while not cut.is_set():
+            item = await queue.get()
+            if item is _EOF:
+                return OVERFLOW if cut.is_set() else None
+            if item is _CHANGED:
+                dirty[0] = False
+                outcome = session.handle_snapshot(self._cache.snapshot)
+            else:
+                outcome = session.handle_request(item, self._cache.snapshot)
+            if outcome.refused is not None:
+                return outcome.refused
+            self._record(info, session, outcome, item)
+            for resp in outcome.responses:
+                why = await _send(context, resp, cut)
+                if why is not None:
+                    return why
+        return OVERFLOW
+
+    def _warn(self, kind: str, message: str, extra: dict[str, Any]) -> None:
+        """A rate-limited warning (``WarningLimiter``): ``dropped`` counts the lines of
+        this kind left out since the last one logged."""
+        dropped = self._limiter.admit(kind)
+        if dropped is not None:
+            log.warning(message, extra={**extra, "dropped": dropped})
 
     def _record(self, info: ClientInfo, session: Session, outcome: Outcome, item: object) -> None:
         info.node_id, info.cluster = session.node_id, session.cluster
         if outcome.stale:
             log.debug("stale nonce ignored", extra={"stream": info.stream_id})
         if outcome.unknown_type:
-            log.warning(
-                "request for an unknown type ignored",
-                extra={"stream": info.stream_id, "type_url": getattr(item, "type_url", "")},
-            )
+            self._warn("unknown_type", "request for an unknown type ignored", {
+                "stream": info.stream_id, "type_url": clip(getattr(item, "type_url", ""))})
         if outcome.acked is not None:
             type_url, version = outcome.acked
             info.acked[type_url] = version
             self._metrics.acks.labels(short(type_url)).inc()
         if outcome.nack is not None:
-            n = outcome.nack
-            info.nacks[n.type_url] = info.nacks.get(n.type_url, 0) + 1
-            info.last_nack[n.type_url] = n.message
-            self._metrics.nacks.labels(short(n.type_url)).inc()
-            log.warning(
-                "xds NACK: version parked until the snapshot changes",
-                extra={
-                    "node": info.node_id,
-                    "type": short(n.type_url),
-                    "version": n.version,
-                    "reason": n.message,
-                    "stream": info.stream_id,
-                },
-            )
+            self._record_nack(info, outcome.nack)
         for resp in outcome.responses:
             info.pushes += 1
             self._metrics.pushes.labels(short(resp.type_url), info.protocol).inc()
@@ -150,10 +177,33 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
                 },
             )
 
+    def _record_nack(self, info: ClientInfo, n: Nack) -> None:
+        """Keep and log a NACK (its text clipped). It counts in ``caravan_xds_nacks_total``
+        (which ``CaravanXdsNack`` watches) only from a verified client: a stream with a
+        node id that has ACKed a version before; others count in
+        ``caravan_xds_unverified_nacks_total``."""
+        reason = clip(n.message)
+        info.nacks[n.type_url] = info.nacks.get(n.type_url, 0) + 1
+        info.last_nack[n.type_url] = reason
+        verified = bool(info.node_id) and bool(info.acked)
+        counter = self._metrics.nacks if verified else self._metrics.unverified_nacks
+        counter.labels(short(n.type_url)).inc()
+        self._warn("nack" if verified else "unverified_nack",
+                   "xds NACK: version parked until the snapshot changes", {
+                       "node": clip(info.node_id), "type": short(n.type_url),
+                       "version": n.version, "reason": reason, "stream": info.stream_id,
+                       "verified": verified})
 
-async def _read(requests: AsyncIterator[Any], queue: asyncio.Queue[object]) -> None:
+
+async def _read(requests: AsyncIterator[Any], queue: asyncio.Queue[object],
+                cut: asyncio.Event) -> None:
+    """Queue the stream's requests; stop and set ``cut`` once ``MAX_PENDING_REQUESTS``
+    are waiting (the client sends but does not read its answers)."""
     try:
         async for req in requests:
+            if queue.qsize() >= MAX_PENDING_REQUESTS:
+                cut.set()
+                return
             queue.put_nowait(req)
     except (grpc.aio.AioRpcError, asyncio.CancelledError):
         pass
@@ -161,6 +211,23 @@ async def _read(requests: AsyncIterator[Any], queue: asyncio.Queue[object]) -> N
         log.exception("xds stream read failed")
     finally:
         queue.put_nowait(_EOF)
+
+
+async def _send(context: grpc.aio.ServicerContext, resp: Any, cut: asyncio.Event) -> str | None:
+    """Write ``resp``; the reason to cut the stream off instead when ``cut`` is set or
+    the client has not taken it within ``WRITE_STALL_S``; None once written."""
+    write = asyncio.ensure_future(context.write(resp))
+    cut_wait = asyncio.ensure_future(cut.wait())
+    try:
+        done, _ = await asyncio.wait({write, cut_wait}, timeout=WRITE_STALL_S,
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        cut_wait.cancel()
+    if write in done:
+        write.result()
+        return None
+    write.cancel()
+    return OVERFLOW if cut.is_set() else STALLED
 
 
 class XdsServer:
@@ -184,6 +251,7 @@ class XdsServer:
                 ("grpc.keepalive_time_ms", 30_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
                 ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
             ]
         )
         ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(

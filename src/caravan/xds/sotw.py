@@ -12,6 +12,8 @@ responses to send, keeping the protocol rules:
   the last one sent (or from ``version_info`` of a reconnecting client's first
   request): unchanged resources are never pushed;
 * EDS requests naming a cluster the snapshot lacks get an empty ClusterLoadAssignment;
+* a request naming more than ``limits.MAX_RESOURCE_NAMES`` resources is refused
+  (``Outcome.refused``: the server closes the stream) before any work is done;
 * responses are produced in CDS, EDS, LDS, RDS order.
 
 The EDS/RDS response version is the hash over the requested names' versions, so
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from envoy.config.endpoint.v3 import endpoint_pb2
 from envoy.service.discovery.v3 import discovery_pb2
 
+from caravan.xds.limits import MAX_RESOURCE_NAMES, names_error
 from caravan.xds.resources import pack
 from caravan.xds.snapshot import (
     ENDPOINT,
@@ -68,6 +71,7 @@ class Outcome:
     nack: Nack | None = None
     stale: bool = False
     unknown_type: bool = False
+    refused: str | None = None  # the stream must be closed with this message
 
 
 def empty_assignment(name: str) -> VersionedResource:
@@ -113,6 +117,9 @@ class SotwSession:
         """Apply one DiscoveryRequest; returns the responses due and any ACK/NACK seen."""
         if req.node.id:
             self.node_id, self.cluster = req.node.id, req.node.cluster
+        refused = names_error("the request", len(req.resource_names), MAX_RESOURCE_NAMES)
+        if refused is not None:
+            return Outcome(refused=refused)
         if req.type_url not in TYPE_ORDER:
             return Outcome(unknown_type=True)
         st = self.types.setdefault(req.type_url, TypeState())
