@@ -77,10 +77,12 @@ def block_hashes(token_ids: Sequence[int], block_size: int = BLOCK_SIZE) -> tupl
 @dataclass
 class Holding:
     """The blocks one running request holds: cached ones by hash (in prefix order) and
-    ``anon`` blocks without a hash."""
+    ``anon`` blocks without a hash; ``hashed_upto`` blocks of its chain have been looked
+    at (each is in ``hashed`` or, as a duplicate of a block cached elsewhere, anonymous)."""
 
     hashed: list[int] = field(default_factory=list)
     anon: int = 0
+    hashed_upto: int = 0
 
 
 @dataclass(frozen=True)
@@ -161,10 +163,10 @@ class BlockPool:
         self._make_room(found.new_blocks)
         full = min(len(hashes), prompt_tokens // self.block_size)
         for h in hashes[found.hit_blocks:full]:
-            if self.is_cached(h):
-                break  # a duplicate (the capped last block): the rest stays anonymous
-            self._refs[h] = 1
-            holding.hashed.append(h)
+            if not self.is_cached(h):  # else a duplicate (the capped last block): anonymous
+                self._refs[h] = 1
+                holding.hashed.append(h)
+        holding.hashed_upto = max(full, found.hit_blocks)
         holding.anon = found.new_blocks - (len(holding.hashed) - found.hit_blocks)
         self._anon_held += holding.anon
         return holding
@@ -174,9 +176,11 @@ class BlockPool:
         and have a hash in ``hashes`` (the whole sequence's chain) become cached first.
         Blocks are freed tail first (the most recent end of the LRU gets the head)."""
         full = min(len(hashes), computed_tokens // self.block_size)
-        for h in hashes[len(holding.hashed):full]:
-            if holding.anon == 0 or self.is_cached(h):
+        for h in hashes[holding.hashed_upto:full]:
+            if holding.anon == 0:
                 break
+            if self.is_cached(h):
+                continue  # a duplicate stays anonymous
             self._refs[h] = 1
             self._anon_held -= 1
             holding.anon -= 1

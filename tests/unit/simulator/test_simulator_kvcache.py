@@ -130,3 +130,19 @@ def test_allocate_refuses_more_than_free() -> None:
     found = pool.lookup(block_hashes(A[:32]), 32, 48)
     with pytest.raises(ValueError, match="3 free blocks needed, 2 free"):
         pool.allocate(block_hashes(A[:32]), 32, found)
+
+
+def test_a_duplicate_block_stays_anonymous_and_later_blocks_still_cache() -> None:
+    pool = BlockPool(20)
+    first = pool.lookup(block_hashes(A[:32]), 32, 33)
+    pool.release(pool.allocate(block_hashes(A[:32]), 32, first), block_hashes(A[:32]), 32)
+    # the same 32 tokens again: the cap lets only a0 hit; a1 is recomputed in an
+    # anonymous block, the output's full block after it is cached at release
+    seq = A[:32] + B[:17]  # 32 prompt + 17 output tokens: 48 computed, 3 full blocks
+    hashes = block_hashes(seq)
+    found = pool.lookup(hashes, 32, 49)
+    assert found == Lookup(1, 1, 3)
+    held = pool.allocate(hashes, 32, found)
+    assert (held.hashed, held.anon) == ([hashes[0]], 3)
+    pool.release(held, hashes, 48)
+    assert pool.is_cached(hashes[2]) and pool.cached_idle == 3 and pool.free == 20
