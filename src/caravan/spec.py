@@ -22,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from caravan.errors import ConfigError
 from caravan.spec_base import Frozen as _Frozen
 from caravan.spec_security import (
     ApiKey,
@@ -484,7 +485,7 @@ def _port_clashes(data: dict[str, Any]) -> list[str]:
     return errors
 
 
-class SpecError(Exception):
+class SpecError(ConfigError):
     """A spec failed to load or validate. ``errors`` holds one ``path: message`` per problem."""
 
     def __init__(self, source: str, errors: list[str]) -> None:

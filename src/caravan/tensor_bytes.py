@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import struct
 
+from caravan.errors import CaravanError
 
-class BytesLayoutError(ValueError):
+
+class BytesLayoutError(CaravanError, ValueError):
     """Malformed raw BYTES data. ``offset``: where the bad element starts (bytes);
     ``length``: the element length read there, or None when the 4-byte length
     prefix itself is cut short."""

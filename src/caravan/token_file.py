@@ -12,8 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from caravan.errors import ConfigError
 
-class TokenFileError(ValueError):
+
+class TokenFileError(ConfigError):
     """A token file that cannot be read or is empty."""
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src"
-BELOW_EVERYTHING = ("caravan.spec", "caravan.spec_base", "caravan.spec_security")
+BELOW_EVERYTHING = ("caravan.spec", "caravan.spec_base", "caravan.spec_security", "caravan.errors")
 
 
 def _module_name(path: Path) -> str:

@@ -13,19 +13,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from caravan import errors
+from caravan.errors import BackendError
 
-class MetricsError(Exception):
+
+class MetricsError(BackendError):
     """A query failed or gave no usable number (empty, several series, NaN, HTTP error).
 
     The message names the query. A check that raises this is a check *error*, never 0.
     """
 
 
-class ScaleError(Exception):
+class ScaleError(BackendError):
     """The target refused or failed a scale request (not a "not ready" refusal)."""
 
 
-class NotReadyError(ScaleError):
+class NotReadyError(ScaleError, errors.NotReadyError):
     """The target cannot be scaled right now (e.g. a Nomad deployment is active): skip the round."""
 
 

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from caravan.errors import ConfigError
 from caravan.spec import ConsulSpec
 from caravan.token_file import TokenFileError, read_token_file
 
 
-class ConsulConfigError(ValueError):
+class ConsulConfigError(ConfigError):
     """A Consul setting is unusable; the message names the field or variable."""
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from caravan.errors import BackendError
+
 _RECENT_PORTS = 4096  # remembered hand-outs: far more than a stack starts at once
 _HANDED_OUT: collections.deque[int] = collections.deque(maxlen=_RECENT_PORTS)
 _HANDED_OUT_LOCK = threading.Lock()
@@ -152,7 +154,7 @@ class ChildProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-class ChildExited(RuntimeError):
+class ChildExited(BackendError, RuntimeError):
     """A child process a wait depended on exited; the message holds its log's tail."""
 
 

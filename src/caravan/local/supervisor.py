@@ -41,6 +41,7 @@ import yaml
 
 from caravan.discovery.local import write_registry
 from caravan.discovery.types import HealthStatus, Replica
+from caravan.errors import BackendError
 from caravan.local.health import infer_once, model_ready
 from caravan.local.launch import (
     ChildExited,
@@ -111,7 +112,7 @@ class _ReplicaProc:
     started_at: float = field(default_factory=time.monotonic)
 
 
-class StackError(RuntimeError):
+class StackError(BackendError, RuntimeError):
     """The local stack could not start; the message names the component and its log."""
 
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from caravan.errors import BackendError
 from caravan.nomad.client import NomadSettings, nomad_client, resolve_settings
 
 __all__ = ["NomadSettings", "resolve_settings"]  # re-exported: the settings live in client.py
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 Json = dict[str, Any]
 
 
-class NomadApiError(Exception):
+class NomadApiError(BackendError):
     """Nomad refused a request about ``job_id``: HTTP ``status`` (0: no answer) and message."""
 
     def __init__(self, job_id: str, status: int, message: str) -> None:

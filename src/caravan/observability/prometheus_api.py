@@ -19,8 +19,10 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from caravan.errors import BackendError
 
-class PrometheusError(RuntimeError):
+
+class PrometheusError(BackendError):
     """Prometheus refused a query, or could not be reached, or answered garbage."""
 
 

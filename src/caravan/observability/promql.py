@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from caravan.errors import ConfigError
+
 _TOKEN = re.compile(
     r"""
     (?P<space>\s+|\#[^\n]*)
@@ -33,7 +35,7 @@ _KEYWORDS = _LABEL_LIST_KEYWORDS | frozenset({
 })
 
 
-class PromQLSyntaxError(ValueError):
+class PromQLSyntaxError(ConfigError):
     """The expression has a character the tokenizer does not know, or unbalanced brackets."""
 
 

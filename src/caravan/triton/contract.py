@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from caravan.errors import CaravanError
 from caravan.simulator.textgen import VOCAB
 
 DEFAULT_MAX_TOKENS = 16  # vllm.SamplingParams.max_tokens default
@@ -128,7 +129,7 @@ _SAMPLING_EPS = 1e-5
 Arrays = Mapping[str, npt.NDArray[Any]]
 
 
-class ContractError(ValueError):
+class ContractError(CaravanError, ValueError):
     """The backend would fail this request in-stream; ``str(err)`` is the message after
     "Error generating stream: "."""
 
