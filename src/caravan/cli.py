@@ -10,6 +10,7 @@ Each area registers its own commands from a small ``commands`` module
   bench                         caravan.bench.commands     load benchmark
   render, deploy                caravan.render.commands    Nomad HCL, Envoy, Triton, Docker
   autoscale                     caravan.autoscaler.commands
+  panels                        caravan.observability.commands   a model's key panels as a PNG
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ COMMAND_MODULES = (
     "caravan.bench.commands",
     "caravan.render.commands",
     "caravan.autoscaler.commands",
+    "caravan.observability.commands",
 )
 
 

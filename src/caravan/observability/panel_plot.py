@@ -12,7 +12,6 @@ Run: ``python -m caravan.observability.panel_plot --prometheus http://127.0.0.1:
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 import time
@@ -202,18 +201,3 @@ def plot_panels(
     step_s = max(1.0, window_s / 240)
     panels = fetch_panels(PrometheusRange(prometheus_url), model, clock(), window_s, step_s)
     return draw_panels(panels, Path(out_png), f"Caravan: {model} (last {window_s:g} s)")
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--prometheus", default="http://127.0.0.1:9090")
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--out", default="benchmarks/results/panels.png")
-    parser.add_argument("--window", type=float, default=600.0, help="seconds")
-    args = parser.parse_args(argv)
-    drawn = plot_panels(args.prometheus, args.model, args.out, args.window)
-    print(f"wrote {args.out}: " + ", ".join(f"{t}: {n}" for t, n in drawn.items()))
-
-
-if __name__ == "__main__":
-    main()
