@@ -227,7 +227,13 @@ async def _send(context: grpc.aio.ServicerContext, resp: Any, cut: asyncio.Event
         write.result()
         return None
     write.cancel()
+    write.add_done_callback(_consume)  # the abandoned write fails once the stream is closed
     return OVERFLOW if cut.is_set() else STALLED
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class XdsServer:

@@ -54,22 +54,36 @@ def test_request_naming_too_many_resources_is_cut_off_at_once(count: int) -> Non
     run(scenario)
 
 
+async def flood_without_reading(call: Any, max_requests: int = 2000) -> grpc.StatusCode:
+    """Send requests that each change the EDS subscription (one big answer each) and
+    never read; return the stream's status once the server ends it (bounded wait)."""
+    async def write() -> None:
+        for k in range(max_requests):
+            names = tuple(f"{k % 2}-{i}" for i in range(MAX_RESOURCE_NAMES))
+            try:
+                await call.write(sotw(ENDPOINT, names=names))
+            except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+                return
+
+    writer = asyncio.create_task(write())
+    try:
+        code: grpc.StatusCode = await asyncio.wait_for(call.code(), 15)
+    finally:
+        writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+    return code
+
+
 def test_client_that_does_not_read_is_cut_off_not_buffered() -> None:
     async def scenario() -> None:
         async with ads_server(snap(1)) as (_cache, _clients, registry, stub):
             call = stub.StreamAggregatedResources()
-            names = [f"{k}-{i}" for k in range(2) for i in range(MAX_RESOURCE_NAMES)]
-            sent = 0
-            for k in range(400):  # each request changes the subscription: one big answer each
-                batch = tuple(names[(k % 2) * MAX_RESOURCE_NAMES:][:MAX_RESOURCE_NAMES])
-                try:
-                    await asyncio.wait_for(call.write(sotw(ENDPOINT, names=batch)), 2.0)
-                except (TimeoutError, grpc.aio.AioRpcError, asyncio.InvalidStateError):
-                    break
-                sent += 1
-            code, details = await _status(call)
-            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, (sent, code, details)
-            assert f"more than {MAX_PENDING_REQUESTS} requests pending" in details
+            code = await flood_without_reading(call)
+            # grpc's aio client may report its own INTERNAL for a stream ended under its
+            # pending writes (docs/security.md); the server's side is the metric.
+            assert code in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL)
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                assert f"more than {MAX_PENDING_REQUESTS} requests pending" in await call.details()
             assert registry.get_sample_value("caravan_xds_refused_streams_total",
                                              {"protocol": "sotw"}) == 1
             await _still_serves(stub)
