@@ -39,9 +39,12 @@ class UpstreamTls(_Frozen):
 
 
 class XdsTls(_Frozen):
-    """TLS on the xDS channel. The control plane serves ``cert_file``/``key_file``;
-    Envoy verifies it with ``ca_file``. With ``client_ca_file`` the control plane
-    requires Envoy's certificate (``client_cert_file``/``client_key_file``)."""
+    """mTLS on the xDS channel. The control plane serves ``cert_file``/``key_file``;
+    Envoy verifies it with ``ca_file``. The control plane requires Envoy's certificate
+    (``client_cert_file``/``client_key_file``) signed by ``client_ca_file``: TLS without
+    it is refused, since any client reaching the port would download the config (API
+    keys included). ``client_sans`` (optional) pins Envoy's identity: the client
+    certificate must carry one of these DNS / URI SANs."""
 
     cert_file: str = Field(min_length=1, description="control plane's server certificate")
     key_file: str = Field(min_length=1, description="control plane's private key")
@@ -49,9 +52,24 @@ class XdsTls(_Frozen):
     client_ca_file: str | None = Field(None, description="mTLS: CA of Envoy's client certs")
     client_cert_file: str | None = Field(None, description="Envoy's client certificate")
     client_key_file: str | None = Field(None, description="Envoy's client key")
+    client_sans: tuple[str, ...] = Field(
+        (), description="accept only client certificates with one of these SANs (DNS or URI)")
+
+    @field_validator("client_sans")
+    @classmethod
+    def _sans(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for san in v:
+            if not san or len(san) > 256 or any(c.isspace() for c in san):
+                raise ValueError(f"SAN {san!r} must be 1 to 256 characters without spaces")
+        return v
 
     @model_validator(mode="after")
     def _mtls(self) -> XdsTls:
+        if self.client_ca_file is None:
+            raise ValueError(
+                "client_ca_file: required (the CA of Envoy's client certificates): without "
+                "it any client that reaches the xDS port downloads the config, API keys included"
+            )
         if (self.client_cert_file is None) != (self.client_key_file is None):
             raise ValueError(
                 "client_cert_file: client_cert_file and client_key_file must be given together"

@@ -119,7 +119,8 @@ async def _run(
         from caravan.xds.server import tls_credentials
 
         try:
-            cp.server.use_credentials(tls_credentials(ps.security.xds_tls))
+            xds_tls = ps.security.xds_tls
+            cp.server.use_credentials(tls_credentials(xds_tls), xds_tls.client_sans)
         except ValueError as exc:
             typer.echo(f"xds: {exc}", err=True)
             raise typer.Exit(2) from None

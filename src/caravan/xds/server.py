@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -70,6 +70,7 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
         self._clients = clients
         self._metrics = metrics
         self._limiter = limiter if limiter is not None else WarningLimiter()
+        self.client_sans: frozenset[str] = frozenset()  # pinned client identities (mTLS)
 
     async def StreamAggregatedResources(
         self, request_iterator: AsyncIterator[Any], context: grpc.aio.ServicerContext
@@ -90,6 +91,13 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
     ) -> None:
         """Run one stream to its end; a refused or runaway stream is closed with
         RESOURCE_EXHAUSTED and a message saying why."""
+        if self.client_sans and not self.client_sans & peer_sans(context.auth_context()):
+            self._metrics.refused.labels(protocol).inc()
+            self._warn("identity", "xds stream refused: client certificate not pinned",
+                       {"peer": context.peer()})
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                "caravan xds: the client certificate has none of the SANs in "
+                                "security.xds_tls.client_sans")
         info = self._clients.connect(protocol, context.peer())
         self._metrics.clients.labels(protocol).inc()
         queue: asyncio.Queue[object] = asyncio.Queue()
@@ -195,6 +203,13 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
                        "verified": verified})
 
 
+def peer_sans(auth_context: Mapping[str, Sequence[bytes]]) -> set[str]:
+    """Every subject alternative name (DNS, URI, IP, email) of the peer's certificate in
+    a gRPC ``auth_context`` (empty without a client certificate)."""
+    return {v.decode(errors="replace") for k, vs in auth_context.items()
+            if "subject_alternative_name" in k for v in vs}
+
+
 async def _read(requests: AsyncIterator[Any], queue: asyncio.Queue[object],
                 cut: asyncio.Event) -> None:
     """Queue the stream's requests; stop and set ``cut`` once ``MAX_PENDING_REQUESTS``
@@ -260,15 +275,18 @@ class XdsServer:
                 ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
             ]
         )
-        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(
-            AdsServicer(cache, clients, metrics), self._server
-        )
+        self._ads = AdsServicer(cache, clients, metrics)
+        ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(self._ads, self._server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
 
-    def use_credentials(self, credentials: grpc.ServerCredentials) -> None:
-        """Serve TLS (see ``tls_credentials``) instead of plaintext. Call before ``start``."""
+    def use_credentials(self, credentials: grpc.ServerCredentials,
+                        client_sans: tuple[str, ...] = ()) -> None:
+        """Serve TLS (see ``tls_credentials``) instead of plaintext. Call before ``start``.
+        ``client_sans`` non-empty: an ADS stream whose client certificate has none of
+        these SANs is refused with PERMISSION_DENIED (``security.xds_tls.client_sans``)."""
         self.credentials = credentials
+        self._ads.client_sans = frozenset(client_sans)
 
     async def start(self) -> int:
         """Bind and start serving (TLS when ``credentials`` is set). Raises

@@ -108,12 +108,17 @@ def test_loaded_keys_never_in_repr_or_dump() -> None:
          "security.upstream_tls.cert_file: cert_file and key_file must be given together"),
         ({"xds_tls": {"cert_file": "c", "key_file": "k", "ca_file": "a", "client_ca_file": "a"}},
          "security.xds_tls.client_cert_file: required when client_ca_file is set"),
+        ({"xds_tls": {"cert_file": "c", "key_file": "k", "ca_file": "a"}},
+         "security.xds_tls.client_ca_file: required (the CA of Envoy's client certificates)"),
+        ({"xds_tls": {"cert_file": "c", "key_file": "k", "ca_file": "a", "client_ca_file": "a",
+                      "client_cert_file": "c", "client_key_file": "k", "client_sans": ["a b"]}},
+         "security.xds_tls.client_sans: SAN 'a b' must be 1 to 256 characters"),
         ({"max_request_bytes": 10}, "security.max_request_bytes: Input should be greater"),
         ({"api_keys": {"file": "/k", "rate_limit": {"requests_per_s": 0, "burst": 1}}},
          "security.api_keys.rate_limit.requests_per_s: Input should be greater than 0"),
     ],
     ids=["literal-keys", "no-source", "bad-env-name", "cert-without-key", "xds-mtls-no-cert",
-         "tiny-size-limit", "zero-rate"],
+         "xds-tls-no-client-ca", "xds-bad-san", "tiny-size-limit", "zero-rate"],
 )
 def test_spec_security_errors(security: dict[str, Any], message: str) -> None:
     with pytest.raises(SpecError) as err:
