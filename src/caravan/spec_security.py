@@ -177,7 +177,10 @@ class JwtSpec(_Frozen):
 
 class SecuritySpec(_Frozen):
     """Security controls; every one is off unless set. See docs/security.md.
-    ``api_keys`` and ``jwt`` are alternatives: setting both is an error."""
+    ``api_keys`` and ``jwt`` are alternatives: setting both is an error. Either needs
+    ``xds_tls`` (mTLS): the keys and the authentication config reach Envoy over xDS,
+    where a plaintext channel lets any client read them and a man in the middle
+    replace them."""
 
     listener_tls: ListenerTls | None = None
     upstream_tls: UpstreamTls | None = None
@@ -193,5 +196,12 @@ class SecuritySpec(_Frozen):
         if self.api_keys is not None and self.jwt is not None:
             raise ValueError(
                 "jwt: api_keys and jwt cannot both be set (pick one client authentication)"
+            )
+        auth = "api_keys" if self.api_keys is not None else "jwt" if self.jwt is not None else None
+        if auth is not None and self.xds_tls is None:
+            raise ValueError(
+                f"xds_tls: required with {auth} (mTLS between the control plane and Envoy): "
+                f"{auth} reach Envoy over xDS, where plaintext lets any client read them and "
+                "a man in the middle replace them"
             )
         return self

@@ -20,6 +20,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from sec_pki import make_pki
 from sec_stack import MODEL, SecureStack, start_stack
 from tritonclient.utils import InferenceServerException
 
@@ -78,6 +79,7 @@ def jwt_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jwt]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     rogue = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     (tmp / "jwks.json").write_text(json.dumps(jwks(key, "k1")))
+    pki = make_pki(tmp / "pki")  # JWT needs xDS mTLS (security.xds_tls)
     spec = parse_spec({
         "models": [{"name": MODEL, "engine": {"model": "m/alpha"},
                     "routing": {"maglev_table_size": 1031, "retries": 0}}],
@@ -89,7 +91,10 @@ def jwt_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jwt]:
             "jwks_file": str(tmp / "jwks.json"), "forward_payload_header": "x-jwt-payload",
             "rate_limit": {"requests_per_s": 0.1, "burst": 3},
             "subject_limits": {"vip": {"requests_per_s": 500, "burst": 500}},
-        }},
+        }, "xds_tls": {"cert_file": str(pki.server_cert), "key_file": str(pki.server_key),
+                       "ca_file": str(pki.ca), "client_ca_file": str(pki.ca),
+                       "client_cert_file": str(pki.client_cert),
+                       "client_key_file": str(pki.client_key)}},
     })
     stack = start_stack(tmp, spec, None, 1, mtls_replicas=False, env={})
     try:

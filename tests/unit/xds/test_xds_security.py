@@ -21,10 +21,19 @@ KEY_A = "a" * 20
 KEY_B = "b" * 20
 
 
+XDS_MTLS = {"cert_file": "c", "key_file": "k", "ca_file": "a", "client_ca_file": "a",
+            "client_cert_file": "cc", "client_key_file": "ck"}
+
+
 def _spec(security: dict[str, Any] | None) -> Any:
+    """A spec with ``security``; client authentication gets xDS mTLS unless the
+    section sets ``xds_tls`` (or ``"xds_tls": None`` to leave it out)."""
     data: dict[str, Any] = {"models": [{"name": "m", "engine": {"model": "x"}}]}
     if security is not None:
-        data["security"] = security
+        security = dict(security)
+        if ("api_keys" in security or "jwt" in security) and "xds_tls" not in security:
+            security["xds_tls"] = XDS_MTLS
+        data["security"] = {k: v for k, v in security.items() if v is not None}
     return parse_spec(data)
 
 
@@ -113,12 +122,17 @@ def test_loaded_keys_never_in_repr_or_dump() -> None:
         ({"xds_tls": {"cert_file": "c", "key_file": "k", "ca_file": "a", "client_ca_file": "a",
                       "client_cert_file": "c", "client_key_file": "k", "client_sans": ["a b"]}},
          "security.xds_tls.client_sans: SAN 'a b' must be 1 to 256 characters"),
+        ({"api_keys": {"file": "/k"}, "xds_tls": None},
+         "security.xds_tls: required with api_keys (mTLS between the control plane and Envoy)"),
+        ({"jwt": {"issuer": "https://iss", "audiences": ["api"], "jwks_file": "/j"},
+          "xds_tls": None}, "security.xds_tls: required with jwt"),
         ({"max_request_bytes": 10}, "security.max_request_bytes: Input should be greater"),
         ({"api_keys": {"file": "/k", "rate_limit": {"requests_per_s": 0, "burst": 1}}},
          "security.api_keys.rate_limit.requests_per_s: Input should be greater than 0"),
     ],
     ids=["literal-keys", "no-source", "bad-env-name", "cert-without-key", "xds-mtls-no-cert",
-         "xds-tls-no-client-ca", "xds-bad-san", "tiny-size-limit", "zero-rate"],
+         "xds-tls-no-client-ca", "xds-bad-san", "api-keys-without-xds-mtls",
+         "jwt-without-xds-mtls", "tiny-size-limit", "zero-rate"],
 )
 def test_spec_security_errors(security: dict[str, Any], message: str) -> None:
     with pytest.raises(SpecError) as err:
