@@ -11,6 +11,10 @@ Routes (GET or HEAD; anything else is 405):
 - ``/debug/snapshot`` ``state.snapshot_json()`` as JSON (resources + versions);
 - ``/debug/clients``  ``state.clients_json()`` as JSON (nodes, ACKed versions per type).
 
+``/debug/*`` answer loopback clients only (403 otherwise): the port is on the node IP
+in Nomad for Prometheus and Consul, and the debug views show every node, peer and
+the whole configuration (keys blanked). Read them on the node (``nomad alloc exec``).
+
 A tiny HTTP/1.1 server on asyncio streams (one request per connection, then
 close), so every ``state`` method is called on the event-loop thread that owns
 the control plane: no locking needed. Requests are bounded (8 KiB line, 100
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import logging
 from collections.abc import Callable
@@ -37,7 +42,7 @@ MAX_LINE = 8192
 MAX_HEADERS = 100
 JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=utf-8"
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+_REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
             500: "Internal Server Error", 503: "Service Unavailable"}
 
 
@@ -88,10 +93,23 @@ def readyz(state: ControlPlaneState) -> Response:
     return Response(503, ("not ready: no snapshot built yet\n" + lines).encode())
 
 
+def is_loopback(peer: object) -> bool:
+    """Whether an asyncio ``peername`` (``(host, port, ...)``) is a loopback address."""
+    if not isinstance(peer, tuple) or not peer or not isinstance(peer[0], str):
+        return False
+    try:
+        return ipaddress.ip_address(peer[0].split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
 def route(method: str, target: str, state: ControlPlaneState,
-          registry: CollectorRegistry) -> Response:
-    """Answer one request (``target`` may carry a query string, which is ignored)."""
+          registry: CollectorRegistry, local: bool = True) -> Response:
+    """Answer one request (``target`` may carry a query string, which is ignored).
+    ``local``: the client is on loopback; ``/debug/*`` is refused (403) otherwise."""
     path = target.split("?", 1)[0]
+    if path.startswith("/debug/") and not local:
+        return Response(403, b"debug endpoints answer loopback clients only\n")
     handlers: dict[str, Callable[[], Response]] = {
         "/healthz": lambda: Response(200, b"ok\n"),
         "/readyz": lambda: readyz(state),
@@ -171,7 +189,8 @@ class AdminServer:
                 writer.write(encode(Response(400, b"malformed HTTP request\n")))
             else:
                 method, target = request
-                resp = route(method, target, self._state, self._registry)
+                local = is_loopback(writer.get_extra_info("peername"))
+                resp = route(method, target, self._state, self._registry, local)
                 writer.write(encode(resp, head_only=method == "HEAD"))
             await writer.drain()
         except (TimeoutError, ValueError, ConnectionError):

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from caravan.local.process import free_port
-from caravan.xds.admin import AdminServer, encode, route
+from caravan.xds.admin import AdminServer, encode, is_loopback, route
 
 
 @dataclass
@@ -117,3 +117,20 @@ def test_served_over_http_and_readiness_flips() -> None:
             await asyncio.to_thread(fetch, base + "/healthz")
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+@pytest.mark.parametrize("path", ["/debug/snapshot", "/debug/clients?x=1", "/debug/nope"])
+def test_debug_endpoints_refuse_non_loopback_clients(path: str) -> None:
+    resp = route("GET", path, FakeState(is_ready=True), registry_with_counter(), local=False)
+    assert resp.status == 403 and b"loopback clients only" in resp.body
+    assert route("GET", "/metrics", FakeState(), registry_with_counter(), local=False).status == 200
+    assert route("GET", "/healthz", FakeState(), registry_with_counter(), local=False).status == 200
+
+
+@pytest.mark.parametrize(("peer", "local"), [
+    (("127.0.0.1", 5000), True), (("127.9.9.9", 1), True), (("::1", 1, 0, 0), True),
+    (("10.0.0.5", 5000), False), (("fd00::2", 1, 0, 0), False), (("fe80::1%eth0", 1, 0, 2), False),
+    (None, False), (("not-an-ip", 1), False), ((), False),
+])
+def test_is_loopback(peer: object, local: bool) -> None:
+    assert is_loopback(peer) is local
