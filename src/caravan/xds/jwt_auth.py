@@ -9,8 +9,10 @@
 * ``jwt_authn``: ``envoy.filters.http.jwt_authn`` with one provider and the JWKS
   inline (``local_jwks``), a rule requiring it on every path. A missing or invalid
   token (signature, issuer, audience, expiry, no ``sub``) gets HTTP 401, which
-  Envoy maps to gRPC UNAUTHENTICATED. The ``Authorization`` header is not
-  forwarded; the ``sub`` claim is (``SUBJECT_HEADER``).
+  Envoy maps to gRPC UNAUTHENTICATED. The token is read from ``Authorization:
+  Bearer`` only (never Envoy's default ``?access_token=`` query parameter, which
+  ends up in access logs); the header is not forwarded; the ``sub`` claim is
+  (``SUBJECT_HEADER``).
 * ``subject_descriptors``: local rate-limit descriptors per subject: the overrides
   first (exact values), then a wildcard entry (an empty value: one dynamic token
   bucket per distinct subject, at most ``MAX_DYNAMIC_SUBJECTS`` kept, LRU).
@@ -118,7 +120,8 @@ def strip_identity_headers(jwt: JwtSpec) -> hcm_pb2.HttpFilter:
 
 def provider(jwt: JwtSpec) -> jwt_pb2.JwtProvider:
     """The one provider: issuer, audiences, inline JWKS, ``exp`` and ``sub``
-    required, ``sub`` forwarded in ``SUBJECT_HEADER``. Raises ValueError when the
+    required, the token from ``Authorization: Bearer`` only, ``sub`` forwarded in
+    ``SUBJECT_HEADER``. Raises ValueError when the
     JWKS is not loaded."""
     if not jwt.loaded_jwks:
         raise ValueError("security.jwt: JWKS not loaded (call with_loaded_keys first)")
@@ -128,6 +131,8 @@ def provider(jwt: JwtSpec) -> jwt_pb2.JwtProvider:
         subjects=string_pb2.StringMatcher(safe_regex=regex_pb2.RegexMatcher(regex=".+")),
         require_expiration=True,
         forward=False,
+        # Explicit: Envoy's defaults would also take the token from ?access_token=.
+        from_headers=[jwt_pb2.JwtHeader(name="Authorization", value_prefix="Bearer ")],
         claim_to_headers=[jwt_pb2.JwtClaimToHeader(header_name=SUBJECT_HEADER, claim_name="sub")],
     )
     out.local_jwks.inline_string = jwt.loaded_jwks

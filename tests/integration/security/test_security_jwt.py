@@ -186,3 +186,26 @@ def test_spoofed_subject_header_does_not_escape_the_limit(jwt_stack: Jwt) -> Non
     assert [infer(j.stack.url, tok) for _ in range(3)] == ["OK"] * 3
     spoof = {"x-caravan-subject": "vip"}
     assert infer(j.stack.url, tok, spoof) == "RESOURCE_EXHAUSTED"
+
+
+def _raw_unary(url: str, path: str, metadata: tuple[tuple[str, str], ...]) -> str:
+    """Status name of an empty unary call to ``path`` (a query string allowed) via Envoy."""
+    import grpc
+
+    with grpc.insecure_channel(url) as ch:
+        call = ch.unary_unary(path, request_serializer=None, response_deserializer=None)
+        try:
+            call(b"", metadata=metadata, timeout=10)
+        except grpc.RpcError as err:
+            return str(err.code()).removeprefix("StatusCode.")  # type: ignore[attr-defined]
+    return "OK"
+
+
+def test_token_in_query_string_is_not_accepted(jwt_stack: Jwt) -> None:
+    """Only ``Authorization: Bearer`` carries the token (Envoy's default would also read
+    ``?access_token=``, which lands in access logs)."""
+    token = sign(jwt_stack.key, claims("u-query"))
+    path = "/inference.GRPCInferenceService/ServerLive"
+    url = jwt_stack.stack.url
+    assert _raw_unary(url, path, (("authorization", f"Bearer {token}"),)) != "UNAUTHENTICATED"
+    assert _raw_unary(url, f"{path}?access_token={token}", ()) == "UNAUTHENTICATED"

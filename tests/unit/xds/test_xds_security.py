@@ -314,6 +314,8 @@ def test_jwt_filters_in_order_with_provider_and_rule() -> None:
     assert p.require_expiration and p.subjects.safe_regex.regex == ".+"
     assert p.local_jwks.inline_string == spec.security.jwt.loaded_jwks
     assert p.forward_payload_header == "x-jwt-payload"
+    assert [(h.name, h.value_prefix) for h in p.from_headers] == [("Authorization", "Bearer ")]
+    assert not p.from_params and not p.from_cookies  # never ?access_token=
     assert [(c.claim_name, c.header_name) for c in p.claim_to_headers] == [
         ("sub", jwt_auth.SUBJECT_HEADER)]
     rule = cfg.rules[0]
