@@ -4,8 +4,9 @@
   ``security.jwt.jwks_file`` (public keys only: a key with private parts is refused).
   Errors name the field and file, and what is expected.
 * ``strip_identity_headers``: ``envoy.filters.http.header_mutation`` removing any
-  client-sent ``SUBJECT_HEADER`` (and payload header) before authentication, so a
-  caller cannot pose as another subject for the rate limiter or the upstream.
+  client-sent ``SUBJECT_HEADER``, ``CLIENT_HEADER`` (and payload header) before
+  authentication, so a caller cannot pose as another subject or client for the rate
+  limiter or the upstream.
 * ``jwt_authn``: ``envoy.filters.http.jwt_authn`` with one provider and the JWKS
   inline (``local_jwks``), a rule requiring it on every path. A missing or invalid
   token (signature, issuer, audience, expiry, no ``sub``) gets HTTP 401, which
@@ -41,6 +42,7 @@ from caravan.spec_security import JwtSpec, RateLimit
 
 PROVIDER = "caravan"
 SUBJECT_HEADER = "x-caravan-subject"
+CLIENT_HEADER = "x-caravan-client"  # = caravan.xds.security.CLIENT_HEADER (API-key mode)
 SUBJECT_DESCRIPTOR = "caravan_subject"
 MAX_DYNAMIC_SUBJECTS = 10_000
 REQUIRED_RSA = ("n", "e")
@@ -106,8 +108,9 @@ def load_jwks(jwt: JwtSpec, read_file: ReadFile) -> JwtSpec:
 
 def strip_identity_headers(jwt: JwtSpec) -> hcm_pb2.HttpFilter:
     """Remove client-sent identity headers (``SUBJECT_HEADER``, the payload header)
-    before ``jwt_authn`` sets them from a verified token."""
-    names = [SUBJECT_HEADER]
+    before ``jwt_authn`` sets them from a verified token, and ``CLIENT_HEADER`` (set
+    only in API-key mode), so no client-chosen identity reaches the replicas."""
+    names = [SUBJECT_HEADER, CLIENT_HEADER]
     if jwt.forward_payload_header:
         names.append(jwt.forward_payload_header)
     cfg = header_mutation_pb2.HeaderMutation(

@@ -307,7 +307,8 @@ def test_jwt_filters_in_order_with_provider_and_rule() -> None:
         "envoy.filters.http.router"], "no rate limit filter without a limit"
     strip = _unpack(hcm.http_filters[0].typed_config, header_mutation_pb2.HeaderMutation)
     assert [m.remove for m in strip.mutations.request_mutations] == [
-        jwt_auth.SUBJECT_HEADER, "x-jwt-payload"]
+        jwt_auth.SUBJECT_HEADER, sec.CLIENT_HEADER, "x-jwt-payload"]
+    assert jwt_auth.CLIENT_HEADER == sec.CLIENT_HEADER
     cfg = _unpack(hcm.http_filters[1].typed_config, jwt_pb2.JwtAuthentication)
     p = cfg.providers[jwt_auth.PROVIDER]
     assert (p.issuer, list(p.audiences), p.forward) == ("https://iss", ["api"], False)
