@@ -100,6 +100,8 @@ ENVOY: frozenset[str] = frozenset({
 CONTROL_PLANE: frozenset[str] = frozenset({
     "caravan_xds_pushes_total",
     "caravan_xds_nacks_total",
+    "caravan_xds_unverified_nacks_total",
+    "caravan_xds_refused_streams_total",
     "caravan_xds_acks_total",
     "caravan_xds_snapshot_builds_total",
     "caravan_xds_source_failures_total",
