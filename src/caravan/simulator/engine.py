@@ -78,6 +78,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
+from caravan.errors import CaravanError
 from caravan.simulator.kvcache import BLOCK_SIZE, BlockPool, Holding, blocks_for
 from caravan.spec import EngineArgs, SimulatorParams
 
@@ -183,7 +184,7 @@ class SeqRequest:
     block_hashes: tuple[int, ...] = ()
 
 
-class RequestRejected(ValueError):
+class RequestRejected(CaravanError, ValueError):
     """The request can never run on this engine (too long for the model / KV cache)."""
 
 

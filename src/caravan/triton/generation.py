@@ -42,6 +42,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from caravan.errors import BackendError
 from caravan.simulator.driver import EngineDriver, Handle, Update
 from caravan.simulator.engine import RequestRejected
 from caravan.simulator.kvcache import block_hashes
@@ -53,7 +54,7 @@ _DEAD = Update(tokens=-1, done=True)  # pushed into every handle when the engine
 ENGINE_DEAD_MESSAGE = "EngineCore encountered an issue. See stack trace (above) for the root cause."
 
 
-class EngineDeadError(RuntimeError):
+class EngineDeadError(BackendError, RuntimeError):
     """The engine is gone; nothing can be generated any more."""
 
     def __init__(self, message: str = ENGINE_DEAD_MESSAGE) -> None:

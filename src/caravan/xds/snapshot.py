@@ -25,6 +25,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import any_pb2
 
+from caravan.errors import CaravanError
+
 _PREFIX = "type.googleapis.com/envoy.config."
 CLUSTER = _PREFIX + "cluster.v3.Cluster"
 ENDPOINT = _PREFIX + "endpoint.v3.ClusterLoadAssignment"
@@ -38,7 +40,7 @@ SHORT_NAMES = {CLUSTER: "cds", ENDPOINT: "eds", LISTENER: "lds", ROUTE: "rds"}
 WILDCARD_TYPES = frozenset({CLUSTER, LISTENER})
 
 
-class SnapshotInconsistent(ValueError):
+class SnapshotInconsistent(CaravanError, ValueError):
     """A snapshot references a resource it does not contain. ``problems`` lists each."""
 
     def __init__(self, problems: list[str]) -> None:

@@ -114,7 +114,7 @@ def test_plot_panels_rejects_bad_window(tmp_path: Path) -> None:
 def test_unreachable_prometheus_is_a_clear_error(tmp_path: Path) -> None:
     from caravan.local.process import free_port
 
-    with pytest.raises(pp.PrometheusQueryError, match="Prometheus at .* unreachable"):
+    with pytest.raises(pp.PrometheusQueryError, match=r"Prometheus at .* unreachable"):
         pp.PrometheusRange(f"http://127.0.0.1:{free_port()}", timeout_s=2).query_range(
             "up", 0, 1, 1
         )
