@@ -408,11 +408,21 @@ class LocalStack:
                 raise StackError(f"port {port} ({name}) is already in use on 127.0.0.1; "
                                  "stop what uses it or change the port in the spec")
 
+    def _all_ready(self, model: str, count: int) -> bool:
+        return self.counts(model) == (count, 0)
+
     def _wait_serving(self) -> None:
+        """Until every model's initial replicas are ready and a request for it succeeds
+        through Envoy. Raises StackError when that takes longer than ``ready_timeout_s``
+        or an infrastructure process exits."""
         infra = list(self._infra)
         for m in self.spec.models:
+            want = m.replicas.start
             probe = functools.partial(infer_once, self.endpoint, m.name, model_header=self.spec.envoy.model_header)
             try:
+                wait_until(functools.partial(self._all_ready, m.name, want),
+                           self.options.ready_timeout_s, f"{want} ready replica(s) of model {m.name!r}",
+                           every_s=0.1, procs=infra)
                 wait_until(probe, self.options.ready_timeout_s,
                            f"a successful request through Envoy for model {m.name!r}", every_s=0.1,
                            procs=infra)
