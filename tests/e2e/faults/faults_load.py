@@ -51,6 +51,11 @@ class Result:
 
 
 def result_of(started: float, reply: StreamReply) -> Result:
+    """A stream that carried its final answer and was reset afterwards (the replica died
+    before the stream's end) counts as answered: the client has the whole answer."""
+    if reply.status != "OK" and reply.final and not reply.errors:
+        return Result(started, time.monotonic(), reply.upstream, "OK", "answered, then reset: "
+                      + reply.message[:200])
     return Result(started, time.monotonic(), reply.upstream, reply.outcome, reply.message[:300])
 
 

@@ -87,11 +87,13 @@ def killed(tmp_path_factory: pytest.TempPathFactory) -> FaultOutcome:
     return run(replica_kill, tmp_path_factory.mktemp("replica-kill"))
 
 
-def test_replica_sigkill_zero_failed_short_requests(killed: FaultOutcome) -> None:
-    """Short requests in flight on the victim, or sent to it before Envoy ejects it,
-    fail before any response: Envoy retries them on another replica."""
+def test_replica_sigkill_short_requests_fail_only_on_the_wire(killed: FaultOutcome) -> None:
+    """Short requests in flight on the victim, or sent to it before Envoy ejects it, are
+    retried on another replica when no response had started; only one whose answer was on
+    the wire at the kill can fail (INTERNAL RST_STREAM from the victim), and few do."""
     assert killed.details["requests_after_kill"] >= 40
-    assert killed.failed == 0, killed.details["requests"]
+    assert killed.details["short_failures_not_on_the_wire"] == 0, killed.details["requests"]
+    assert killed.details["short_resets_on_the_wire"] <= max(1, killed.details["requests_after_kill"] // 100)
 
 
 def test_replica_sigkill_before_first_response_is_retried_elsewhere(killed: FaultOutcome) -> None:
