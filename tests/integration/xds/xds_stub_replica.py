@@ -79,6 +79,11 @@ class Stub(pbg.GRPCInferenceServiceServicer):
 
     async def ModelStreamInfer(self, request_iterator, context) -> AsyncIterator[pb.ModelStreamInferResponse]:
         if self.fail_streams:
+            # Read the client's request to its end first, as a replica that fails while
+            # generating does: Envoy retries only a request it has received whole (an
+            # upstream that answers before the request ends was seen not to be retried).
+            async for _ in request_iterator:
+                pass
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.replica_id} is failing")
         rid = dict(context.invocation_metadata()).get("x-request-id", "")
         async for request in request_iterator:
