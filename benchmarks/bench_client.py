@@ -64,7 +64,7 @@ from caravan.bench.runner import run_sweep
 from caravan.bench.stats import RequestRecord
 from caravan.bench.triton import Target
 from caravan.local.launch import Launcher, start_listening
-from caravan.local.process import free_port
+from caravan.local.process import descendants, free_port
 from caravan.triton.launcher import ReplicaOptions
 
 MODEL = "bench"
@@ -204,18 +204,6 @@ def paired_ratio(runs: dict[str, list[dict[str, float]]], key: str) -> float:
     so a slow spell of this shared machine moves both sides of a pair alike."""
     return statistics.median(c[key] / p[key] for c, p in zip(runs["caravan"], runs["plain"],
                                                                   strict=True))
-
-
-def descendants(pid: int) -> list[int]:
-    """``pid`` and every process under it (tritonserver runs its model in a child)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*"):
-            with contextlib.suppress(OSError):
-                todo += [int(c) for c in (task / "children").read_text().split()]
-    return out
 
 
 def start_server(args: argparse.Namespace, launcher: Launcher) -> tuple[str, list[int]]:

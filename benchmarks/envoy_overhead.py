@@ -66,7 +66,7 @@ from typing import Any
 
 from caravan.bench.results import SweepResult, read_json
 from caravan.bench.stats import percentile
-from caravan.local.process import ChildProcess, caravan_argv
+from caravan.local.process import ChildProcess, caravan_argv, descendants
 from caravan.local.supervisor import LocalPorts, LocalStack, StackOptions
 from caravan.spec import parse_spec
 from caravan.triton.launcher import ReplicaOptions
@@ -89,18 +89,6 @@ def pin_all(pid: int, cpu: int | None) -> None:
     for tid in os.listdir(f"/proc/{pid}/task"):
         with contextlib.suppress(OSError):
             os.sched_setaffinity(int(tid), {cpu})
-
-
-def descendants(pid: int) -> list[int]:
-    """``pid`` and every process under it (tritonserver runs its model in a child)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*"):
-            with contextlib.suppress(OSError):
-                todo += [int(c) for c in (task / "children").read_text().split()]
-    return out
 
 
 def roles(stack: LocalStack) -> dict[str, list[int]]:

@@ -43,7 +43,7 @@ import numpy as np
 import tritonclient.grpc.aio as aioclient
 from tritonclient.grpc import InferInput
 
-from caravan.local.process import ChildProcess, free_port, wait_for_port
+from caravan.local.process import ChildProcess, descendants, free_port, wait_for_port
 from caravan.simulator.engine import EngineConfig
 from caravan.triton.launcher import ReplicaOptions, ReplicaPlan, bare_model
 
@@ -54,30 +54,25 @@ PNG = ROOT / "docs" / "img" / "replica-capacity.png"
 LEVELS = (1, 10, 50, 100)
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text().split()
-        out.extend(int(c) for c in text)
-    return out
-
-
 def cpu_seconds(pid: int) -> float:
     """utime + stime of ``pid`` and its live descendants, in seconds (Linux /proc)."""
+    return sum(_own_cpu_seconds(p) for p in descendants(pid))
+
+
+def _own_cpu_seconds(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return own + sum(cpu_seconds(c) for c in _children(pid))
-    except (FileNotFoundError, ProcessLookupError):
+    except OSError:
         return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def pin(pid: int, cpu: int) -> None:
+    """``pid`` and its descendants on ``cpu`` (when this machine has more than one)."""
     try:
         if len(os.sched_getaffinity(0)) > 1:
-            os.sched_setaffinity(pid, {cpu})
-            for c in _children(pid):
-                pin(c, cpu)
+            for p in descendants(pid):
+                os.sched_setaffinity(p, {cpu})
     except (AttributeError, OSError):
         pass
 

@@ -1,5 +1,4 @@
-"""Probes the local supervisor uses: gRPC health, model readiness and one real
-inference request.
+"""Probes the local supervisor uses: model readiness and one real inference request.
 
 All are synchronous, bounded by their timeout, and return False rather than raise.
 """
@@ -10,21 +9,9 @@ from collections.abc import Iterable
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 PROBE_MAX_TOKENS = 2
 PROBE_REQUEST_ID = "caravan-probe"
-
-
-def grpc_serving(endpoint: str, timeout_s: float = 0.5) -> bool:
-    """True when ``endpoint``'s grpc.health.v1 Check answers SERVING."""
-    try:
-        with grpc.insecure_channel(endpoint) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
-            return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
-    except grpc.RpcError:
-        return False
 
 
 def model_ready(endpoint: str, model: str, timeout_s: float = 0.5) -> bool:

@@ -58,6 +58,20 @@ def wait_for_port(host: str, port: int, timeout_s: float = 15.0) -> None:
     wait_until(lambda: port_open(host, port), timeout_s, f"something listening on {host}:{port}")
 
 
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every live process under it, from /proc (Linux): e.g. a tritonserver
+    and the Python backend stub it runs its model in. Processes that exit meanwhile are
+    skipped."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
 def venv_binary(name: str) -> str:
     """Path of an executable installed next to this Python (the venv's bin), else on PATH."""
     candidate = Path(sys.executable).parent / name

@@ -131,20 +131,8 @@ def prometheus_job(spec: PlatformSpec) -> Job:
             ),
         ),
     )
-    return _job(
-        PROMETHEUS_JOB,
-        spec,
-        TaskGroup(
-            name="prometheus",
-            count=1,
-            network=Network((Port("http"),)),
-            services=(service,),
-            restart=_RESTART,
-            shutdown_delay_s=SHUTDOWN_DELAY_S,
-            tasks=(task,),
-        ),
-        "Prometheus: scrapes replicas, Envoy, control plane.",
-    )
+    return _job(PROMETHEUS_JOB, spec, _group("prometheus", service, task),
+                "Prometheus: scrapes replicas, Envoy, control plane.")
 
 
 def grafana_job(spec: PlatformSpec, dashboards_dir: str = "/local/dashboards") -> Job:
@@ -199,20 +187,13 @@ def grafana_job(spec: PlatformSpec, dashboards_dir: str = "/local/dashboards") -
             ),
         ),
     )
-    return _job(
-        GRAFANA_JOB,
-        spec,
-        TaskGroup(
-            name="grafana",
-            count=1,
-            network=Network((Port("http"),)),
-            services=(service,),
-            restart=_RESTART,
-            shutdown_delay_s=SHUTDOWN_DELAY_S,
-            tasks=(task,),
-        ),
-        "Grafana: Caravan's dashboards over Prometheus.",
-    )
+    return _job(GRAFANA_JOB, spec, _group("grafana", service, task), "Grafana: Caravan's dashboards over Prometheus.")
+
+
+def _group(name: str, service: Service, task: Task) -> TaskGroup:
+    """One instance on one dynamic ``http`` port, deregistered before it stops."""
+    return TaskGroup(name=name, count=1, network=Network((Port("http"),)), services=(service,),
+                     restart=_RESTART, shutdown_delay_s=SHUTDOWN_DELAY_S, tasks=(task,))
 
 
 def _job(job_id: str, spec: PlatformSpec, group: TaskGroup, what: str) -> Job:

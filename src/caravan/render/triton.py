@@ -23,26 +23,28 @@ from __future__ import annotations
 import json
 
 from caravan.spec import ModelSpec, PlatformSpec
+from caravan.triton import contract
 
 REPOSITORY = "triton_models"
 
+# The tensors the rendered config lists (the backend auto-completes the rest), with their
+# types from the one statement of the vLLM backend's contract, caravan.triton.contract.
+_LISTED_INPUTS = ("text_input", "image", "stream", "sampling_parameters", "exclude_input_in_output",
+                  "return_finish_reason", "return_num_input_tokens", "return_num_output_tokens")
+_LISTED_OUTPUTS = ("text_output", "finish_reason", "num_input_tokens", "num_output_tokens")
+
+
+def _dims(dims: tuple[int, ...]) -> str:
+    return "[ " + ", ".join(str(d) for d in dims) + " ]"
+
+
+_IN = {name: (dtype, dims, optional) for name, dtype, dims, optional in contract.INPUTS}
+_OUT = {name: (dtype, dims) for name, dtype, dims in contract.OUTPUTS}
 # (name, data type, dims, optional) -- the vLLM backend's inputs and outputs.
-INPUTS: tuple[tuple[str, str, str, bool], ...] = (
-    ("text_input", "TYPE_STRING", "[ 1 ]", False),
-    ("image", "TYPE_STRING", "[ -1 ]", True),  # base64 images, multimodal models
-    ("stream", "TYPE_BOOL", "[ 1 ]", True),
-    ("sampling_parameters", "TYPE_STRING", "[ 1 ]", True),  # JSON: max_tokens, temperature..
-    ("exclude_input_in_output", "TYPE_BOOL", "[ 1 ]", True),
-    ("return_finish_reason", "TYPE_BOOL", "[ 1 ]", True),
-    ("return_num_input_tokens", "TYPE_BOOL", "[ 1 ]", True),
-    ("return_num_output_tokens", "TYPE_BOOL", "[ 1 ]", True),
-)
-OUTPUTS: tuple[tuple[str, str, str], ...] = (
-    ("text_output", "TYPE_STRING", "[ -1 ]"),
-    ("finish_reason", "TYPE_STRING", "[ -1 ]"),
-    ("num_input_tokens", "TYPE_UINT32", "[ 1 ]"),
-    ("num_output_tokens", "TYPE_UINT32", "[ -1 ]"),
-)
+INPUTS: tuple[tuple[str, str, str, bool], ...] = tuple(
+    (n, _IN[n][0], _dims(_IN[n][1]), _IN[n][2]) for n in _LISTED_INPUTS)
+OUTPUTS: tuple[tuple[str, str, str], ...] = tuple(
+    (n, _OUT[n][0], _dims(_OUT[n][1])) for n in _LISTED_OUTPUTS)
 
 
 def render(spec: PlatformSpec) -> dict[str, str]:

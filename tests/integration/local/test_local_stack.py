@@ -11,7 +11,7 @@ import pytest
 from caravan.discovery.local import read_registry
 from caravan.discovery.types import HealthStatus
 from caravan.local.health import infer_once
-from caravan.local.process import wait_until
+from caravan.local.process import descendants, wait_until
 from caravan.local.supervisor import LocalPorts, LocalStack, StackError, StackOptions
 from caravan.spec import PlatformSpec, parse_spec
 
@@ -70,7 +70,7 @@ def test_stop_leaves_no_process(tmp_path: Path) -> None:
     s = LocalStack(spec(), tmp_path, LocalPorts.free(), StackOptions(time_scale=0.01, prometheus=False)).start()
     pids = list(s.pids().values())
     assert len(pids) == 5  # xds, envoy, 3 replicas
-    stubs = [c for pid in pids for c in _children(pid)]
+    stubs = [c for pid in pids for c in descendants(pid)[1:]]
     assert len(stubs) >= 3  # each tritonserver runs its model in a Python backend stub
     s.stop()
     for pid in stubs:
@@ -78,11 +78,6 @@ def test_stop_leaves_no_process(tmp_path: Path) -> None:
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
-
-
-def _children(pid: int) -> list[int]:
-    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
-            for c in (task / "children").read_text().split()]
 
 
 def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
