@@ -12,7 +12,8 @@
   addresses and ports taken from the allocation (``{{ env "NOMAD_PORT_xds" }}``)
   and token files dropped (tokens come from ``secrets_env``).
 - ``envoy_bootstrap``: ``caravan.render.envoy.bootstrap()`` as JSON, whose xDS
-  cluster endpoints are every ``caravan-xds`` instance in Consul (``range service``).
+  cluster endpoints are every ``caravan-xds`` instance in Consul (``range service``),
+  with the admin on loopback and a stats-only listener on the allocation's ``stats`` port.
 """
 
 from __future__ import annotations
@@ -77,20 +78,30 @@ def platform_yaml(spec: PlatformSpec, xds_ports: bool) -> str:
     return "# caravan platform spec for this allocation (rendered by Nomad)\n" + text
 
 
+_XDS_PLACEHOLDER = "__CARAVAN_XDS__"
+_STATS_IP = "__CARAVAN_NOMAD_IP_stats__"
+_STATS_PORT = "__CARAVAN_NOMAD_PORT_stats__"
+
+
 def envoy_bootstrap(spec: PlatformSpec) -> str:
-    """Envoy's bootstrap (JSON, valid YAML) for ``envoy -c`` inside the Envoy job."""
-    boot = envoy.bootstrap(spec, [("xds.invalid", 1)])
-    cluster = next(c for c in boot["static_resources"]["clusters"]
-                   if c["name"] == envoy.XDS_CLUSTER)
-    cluster["load_assignment"]["endpoints"][0]["lb_endpoints"] = _placeholder("XDS")
-    boot["admin"]["address"]["socket_address"]["address"] = _placeholder("ADMIN_IP")
+    """Envoy's bootstrap (JSON, valid YAML) as a consul-template text: the xDS cluster's
+    endpoints are every ``caravan-xds`` instance in Consul; the admin is on
+    127.0.0.1:``envoy.admin_port``; the stats-only listener on the allocation's
+    ``stats`` port and IP. Raises ValueError if the spec would put ``{{``/``}}`` in it."""
+    boot = envoy.bootstrap(spec, [("xds.invalid", 1)], stats=("0.0.0.0", 1))
+    clusters = boot["static_resources"]["clusters"]
+    xds = next(c for c in clusters if c["name"] == envoy.XDS_CLUSTER)
+    xds["load_assignment"]["endpoints"][0]["lb_endpoints"] = _XDS_PLACEHOLDER
+    address = boot["static_resources"]["listeners"][0]["address"]["socket_address"]
+    address.update(address=_STATS_IP, port_value=_STATS_PORT)
     text = json.dumps(boot, indent=2, sort_keys=False)
     if "{{" in text or "}}" in text:
         raise ValueError("envoy bootstrap contains '{{' or '}}': it would break the template")
     endpoint = ('{"endpoint": {"address": {"socket_address": '
                 '{"address": "{{ .Address }}", "port_value": {{ .Port }} } } } }')
-    endpoints = (f'[{{{{ range $i, $s := service "{XDS_SERVICE}" }}}}{{{{ if $i }}}}, {{{{ end }}}}'
+    service = XDS_SERVICE
+    endpoints = (f'[{{{{ range $i, $s := service "{service}" }}}}{{{{ if $i }}}}, {{{{ end }}}}'
                  f'{{{{ with $s }}}}{endpoint}{{{{ end }}}}{{{{ end }}}}]')
-    text = text.replace(f'"{_placeholder("XDS")}"', endpoints)
-    text = text.replace(_placeholder("ADMIN_IP"), '{{ env "NOMAD_IP_admin" }}')
-    return text + "\n"
+    text = text.replace(f'"{_XDS_PLACEHOLDER}"', endpoints)
+    text = text.replace(_STATS_IP, '{{ env "NOMAD_IP_stats" }}')
+    return text.replace(f'"{_STATS_PORT}"', '{{ env "NOMAD_PORT_stats" }}') + "\n"

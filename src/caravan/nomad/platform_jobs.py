@@ -11,7 +11,7 @@ addresses; tokens come from the job's Nomad Variables (``secrets/caravan.env``);
 the autoscaler finds Prometheus as Consul service ``prometheus``.
 
 ``envoy``: Envoy with its bootstrap from a template listing every ``caravan-xds``
-instance (``envoy_bootstrap_template``); static port ``envoy.listen_port`` (service
+instance (``nomad_templates.envoy_bootstrap``); static port ``envoy.listen_port`` (service
 ``caravan-envoy``). Envoy's admin listens on 127.0.0.1:``envoy.admin_port`` only and is
 neither a Nomad port nor a Consul service; Prometheus and Consul's readiness check use
 port ``stats`` on the node IP (service ``caravan-envoy-admin``, the name Prometheus
@@ -22,8 +22,6 @@ the allocation's ports and reach the node's Consul and Nomad agents on 127.0.0.1
 """
 
 from __future__ import annotations
-
-import json
 
 from caravan.nomad import nomad_templates
 from caravan.nomad.jobmodel import (
@@ -42,7 +40,6 @@ from caravan.nomad.jobmodel import (
     UpdateStrategy,
 )
 from caravan.observability.prometheus import ENVOY_SERVICE
-from caravan.render import envoy
 from caravan.spec import PlatformSpec
 
 CONTROL_PLANE_JOB = "caravan-control-plane"
@@ -130,39 +127,10 @@ def _autoscaler_group(spec: PlatformSpec) -> TaskGroup:
     )
 
 
-_XDS_PLACEHOLDER = "__CARAVAN_XDS__"
-_STATS_IP = "__CARAVAN_NOMAD_IP_stats__"
-_STATS_PORT = "__CARAVAN_NOMAD_PORT_stats__"
-
-
-def envoy_bootstrap_template(spec: PlatformSpec) -> str:
-    """Envoy's bootstrap (JSON, valid YAML) as a consul-template text: the xDS cluster's
-    endpoints are every ``caravan-xds`` instance in Consul; the admin is on
-    127.0.0.1:``envoy.admin_port``; the stats-only listener on the allocation's
-    ``stats`` port and IP. Raises ValueError if the spec would put ``{{``/``}}`` in it."""
-    boot = envoy.bootstrap(spec, [("xds.invalid", 1)], stats=("0.0.0.0", 1))
-    clusters = boot["static_resources"]["clusters"]
-    xds = next(c for c in clusters if c["name"] == envoy.XDS_CLUSTER)
-    xds["load_assignment"]["endpoints"][0]["lb_endpoints"] = _XDS_PLACEHOLDER
-    address = boot["static_resources"]["listeners"][0]["address"]["socket_address"]
-    address.update(address=_STATS_IP, port_value=_STATS_PORT)
-    text = json.dumps(boot, indent=2, sort_keys=False)
-    if "{{" in text or "}}" in text:
-        raise ValueError("envoy bootstrap contains '{{' or '}}': it would break the template")
-    endpoint = ('{"endpoint": {"address": {"socket_address": '
-                '{"address": "{{ .Address }}", "port_value": {{ .Port }} } } } }')
-    service = nomad_templates.XDS_SERVICE
-    endpoints = (f'[{{{{ range $i, $s := service "{service}" }}}}{{{{ if $i }}}}, {{{{ end }}}}'
-                 f'{{{{ with $s }}}}{endpoint}{{{{ end }}}}{{{{ end }}}}]')
-    text = text.replace(f'"{_XDS_PLACEHOLDER}"', endpoints)
-    text = text.replace(_STATS_IP, '{{ env "NOMAD_IP_stats" }}')
-    return text.replace(f'"{_STATS_PORT}"', '{{ env "NOMAD_PORT_stats" }}') + "\n"
-
-
 def envoy_job(spec: PlatformSpec) -> Job:
     """Envoy's job: ingress on ``envoy.listen_port``, stats on a dynamic port, admin on
     loopback only (see the module doc)."""
-    boot = Template("local/envoy.json", envoy_bootstrap_template(spec))
+    boot = Template("local/envoy.json", nomad_templates.envoy_bootstrap(spec))
     task = Task(
         name="envoy",
         config=DockerConfig(image=spec.nomad.envoy_image, command="envoy",

@@ -15,7 +15,7 @@ from tests.unit.render.test_render_nomad_templates import render_template
 
 from caravan.local.launch import start_envoy
 from caravan.local.process import free_port, venv_binary, wait_for_port
-from caravan.nomad import platform_jobs
+from caravan.nomad import nomad_templates
 from caravan.render import envoy
 from caravan.spec import load_spec
 
@@ -34,7 +34,7 @@ def _request(port: int, method: str, path: str) -> tuple[int, str]:
 
 
 def test_rendered_job_bootstrap_passes_envoy_validate(tmp_path: Path) -> None:
-    text = render_template(platform_jobs.envoy_bootstrap_template(SPEC),
+    text = render_template(nomad_templates.envoy_bootstrap(SPEC),
                            {"NOMAD_IP_stats": "127.0.0.1", "NOMAD_PORT_stats": "25001"},
                            {"caravan-xds": [("127.0.0.1", 18000)]})
     path = tmp_path / "envoy.json"

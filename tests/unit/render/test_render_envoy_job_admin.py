@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from tests.unit.render.test_render_nomad_templates import render_template
 
-from caravan.nomad import platform_jobs
+from caravan.nomad import nomad_templates, platform_jobs
 from caravan.observability.prometheus import ENVOY_SERVICE
 from caravan.render import envoy
 from caravan.spec import load_spec
@@ -20,7 +20,7 @@ ALLOC_ENV = {"NOMAD_IP_stats": "10.0.0.9", "NOMAD_PORT_stats": "25001"}
 
 
 def _boot() -> dict[str, Any]:
-    text = platform_jobs.envoy_bootstrap_template(SPEC)
+    text = nomad_templates.envoy_bootstrap(SPEC)
     got: dict[str, Any] = json.loads(render_template(text, ALLOC_ENV,
                                                      {"caravan-xds": [("10.0.0.5", 23001)]}))
     return got
@@ -34,7 +34,7 @@ def test_admin_is_loopback_only_and_not_a_nomad_port_or_service() -> None:
     assert all(s.port != "admin" for s in group.services)
     assert _boot()["admin"]["address"]["socket_address"] == {
         "address": "127.0.0.1", "port_value": SPEC.envoy.admin_port}
-    assert "NOMAD_IP_admin" not in platform_jobs.envoy_bootstrap_template(SPEC)
+    assert "NOMAD_IP_admin" not in nomad_templates.envoy_bootstrap(SPEC)
 
 
 def test_prometheus_service_and_ready_check_use_the_stats_port() -> None:

@@ -44,14 +44,14 @@ def render_template(text: str, env: dict[str, str],
     ids=["one-xds", "two-xds", "none-yet"],
 )
 def test_envoy_bootstrap_template_is_the_bootstrap(instances: list[tuple[str, int]]) -> None:
-    text = render_template(nomad_templates.envoy_bootstrap(SPEC), {"NOMAD_IP_admin": "10.0.0.9"},
+    text = render_template(nomad_templates.envoy_bootstrap(SPEC),
+                           {"NOMAD_IP_stats": "10.0.0.9", "NOMAD_PORT_stats": "23999"},
                            {"caravan-xds": instances})
     got = json.loads(text)
-    want: dict[str, Any] = envoy.bootstrap(SPEC, instances or [("x", 1)])
+    want: dict[str, Any] = envoy.bootstrap(SPEC, instances or [("x", 1)], stats=("10.0.0.9", 23999))
     if not instances:
         want["static_resources"]["clusters"][0]["load_assignment"]["endpoints"][0][
             "lb_endpoints"] = []
-    want["admin"]["address"]["socket_address"]["address"] = "10.0.0.9"
     assert got == want
 
 
