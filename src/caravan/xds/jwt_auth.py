@@ -38,7 +38,7 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import token_bucket_pb2
 from google.protobuf import any_pb2
 
-from caravan.spec_security import JwtSpec, RateLimit
+from caravan.spec.security import JwtSpec, RateLimit
 
 PROVIDER = "caravan"
 SUBJECT_HEADER = "x-caravan-subject"

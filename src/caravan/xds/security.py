@@ -61,7 +61,7 @@ from caravan.spec import (
     RateLimit,
     UpstreamTls,
 )
-from caravan.spec_security import JwtSpec
+from caravan.spec.security import JwtSpec
 from caravan.xds import jwt_auth
 
 TLS_SOCKET = "envoy.transport_sockets.tls"

@@ -1,69 +1,18 @@
-"""The platform spec: one YAML file describes every model Caravan serves.
+"""The platform spec's models: one YAML file describes every model Caravan serves.
 
-YAML -> pydantic ``PlatformSpec`` -> validated. Every error is reported at once,
-each with its path in the document (``models[1].replicas.max: must be >= min (2)``).
-
-The models here are pure data (no I/O beyond reading the YAML file in
-``load_spec``) and frozen, so they can be shared between threads and tasks.
+Pure, frozen pydantic data (``caravan.spec.base.Frozen``): safe to share between
+threads and tasks. Loading and error reporting live in ``caravan.spec.loader``.
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import (
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from caravan.errors import ConfigError
-from caravan.spec_base import Frozen as _Frozen
-from caravan.spec_security import (
-    ApiKey,
-    ApiKeysSpec,
-    JwtSpec,
-    ListenerTls,
-    RateLimit,
-    SecuritySpec,
-    UpstreamTls,
-    XdsTls,
-)
-
-__all__ = [
-    "ApiKey",
-    "ApiKeysSpec",
-    "ConsulSpec",
-    "ControlPlaneSpec",
-    "EngineArgs",
-    "EnvoySpec",
-    "JwtSpec",
-    "ListenerTls",
-    "LocalSpec",
-    "ModelSpec",
-    "NomadSpec",
-    "PlatformSpec",
-    "RateLimit",
-    "ReplicaBounds",
-    "Resources",
-    "Routing",
-    "SecuritySpec",
-    "SimulatorParams",
-    "SloSpec",
-    "SpecError",
-    "UpstreamTls",
-    "XdsTls",
-    "cross_field_errors",
-    "format_errors",
-    "is_prime",
-    "load_spec",
-    "parse_spec",
-]
+from caravan.spec.base import Frozen as _Frozen
+from caravan.spec.security import SecuritySpec, UpstreamTls
 
 MODEL_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -483,83 +432,3 @@ def _port_clashes(data: dict[str, Any]) -> list[str]:
             errors.append(f"{name}: port {port} is already used by {by_port[port]}")
         by_port.setdefault(port, name)
     return errors
-
-
-class SpecError(ConfigError):
-    """A spec failed to load or validate. ``errors`` holds one ``path: message`` per problem."""
-
-    def __init__(self, source: str, errors: list[str]) -> None:
-        self.source = source
-        self.errors = errors
-        super().__init__(f"{source}: {len(errors)} error(s)\n" + "\n".join(f"  {e}" for e in errors))
-
-
-def _path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-def format_errors(exc: ValidationError) -> list[str]:
-    """Turn a pydantic error into ``path: message`` lines, one per problem, in document order."""
-    lines: list[str] = []
-    for err in exc.errors():
-        loc = _path(tuple(err["loc"]))
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        for part in msg.split("\n"):
-            # A model-level validator may name a sub-field itself ("max: ...").
-            lines.append(_join(loc, part))
-    return lines
-
-
-def _join(loc: str, msg: str) -> str:
-    """Prefix ``msg`` with ``loc``; a message that names a sub-field ("max: ...") extends the path."""
-    if not loc:
-        return msg
-    head, sep, rest = msg.partition(": ")
-    if sep and re.fullmatch(r"[a-z_][a-z0-9_]*", head):
-        return f"{loc}.{head}: {rest}"
-    return f"{loc}: {msg}"
-
-
-def parse_spec(data: Any, source: str = "<spec>") -> PlatformSpec:
-    """Validate already-parsed YAML/JSON data. Raises SpecError listing every problem."""
-    if not isinstance(data, dict):
-        raise SpecError(source, [f"<root>: expected a mapping with a 'models' list, got {type(data).__name__}"])
-    try:
-        spec = PlatformSpec.model_validate(data)
-    except ValidationError as exc:
-        errors = format_errors(exc)
-        errors += [e for e in cross_field_errors(data) if e not in errors]
-        raise SpecError(source, errors) from None
-    extra = _validate_extensions(spec)
-    if extra:
-        raise SpecError(source, extra)
-    return spec
-
-
-def _validate_extensions(spec: PlatformSpec) -> list[str]:
-    """Validate sections owned by other packages (autoscaling policies). The import is
-    local because caravan.autoscaler.policy itself imports this module."""
-    from caravan.autoscaler.policy import validate_policy
-
-    errors: list[str] = []
-    for i, m in enumerate(spec.models):
-        if m.autoscaling is None:
-            continue
-        errors.extend(f"models[{i}].autoscaling.{e}" for e in validate_policy(m.autoscaling, m))
-    return errors
-
-
-def load_spec(path: str | Path) -> PlatformSpec:
-    """Read and validate a YAML spec file. Raises SpecError (with every problem) or OSError."""
-    text = Path(path).read_text()
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SpecError(str(path), [f"<yaml>: {exc}"]) from None
-    return parse_spec(data, str(path))

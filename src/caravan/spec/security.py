@@ -11,7 +11,7 @@ import re
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from caravan.spec_base import Frozen as _Frozen
+from caravan.spec.base import Frozen as _Frozen
 
 
 class ListenerTls(_Frozen):
