@@ -19,6 +19,7 @@ class Shape(enum.Enum):
     CONCURRENCY = "concurrency"  # N workers, each sends its next request when one ends
     CONSTANT = "constant"  # requests at a fixed rate (req/s), evenly spaced
     POISSON = "poisson"  # requests at a mean rate (req/s), exponential gaps
+    TRACE = "trace"  # requests at their trace times divided by a speed-up (value)
 
 
 @dataclass(frozen=True)
@@ -45,9 +46,10 @@ class Limits:
 
 @dataclass(frozen=True)
 class LoadLevel:
-    """One load level. ``value`` is the concurrency (CONCURRENCY) or the rate in
-    requests/s (CONSTANT, POISSON); ``max_concurrency`` caps in-flight requests of a
-    rate shape (None: uncapped)."""
+    """One load level. ``value`` is the concurrency (CONCURRENCY), the rate in
+    requests/s (CONSTANT, POISSON) or the speed-up of a trace's clock (TRACE: 2 sends
+    at half the recorded times); ``max_concurrency`` caps in-flight requests of an
+    open-loop shape (None: uncapped)."""
 
     shape: Shape
     value: float
@@ -68,11 +70,16 @@ class LoadLevel:
 
     @property
     def label(self) -> str:
-        """``c=10``, ``rate=2`` or ``poisson=2`` (plus ``/cap=N``)."""
+        """``c=10``, ``rate=2``, ``poisson=2`` or ``trace=1`` (plus ``/cap=N``)."""
         value = f"{self.value:g}"
-        names = {Shape.CONCURRENCY: "c", Shape.CONSTANT: "rate", Shape.POISSON: "poisson"}
+        names = {Shape.CONCURRENCY: "c", Shape.CONSTANT: "rate", Shape.POISSON: "poisson",
+                 Shape.TRACE: "trace"}
         cap = f"/cap={self.max_concurrency}" if self.max_concurrency else ""
         return f"{names[self.shape]}={value}{cap}"
+
+
+AXIS_TITLES = {Shape.CONCURRENCY: "Concurrency", Shape.CONSTANT: "Rate (req/s)",
+               Shape.POISSON: "Rate (req/s)", Shape.TRACE: "Trace speed-up"}
 
 
 def arrival_offsets(rate: float, count: int, poisson: bool, seed: int) -> tuple[float, ...]:

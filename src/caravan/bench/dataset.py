@@ -34,7 +34,11 @@ WORDS = tuple(_WORD_TEXT.split())
 
 @dataclass(frozen=True)
 class RequestSpec:
-    """One request to send. ``tokens_in`` is the prompt length estimate (words)."""
+    """One request to send. ``tokens_in`` is the prompt length estimate (words).
+    ``session_id`` is sent in the session header; ``conversation`` (not sent) and
+    ``session_id`` both make the runner send ``turn`` after the previous turn of the
+    same conversation or session has finished. ``send_at_s``: the send time in
+    seconds from the level's start (trace replay), else None."""
 
     index: int
     prompt: str
@@ -42,6 +46,13 @@ class RequestSpec:
     tokens_in: int
     session_id: str = ""
     turn: int = 0
+    conversation: str = ""
+    send_at_s: float | None = None
+
+    @property
+    def thread(self) -> str:
+        """The conversation or session this turn belongs to ("" for none)."""
+        return self.conversation or self.session_id
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,9 @@ class Lengths:
         return rng.randint(lo, hi)
 
 
+DEFAULT_LENGTHS = Lengths(128, 0.0)  # synthetic prompt words and max_tokens by default
+
+
 @dataclass(frozen=True)
 class PromptEntry:
     """One line of a JSONL prompts file: ``{"prompt": "...", "max_tokens": 128}``."""
@@ -80,8 +94,8 @@ class Workload:
     makes multi-turn sessions."""
 
     seed: int = 0
-    input: Lengths = Lengths(128, 0.0)
-    output: Lengths = Lengths(128, 0.0)
+    input: Lengths = DEFAULT_LENGTHS
+    output: Lengths = DEFAULT_LENGTHS
     prompts: tuple[PromptEntry, ...] = field(default=())
     turns: int = 1
     session_prefix: str = "s"
@@ -95,7 +109,7 @@ class Workload:
         series (e.g. warm-up vs measured requests, or one series per level)."""
         rng = random.Random(f"{self.seed}/{stream_id}")
         if self.turns == 1:
-            return tuple(self._single(i, rng) for i in range(count))
+            return tuple(self.single(i, rng) for i in range(count))
         return self._sessions(count, rng, stream_id)
 
     def _prompt(self, i: int, rng: random.Random) -> tuple[str, int | None]:
@@ -104,7 +118,8 @@ class Workload:
             return entry.prompt, entry.max_tokens
         return synthetic_prompt(self.input.draw(rng), rng), None
 
-    def _single(self, i: int, rng: random.Random) -> RequestSpec:
+    def single(self, i: int, rng: random.Random) -> RequestSpec:
+        """Request ``i`` of a single-turn series drawing from ``rng``."""
         prompt, max_tokens = self._prompt(i, rng)
         out = max_tokens if max_tokens is not None else self.output.draw(rng)
         return RequestSpec(i, prompt, out, count_words(prompt))
@@ -175,11 +190,12 @@ def _entry(obj: object, where: str) -> PromptEntry:
 
 
 def session_order_ok(specs: Sequence[RequestSpec]) -> bool:
-    """True when every session's turns appear in increasing order (a runner invariant)."""
+    """True when every session's or conversation's turns appear in increasing order
+    (a runner invariant)."""
     last: dict[str, int] = {}
     for spec in specs:
-        if spec.session_id:
-            if spec.turn != last.get(spec.session_id, -1) + 1:
+        if spec.thread:
+            if spec.turn != last.get(spec.thread, -1) + 1:
                 return False
-            last[spec.session_id] = spec.turn
+            last[spec.thread] = spec.turn
     return True

@@ -15,12 +15,13 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from caravan.bench.arrivals import Shape
+from caravan.bench.arrivals import AXIS_TITLES
 from caravan.bench.results import SweepResult
 
 
 def _xlabel(result: SweepResult) -> str:
-    return "concurrency" if result.shape is Shape.CONCURRENCY else "request rate (req/s)"
+    title = AXIS_TITLES[result.shape].lower()
+    return "request rate (req/s)" if title.startswith("rate") else title
 
 
 def _xs(result: SweepResult) -> list[float]:

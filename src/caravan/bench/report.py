@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from caravan.bench.arrivals import Shape
+from caravan.bench.arrivals import AXIS_TITLES
 from caravan.bench.results import LevelResult, SweepResult
 
 
@@ -42,7 +42,7 @@ def level_value(lv: LevelResult) -> str:
 
 
 def headers(result: SweepResult) -> list[str]:
-    first = "Concurrency" if result.shape is Shape.CONCURRENCY else "Rate (req/s)"
+    first = AXIS_TITLES[result.shape]
     cols = [first, "Total requests", "Mean response time", "P95 latency", "Errors",
             "TTFT p50", "ITL mean", "Tokens/s"]
     if any(lv.summary.slos for lv in result.levels):

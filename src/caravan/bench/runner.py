@@ -8,7 +8,11 @@ Per level: ``limits.warmup`` warm-up requests (same shape, not recorded), then
 ``limits.requests`` measured requests. Fixed concurrency runs N workers that each
 send their next request when the previous one ends; rate shapes dispatch at the
 scheduled offsets (``arrivals.arrival_offsets``, seeded by the workload seed and the
-level index) with an optional cap on in-flight requests. Dispatching stops at the
+level index), a trace at its requests' own ``send_at_s`` over the level's speed-up,
+both with an optional cap on in-flight requests. Level ``i`` sends the workload's
+stream ``2i`` (warm-up: ``2i+1``), so no level repeats another's prompts (which a
+prefix-caching engine would serve from its cache). A turn of a session or
+conversation is sent only after its previous turn has finished. Dispatching stops at the
 duration limit or once ``max_errors`` requests have failed; requests already in
 flight finish (each is bounded by the target's timeout).
 
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from caravan.bench.arrivals import LoadLevel, Shape, arrival_offsets
-from caravan.bench.dataset import RequestSpec, Workload
+from caravan.bench.dataset import RequestSpec
 from caravan.bench.lag import LagThresholds, LoopLagProbe, client_health, warnings
 from caravan.bench.results import LevelResult, SweepResult
 from caravan.bench.stats import RequestRecord, Slo, summarize
@@ -45,6 +49,16 @@ class Transport(Protocol):
     def prepare(self, specs: Sequence[RequestSpec]) -> None: ...
 
     async def send(self, spec: RequestSpec, t0: float) -> RequestRecord: ...
+
+
+class RequestSource(Protocol):
+    """Where a level's requests come from (``dataset.Workload``, ``workloads.Source``):
+    ``build(count, stream_id)`` is deterministic; each stream an independent series."""
+
+    @property
+    def seed(self) -> int: ...
+
+    def build(self, count: int, stream_id: int = 0) -> tuple[RequestSpec, ...]: ...
 
 
 class ProgressSink(Protocol):
@@ -67,12 +81,12 @@ class SessionGate:
         return self._events.setdefault((session, turn), asyncio.Event())
 
     async def wait(self, spec: RequestSpec) -> None:
-        if spec.session_id and spec.turn > 0:
-            await self._event(spec.session_id, spec.turn - 1).wait()
+        if spec.thread and spec.turn > 0:
+            await self._event(spec.thread, spec.turn - 1).wait()
 
     def done(self, spec: RequestSpec) -> None:
-        if spec.session_id:
-            self._event(spec.session_id, spec.turn).set()
+        if spec.thread:
+            self._event(spec.thread, spec.turn).set()
 
 
 @dataclass
@@ -98,7 +112,7 @@ class _Run:
         return bool(self.stopped)
 
     async def one(self, spec: RequestSpec) -> None:
-        if spec.session_id and spec.turn > 0:  # no gate coroutine on the common path
+        if spec.turn > 0 and spec.thread:  # no gate coroutine on the common path
             await self.gate.wait(spec)
         try:
             rec = await self.transport.send(spec, self.t0)
@@ -165,6 +179,14 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+def _offsets(level: LoadLevel, specs: Sequence[RequestSpec], seed: int) -> tuple[float, ...]:
+    """Send times (s from the level's start): the specs' own ``send_at_s`` divided by
+    the speed-up for TRACE, else drawn at the level's rate."""
+    if level.shape is Shape.TRACE:
+        return tuple((s.send_at_s or 0.0) / level.value for s in specs)
+    return arrival_offsets(level.value, len(specs), level.shape is Shape.POISSON, seed)
+
+
 def _warmup_workers(level: LoadLevel) -> int:
     if level.shape is Shape.CONCURRENCY:
         return int(level.value)
@@ -174,7 +196,7 @@ def _warmup_workers(level: LoadLevel) -> int:
 async def run_level(
     transport: Transport,
     level: LoadLevel,
-    workload: Workload,
+    workload: RequestSource,
     level_index: int = 0,
     slos: Sequence[Slo] = (),
     progress: ProgressSink | None = None,
@@ -183,8 +205,8 @@ async def run_level(
 ) -> LevelResult:
     """Run one level (warm-up, then measured requests) and summarize it."""
     lim = level.limits
-    warm = workload.build(lim.warmup, stream_id=1) if lim.warmup else ()
-    specs = workload.build(lim.requests, stream_id=0)
+    warm = workload.build(lim.warmup, stream_id=2 * level_index + 1) if lim.warmup else ()
+    specs = workload.build(lim.requests, stream_id=2 * level_index)
     transport.prepare([*warm, *specs])
     if warm:
         await _by_concurrency(_Run(transport, clock(), clock), warm, _warmup_workers(level))
@@ -201,9 +223,7 @@ async def run_level(
         if level.shape is Shape.CONCURRENCY:
             await _by_concurrency(run, specs, int(level.value))
         else:
-            offsets = arrival_offsets(
-                level.value, len(specs), level.shape is Shape.POISSON, workload.seed + level_index
-            )
+            offsets = _offsets(level, specs, workload.seed + level_index)
             sched = await _by_rate(run, specs, offsets, level.max_concurrency)
     finally:
         loop_lags = await probe.stop()
@@ -222,7 +242,7 @@ async def run_sweep(
     target: Target,
     model: str,
     levels: Sequence[LoadLevel],
-    workload: Workload,
+    workload: RequestSource,
     progress: ProgressSink | None = None,
     slos: Sequence[Slo] = (),
     meta: dict[str, str] | None = None,

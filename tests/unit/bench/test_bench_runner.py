@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from caravan.bench.arrivals import Limits, LoadLevel, Shape
-from caravan.bench.dataset import RequestSpec, Workload
+from caravan.bench.dataset import Lengths, RequestSpec, Workload
 from caravan.bench.results import LevelResult
 from caravan.bench.runner import run_level
 from caravan.bench.stats import RequestRecord
@@ -31,8 +31,8 @@ class FakeTransport:
         self.prepared += len(specs)
 
     async def send(self, spec: RequestSpec, t0: float) -> RequestRecord:
-        if spec.session_id and spec.turn:
-            assert (spec.session_id, spec.turn - 1) in self.finished, "turn sent too early"
+        if spec.thread and spec.turn:
+            assert (spec.thread, spec.turn - 1) in self.finished, "turn sent too early"
         self.sent.append(spec)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -40,7 +40,7 @@ class FakeTransport:
         await asyncio.sleep(self.delay_s)
         end = time.perf_counter()
         self.in_flight -= 1
-        self.finished.append((spec.session_id, spec.turn))
+        self.finished.append((spec.thread, spec.turn))
         status = "UNAVAILABLE" if spec.index in self.fail else "OK"
         return RequestRecord(spec.index, (start - t0) * 1e3, (end - t0) * 1e3, 1.0, (), 1, 2,
                              status, session_id=spec.session_id, turn=spec.turn)
@@ -128,3 +128,37 @@ def test_sessions_turns_in_order_under_concurrency() -> None:
     result = run(LoadLevel(Shape.CONCURRENCY, 4, Limits(9)), t, w)  # 3 sessions x 3 turns
     assert result.summary.ok == 9  # FakeTransport asserts turn order itself
     assert len({r.session_id for r in result.records}) == 3
+
+
+def test_trace_level_sends_at_trace_times_over_the_speedup() -> None:
+    from caravan.bench.workloads import Kind, Source, TraceRecord, WorkloadSpec
+
+    trace = tuple(TraceRecord(t, 32, 2, (i,)) for i, t in enumerate((0, 100, 100, 300)))
+    source = Source(WorkloadSpec(Kind.TRACE, trace=trace, trace_block_tokens=16))
+    transport = FakeTransport(delay_s=0.001)
+    level = LoadLevel(Shape.TRACE, 2.0, Limits(requests=10))
+    result = asyncio.run(run_level(transport, level, source))
+    assert result.summary.requests == 4  # the whole trace, not the requested 10
+    starts = [r.start_ms for r in result.records]
+    assert starts[1] == pytest.approx(50, abs=25) and starts[3] == pytest.approx(150, abs=25)
+
+
+def test_levels_send_distinct_prompts() -> None:
+    transport = FakeTransport(delay_s=0.0)
+    level = LoadLevel(Shape.CONCURRENCY, 2, Limits(requests=5))
+    for i in range(2):
+        asyncio.run(run_level(transport, level, Workload(seed=1), level_index=i))
+    prompts = [s.prompt for s in transport.sent]
+    assert len(set(prompts)) == len(prompts) == 10
+
+
+def test_multi_turn_conversations_wait_for_their_previous_turn() -> None:
+    from caravan.bench.workloads import Kind, Source, WorkloadSpec
+
+    source = Source(WorkloadSpec(Kind.MULTI_TURN, Lengths(4), Lengths(2), conversations=2))
+    transport = FakeTransport(delay_s=0.002)
+    level = LoadLevel(Shape.CONCURRENCY, 6, Limits(requests=30))
+    result = asyncio.run(run_level(transport, level, source))
+    assert result.summary.ok == 30  # the fake asserts no turn went before its predecessor
+    assert transport.max_in_flight <= 4  # per slot: a chat's last turn and its successor's first
+    assert any(s.turn > 0 for s in transport.sent) and all(not s.session_id for s in transport.sent)
