@@ -3,9 +3,9 @@
 * ``jwks_text`` / ``load_jwks``: read and check the JSON Web Key Set named by
   ``security.jwt.jwks_file`` (public keys only: a key with private parts is refused).
   Errors name the field and file, and what is expected.
-* ``strip_identity_headers``: ``envoy.filters.http.header_mutation`` removing any
-  client-sent ``SUBJECT_HEADER``, ``CLIENT_HEADER`` (and payload header) before
-  authentication, so a caller cannot pose as another subject or client for the rate
+* client-sent ``SUBJECT_HEADER``, ``CLIENT_HEADER`` and payload header are removed
+  before authentication by ``caravan.xds.headers.sanitize_filter`` (the first filter in
+  every mode), so a caller cannot pose as another subject or client for the rate
   limiter or the upstream.
 * ``jwt_authn``: ``envoy.filters.http.jwt_authn`` with one provider and the JWKS
   inline (``local_jwks``), a rule requiring it on every path. A missing or invalid
@@ -26,10 +26,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from envoy.config.common.mutation_rules.v3 import mutation_rules_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.common.ratelimit.v3 import ratelimit_pb2
-from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2
 from envoy.extensions.filters.http.jwt_authn.v3 import config_pb2 as jwt_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
@@ -42,7 +40,6 @@ from caravan.spec.security import JwtSpec, RateLimit
 
 PROVIDER = "caravan"
 SUBJECT_HEADER = "x-caravan-subject"
-CLIENT_HEADER = "x-caravan-client"  # = caravan.xds.security.CLIENT_HEADER (API-key mode)
 SUBJECT_DESCRIPTOR = "caravan_subject"
 MAX_DYNAMIC_SUBJECTS = 10_000
 REQUIRED_RSA = ("n", "e")
@@ -104,21 +101,6 @@ def load_jwks(jwt: JwtSpec, read_file: ReadFile) -> JwtSpec:
 
 
 # --------------------------------------------------------------------------- filters
-
-
-def strip_identity_headers(jwt: JwtSpec) -> hcm_pb2.HttpFilter:
-    """Remove client-sent identity headers (``SUBJECT_HEADER``, the payload header)
-    before ``jwt_authn`` sets them from a verified token, and ``CLIENT_HEADER`` (set
-    only in API-key mode), so no client-chosen identity reaches the replicas."""
-    names = [SUBJECT_HEADER, CLIENT_HEADER]
-    if jwt.forward_payload_header:
-        names.append(jwt.forward_payload_header)
-    cfg = header_mutation_pb2.HeaderMutation(
-        mutations=header_mutation_pb2.Mutations(
-            request_mutations=[mutation_rules_pb2.HeaderMutation(remove=n) for n in names]
-        )
-    )
-    return hcm_pb2.HttpFilter(name="envoy.filters.http.header_mutation", typed_config=_pack(cfg))
 
 
 def provider(jwt: JwtSpec) -> jwt_pb2.JwtProvider:

@@ -50,15 +50,13 @@ from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 
 from caravan.discovery.types import HealthStatus, Replica, ReplicaSet
 from caravan.spec import ModelSpec, PlatformSpec
-from caravan.xds import security
+from caravan.xds import headers, security
 
 LISTENER_NAME = "caravan-grpc"
 ROUTE_CONFIG_NAME = "caravan-routes"
 STREAM_PATH = "/inference.GRPCInferenceService/ModelStreamInfer"
 RETRY_ON = "unavailable,reset,connect-failure,refused-stream,cancelled"
-# Response header (gRPC initial metadata) naming the replica that served a request, as
-# Envoy's ``%UPSTREAM_HOST%`` ("host:port"); clients such as ``caravan bench`` read it.
-UPSTREAM_HOST_HEADER = "x-caravan-upstream"
+UPSTREAM_HOST_HEADER = headers.UPSTREAM_HOST_HEADER
 HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 # Health checking and ejection, tuned so local tests converge in about a second.
@@ -137,6 +135,7 @@ def http_connection_manager(spec: PlatformSpec) -> hcm_pb2.HttpConnectionManager
         codec_type=hcm_pb2.HttpConnectionManager.AUTO,
         rds=hcm_pb2.Rds(config_source=_ads(), route_config_name=ROUTE_CONFIG_NAME),
         http_filters=[
+            headers.sanitize_filter(spec),
             *security.http_filters(spec),
             hcm_pb2.HttpFilter(
                 name="envoy.filters.http.router", typed_config=pack(router_pb2.Router())
@@ -146,6 +145,7 @@ def http_connection_manager(spec: PlatformSpec) -> hcm_pb2.HttpConnectionManager
         generate_request_id=wrappers_pb2.BoolValue(value=True),
         http2_protocol_options=protocol_pb2.Http2ProtocolOptions(),
     )
+    headers.treat_every_client_as_external(hcm)
     replies = security.local_reply_config(spec)
     if replies is not None:
         hcm.local_reply_config.CopyFrom(replies)
@@ -316,7 +316,8 @@ def route_configuration(spec: PlatformSpec) -> route_pb2.RouteConfiguration:
         )
     )
     vhost = route_components_pb2.VirtualHost(name="caravan", domains=["*"], routes=routes)
-    return route_pb2.RouteConfiguration(name=ROUTE_CONFIG_NAME, virtual_hosts=[vhost])
+    return route_pb2.RouteConfiguration(name=ROUTE_CONFIG_NAME, virtual_hosts=[vhost],
+                                        request_headers_to_add=[headers.forwarded_for()])
 
 
 # --------------------------------------------------------------------------- clusters

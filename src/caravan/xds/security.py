@@ -14,7 +14,7 @@ Everything is off unless ``spec.security`` switches it on (see docs/security.md)
   ``CLIENT_HEADER`` and the key header is stripped), ``local_ratelimit`` with one
   token bucket per client (RESOURCE_EXHAUSTED when empty) and ``body_size_limit``
   (gRPC UNKNOWN "request too long": HTTP 413 through Envoy's HTTP->gRPC table).
-  With ``security.jwt`` instead of API keys: the header strip, ``jwt_authn`` and a
+  With ``security.jwt`` instead of API keys: ``jwt_authn`` and a
   per-subject ``local_ratelimit`` from ``caravan.xds.jwt_auth``.
 * ``load_api_keys`` / ``with_loaded_keys``: read keys from the file / env vars named
   in the spec (and the JWKS of ``security.jwt``). Errors name the file, line or
@@ -321,7 +321,7 @@ def http_filters(spec: PlatformSpec) -> list[hcm_pb2.HttpFilter]:
         if limits:
             filters.append(local_rate_limit(limits))
     if sec.jwt is not None:
-        filters += [jwt_auth.strip_identity_headers(sec.jwt), jwt_auth.jwt_authn(sec.jwt)]
+        filters.append(jwt_auth.jwt_authn(sec.jwt))
         limiter = subject_rate_limit(sec.jwt)
         if limiter is not None:
             filters.append(limiter)

@@ -27,7 +27,10 @@ server cannot produce on demand:
 * ``ServerLive``/``ServerReady`` and ``grpc.health.v1`` (SERVING).
 
 Responses carry the x-request-id the stub saw upstream as parameter ``x_request_id``
-(for the request-id propagation test) and nothing naming the replica: tests learn who
+(for the request-id propagation test), every request header it saw as parameter
+``request_headers`` (a JSON list of [name, value] pairs: what
+``tests/integration/security/test_security_headers.py`` checks for spoofed headers, which
+Triton cannot echo) and nothing naming the replica: tests learn who
 served a request from Envoy's ``x-caravan-upstream`` header, as production clients do.
 """
 
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import struct
 from collections.abc import AsyncIterator
 
@@ -66,11 +70,13 @@ class Stub(pbg.GRPCInferenceServiceServicer):
         self.model = model
         self.fail_streams = fail_streams
 
-    def _response(self, req: pb.ModelInferRequest, text: str, rid: str, final: bool) -> pb.ModelInferResponse:
+    def _response(self, req: pb.ModelInferRequest, text: str, rid: str, final: bool,
+                  seen: str = "[]") -> pb.ModelInferResponse:
         resp = pb.ModelInferResponse(model_name=req.model_name, model_version="1", id=req.id)
         resp.outputs.add(name="text_output", datatype="BYTES", shape=[1])
         resp.raw_output_contents.append(_bytes_tensor(text))
         resp.parameters["x_request_id"].string_param = rid
+        resp.parameters["request_headers"].string_param = seen
         resp.parameters["triton_final_response"].bool_param = final
         return resp
 
@@ -86,6 +92,7 @@ class Stub(pbg.GRPCInferenceServiceServicer):
                 pass
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.replica_id} is failing")
         rid = dict(context.invocation_metadata()).get("x-request-id", "")
+        seen = json.dumps(sorted([k, v] for k, v in context.invocation_metadata()))
         async for request in request_iterator:
             if request.model_name != self.model:
                 yield pb.ModelStreamInferResponse(
@@ -94,11 +101,11 @@ class Stub(pbg.GRPCInferenceServiceServicer):
             if not _stream_flag(request):
                 await asyncio.sleep(0.01)
                 yield pb.ModelStreamInferResponse(
-                    infer_response=self._response(request, f"hello from {self.replica_id}", rid, True))
+                    infer_response=self._response(request, f"hello from {self.replica_id}", rid, True, seen))
                 continue
             for i in range(3):
                 await asyncio.sleep(0.01)
-                yield pb.ModelStreamInferResponse(infer_response=self._response(request, f"tok{i} ", rid, i == 2))
+                yield pb.ModelStreamInferResponse(infer_response=self._response(request, f"tok{i} ", rid, i == 2, seen))
 
     async def ServerLive(self, request, context):
         return pb.ServerLiveResponse(live=True)

@@ -183,7 +183,8 @@ def test_listener_hcm_rds_access_log_request_id() -> None:
         "ads"
     )
     assert hcm.generate_request_id.value
-    assert [f.name for f in hcm.http_filters] == ["envoy.filters.http.router"]
+    assert [f.name for f in hcm.http_filters] == [
+        "envoy.filters.http.header_mutation", "envoy.filters.http.router"]
     log = unpack(hcm.access_log[0].typed_config, stream_pb2.StdoutAccessLog)
     fields = dict(log.log_format.json_format.items())
     for key in (
