@@ -22,7 +22,7 @@ from caravan.local.process import ChildProcess
 from caravan.simulator.engine import EngineConfig
 from caravan.spec import EngineArgs, ModelSpec
 from caravan.triton.repository import write_backends, write_model
-from caravan.triton.settings import SimulatorSettings
+from caravan.triton.settings import FAULT_DEAD, FAULT_HANG, FAULT_NONE, SimulatorSettings
 
 FAULT_FILE = "engine-fault"
 
@@ -76,8 +76,23 @@ class ReplicaPlan:
 
     @property
     def fault_file(self) -> Path:
-        """Create this file to kill the simulated engine (the process lives on)."""
+        """Create this file to kill the simulated engine (the process lives on); see
+        ``inject_fault`` for the other modes."""
         return self.state_dir / FAULT_FILE
+
+    def inject_fault(self, mode: str) -> None:
+        """Test seam (``caravan.triton.settings.fault_mode``): ``FAULT_DEAD`` kills the
+        engine, ``FAULT_HANG`` makes it hang (health and ModelReady answer, inference
+        never does), ``FAULT_NONE`` ends a hang (a dead engine stays dead). The file is
+        replaced atomically, so the model never reads it half-written."""
+        if mode == FAULT_NONE:
+            self.fault_file.unlink(missing_ok=True)
+            return
+        if mode not in (FAULT_DEAD, FAULT_HANG):
+            raise ValueError(f"fault mode {mode!r}: expected {FAULT_NONE!r}, {FAULT_DEAD!r} or {FAULT_HANG!r}")
+        tmp = self.fault_file.with_name(self.fault_file.name + ".tmp")
+        tmp.write_text(mode if mode == FAULT_HANG else "")
+        tmp.replace(self.fault_file)
 
     @property
     def endpoint(self) -> str:

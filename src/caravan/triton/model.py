@@ -23,9 +23,13 @@ backend (triton-inference-server/vllm_backend ``src/model.py``):
   as "Error generating stream: ..." with ``text_output`` "N/A" (C27); cancellation is
   noticed at the next engine output (C31): a streaming request ends with CANCELLED
   "Request was cancelled", a non-streaming one with its text so far.
-* The engine dies when the settings' ``fault_file`` exists (looked at before each
-  request, by the health check, and every 0.1 s): the way tests make the engine fail
-  while the process lives.
+* Test seam, never used in production: the settings' ``fault_file``
+  (``caravan.triton.settings.fault_mode``, looked at before each request, by the health
+  check, and every 0.1 s). When it exists the engine dies (tests make the engine fail
+  while the process lives); when it holds ``hang`` the engine hangs instead, a gray
+  failure: health and ModelReady still answer, but a request that arrives meanwhile gets
+  no response at all (so no response headers) until its client cancels it (then
+  CANCELLED "Request was cancelled") or the file goes (then it is served).
 * ``finalize`` (SIGTERM, unload): waits for requests in flight, then stops the threads.
 * When ``tritonserver`` dies (SIGKILL, crash) the stub process exits too (C38): the stub
   checks this itself, but on 2.51 that check can block when the server was killed while
@@ -54,7 +58,7 @@ from caravan.simulator.driver import EngineDriver
 from caravan.simulator.engine import Engine
 from caravan.triton import contract
 from caravan.triton.generation import Generator, Progress
-from caravan.triton.settings import SETTINGS_FILE, SimulatorSettings
+from caravan.triton.settings import FAULT_DEAD, FAULT_HANG, SETTINGS_FILE, SimulatorSettings, fault_mode
 from caravan.triton.vllm_metrics import VllmMetrics
 
 _FAULT_POLL_S = 0.1
@@ -158,11 +162,20 @@ class TritonPythonModel:
                 os._exit(1)
 
     def _sync_fault(self) -> None:
-        """Kill the engine if the fault file exists (on the loop thread)."""
+        """Kill the engine if the fault file says so (on the loop thread)."""
         path = self._settings.fault_file
-        if path and not self._gen.dead and os.path.exists(path):
+        if path and not self._gen.dead and fault_mode(path) == FAULT_DEAD:
             self._log.log_error(f"[caravan] engine failure injected ({path} exists): the engine is dead")
             self._gen.kill()
+
+    async def _held(self, call: _Call) -> bool:
+        """Hang mode (test seam): hold the request, unanswered, while the fault file says
+        ``hang``. True when the client cancelled it meanwhile (on the loop thread)."""
+        while fault_mode(self._settings.fault_file) == FAULT_HANG:
+            if call.sender.is_cancelled():
+                return True
+            await asyncio.sleep(_FAULT_POLL_S)
+        return False
 
     async def _watch_fault(self) -> None:
         while self._settings.fault_file and not self._gen.dead:
@@ -213,6 +226,13 @@ class TritonPythonModel:
         try:
             self._sync_fault()
             req = contract.parse_request(self._inputs(request), request.parameters(), self._name)
+            if await self._held(call):
+                call.aborted = True
+                self._log.log_info("[caravan] a request held by the hang fault was cancelled")
+                self._outbox.put(("send", call, pb.InferenceResponse(error=pb.TritonError(
+                    message="Request was cancelled", code=pb.TritonError.CANCELLED)),
+                    pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL))
+                return
 
             def cancelled() -> bool:
                 # Streaming: the flag the response thread read after the last send;

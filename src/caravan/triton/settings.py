@@ -17,6 +17,10 @@ from typing import Any
 from caravan.simulator.engine import EngineConfig
 
 SETTINGS_FILE = "caravan_simulator.json"
+# Fault modes of the simulated engine (a test seam: never set in production). ``fault_file``
+# absent: none; holding ``FAULT_HANG``: the engine hangs (a gray failure); any other
+# content (e.g. empty, from ``touch``): the engine is dead.
+FAULT_NONE, FAULT_DEAD, FAULT_HANG = "none", "dead", "hang"
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,7 @@ class SimulatorSettings:
     stream_interval_ms: float = 50.0
     load_delay_s: float = 0.0
     fixed_ms_per_token: float | None = None  # None: the batching engine serves requests
-    fault_file: str = ""  # when this file exists, the engine is dead (tests' failure switch)
+    fault_file: str = ""  # tests' failure switch: see ``fault_mode``
 
     def __post_init__(self) -> None:
         _check("time_scale", self.time_scale, strict=True)
@@ -46,6 +50,20 @@ class SimulatorSettings:
         data: dict[str, Any] = json.loads(text)
         engine = EngineConfig(**data.pop("engine", {}))
         return cls(engine=engine, **data)
+
+
+def fault_mode(path: str) -> str:
+    """The fault the file at ``path`` injects (``FAULT_NONE`` / ``FAULT_DEAD`` /
+    ``FAULT_HANG``; ``path`` "" means no fault file). Reads the file; never raises (a
+    file that vanishes or cannot be read while being looked at counts as absent)."""
+    if not path:
+        return FAULT_NONE
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read(64)
+    except OSError:
+        return FAULT_NONE
+    return FAULT_HANG if text.strip() == FAULT_HANG else FAULT_DEAD
 
 
 def _check(name: str, value: float, strict: bool = False) -> None:

@@ -281,3 +281,20 @@ def test_finalize_waits_for_requests_in_flight(make_model: Factory) -> None:
     model.execute([req])
     model.finalize()  # returns only once the request has its final response
     assert req.sender.done.is_set()
+
+
+def test_hang_fault_holds_requests_unanswered_while_health_passes(make_model: Factory, pb: FakePbUtils,
+                                                                  tmp_path: Path) -> None:
+    """Test seam: a fault file holding ``hang`` is a gray failure: the health check still
+    passes, requests get no response at all until cancelled (CANCELLED) or the file goes."""
+    model = make_model()
+    (tmp_path / "fault").write_text("hang\n")
+    cancelled, released = request(), request()
+    model.execute([cancelled])
+    model.execute([released])  # the health check ran again and passed: not unloaded
+    time.sleep(0.3)
+    assert cancelled.sender.sent == [] and released.sender.sent == [] and pb.unloaded == []
+    cancelled.sender.cancel()
+    assert error_of(cancelled.sender.wait()) == "Request was cancelled"
+    (tmp_path / "fault").unlink()
+    assert released.sender.wait()[-1][0].error is None

@@ -14,7 +14,7 @@ from caravan.simulator.engine import EngineConfig
 from caravan.spec import EngineArgs, ModelSpec
 from caravan.triton.launcher import FAULT_FILE, ReplicaOptions, ReplicaPlan, ServerTls, bare_model, pytriton_dir
 from caravan.triton.repository import MODEL_VERSION, write_backends, write_model
-from caravan.triton.settings import SETTINGS_FILE, SimulatorSettings
+from caravan.triton.settings import SETTINGS_FILE, SimulatorSettings, fault_mode
 
 # -- settings -----------------------------------------------------------------------
 
@@ -150,3 +150,22 @@ def test_plan_settings_paths_and_prepare(tmp_path: Path) -> None:
 def test_prepare_refuses_bad_options(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"^time_scale: "):
         ReplicaPlan(tmp_path, MODEL, 1, 2, ReplicaOptions(time_scale=-1.0)).prepare()
+
+
+@pytest.mark.parametrize(("mode", "want"), [("none", "none"), ("dead", "dead"), ("hang", "hang")],
+                         ids=["cleared", "dead", "hang"])
+def test_inject_fault_writes_what_the_model_reads(tmp_path: Path, mode: str, want: str) -> None:
+    """Test seam: ``inject_fault`` writes the file ``fault_mode`` reads in the model."""
+    plan = ReplicaPlan(tmp_path, MODEL, 9001, 9002)
+    plan.inject_fault("dead")  # something to clear
+    plan.inject_fault(mode)
+    assert fault_mode(str(plan.fault_file)) == want
+    assert [p.name for p in tmp_path.iterdir()] == ([FAULT_FILE] if want != "none" else [])
+
+
+def test_fault_mode_of_a_touched_file_is_dead_and_a_bad_mode_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "f").touch()
+    assert fault_mode(str(tmp_path / "f")) == "dead"
+    assert fault_mode("") == "none"
+    with pytest.raises(ValueError, match="fault mode 'slow'"):
+        ReplicaPlan(tmp_path, MODEL, 9001, 9002).inject_fault("slow")
