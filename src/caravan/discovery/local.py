@@ -13,12 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import tempfile
 from collections.abc import AsyncIterator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from caravan.atomic_file import atomic_write_text
 from caravan.discovery.types import HealthStatus, Replica, ReplicaSet
 
 log = logging.getLogger(__name__)
@@ -48,14 +47,15 @@ def replica_from_json(d: dict[str, Any]) -> Replica:
         raise ValueError(f"missing field {exc.args[0]!r}") from None
 
 
+def registry_text(replicas: Iterable[Replica]) -> str:
+    """The registry file's content for ``replicas`` (sorted, so equal sets give equal text)."""
+    return json.dumps({"replicas": [replica_to_json(r) for r in sorted(replicas)]}, indent=1)
+
+
 def write_registry(path: Path, replicas: Iterable[Replica]) -> None:
-    """Atomically replace the registry file with ``replicas``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    body = json.dumps({"replicas": [replica_to_json(r) for r in sorted(replicas)]}, indent=1)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".registry-")
-    with os.fdopen(fd, "w") as f:
-        f.write(body)
-    os.replace(tmp, path)
+    """Atomically replace the registry file with ``replicas``. Raises OSError (the old
+    file is then unchanged); the supervisor writes through ``RetryingWriter`` instead."""
+    atomic_write_text(path, registry_text(replicas))
 
 
 def read_registry(path: Path) -> list[Replica]:

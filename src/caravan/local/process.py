@@ -2,6 +2,11 @@
 
 A ``ChildProcess`` ends only the process it started, by its PID (SIGTERM, then
 SIGKILL after a grace period). Used by ``caravan up`` and by test fixtures.
+Children die with their owner: on Linux each is started with ``PR_SET_PDEATHSIG``
+= SIGTERM (so a SIGKILLed ``caravan up`` leaves no replica, Envoy or Prometheus
+holding its ports; SIGTERM lets tritonserver stop its Python backend stub). The kernel
+sends that signal when the *thread* that forked the child exits, so every child is
+forked by one long-lived spawner thread, never by the short-lived thread that asked.
 Not thread-safe: one owner per instance. ``wait_until`` is the one bounded wait every
 starter (``caravan.local.launch``), test and benchmark uses.
 """
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -19,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -28,6 +35,39 @@ from caravan.errors import BackendError
 _RECENT_PORTS = 4096  # remembered hand-outs: far more than a stack starts at once
 _HANDED_OUT: collections.deque[int] = collections.deque(maxlen=_RECENT_PORTS)
 _HANDED_OUT_LOCK = threading.Lock()
+PARENT_DEATH_SIGNAL = signal.SIGTERM
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# Forks every child; its thread lives as long as this process (see the module docstring).
+_SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caravan-spawner")
+
+
+def _prctl() -> Callable[..., int] | None:
+    """libc's prctl, resolved before any fork (None off Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    fn = ctypes.CDLL(None, use_errno=True).prctl
+    fn.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    fn.restype = ctypes.c_int
+    return fn  # type: ignore[no-any-return]
+
+
+_PRCTL = _prctl()
+
+
+def _die_with_parent(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that asks the kernel for ``PARENT_DEATH_SIGNAL`` when the
+    forking thread dies, and ends the child at once if ``parent`` is already gone."""
+    prctl = _PRCTL
+    if prctl is None:
+        return None
+    sig = int(PARENT_DEATH_SIGNAL)
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), sig)
+
+    return preexec
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -118,10 +158,15 @@ class ChildProcess:
         return self
 
     def _popen(self, out: int | IO[bytes]) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(
-            self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=self.env, start_new_session=True,
-        )
+        """Fork on the spawner thread (so the parent-death signal fires only when this
+        process dies, not when the calling thread ends)."""
+        def popen() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=self.env, start_new_session=True, preexec_fn=_die_with_parent(os.getpid()),
+            )
+
+        return _SPAWNER.submit(popen).result()
 
     @property
     def pid(self) -> int:

@@ -7,14 +7,13 @@ scale event; Prometheus re-reads it by itself (no reload needed).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from caravan.atomic_file import atomic_write_text
 from caravan.discovery.types import Replica
 from caravan.observability.metric_names import JOB_TRITON
 from caravan.spec import PlatformSpec
@@ -67,18 +66,19 @@ def _write_rules(directory: Path, spec: PlatformSpec) -> list[str]:
     return out
 
 
-def write_replica_targets(directory: Path, replicas: Iterable[Replica]) -> None:
-    """Atomically rewrite the file_sd targets: one group per replica, labelled
-    ``caravan_model`` and ``replica`` (not ``model``, which Triton's own series carry)."""
+def targets_text(replicas: Iterable[Replica]) -> str:
+    """The file_sd targets: one group per replica, labelled ``caravan_model`` and
+    ``replica`` (not ``model``, which Triton's own series carry)."""
     groups = [
         {"targets": [f"{r.address}:{r.metrics_port}"], "labels": {"caravan_model": r.model, "replica": r.id}}
         for r in replicas if r.metrics_port is not None
     ]
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".targets-")
-    with os.fdopen(fd, "w") as f:
-        json.dump(groups, f)
-    os.replace(tmp, directory / TARGETS_FILE)
+    return json.dumps(groups)
+
+
+def write_replica_targets(directory: Path, replicas: Iterable[Replica]) -> None:
+    """Atomically rewrite the file_sd targets (``targets_text``). Raises OSError."""
+    atomic_write_text(directory / TARGETS_FILE, targets_text(replicas))
 
 
 def prometheus_argv(binary: str, config: Path, data_dir: Path, port: int) -> list[str]:
