@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import sys
-import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -59,7 +58,9 @@ def up(
     prometheus: bool = typer.Option(True, help="start Prometheus when installed"),
     autoscale: bool = typer.Option(False, help="run the autoscaler against the local replicas"),
 ) -> None:
-    """Start the whole serving stack on 127.0.0.1 and keep it running until Ctrl-C / SIGTERM."""
+    """Start the whole serving stack on 127.0.0.1 and keep it running until Ctrl-C / SIGTERM.
+    One per state directory. A dead Envoy, control plane or Prometheus is restarted; one
+    that keeps dying stops the stack (exit 1, naming it)."""
     from rich.console import Console
 
     from caravan.local.session import LocalSession
@@ -68,14 +69,18 @@ def up(
     console = Console()
     _sigterm_as_interrupt()
     session = LocalSession.create(ps, state_dir, time_scale, prometheus, autoscale)
+    failure = None
     try:
         _start(session, console)
-        threading.Event().wait()
+        failure = session.stack.wait_failure()
+        console.print(f"[red]caravan: the local stack stopped serving:[/red] {failure}", highlight=False)
     except KeyboardInterrupt:
         console.print("stopping ...")
     finally:
         session.stop()
         console.print("stopped; no process left behind")
+    if failure is not None:
+        raise typer.Exit(1)
 
 
 def demo(

@@ -3,13 +3,28 @@
 ::
 
     LocalStack.start()
+      ├─ lock       .caravan/up.lock                (one stack per state directory: StateLock)
       ├─ replicas   tritonserver + simulated vLLM engine (caravan.triton; N per model,
       │             registered when the model is ready)
       ├─ registry   .caravan/registry.json          (the local ReplicaSource, written atomically)
       ├─ xds        caravan xds --registry ...      (real control plane, ADS on ports.xds)
       ├─ envoy      envoy -c .caravan/envoy/envoy.yaml (real Envoy, bootstrap from render.envoy)
       └─ prometheus /usr/bin/prometheus (when installed)
-    LocalStack.stop()  drains and ends every child by PID, newest first
+    LocalStack.stop()  drains and ends every child by PID, newest first, then drops the lock
+
+Failures that must not corrupt or silently stop the stack:
+
+* a second stack on the same state directory: ``StateDirBusy`` naming the first's PID,
+  before anything is written or started;
+* a state file that cannot be written (a full disk): the registry and Prometheus'
+  targets go through ``RetryingWriter`` (injected ``write_text``): the last good file
+  stays, the failure is counted and logged once, and the newest content is written as
+  soon as the disk accepts it; the ``replica-watch`` thread survives any exception;
+* a dead control plane, Envoy or Prometheus: restarted by the ``infra-watch`` thread
+  (``caravan.local.infra``: why restarting, not stopping, and when it gives up);
+  ``failure()`` / ``wait_failure`` then say why the stack is no longer serving;
+* a SIGKILLed supervisor: every child gets SIGTERM from the kernel
+  (``PR_SET_PDEATHSIG``, ``caravan.local.process``).
 
 Replica lifecycle (``ReplicaFleet``, used by the local autoscaler)::
 
@@ -39,10 +54,12 @@ from pathlib import Path
 
 import yaml
 
-from caravan.discovery.local import write_registry
+from caravan.atomic_file import atomic_write_text
+from caravan.discovery.local import registry_text
 from caravan.discovery.types import HealthStatus, Replica
 from caravan.errors import BackendError
 from caravan.local.health import infer_once, model_ready
+from caravan.local.infra import INFRA_CHECK_S, InfraSet
 from caravan.local.launch import (
     ChildExited,
     start_control_plane,
@@ -52,6 +69,8 @@ from caravan.local.launch import (
     write_envoy_bootstrap,
 )
 from caravan.local.process import ChildProcess, free_port, port_open, venv_binary
+from caravan.local.statefile import RetryingWriter, WriteText
+from caravan.local.statelock import StateLock
 from caravan.spec import PlatformSpec
 from caravan.triton.launcher import ReplicaOptions, ReplicaPlan
 
@@ -98,6 +117,9 @@ class StackOptions:
     replica: ReplicaOptions = field(default_factory=ReplicaOptions)
     drain_grace_s: float = 1.0  # DRAINING in Envoy before SIGTERM
     ready_timeout_s: float = 60.0
+    # infrastructure children restarted when they die (caravan.local.infra); others are
+    # reported and left down
+    auto_restart: frozenset[str] = frozenset({"xds", "envoy", "prometheus"})
 
 
 @dataclass
@@ -120,7 +142,11 @@ class LocalStack:
     """The local serving stack. Use as a context manager, or call start()/stop()."""
 
     def __init__(self, spec: PlatformSpec, state_dir: Path, ports: LocalPorts,
-                 options: StackOptions = StackOptions()) -> None:
+                 options: StackOptions = StackOptions(), write_text: WriteText = atomic_write_text) -> None:
+        """``write_text`` writes the state files the children read (registry, Prometheus
+        targets); tests inject a failing disk."""
+        from caravan.local.prometheus import TARGETS_FILE
+
         self.spec = ports.apply(spec)
         self.state_dir = state_dir.resolve()
         self.ports = ports
@@ -129,9 +155,17 @@ class LocalStack:
         self._replicas: dict[str, list[_ReplicaProc]] = {m.name: [] for m in self.spec.models}
         self._serial = 0
         self._handed_out: set[int] = set(vars(ports).values())
-        self._infra: list[ChildProcess] = []
+        self._infra = InfraSet(options.auto_restart)
         self._stop = threading.Event()
-        self._watcher: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._state_lock = StateLock(self.state_dir)
+        self.registry_file = RetryingWriter(self.registry_path, write_text)
+        self.targets_file = RetryingWriter(self.state_dir / "prometheus" / TARGETS_FILE, write_text)
+        self._failure: str | None = None
+        self._failed = threading.Event()
+        self.watch_errors = 0  # exceptions the replica-watch thread survived
+        self._dirty = False  # replica states changed since the last _publish
+        self._next_ready_check = 0.0
 
     # ---- paths and endpoints -------------------------------------------------
     @property
@@ -149,7 +183,7 @@ class LocalStack:
 
     @property
     def prometheus_url(self) -> str | None:
-        running = any(p.name == "prometheus" and p.alive() for p in self._infra)
+        running = any(p.name == "prometheus" and p.alive() for p in self._infra.procs())
         return f"http://127.0.0.1:{self.ports.prometheus}" if running else None
 
     # ---- lifecycle ---------------------------------------------------------------
@@ -164,35 +198,52 @@ class LocalStack:
         return self
 
     def _start(self) -> None:
+        self._state_lock.acquire()  # StateDirBusy before anything is written or started
         self._check_ports_free()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
         self.spec_path.write_text(yaml.safe_dump(self.spec.model_dump(mode="json"), sort_keys=False))
-        write_registry(self.registry_path, [])
+        if not self.registry_file.publish(registry_text([])):
+            raise StackError(f"cannot write {self.registry_path}: {self.registry_file.last_error}")
         for m in self.spec.models:
             self.scale_to(m.name, m.replicas.start)
         self._start_control_plane()
         self._start_envoy()
         if self.options.prometheus:
             self._start_prometheus()
-        self._watcher = threading.Thread(target=self._watch, name="replica-watch", daemon=True)
-        self._watcher.start()
+        for name, loop in (("replica-watch", self._watch), ("infra-watch", self._watch_infra)):
+            self._threads.append(threading.Thread(target=loop, name=name, daemon=True))
+            self._threads[-1].start()
         self._wait_serving()
 
     def stop(self) -> None:
-        """End every child we started (replicas first, then infra, newest first)."""
+        """End every child we started (replicas first, then infra, newest first), then
+        release the state directory. Idempotent."""
         self._stop.set()
-        if self._watcher is not None:
-            self._watcher.join(5)
+        for t in self._threads:
+            t.join(5)
         with self._lock:
             procs = [rp.proc for rps in self._replicas.values() for rp in rps]
             for rps in self._replicas.values():
                 rps.clear()
         for p in procs:
             p.signal(signal.SIGTERM)
-        for p in procs + list(reversed(self._infra)):
+        for p in procs:
             p.stop(grace_s=10)
-        self._infra.clear()
+        self._infra.stop_all(grace_s=10)
+        self._state_lock.release()
+
+    def failure(self) -> str | None:
+        """Why the stack stopped serving (an infrastructure child that kept dying), or None."""
+        return self._failure
+
+    def wait_failure(self, timeout_s: float | None = None) -> str | None:
+        """Block until the stack fails (returns why) or ``timeout_s`` passes (None)."""
+        self._failed.wait(timeout_s)
+        return self._failure
+
+    def infra_restarts(self) -> dict[str, int]:
+        """Automatic restarts of each infrastructure child so far."""
+        return self._infra.restarts()
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -247,25 +298,18 @@ class LocalStack:
     def infra(self, name: str) -> ChildProcess:
         """The stack's own child called ``name`` ("xds", "envoy", "prometheus"); tests
         send it signals. KeyError if there is none."""
-        for p in self._infra:
-            if p.name == name:
-                return p
-        raise KeyError(name)
+        return self._infra.get(name)
 
     def restart_infra(self, name: str, grace_s: float = 1.0) -> ChildProcess:
         """Stop the child ``name`` if it still runs, then start its command again (same
         argv, ports and log) as a new owned child; returns it without waiting."""
-        old = self.infra(name)
-        old.stop(grace_s=grace_s)
-        fresh = ChildProcess(old.name, old.argv, old.log_path, old.env).start()
-        self._infra[self._infra.index(old)] = fresh
-        return fresh
+        return self._infra.restart(name, grace_s)
 
     def pids(self) -> dict[str, int]:
         """The PID of every child this stack runs: infrastructure by name, replicas
         (ready, starting and draining) by id."""
         with self._lock:
-            out = {p.name: p.pid for p in self._infra if p.proc is not None}
+            out = {p.name: p.pid for p in self._infra.procs() if p.proc is not None}
             out.update((rp.replica.id, rp.proc.pid) for rps in self._replicas.values() for rp in rps)
             return out
 
@@ -291,30 +335,63 @@ class LocalStack:
                 return port
 
     def _publish(self) -> None:
-        """Write the registry: ready replicas (HEALTHY) and draining ones (DRAINING). Lock held."""
+        """Write the registry (ready replicas, HEALTHY, and draining ones, DRAINING) and
+        Prometheus' targets. A failed write stays pending (``RetryingWriter``). Lock held."""
+        from caravan.local.prometheus import targets_text
+
+        self._dirty = False
         regs = [rp.replica for rps in self._replicas.values() for rp in rps if rp.ready]
-        write_registry(self.registry_path, regs)
-        self._write_prometheus_targets()
+        self.registry_file.publish(registry_text(regs))
+        self.targets_file.publish(targets_text(regs))
 
     def _watch(self) -> None:
-        """Mark replicas ready when their model is; unregister (and stop) ready replicas
-        whose model stopped being ready; forget exited ones. Ready replicas are
-        checked every ``_READY_CHECK_S``."""
-        next_check = 0.0
+        """The ``replica-watch`` loop: one ``_watch_once`` every 0.1 s until stopped.
+        It never dies: an exception is counted (``watch_errors``), logged (with its
+        traceback the first time) and the loop goes on."""
         while not self._stop.wait(0.1):
-            with self._lock:
-                changed = self._reap()
-            for rp in self._pending():
-                if model_ready(rp.replica.endpoint, rp.replica.model, timeout_s=0.5):
-                    with self._lock:
-                        rp.ready = changed = True
-                    log.info("replica ready", extra={"replica": rp.replica.id})
-            if time.monotonic() >= next_check:
-                next_check = time.monotonic() + _READY_CHECK_S
-                changed = self._drop_unready() or changed
-            if changed:
+            try:
+                self._watch_once()
+            except Exception:
+                self.watch_errors += 1
+                log.error("replica-watch: error (%d so far); continuing", self.watch_errors,
+                          exc_info=self.watch_errors == 1)
+
+    def _watch_once(self) -> None:
+        """Mark replicas ready when their model is; unregister (and stop) ready replicas
+        whose model stopped being ready (every ``_READY_CHECK_S``); forget exited ones;
+        publish when anything changed (``_dirty`` survives an exception half-way) and
+        retry state files a failed write left pending."""
+        self.registry_file.retry()
+        self.targets_file.retry()
+        with self._lock:
+            self._dirty = self._reap() or self._dirty
+        for rp in self._pending():
+            if model_ready(rp.replica.endpoint, rp.replica.model, timeout_s=0.5):
                 with self._lock:
-                    self._publish()
+                    rp.ready = self._dirty = True
+                log.info("replica ready", extra={"replica": rp.replica.id})
+        if time.monotonic() >= self._next_ready_check:
+            self._next_ready_check = time.monotonic() + _READY_CHECK_S
+            if self._drop_unready():
+                self._dirty = True
+        with self._lock:
+            if self._dirty:
+                self._publish()
+
+    def _watch_infra(self) -> None:
+        """The ``infra-watch`` loop: restart dead infrastructure children; on a failure
+        (one kept dying) record it and stop watching (``wait_failure`` returns it)."""
+        while not self._stop.wait(INFRA_CHECK_S):
+            try:
+                failure = self._infra.check()
+            except Exception:
+                log.exception("infra-watch: error; continuing")
+                continue
+            if failure is not None:
+                log.error("the local stack is no longer serving: %s", failure)
+                self._failure = failure
+                self._failed.set()
+                return
 
     def _drop_unready(self) -> bool:
         """Unregister every ready replica whose model is no longer ready and restart it in
@@ -382,12 +459,6 @@ class LocalStack:
         argv = prometheus_argv(binary, config, self.state_dir / "prometheus" / "data", self.ports.prometheus)
         self._launch("prometheus", argv, self.ports.prometheus)
 
-    def _write_prometheus_targets(self) -> None:
-        from caravan.local.prometheus import write_replica_targets
-
-        regs = [rp.replica for rps in self._replicas.values() for rp in rps if rp.ready]
-        write_replica_targets(self.state_dir / "prometheus", regs)
-
     def _launch(self, name: str, argv: Sequence[str], port: int) -> None:
         self._infra_up(name, lambda: start_listening(name, argv, self._log(name), port))
 
@@ -395,7 +466,7 @@ class LocalStack:
         """Run ``start`` (it returns a listening child or raises); keep the child.
         StackError naming ``name`` and its log when it fails."""
         try:
-            self._infra.append(start())
+            self._infra.add(name, start)
         except (ChildExited, TimeoutError) as exc:
             raise StackError(f"{name} did not start: {exc}") from exc
 
@@ -415,7 +486,7 @@ class LocalStack:
         """Until every model's initial replicas are ready and a request for it succeeds
         through Envoy. Raises StackError when that takes longer than ``ready_timeout_s``
         or an infrastructure process exits."""
-        infra = list(self._infra)
+        infra = self._infra.procs()
         for m in self.spec.models:
             want = m.replicas.start
             probe = functools.partial(infer_once, self.endpoint, m.name, model_header=self.spec.envoy.model_header)

@@ -51,8 +51,10 @@ def fault_spec(replicas: int = 3, retries: int = 2, hash_balance_factor: int | N
 def start_local_stack(tmp: Path, replicas: int = 3, time_scale: float = 0.01,
                       drain_grace_s: float = 1.0) -> LocalStack:
     """A started ``LocalStack`` (every replica serving through Envoy) on free ports."""
+    # the control plane is killed and restarted by hand here (never automatically)
     opts = StackOptions(time_scale=time_scale, prometheus=False, replica=REPLICA,
-                        drain_grace_s=drain_grace_s, ready_timeout_s=60)
+                        drain_grace_s=drain_grace_s, ready_timeout_s=60,
+                        auto_restart=frozenset({"envoy"}))
     stack = LocalStack(fault_spec(replicas), tmp, LocalPorts.free(), opts).start()
     try:
         wait_until(lambda: len(stack.replicas(MODEL)) == replicas, 60, "replicas registered")
