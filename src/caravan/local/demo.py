@@ -15,9 +15,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from caravan.bench import arrivals, dataset, meta, plots, report, results, runner
-from caravan.bench import loop as bench_loop
-from caravan.bench.progress import RichProgress
+from caravan.bench import arrivals, dataset, meta, report, results, runner
+from caravan.bench import session as bench_session
 from caravan.bench.triton import Target
 from caravan.local.session import LocalSession
 from caravan.local.supervisor import LocalStack
@@ -70,27 +69,25 @@ def simulated_table(result: results.SweepResult, time_scale: float) -> Table:
 
 def run_demo(session: LocalSession, console: Console, concurrency: str, requests: str | None,
              output: Path) -> bool:
-    """Sweep through Envoy, print the reference table, write JSON/CSV/PNG under ``output``.
+    """Sweep through Envoy (``caravan.bench.session.run_session``), print the reference
+    table in wall-clock and simulated time, write JSON/CSV/PNG under ``output``.
     True when every request succeeded."""
     stack = session.stack
     model = stack.spec.default.name
     levels = demo_levels(concurrency, requests)
     workload = dataset.Workload(seed=7, input=INPUT_TOKENS, output=OUTPUT_TOKENS, turns=1)
-    target = _target(stack, model, stream=True)
     info = meta.run_meta(url=stack.endpoint, model=model, load=", ".join(lv.label for lv in levels),
                          time_scale=str(stack.options.time_scale), source="caravan demo")
-    with RichProgress(console) as sink:
-        result = bench_loop.run(runner.run_sweep(target, model, levels, workload, sink, (), info))
+    plan = bench_session.SessionPlan(_target(stack, model), model, levels, workload, (), info)
     scale = stack.options.time_scale
-    console.print(report.reference_table(result, title=f"{model} through Envoy (wall clock)"))
-    console.print(simulated_table(result, scale))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    results.write_json(result, output.with_suffix(".json"))
-    results.write_summary_csv(result, output.with_suffix(".csv"))
-    png = plots.plot_sweep(result, output.with_suffix(".png"), title="caravan demo (wall clock)")
-    console.print(f"wrote {output.with_suffix('.json')}, {output.with_suffix('.csv')}, {png}")
-    errors = sum(lv.summary.requests - lv.summary.ok for lv in result.levels)
-    return errors == 0
+    outputs = bench_session.Outputs(
+        json=output.with_suffix(".json"), summary_csv=output.with_suffix(".csv"),
+        png=output.with_suffix(".png"), plot_title="caravan demo (wall clock)",
+        table_title=f"{model} through Envoy (wall clock)",
+        extra=lambda result: [simulated_table(result, scale)])
+    result = bench_session.run_session(plan, outputs, console, progress_to=console)
+    sent, ok = bench_session.succeeded(result)
+    return sent == ok
 
 
 AUTOSCALE_PHASES = (("baseline", 2, 0.15), ("load step", 48, 0.35), ("calm", 2, 0.5))

@@ -18,8 +18,8 @@ import grpc
 import pytest
 from tritonclient.grpc import service_pb2 as pb
 
-from caravan.bench.commands import header_names
 from caravan.bench.dataset import RequestSpec
+from caravan.bench.session import header_names
 from caravan.bench.stats import RequestRecord
 from caravan.bench.triton import Target, TritonTransport, request_metadata
 from caravan.bench.wire import bytes_element
