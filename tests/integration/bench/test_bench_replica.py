@@ -131,3 +131,33 @@ def test_bad_options_name_the_field(args: list[str], message: str, tmp_path: Pat
                      timeout_s=30)
     assert proc.returncode == 2
     assert message in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "workload",
+    [["--workload", "shared-prefix", "--prefixes", "2", "--prefix-tokens", "64",
+      "--concurrency", "4", "--requests", "8"],
+     ["--workload", "multi-turn", "--conversations", "3", "--concurrency", "3", "--requests", "9"],
+     ["--workload", "trace", "--trace-block-tokens", "16", "--trace-speedup", "2"]],
+    ids=["shared-prefix", "multi-turn", "trace"],
+)
+def test_cli_workloads_through_a_replica(replica: str, tmp_path: Path, workload: list[str]) -> None:
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text("".join(
+        json.dumps({"timestamp": t, "input_length": 1024, "output_length": 4, "hash_ids": [0, i]}) + "\n"
+        for i, t in enumerate((0, 0, 400, 800), start=1)))
+    args = list(workload)
+    if "trace" in args:
+        args += ["--trace", str(trace)]
+    proc = bench_cli("--url", replica, "--model", MODEL, *args, "--output-tokens", "4",
+                     "--input-tokens", "8", "--no-progress", "--no-plot", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads((tmp_path / "o" / "bench.json").read_text())
+    (lv,) = data["levels"]
+    records = lv["records"]
+    assert lv["summary"]["ok"] == len(records) == (4 if "trace" in args else int(args[-1]))
+    assert all(r["session_id"] == "" for r in records)  # no session header, ever
+    assert args[1] in data["meta"]["workload"]
+    if "trace" in args:  # sent at the trace's times over the speed-up: 0, 0, 0.2 s, 0.4 s
+        starts = sorted(r["start_ms"] for r in records)
+        assert starts[2] >= 200 and starts[3] >= 400
