@@ -146,6 +146,9 @@ def triton_job(spec: PlatformSpec, model: ModelSpec) -> Job:
     if model.upstream_tls is not None:
         items = " ".join(f"{k}=@{EXAMPLE_FILES[k]}" for k in _tls_items(model))
         comment += f"\nReplica TLS (required): nomad var put {tls_var_path(jid)} {items}"
+    opt_out = spec.security.direct_replica_access if spec.security is not None else None
+    if opt_out is not None and "tls_client_ca" not in _tls_items(model):
+        comment += f"\nReplicas accept clients other than Envoy (direct_replica_access): {opt_out.reason}"
     return Job(
         id=jid, datacenters=spec.nomad.datacenters, namespace=spec.nomad.namespace,
         region=spec.nomad.region, meta=(("caravan_model", model.name),),
@@ -201,8 +204,20 @@ def _scaling(spec: PlatformSpec, model: ModelSpec) -> Scaling:
                    policy=policy)
 
 
-def _service(spec: PlatformSpec, model: ModelSpec) -> Service:
+def _grpc_check(model: ModelSpec, restart: CheckRestart) -> Check:
+    """grpc.health.v1 on the gRPC port (over TLS with replica TLS). With mutual TLS the
+    port accepts only certificates from ``tls_client_ca``, which should sign Envoy's
+    alone; a Consul agent has none, so the check is a TCP connect instead, and the
+    model-ready script check (loopback HTTP, inside the task) sees a hung server."""
+    if "tls_client_ca" in _tls_items(model):
+        return Check(name="triton-grpc-tcp", type="tcp", port="grpc", interval_s=10,
+                     timeout_s=3, check_restart=restart)
     tls = model.upstream_tls is not None
+    return Check(name="triton-grpc-health", type="grpc", port="grpc", interval_s=10, timeout_s=3,
+                 check_restart=restart, grpc_use_tls=tls, tls_skip_verify=tls)
+
+
+def _service(spec: PlatformSpec, model: ModelSpec) -> Service:
     # Critical for 10 s * (3 - 1) after the grace: Nomad restarts the task (module doc).
     restart = CheckRestart(limit=3, grace_s=spec.nomad.startup_grace_s)
     return Service(
@@ -211,8 +226,7 @@ def _service(spec: PlatformSpec, model: ModelSpec) -> Service:
         tags=("caravan", "triton"),
         meta=(("model", model.name), ("metrics_port", "${NOMAD_HOST_PORT_metrics}")),
         checks=(
-            Check(name="triton-grpc-health", type="grpc", port="grpc", interval_s=10, timeout_s=3,
-                  check_restart=restart, grpc_use_tls=tls, tls_skip_verify=tls),
+            _grpc_check(model, restart),
             Check(name="triton-model-ready", type="script", port=None, task=TASK,
                   command="python3", args=("-c", model_ready_script(model.name)),
                   interval_s=10, timeout_s=MODEL_READY_TIMEOUT_S + 1, check_restart=restart),

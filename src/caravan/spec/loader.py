@@ -45,11 +45,56 @@ def _validate_extensions(spec: PlatformSpec) -> list[str]:
     return errors
 
 
+# A spec is a few hundred nodes per model; anchors and aliases may repeat parts of it,
+# but no document expands to more than this many nodes (a "billion laughs" alias bomb
+# of 584 bytes expands to ~10^9 and took 25 s and 1.8 GB to validate before the cap).
+MAX_EXPANDED_NODES = 100_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a document whose aliases would expand it beyond
+    ``MAX_EXPANDED_NODES`` nodes, or that refers to itself, before building any object."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        if _expanded_size(node, {}, set()) > MAX_EXPANDED_NODES:
+            raise yaml.YAMLError(f"aliases expand the document to more than "
+                                 f"{MAX_EXPANDED_NODES} nodes (an alias bomb?); refused")
+        return super().construct_document(node)
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> int:
+    """Nodes in ``node`` with every alias expanded (memoised: linear in the document;
+    stops counting past the cap). A node inside itself (``&a [*a]``) is refused."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise yaml.YAMLError("a node refers to itself through an alias (recursive data)")
+    open_.add(key)
+    total = 1
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    elif isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    for child in children:
+        total += _expanded_size(child, sizes, open_)
+        if total > MAX_EXPANDED_NODES:
+            break
+    open_.discard(key)
+    sizes[key] = total
+    return total
+
+
 def load_spec(path: str | Path) -> PlatformSpec:
-    """Read and validate a YAML spec file. Raises SpecError (with every problem) or OSError."""
+    """Read and validate a YAML spec file. Raises SpecError (with every problem) or OSError.
+    Anchors and aliases are allowed while the document expands to at most
+    ``MAX_EXPANDED_NODES`` nodes (``<yaml>: aliases expand ...`` otherwise)."""
     text = Path(path).read_text()
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise SpecError(str(path), [f"<yaml>: {exc}"]) from None
+    except RecursionError:
+        raise SpecError(str(path), ["<yaml>: nested too deeply"]) from None
     return parse_spec(data, str(path))

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from caravan.spec.base import Frozen as _Frozen
-from caravan.spec.security import SecuritySpec, UpstreamTls
+from caravan.spec.security import SecuritySpec, UpstreamTls, replica_mtls_errors
 
 MODEL_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -318,6 +318,7 @@ class PlatformSpec(_Frozen):
     @model_validator(mode="after")
     def _consistent(self) -> PlatformSpec:
         errors = cross_field_errors(self.model_dump())
+        errors += replica_mtls_errors(self.security, [m.upstream_tls for m in self.models])
         if errors:
             raise ValueError("\n".join(errors))
         return self

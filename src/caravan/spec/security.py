@@ -175,6 +175,15 @@ class JwtSpec(_Frozen):
         return v
 
 
+class DirectReplicaAccess(_Frozen):
+    """The explicit opt-out from "replicas accept only Envoy" under client authentication:
+    why replicas may be reached without Envoy's client certificate (e.g. a network policy
+    that already admits only Envoy). Rendered into the Triton jobs' comments."""
+
+    reason: str = Field(min_length=10, max_length=500,
+                        description="why replicas need not require Envoy's certificate")
+
+
 class SecuritySpec(_Frozen):
     """Security controls; every one is off unless set. See docs/security.md.
     ``api_keys`` and ``jwt`` are alternatives: setting both is an error. Either needs
@@ -190,6 +199,13 @@ class SecuritySpec(_Frozen):
     max_request_bytes: int | None = Field(
         None, ge=1024, le=1 << 30, description="largest request body Envoy accepts, bytes"
     )
+    direct_replica_access: DirectReplicaAccess | None = Field(
+        None, description="opt out of replica mTLS under client authentication (say why)")
+
+    @property
+    def client_auth(self) -> str | None:
+        """``api_keys``, ``jwt`` or None: the client authentication in force."""
+        return "api_keys" if self.api_keys is not None else "jwt" if self.jwt is not None else None
 
     @model_validator(mode="after")
     def _one_client_auth(self) -> SecuritySpec:
@@ -197,7 +213,7 @@ class SecuritySpec(_Frozen):
             raise ValueError(
                 "jwt: api_keys and jwt cannot both be set (pick one client authentication)"
             )
-        auth = "api_keys" if self.api_keys is not None else "jwt" if self.jwt is not None else None
+        auth = self.client_auth
         if auth is not None and self.xds_tls is None:
             raise ValueError(
                 f"xds_tls: required with {auth} (mTLS between the control plane and Envoy): "
@@ -205,3 +221,21 @@ class SecuritySpec(_Frozen):
                 "a man in the middle replace them"
             )
         return self
+
+
+def replica_mtls_errors(sec: SecuritySpec | None, upstream: list[UpstreamTls | None]) -> list[str]:
+    """With client authentication, replicas must accept only Envoy: every model's
+    ``upstream_tls`` (``upstream`` in model order, after the ``security.upstream_tls``
+    default) needs Envoy's client certificate (``cert_file``/``key_file``), so the Triton
+    job requires it (``--grpc-use-ssl-mutual``). Otherwise anyone reaching a replica's
+    port skips Envoy's authentication and limits. ``security.direct_replica_access``
+    opts out. One ``path: message`` per model at fault."""
+    auth = sec.client_auth if sec is not None else None
+    if sec is None or auth is None or sec.direct_replica_access is not None:
+        return []
+    why = (f"required with security.{auth}: replicas must accept only Envoy (mutual TLS: "
+           "upstream_tls with ca_file, cert_file and key_file, here or in "
+           "security.upstream_tls), or set security.direct_replica_access.reason to say "
+           "why they need not")
+    return [f"models[{i}].upstream_tls{'' if tls is None else '.cert_file'}: {why}"
+            for i, tls in enumerate(upstream) if tls is None or tls.cert_file is None]

@@ -82,12 +82,16 @@ class TritonPythonModel:
 MODEL = {"name": "tiny", "engine": {"model": "m"}}
 
 
-def _spec(tls: dict[str, str]) -> PlatformSpec:
-    return parse_spec({"models": [MODEL], "security": {"upstream_tls": tls}})
+def _spec(tls: dict[str, str], **security: Any) -> PlatformSpec:
+    return parse_spec({"models": [MODEL], "security": {"upstream_tls": tls, **security}})
 
 
-# Envoy's side only names files; the replica's PEMs come from the Nomad Variable.
-MTLS = _spec({"ca_file": "/envoy/ca.pem", "cert_file": "/envoy/c.pem", "key_file": "/envoy/c.key"})
+XDS_MTLS = {"cert_file": "x", "key_file": "x", "ca_file": "x", "client_ca_file": "x",
+            "client_cert_file": "x", "client_key_file": "x"}
+# Envoy's side only names files; the replica's PEMs come from the Nomad Variable. With
+# client authentication (API keys here) validation requires this mutual TLS.
+MTLS = _spec({"ca_file": "/envoy/ca.pem", "cert_file": "/envoy/c.pem", "key_file": "/envoy/c.key"},
+             api_keys={"file": "/keys"}, xds_tls=XDS_MTLS)
 TLS = _spec({"ca_file": "/envoy/ca.pem"})
 
 
@@ -234,6 +238,20 @@ def test_mtls_health_needs_a_client_certificate_from_the_trusted_ca(mtls_server:
     assert _refused(mtls_server, _creds(pki, (pki.rogue_cert, pki.rogue_key))) == \
         grpc.StatusCode.UNAVAILABLE
     assert _refused(mtls_server, None) == grpc.StatusCode.UNAVAILABLE  # plaintext
+
+
+def test_inference_without_envoys_certificate_is_refused(mtls_server: Server) -> None:
+    """What a client that skips Envoy gets from a replica of a client-auth spec."""
+    from caravan.bench.wire import MODEL_STREAM_INFER, decode_stream_response, encode_request
+
+    pki, target = mtls_server.pki, f"127.0.0.1:{mtls_server.grpc_port}"
+    request = encode_request(MODEL["name"], "direct-1", "hi", 4, stream=False, count_tokens=False)
+    for channel in (grpc.insecure_channel(target), grpc.secure_channel(target, _creds(pki, None)),
+                    grpc.secure_channel(target, _creds(pki, (pki.rogue_cert, pki.rogue_key)))):
+        with channel, pytest.raises(grpc.RpcError) as info:
+            rpc = channel.stream_stream(MODEL_STREAM_INFER, response_deserializer=decode_stream_response)
+            list(rpc(iter((request,)), timeout=5))
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def test_metrics_served_and_http_only_on_loopback(mtls_server: Server) -> None:

@@ -79,7 +79,7 @@ def jwt_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jwt]:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     rogue = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     (tmp / "jwks.json").write_text(json.dumps(jwks(key, "k1")))
-    pki = make_pki(tmp / "pki")  # JWT needs xDS mTLS (security.xds_tls)
+    pki = make_pki(tmp / "pki")  # JWT needs xDS mTLS and replicas that accept only Envoy
     spec = parse_spec({
         "models": [{"name": MODEL, "engine": {"model": "m/alpha"},
                     "routing": {"maglev_table_size": 1031, "retries": 0}}],
@@ -94,9 +94,11 @@ def jwt_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jwt]:
         }, "xds_tls": {"cert_file": str(pki.server_cert), "key_file": str(pki.server_key),
                        "ca_file": str(pki.ca), "client_ca_file": str(pki.ca),
                        "client_cert_file": str(pki.client_cert),
-                       "client_key_file": str(pki.client_key)}},
+                       "client_key_file": str(pki.client_key)},
+            "upstream_tls": {"ca_file": str(pki.ca), "cert_file": str(pki.client_cert),
+                             "key_file": str(pki.client_key)}},
     })
-    stack = start_stack(tmp, spec, None, 1, mtls_replicas=False, env={})
+    stack = start_stack(tmp, spec, pki, 1, mtls_replicas=True, env={})
     try:
         yield Jwt(stack, key, rogue)
     finally:

@@ -36,6 +36,8 @@ def _spec(tmp: Path, keys_text: str) -> tuple[Path, int, int]:
                         "client_cert_file": str(pki.client_cert),
                         "client_key_file": str(pki.client_key)},
             "api_keys": {"file": str(tmp / "keys")},
+            "upstream_tls": {"ca_file": str(pki.ca), "cert_file": str(pki.client_cert),
+                             "key_file": str(pki.client_key)},
         },
     }
     (tmp / "spec.yaml").write_text(yaml.safe_dump(spec))

@@ -208,7 +208,8 @@ def test_model_jobs_follow_the_spec(spec: PlatformSpec) -> None:
         (service,) = group.services
         assert service.name == spec.consul.service_prefix + model.name
         assert dict(service.meta)["model"] == model.name
-        assert [c.type for c in service.checks] == ["grpc", "script"]
+        mutual = model.upstream_tls is not None and model.upstream_tls.cert_file is not None
+        assert [c.type for c in service.checks] == ["tcp" if mutual else "grpc", "script"]
         assert {c.task for c in service.checks if c.type == "script"} == {task.name}
         assert task.config.image == spec.nomad.triton_image
         assert f"--grpc-port={8001}" in task.config.args

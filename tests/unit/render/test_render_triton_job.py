@@ -110,9 +110,13 @@ def test_upstream_tls_gives_triton_its_flags_certificates_and_a_tls_check(
             assert data == f'{{{{ with nomadVar "{VAR}" }}}}{{{{ .{item} }}}}{{{{ end }}}}'
             assert (tpl.get("change_mode") or tpl["ChangeMode"]) == "noop"  # no all-replica restart
             assert f"=/{dest}" in " ".join(argv)  # the flag reads the rendered file
-        assert check.get("grpc_use_tls", check.get("GRPCUseTLS")) is True
-        assert check.get("tls_skip_verify", check.get("TLSSkipVerify")) is True
-        assert (check.get("type") or check["Type"]) == "grpc"
+        if mutual:  # the port admits Envoy's certificate only: a Consul agent just connects
+            assert (check.get("type") or check["Type"]) == "tcp"
+            assert check.get("grpc_use_tls", check.get("GRPCUseTLS")) in (None, False)
+        else:
+            assert check.get("grpc_use_tls", check.get("GRPCUseTLS")) is True
+            assert check.get("tls_skip_verify", check.get("TLSSkipVerify")) is True
+            assert (check.get("type") or check["Type"]) == "grpc"
     # Envoy's own certificate paths are Envoy's business, never the replica's.
     text = job_hcl(job) + json.dumps(job_json(job))
     assert not any(path in text for path in ENVOY_FILES.values())
@@ -123,7 +127,7 @@ def test_upstream_tls_gives_triton_its_flags_certificates_and_a_tls_check(
 def test_a_model_level_upstream_tls_only_changes_that_models_job() -> None:
     a, b = (_job(MIXED, m) for m in MIXED.models)
     assert "--grpc-use-ssl-mutual=true" in a.groups[0].tasks[0].config.args
-    assert a.groups[0].services[0].checks[0].grpc_use_tls
+    assert a.groups[0].services[0].checks[0].type == "tcp"
     assert not any(x.startswith("--grpc-use-ssl") for x in b.groups[0].tasks[0].config.args)
     assert not b.groups[0].services[0].checks[0].grpc_use_tls
 
@@ -219,7 +223,8 @@ def test_an_unready_replica_is_restarted_after_the_startup_grace(spec: PlatformS
         job = _job(spec, model)
         group = job.groups[0]
         grpc_check, ready = group.services[0].checks
-        assert (grpc_check.type, ready.type) == ("grpc", "script")
+        port_check = "tcp" if spec is MTLS else "grpc"
+        assert (grpc_check.type, ready.type) == (port_check, "script")
         for check in (grpc_check, ready):
             assert check.check_restart is not None
             # Nomad restarts once a check stays critical for interval * (limit - 1).
@@ -238,7 +243,7 @@ def test_an_unready_replica_is_restarted_after_the_startup_grace(spec: PlatformS
         (body,) = doc["job"][0].values()
         (hcl_group,) = body["group"][0].values()
         hcl_checks = hcl_group["service"][0]["check"]
-        assert [c["name"] for c in hcl_checks] == ["triton-grpc-health", "triton-model-ready"]
+        assert [c["name"] for c in hcl_checks] == [grpc_check.name, "triton-model-ready"]
         for c in hcl_checks:
             assert c["check_restart"][0]["grace"] == f"{spec.nomad.startup_grace_s // 60}m"
         api_checks = job_json(job)["TaskGroups"][0]["Services"][0]["Checks"]
@@ -350,5 +355,5 @@ def test_grpc_and_metrics_bound_as_the_job_maps_them_http_on_loopback_only(spec:
         assert [a for a in argv if a.startswith(("--allow-http", "--http-"))] == [
             "--allow-http=true", "--http-address=127.0.0.1", f"--http-port={triton_job.HTTP_PORT}"]
         assert "http" not in to and "http" not in task.config.ports
-        assert {c.type for s in group.services for c in s.checks if c.port is not None} == {"grpc"}
+        assert {c.port for s in group.services for c in s.checks if c.port is not None} == {"grpc"}
         assert dict(group.services[0].meta)["metrics_port"] == "${NOMAD_HOST_PORT_metrics}"

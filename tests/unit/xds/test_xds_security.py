@@ -25,14 +25,18 @@ XDS_MTLS = {"cert_file": "c", "key_file": "k", "ca_file": "a", "client_ca_file":
             "client_cert_file": "cc", "client_key_file": "ck"}
 
 
+UPSTREAM_MTLS = {"ca_file": "rca", "cert_file": "ec", "key_file": "ek"}
+
+
 def _spec(security: dict[str, Any] | None) -> Any:
-    """A spec with ``security``; client authentication gets xDS mTLS unless the
-    section sets ``xds_tls`` (or ``"xds_tls": None`` to leave it out)."""
+    """A spec with ``security``; client authentication gets xDS mTLS and replica mTLS
+    unless the section sets ``xds_tls`` / ``upstream_tls`` (``None`` leaves it out)."""
     data: dict[str, Any] = {"models": [{"name": "m", "engine": {"model": "x"}}]}
     if security is not None:
         security = dict(security)
-        if ("api_keys" in security or "jwt" in security) and "xds_tls" not in security:
-            security["xds_tls"] = XDS_MTLS
+        if "api_keys" in security or "jwt" in security:
+            security.setdefault("xds_tls", XDS_MTLS)
+            security.setdefault("upstream_tls", UPSTREAM_MTLS)
         data["security"] = {k: v for k, v in security.items() if v is not None}
     return parse_spec(data)
 
