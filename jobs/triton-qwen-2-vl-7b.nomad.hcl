@@ -183,6 +183,12 @@ parameters {
   value: { string_value: "true" }
 }
 
+# Caravan addition: vLLM's prefix-cache queries/hits pair (docs/triton-contract.md C37).
+parameters {
+  key: "REPORT_PREFIX_CACHE_METRICS"
+  value: { string_value: "true" }
+}
+
 # A dead vLLM engine unloads the model (needs --model-control-mode=explicit): the
 # Nomad job's model-ready check then fails and Nomad restarts the replica.
 parameters {

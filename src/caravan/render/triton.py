@@ -3,6 +3,7 @@
 Per model: ``triton_models/<model>/config.pbtxt`` (``backend: "vllm"``, decoupled
 transaction policy, ``max_batch_size: 0``, one ``KIND_MODEL`` instance that owns
 all tensor-parallel GPUs, ``REPORT_CUSTOM_METRICS`` for the vllm: metrics,
+``REPORT_PREFIX_CACHE_METRICS`` (read by Caravan's simulated model; the stock backend ignores it),
 ``ENABLE_VLLM_HEALTH_CHECK``) and ``triton_models/<model>/1/model.json`` (vLLM engine
 args). The tensors listed are the vLLM backend's contract; clients use them through
 ``tritonclient``. The same texts are embedded in the Nomad job (``template`` blocks).
@@ -86,6 +87,11 @@ def config_pbtxt(m: ModelSpec) -> str:
         "instance_group [\n  {\n    count: 1\n    kind: KIND_MODEL\n  }\n]\n\n"
         "parameters {\n"
         '  key: "REPORT_CUSTOM_METRICS"\n'
+        '  value: { string_value: "true" }\n'
+        "}\n\n"
+        "# Caravan addition: vLLM's prefix-cache queries/hits pair (docs/triton-contract.md C37).\n"
+        "parameters {\n"
+        '  key: "REPORT_PREFIX_CACHE_METRICS"\n'
         '  value: { string_value: "true" }\n'
         "}\n\n"
         "# A dead vLLM engine unloads the model (needs --model-control-mode=explicit): the\n"

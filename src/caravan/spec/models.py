@@ -73,6 +73,11 @@ class Resources(_Frozen):
     shm_mb: int = Field(8192, ge=64, description="/dev/shm size for the container (NCCL, vLLM)")
 
 
+# The prefix policy's key: the prompt's first words (words are the simulated engine's
+# tokens). Chosen by benchmarks/routing.py (docs/routing.md).
+DEFAULT_PREFIX_TOKENS = 64
+
+
 class Routing(_Frozen):
     """How Envoy spreads one model's requests over its replicas."""
 
@@ -83,6 +88,15 @@ class Routing(_Frozen):
     )
     unary_timeout_s: float = Field(120.0, gt=0)
     retries: int = Field(2, ge=0, le=10)
+    policy: Literal["session", "prefix", "least_request", "round_robin"] = Field(
+        "session", description="session: Maglev on session_header; prefix: Maglev on the session "
+        "header, else on the prompt's first prefix_tokens words (bounded by hash_balance_factor); "
+        "least_request; round_robin (docs/routing.md)",
+    )
+    prefix_tokens: int = Field(
+        DEFAULT_PREFIX_TOKENS, ge=1, le=4096,
+        description="prefix policy: whitespace-separated words of the prompt the key hashes",
+    )
 
     @field_validator("maglev_table_size")
     @classmethod

@@ -15,8 +15,9 @@ What Envoy gets:
 * one RouteConfiguration ``caravan-routes`` (see ``route_configuration``); every
   model route adds the response header ``x-caravan-upstream`` (``UPSTREAM_HOST_HEADER``)
   naming the replica (``host:port``) that served the request;
-* one EDS Cluster ``model-<name>`` per model: Maglev on the session header,
-  bounded loads, HTTP/2 upstream, gRPC active health checks, outlier detection,
+* one EDS Cluster ``model-<name>`` per model: its ``routing.policy``'s balancer
+  (``caravan.xds.routing``: Maglev on the session header or the prompt prefix with
+  bounded loads, least request, round robin), HTTP/2 upstream, gRPC active health checks, outlier detection,
   and TLS to the replicas when the model has ``upstream_tls``;
 * one ClusterLoadAssignment per model, endpoints grouped by zone.
 """
@@ -50,7 +51,7 @@ from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 
 from caravan.discovery.types import HealthStatus, Replica, ReplicaSet
 from caravan.spec import ModelSpec, PlatformSpec
-from caravan.xds import headers, security
+from caravan.xds import headers, routing, security
 
 LISTENER_NAME = "caravan-grpc"
 ROUTE_CONFIG_NAME = "caravan-routes"
@@ -137,6 +138,7 @@ def http_connection_manager(spec: PlatformSpec) -> hcm_pb2.HttpConnectionManager
         http_filters=[
             headers.sanitize_filter(spec),
             *security.http_filters(spec),
+            *routing.http_filters(spec),
             hcm_pb2.HttpFilter(
                 name="envoy.filters.http.router", typed_config=pack(router_pb2.Router())
             ),
@@ -227,14 +229,7 @@ def _action(model: ModelSpec, stream: bool) -> route_components_pb2.RouteAction:
     """
     r = model.routing
     action = route_components_pb2.RouteAction(
-        cluster=model.cluster_name,
-        hash_policy=[
-            route_components_pb2.RouteAction.HashPolicy(
-                header=route_components_pb2.RouteAction.HashPolicy.Header(
-                    header_name=r.session_header
-                )
-            )
-        ],
+        cluster=model.cluster_name, hash_policy=routing.hash_policies(model)
     )
     timeout_ms = 0 if stream else r.unary_timeout_s * 1000
     action.timeout.CopyFrom(_ms(timeout_ms))
@@ -255,7 +250,8 @@ def upstream_host_header() -> base_pb2.HeaderValueOption:
 
 
 def _model_routes(
-    model: ModelSpec, name: str, headers: list[route_components_pb2.HeaderMatcher]
+    spec: PlatformSpec, model: ModelSpec, name: str,
+    headers: list[route_components_pb2.HeaderMatcher],
 ) -> list[route_components_pb2.Route]:
     """``<name>-stream`` (path ModelStreamInfer, the inference path), then
     ``<name>-unary`` (every other RPC of the model's replicas: metadata, readiness and
@@ -265,12 +261,14 @@ def _model_routes(
         match=route_components_pb2.RouteMatch(path=STREAM_PATH, headers=headers),
         route=_action(model, stream=True),
         response_headers_to_add=[upstream_host_header()],
+        typed_per_filter_config=routing.per_route_filters(spec, model),
     )
     unary = route_components_pb2.Route(
         name=f"{name}-unary",
         match=route_components_pb2.RouteMatch(prefix="/", headers=headers),
         route=_action(model, stream=False),
         response_headers_to_add=[upstream_host_header()],
+        typed_per_filter_config=routing.per_route_filters(spec, model),
     )
     return [stream, unary]
 
@@ -304,8 +302,8 @@ def route_configuration(spec: PlatformSpec) -> route_pb2.RouteConfiguration:
     header = spec.envoy.model_header
     routes: list[route_components_pb2.Route] = []
     for m in spec.models:
-        routes += _model_routes(m, m.name, [_header_is(header, m.name)])
-    routes += _model_routes(spec.default, "default", [_header_absent(header)])
+        routes += _model_routes(spec, m, m.name, [_header_is(header, m.name)])
+    routes += _model_routes(spec, spec.default, "default", [_header_absent(header)])
     routes.append(
         route_components_pb2.Route(
             name="unknown-model",
@@ -313,6 +311,7 @@ def route_configuration(spec: PlatformSpec) -> route_pb2.RouteConfiguration:
             direct_response=route_components_pb2.DirectResponseAction(
                 status=404, body=base_pb2.DataSource(inline_string=unknown_model_message(spec))
             ),
+            typed_per_filter_config=routing.per_route_filters(spec, None),
         )
     )
     vhost = route_components_pb2.VirtualHost(name="caravan", domains=["*"], routes=routes)
@@ -370,7 +369,7 @@ def _circuit_breakers() -> circuit_breaker_pb2.CircuitBreakers:
 
 
 def cluster(model: ModelSpec) -> cluster_pb2.Cluster:
-    """One EDS cluster per model, Maglev-balanced on the session header.
+    """One EDS cluster per model, balanced as its ``routing.policy`` says (``caravan.xds.routing``).
 
     ``healthy_panic_threshold`` is 0: Envoy never falls back to sending traffic to
     unhealthy or DRAINING replicas (it fails fast with UNAVAILABLE instead).
@@ -384,17 +383,14 @@ def cluster(model: ModelSpec) -> cluster_pb2.Cluster:
         healthy_panic_threshold=percent_pb2.Percent(value=0.0),
         update_merge_window=_ms(0),
     )
-    if r.hash_balance_factor is not None:
+    if r.hash_balance_factor is not None and r.policy in routing.HASHED:
         common.consistent_hashing_lb_config.hash_balance_factor.value = r.hash_balance_factor
     out = cluster_pb2.Cluster(
         name=model.cluster_name,
         type=cluster_pb2.Cluster.EDS,
         eds_cluster_config=cluster_pb2.Cluster.EdsClusterConfig(eds_config=_ads()),
         connect_timeout=_ms(CONNECT_TIMEOUT_MS),
-        lb_policy=cluster_pb2.Cluster.MAGLEV,
-        maglev_lb_config=cluster_pb2.Cluster.MaglevLbConfig(
-            table_size=wrappers_pb2.UInt64Value(value=r.maglev_table_size)
-        ),
+        lb_policy=routing.lb_policy(model),
         common_lb_config=common,
         typed_extension_protocol_options={HTTP_OPTIONS_KEY: _http2_options()},
         health_checks=[_health_check()],
@@ -402,6 +398,8 @@ def cluster(model: ModelSpec) -> cluster_pb2.Cluster:
         ignore_health_on_host_removal=True,
         circuit_breakers=_circuit_breakers(),
     )
+    if r.policy in routing.HASHED:
+        out.maglev_lb_config.table_size.value = r.maglev_table_size
     if model.upstream_tls is not None:
         out.transport_socket.CopyFrom(security.upstream_tls(model.upstream_tls))
     return out

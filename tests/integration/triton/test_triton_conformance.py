@@ -487,15 +487,24 @@ BUCKETS = {
 }
 
 
-def test_c35_c37_exactly_the_eight_vllm_families(replica: Replica) -> None:
+# Caravan addition (C37): vLLM's own prefix-cache pair, on by default in the rendered
+# config (REPORT_PREFIX_CACHE_METRICS); HELP as vllm/v1/metrics/loggers.py.
+PREFIX_CACHE_FAMILIES = {
+    "vllm:prefix_cache_queries_total": ("counter", "Prefix cache queries, in terms of number of queried tokens."),
+    "vllm:prefix_cache_hits_total": ("counter", "Prefix cache hits, in terms of number of cached tokens."),
+}
+
+
+def test_c35_c37_exactly_the_eight_vllm_families_and_the_prefix_cache_pair(replica: Replica) -> None:
     assert MAX_MODEL_LEN == 4096
     s = scrape(replica.plan.metrics_port)
     vllm = {name for name in s.types if name.startswith("vllm:")}
-    assert vllm == set(FAMILIES), "C37: nothing else of vLLM is exported"
+    every = {**FAMILIES, **PREFIX_CACHE_FAMILIES}
+    assert vllm == set(every), "C37: nothing else of vLLM is exported (bar Caravan's prefix-cache pair)"
     for n, _, _ in s.samples:
         if n.startswith("vllm:"):
-            assert n in FAMILIES or re.sub(r"_(bucket|count|sum)$", "", n) in FAMILIES, n
-    for name, (kind, doc) in FAMILIES.items():
+            assert n in every or re.sub(r"_(bucket|count|sum)$", "", n) in every, n
+    for name, (kind, doc) in every.items():
         assert (s.types[name], s.help[name]) == (kind, doc), name
         if kind == "counter":
             assert s.series(name) == [{"model": MODEL, "version": "1"}], name

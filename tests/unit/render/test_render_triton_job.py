@@ -195,7 +195,8 @@ def test_config_enables_the_vllm_health_check_and_keeps_custom_metrics(model: Mo
     config = text_format.Parse(triton.config_pbtxt(model), mc.ModelConfig())
     assert (config.name, config.backend) == (model.name, "vllm")
     assert {k: v.string_value for k, v in config.parameters.items()} == {
-        "REPORT_CUSTOM_METRICS": "true", "ENABLE_VLLM_HEALTH_CHECK": "true"}
+        "REPORT_CUSTOM_METRICS": "true", "ENABLE_VLLM_HEALTH_CHECK": "true",
+        "REPORT_PREFIX_CACHE_METRICS": "true"}
 
 
 @pytest.mark.parametrize("spec", [EXAMPLE, MTLS], ids=["example", "mtls"])
