@@ -5,19 +5,30 @@
   caravan deploy examples/platform.yaml --dry-run           # plan only, show the diffs
   caravan deploy examples/platform.yaml --yes               # plan, then register
 
-Heavy imports stay inside the commands so ``caravan --help`` stays fast.
+Thin: options -> ``RenderConfig`` / ``DeployConfig`` -> one service (``write_rendered``,
+``run_deploy``) -> exit code (``caravan.exits``: 1 for an invalid spec or a failed
+deploy, 2 for an unreadable file or a bad Nomad setting). Imported only when one of
+these commands runs (``caravan.cli`` registers them lazily).
 """
 
 from __future__ import annotations
 
 import enum
+import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-if TYPE_CHECKING:
-    from caravan.spec import PlatformSpec
+from caravan.exits import errors_exit, read_spec
+from caravan.logs import setup_logging
+from caravan.nomad import jobs as nomad
+from caravan.nomad.deploy import DeployResult, PythonNomadJobs, resolve_settings
+from caravan.nomad.deploy import deploy as nomad_deploy
+from caravan.nomad.job_json import job_request
+from caravan.render.catalog import render_all
+from caravan.spec import PlatformSpec
 
 
 class Format(enum.StrEnum):
@@ -31,32 +42,59 @@ def register(app: typer.Typer) -> None:
     app.command("deploy")(deploy)
 
 
-def _load(spec: Path) -> PlatformSpec:
-    from caravan.spec import SpecError, load_spec
+@dataclass(frozen=True)
+class RenderConfig:
+    """Render ``spec`` into ``out``; Nomad jobs as ``fmt``."""
 
-    try:
-        return load_spec(spec)
-    except SpecError as exc:
-        typer.echo(f"{exc.source}: {len(exc.errors)} error(s)", err=True)
-        for err in exc.errors:
-            typer.echo(f"  {err}", err=True)
-        raise typer.Exit(1) from None
-    except OSError as exc:
-        typer.echo(f"cannot read {spec}: {exc.strerror}", err=True)
-        raise typer.Exit(2) from None
+    spec: PlatformSpec
+    out: Path
+    fmt: Format = Format.hcl
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    """Deploy ``spec`` to Nomad (``address``/``token_file``: flag > env > spec)."""
+
+    spec: PlatformSpec
+    dry_run: bool = False
+    yes: bool = False
+    address: str | None = None
+    token_file: Path | None = None
+    timeout_s: float = 30.0
 
 
 def render_files(ps: PlatformSpec, fmt: Format) -> dict[str, str]:
     """Every rendered file; with ``json`` the Nomad jobs are API JSON instead of HCL."""
-    from caravan.nomad import jobs as nomad
-    from caravan.render.catalog import render_all
-
     files = render_all(ps)
     if fmt is Format.json:
         for job in nomad.jobs(ps):
             files.pop(nomad.hcl_path(job))
         files.update(nomad.render_json(ps))
     return dict(sorted(files.items()))
+
+
+def write_rendered(config: RenderConfig) -> int:
+    """Write every rendered file under ``config.out``; returns how many."""
+    files = render_files(config.spec, config.fmt)
+    for rel, text in files.items():
+        path = config.out / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return len(files)
+
+
+def run_deploy(config: DeployConfig) -> DeployResult:
+    """Plan every job, then register after confirmation (``yes``: without asking).
+    Raises ValueError naming a bad Nomad setting."""
+    settings = resolve_settings(config.spec.nomad, os.environ, lambda p: Path(p).read_text(),
+                                config.address,
+                                None if config.token_file is None else str(config.token_file))
+    typer.echo(f"Nomad {settings.address} (namespace {settings.namespace}"
+               f"{', ACL token set' if settings.token else ''})")
+    api = PythonNomadJobs(settings, config.timeout_s)
+    requests = [job_request(j) for j in nomad.all_jobs(config.spec)]
+    return nomad_deploy(requests, api, dry_run=config.dry_run, echo=typer.echo,
+                        confirm=(lambda _q: True) if config.yes else _ask)
 
 
 SpecArg = Annotated[Path, typer.Argument(help="platform spec YAML")]
@@ -68,12 +106,9 @@ def render(
     fmt: Annotated[Format, typer.Option("--format", help="jobs as hcl or API json")] = Format.hcl,
 ) -> None:
     """Render Nomad jobs, Envoy bootstrap, Triton model repository, Dockerfiles, monitoring."""
-    files = render_files(_load(spec), fmt)
-    for rel, text in files.items():
-        path = out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    typer.echo(f"wrote {len(files)} file(s) under {out}")
+    with errors_exit(""):
+        written = write_rendered(RenderConfig(read_spec(spec), out, fmt))
+    typer.echo(f"wrote {written} file(s) under {out}")
 
 
 def deploy(
@@ -89,28 +124,11 @@ def deploy(
     timeout_s: Annotated[float, typer.Option("--timeout", help="per-request timeout, s")] = 30.0,
 ) -> None:
     """Plan every Nomad job (showing the diff), then register them after confirmation."""
-    import os
-
-    from caravan.logs import setup_logging
-    from caravan.nomad import jobs as nomad
-    from caravan.nomad.deploy import PythonNomadJobs, resolve_settings
-    from caravan.nomad.deploy import deploy as run_deploy
-    from caravan.nomad.job_json import job_request
-
     setup_logging("deploy")
-    ps = _load(spec)
-    try:
-        settings = resolve_settings(ps.nomad, os.environ, lambda p: Path(p).read_text(),
-                                    address, None if token_file is None else str(token_file))
-    except ValueError as exc:
-        typer.echo(f"deploy: {exc}", err=True)
-        raise typer.Exit(2) from None
-    typer.echo(f"Nomad {settings.address} (namespace {settings.namespace}"
-               f"{', ACL token set' if settings.token else ''})")
-    api = PythonNomadJobs(settings, timeout_s)
-    requests = [job_request(j) for j in nomad.all_jobs(ps)]
-    result = run_deploy(requests, api, dry_run=dry_run, echo=typer.echo,
-                        confirm=(lambda _q: True) if yes else _ask)
+    with errors_exit(""):
+        ps = read_spec(spec)
+    with errors_exit("deploy"):
+        result = run_deploy(DeployConfig(ps, dry_run, yes, address, token_file, timeout_s))
     if not result.ok:
         raise typer.Exit(1)
 
