@@ -67,14 +67,13 @@ def simulated_table(result: results.SweepResult, time_scale: float) -> Table:
     return table
 
 
-def run_demo(session: LocalSession, console: Console, concurrency: str, requests: str | None,
+def run_demo(session: LocalSession, console: Console, levels: tuple[arrivals.LoadLevel, ...],
              output: Path) -> bool:
     """Sweep through Envoy (``caravan.bench.session.run_session``), print the reference
     table in wall-clock and simulated time, write JSON/CSV/PNG under ``output``.
     True when every request succeeded."""
     stack = session.stack
     model = stack.spec.default.name
-    levels = demo_levels(concurrency, requests)
     workload = dataset.Workload(seed=7, input=INPUT_TOKENS, output=OUTPUT_TOKENS, turns=1)
     info = meta.run_meta(url=stack.endpoint, model=model, load=", ".join(lv.label for lv in levels),
                          time_scale=str(stack.options.time_scale), source="caravan demo")
