@@ -70,12 +70,12 @@ def test_the_autoscaler_uses_the_same_client_from_the_spec_files(
 
 def test_the_autoscale_command_builds_its_target_through_the_adapter(
         fake: FakeNomad, pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
-    from caravan.autoscaler.commands import _target
+    from caravan.autoscaler.service import scale_target
 
     assert CliRunner().invoke(app, ["deploy", SPEC, "--yes"], env=_env(fake, pki)).exit_code == 0
     for key, value in _env(fake, pki).items():
         monkeypatch.setenv(key, value)
-    target = _target(load_spec(SPEC), "nomad", None, None, metrics=None)  # type: ignore[arg-type]
+    target = scale_target(load_spec(SPEC), "nomad", None, None, metrics=None)  # type: ignore[arg-type]
     assert target.status("llama-3-8b").desired == 2
 
 
