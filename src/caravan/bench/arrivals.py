@@ -7,11 +7,9 @@ so the same seed gives the same schedule.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import math
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -122,14 +120,6 @@ def parse_values(text: str, option: str) -> tuple[float, ...]:
     return tuple(out)
 
 
-def sweep(
-    shape: Shape, values: Sequence[float], limits: Limits, max_concurrency: int | None = None
-) -> tuple[LoadLevel, ...]:
-    """One ``LoadLevel`` per value, in the given order, sharing ``limits``."""
-    cap = None if shape is Shape.CONCURRENCY else max_concurrency
-    return tuple(LoadLevel(shape, v, limits, cap) for v in values)
-
-
 def parse_counts(text: str, levels: int, option: str = "--requests") -> tuple[int, ...]:
     """Requests per level: one count for every level (``100``) or one per level
     (``100,100,500``). ValueError names the option and what is expected."""
@@ -145,31 +135,3 @@ def parse_counts(text: str, levels: int, option: str = "--requests") -> tuple[in
             "give one count, or one per level"
         )
     return counts
-
-
-def build_levels(
-    concurrency: str | None,
-    rate: str | None,
-    poisson: bool,
-    requests: str,
-    limits: Limits,
-    max_concurrency: int | None = None,
-) -> tuple[LoadLevel, ...]:
-    """Levels from CLI text: ``--concurrency 1,5`` xor ``--rate 1,2`` (concurrency 1
-    when neither is given); ``requests`` per level as in ``parse_counts``."""
-    if concurrency and rate:
-        raise ValueError("--concurrency and --rate: give one of them, not both")
-    if rate:
-        shape = Shape.POISSON if poisson else Shape.CONSTANT
-        values = parse_values(rate, "--rate")
-    else:
-        shape = Shape.CONCURRENCY
-        values = parse_values(concurrency or "1", "--concurrency")
-        if any(v != int(v) for v in values):
-            raise ValueError(f"--concurrency: values must be whole numbers, got {concurrency!r}")
-    counts = parse_counts(requests, len(values))
-    cap = max_concurrency if shape is not Shape.CONCURRENCY else None
-    return tuple(
-        LoadLevel(shape, v, dataclasses.replace(limits, requests=n), cap)
-        for v, n in zip(values, counts, strict=True)
-    )

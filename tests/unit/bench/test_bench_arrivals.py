@@ -12,7 +12,6 @@ from caravan.bench.arrivals import (
     LoadLevel,
     Shape,
     arrival_offsets,
-    build_levels,
     parse_counts,
     parse_values,
 )
@@ -78,38 +77,6 @@ def test_parse_counts(text: str, levels: int, expected: tuple[int, ...]) -> None
 def test_parse_counts_wrong_length() -> None:
     with pytest.raises(ValueError, match="2 counts for 3 load levels"):
         parse_counts("1,2", 3)
-
-
-def test_build_levels_reference_sweep() -> None:
-    levels = build_levels("1,5,10,25,50,100", None, True, "100,100,100,500,500,1000",
-                          Limits(1, warmup=2), max_concurrency=8)
-    assert [lv.value for lv in levels] == [1, 5, 10, 25, 50, 100]
-    assert [lv.limits.requests for lv in levels] == [100, 100, 100, 500, 500, 1000]
-    assert all(lv.shape is Shape.CONCURRENCY and lv.limits.warmup == 2 for lv in levels)
-    assert all(lv.max_concurrency is None for lv in levels)  # a cap only applies to rates
-
-
-@pytest.mark.parametrize(("poisson", "shape"), [(True, Shape.POISSON), (False, Shape.CONSTANT)],
-                         ids=["poisson", "constant"])
-def test_build_levels_rate(poisson: bool, shape: Shape) -> None:
-    levels = build_levels(None, "1,2", poisson, "10", Limits(), max_concurrency=4)
-    assert [(lv.shape, lv.value, lv.max_concurrency) for lv in levels] == [
-        (shape, 1.0, 4), (shape, 2.0, 4)]
-
-
-@pytest.mark.parametrize(
-    ("concurrency", "rate", "message"),
-    [("1", "2", "not both"), ("1.5", None, "whole numbers")],
-    ids=["both", "fractional-concurrency"],
-)
-def test_build_levels_errors(concurrency: str | None, rate: str | None, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        build_levels(concurrency, rate, True, "10", Limits())
-
-
-def test_build_levels_defaults_to_concurrency_one() -> None:
-    (level,) = build_levels(None, None, True, "5", Limits())
-    assert (level.shape, level.value, level.limits.requests) == (Shape.CONCURRENCY, 1, 5)
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,23 @@ def test_defaults_are_todays_bench() -> None:
     assert c.describe() == "synthetic in=128±0 out=128±0 turns=1"
 
 
+def test_reference_sweep() -> None:
+    c = config(concurrency="1,5,10,25,50,100", requests="100,100,100,500,500,1000", warmup=2,
+               max_concurrency=8)
+    levels = c.levels()
+    assert [lv.value for lv in levels] == [1, 5, 10, 25, 50, 100]
+    assert [lv.limits.requests for lv in levels] == [100, 100, 100, 500, 500, 1000]
+    assert all(lv.shape is Shape.CONCURRENCY and lv.limits.warmup == 2 for lv in levels)
+    assert all(lv.max_concurrency is None for lv in levels)  # a cap only applies to rates
+
+
+@pytest.mark.parametrize(("poisson", "shape"), [(True, Shape.POISSON), (False, Shape.CONSTANT)],
+                         ids=["poisson", "constant"])
+def test_rate_shapes(poisson: bool, shape: Shape) -> None:
+    levels = config(rate="1,2", poisson=poisson).levels()
+    assert [(lv.shape, lv.value) for lv in levels] == [(shape, 1.0), (shape, 2.0)]
+
+
 def test_sweeps_and_counts() -> None:
     c = config(rate="1,2", requests="10,20", poisson=False, max_concurrency=4, slo=["ttft_ms=50"])
     assert [(lv.label, lv.limits.requests) for lv in c.levels()] == [
@@ -47,6 +64,7 @@ def test_every_bad_option_is_reported_at_once() -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [({"concurrency": "1,x"}, "--concurrency: 'x' is not a number"),
+     ({"concurrency": "1.5"}, "--concurrency: values must be whole numbers"),
      ({"concurrency": "1", "rate": "2"}, "not both"),
      ({"concurrency": "1,2,3", "requests": "1,2"}, "--requests: got 2 counts for 3 load levels"),
      ({"workload": "trace"}, "--trace: --workload trace needs --trace FILE"),
@@ -56,7 +74,7 @@ def test_every_bad_option_is_reported_at_once() -> None:
      ({"workload": "multi-turn", "turns": 3}, "--prompts/--turns: only with --workload unique"),
      ({"turns_mean": 9.0, "turns_max": 4}, "--turns-mean: 9 is above --turns-max 4"),
      ({"prefixes": 0}, "--prefixes: Input should be greater than or equal to 1")],
-    ids=["bad-number", "both-shapes", "counts", "trace-no-file", "file-no-trace", "trace-rate",
+    ids=["bad-number", "fractional", "both-shapes", "counts", "trace-no-file", "file-no-trace", "trace-rate",
          "trace-warmup", "turns-multi", "turns-mean", "prefixes"],
 )
 def test_bad_combinations_name_the_option(options: dict[str, object], message: str) -> None:
