@@ -38,6 +38,7 @@ from caravan.nomad.jobmodel import (
     TaskGroup,
     Template,
 )
+from caravan.nomad.nomad_templates import template_literal
 from caravan.nomad.platform_jobs import PROMETHEUS_SERVICE, SHUTDOWN_DELAY_S
 from caravan.observability import alerts, rules
 from caravan.observability import grafana as g
@@ -54,13 +55,6 @@ NOMAD_DC_ACTION = '{{ env "NOMAD_DC" }}'
 _NOMAD_DC_MARK = "caravan-nomad-dc"  # replaced by NOMAD_DC_ACTION after escaping
 _HEADER = "Rendered by `caravan render` from the platform spec; do not edit by hand.\n"
 _RESTART = RestartPolicy(attempts=10, interval_s=300, delay_s=15, mode="delay")
-
-
-def template_literal(text: str) -> str:
-    """``text`` as a consul-template whose output is exactly ``text``: every ``{{`` and
-    ``}}`` becomes an action printing it (``{{ "{{" }}``)."""
-    opened = text.replace("{{", "\x00L").replace("}}", "\x00R")
-    return opened.replace("\x00L", '{{ "{{" }}').replace("\x00R", '{{ "}}" }}')
 
 
 def _file(destination: str, text: str, change_mode: str = "restart") -> Template:

@@ -1,5 +1,10 @@
 """consul-template texts embedded in Nomad jobs (``template`` blocks). Pure.
 
+Every text from the spec (free-form strings such as ``engine.model``, file paths, the
+JWT issuer) goes through ``template_literal`` before it is embedded, so a ``{{`` or
+``}}`` in it is printed, never run by consul-template (``{{ env ... }}``,
+``{{ key ... }}``); only the actions written here are evaluated.
+
 - ``secrets_env``: every key of the job's Nomad Variables (``nomad/jobs/<job>``) as
   ``KEY="value"`` lines for an ``env = true`` template. Operators store
   ``CONSUL_HTTP_TOKEN``, ``NOMAD_TOKEN``, ``HF_TOKEN`` there (``nomad var put``);
@@ -28,6 +33,13 @@ from caravan.render import envoy
 from caravan.spec import PlatformSpec
 
 XDS_SERVICE = "caravan-xds"
+
+
+def template_literal(text: str) -> str:
+    """``text`` as a consul-template whose output is exactly ``text``: every ``{{`` and
+    ``}}`` becomes an action printing it (``{{ "{{" }}``)."""
+    opened = text.replace("{{", "\x00L").replace("}}", "\x00R")
+    return opened.replace("\x00L", '{{ "{{" }}').replace("\x00R", '{{ "}}" }}')
 
 
 def secrets_env(job_id: str, skip: tuple[str, ...] = ()) -> str:
@@ -71,7 +83,7 @@ def platform_yaml(spec: PlatformSpec, xds_ports: bool) -> str:
     data["envoy"]["address"] = "0.0.0.0"  # the listener Envoy gets over LDS
     data["consul"].pop("token_file", None)
     data["nomad"].pop("token_file", None)
-    text = yaml.safe_dump(data, sort_keys=True, width=1_000_000)
+    text = template_literal(yaml.safe_dump(data, sort_keys=True, width=1_000_000))
     for name in ("NOMAD_IP_xds", "NOMAD_PORT_xds", "NOMAD_PORT_admin"):
         value = f'{{{{ env "{name}" }}}}'  # renders to a bare IP or port number
         text = text.replace(f"'{_placeholder(name)}'", value).replace(_placeholder(name), value)
@@ -87,16 +99,14 @@ def envoy_bootstrap(spec: PlatformSpec) -> str:
     """Envoy's bootstrap (JSON, valid YAML) as a consul-template text: the xDS cluster's
     endpoints are every ``caravan-xds`` instance in Consul; the admin is on
     127.0.0.1:``envoy.admin_port``; the stats-only listener on the allocation's
-    ``stats`` port and IP. Raises ValueError if the spec would put ``{{``/``}}`` in it."""
+    ``stats`` port and IP. Spec text in it is escaped (``template_literal``)."""
     boot = envoy.bootstrap(spec, [("xds.invalid", 1)], stats=("0.0.0.0", 1))
     clusters = boot["static_resources"]["clusters"]
     xds = next(c for c in clusters if c["name"] == envoy.XDS_CLUSTER)
     xds["load_assignment"]["endpoints"][0]["lb_endpoints"] = _XDS_PLACEHOLDER
     address = boot["static_resources"]["listeners"][0]["address"]["socket_address"]
     address.update(address=_STATS_IP, port_value=_STATS_PORT)
-    text = json.dumps(boot, indent=2, sort_keys=False)
-    if "{{" in text or "}}" in text:
-        raise ValueError("envoy bootstrap contains '{{' or '}}': it would break the template")
+    text = template_literal(json.dumps(boot, indent=2, sort_keys=False))
     endpoint = ('{"endpoint": {"address": {"socket_address": '
                 '{"address": "{{ .Address }}", "port_value": {{ .Port }} } } } }')
     service = XDS_SERVICE

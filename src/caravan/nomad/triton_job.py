@@ -301,8 +301,10 @@ def _task(spec: PlatformSpec, model: ModelSpec, jid: str) -> Task:
         env=(("HF_HOME", f"{CACHE_DIR}/huggingface"),),
         volume_mounts=(VolumeMount(CACHE_VOLUME, destination=CACHE_DIR),),
         templates=(
-            Template(f"{repo}/config.pbtxt", triton.config_pbtxt(model)),
-            Template(f"{repo}/1/model.json", triton.model_json(model)),
+            Template(f"{repo}/config.pbtxt",
+                     nomad_templates.template_literal(triton.config_pbtxt(model))),
+            Template(f"{repo}/1/model.json",
+                     nomad_templates.template_literal(triton.model_json(model))),
             Template("secrets/caravan.env",
                      nomad_templates.secrets_env(jid, skip=() if tls_var is None else (tls_var,)),
                      env=True),
