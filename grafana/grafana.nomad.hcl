@@ -14,7 +14,9 @@ job "grafana" {
     network {
       mode = "host"
 
-      port "http" {}
+      port "http" {
+        host_network = "private"
+      }
     }
 
     service {
@@ -45,11 +47,16 @@ job "grafana" {
       kill_timeout = "30s"
 
       config {
-        image        = "grafana/grafana-oss:11.1.0"
+        image      = "grafana/grafana-oss:11.1.0"
+        entrypoint = ["/bin/sh", "-c"]
+        args = [
+          "if [ -z \"$GF_SECURITY_ADMIN_PASSWORD\" ] || [ \"$GF_SECURITY_ADMIN_PASSWORD\" = admin ]; then echo 'grafana: refusing to start without an admin password: nomad var put nomad/jobs/grafana GF_SECURITY_ADMIN_PASSWORD=...' >&2; exit 78; fi; exec /run.sh",
+        ]
         network_mode = "host"
       }
 
       env {
+        GF_SERVER_HTTP_ADDR   = "${NOMAD_IP_http}"
         GF_SERVER_HTTP_PORT   = "${NOMAD_PORT_http}"
         GF_PATHS_PROVISIONING = "/local/provisioning"
         GF_PATHS_DATA         = "/alloc/data/grafana"

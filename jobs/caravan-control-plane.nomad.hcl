@@ -15,9 +15,13 @@ job "caravan-control-plane" {
     network {
       mode = "host"
 
-      port "xds" {}
+      port "xds" {
+        host_network = "private"
+      }
 
-      port "admin" {}
+      port "admin" {
+        host_network = "private"
+      }
     }
 
     service {
@@ -171,7 +175,9 @@ EOT
     network {
       mode = "host"
 
-      port "metrics" {}
+      port "metrics" {
+        host_network = "private"
+      }
     }
 
     service {
@@ -222,7 +228,7 @@ EOT
         image      = "caravan:0.1.0"
         entrypoint = ["/bin/sh", "-c"]
         args = [
-          "exec caravan autoscale --spec /local/platform.yaml --prometheus \"$PROMETHEUS_URL\" --metrics-port \"$NOMAD_PORT_metrics\"",
+          "exec caravan autoscale --spec /local/platform.yaml --prometheus \"$PROMETHEUS_URL\" --metrics-address \"$NOMAD_IP_metrics\" --metrics-port \"$NOMAD_PORT_metrics\"",
         ]
         network_mode = "host"
       }

@@ -18,7 +18,9 @@ job "envoy" {
         static = 8080
       }
 
-      port "stats" {}
+      port "stats" {
+        host_network = "private"
+      }
     }
 
     service {

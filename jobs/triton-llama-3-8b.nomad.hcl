@@ -44,11 +44,13 @@ job "triton-llama-3-8b" {
       mode = "host"
 
       port "grpc" {
-        to = 8001
+        to           = 8001
+        host_network = "private"
       }
 
       port "metrics" {
-        to = 8002
+        to           = 8002
+        host_network = "private"
       }
     }
 

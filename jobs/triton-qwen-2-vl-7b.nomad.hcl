@@ -26,11 +26,13 @@ job "triton-qwen-2-vl-7b" {
       mode = "host"
 
       port "grpc" {
-        to = 8001
+        to           = 8001
+        host_network = "private"
       }
 
       port "metrics" {
-        to = 8002
+        to           = 8002
+        host_network = "private"
       }
     }
 

@@ -14,7 +14,9 @@ job "prometheus" {
     network {
       mode = "host"
 
-      port "http" {}
+      port "http" {
+        host_network = "private"
+      }
     }
 
     service {
@@ -50,8 +52,7 @@ job "prometheus" {
           "--config.file=/local/prometheus.yml",
           "--storage.tsdb.path=/alloc/data/prometheus",
           "--storage.tsdb.retention.time=15d",
-          "--web.listen-address=0.0.0.0:${NOMAD_PORT_http}",
-          "--web.enable-lifecycle",
+          "--web.listen-address=${NOMAD_ADDR_http}",
         ]
         network_mode = "host"
       }

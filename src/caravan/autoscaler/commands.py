@@ -52,7 +52,10 @@ def autoscale(
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="decide and log, never scale"),
     metrics_port: int | None = typer.Option(
-        None, "--metrics-port", help="serve /metrics on 127.0.0.1:PORT"
+        None, "--metrics-port", help="serve /metrics on --metrics-address:PORT"
+    ),
+    metrics_address: str = typer.Option(
+        "127.0.0.1", "--metrics-address", help="address /metrics listens on"
     ),
     query_timeout_s: float = typer.Option(
         5.0, "--query-timeout", help="Prometheus query timeout, s"
@@ -62,7 +65,7 @@ def autoscale(
     with errors_exit("autoscale"):
         config = AutoscaleConfig(read_spec(spec), prometheus, nomad_address, nomad_token_file,
                                  counts_from, tuple(model or ()), once, explain, dry_run,
-                                 metrics_port, query_timeout_s)
+                                 metrics_port, query_timeout_s, metrics_address)
         built = build(config)
     if not built.scaler.handlers:
         Console(stderr=True).print(f"[yellow]no model in {spec} has an enabled autoscaling section[/yellow]")

@@ -50,6 +50,7 @@ class AutoscaleConfig:
     dry_run: bool = False
     metrics_port: int | None = None
     query_timeout_s: float = 5.0
+    metrics_address: str = "127.0.0.1"
 
     def __post_init__(self) -> None:
         if self.counts_from not in COUNTS_FROM:
@@ -87,7 +88,7 @@ def run(config: AutoscaleConfig, built: Built, console: Console) -> int:
         return FAILED if any(d.action == "error" for d in decisions) else 0
     setup_logging("autoscaler")
     if config.metrics_port is not None:
-        start_http_server(config.metrics_port, addr="127.0.0.1", registry=built.registry)
+        start_http_server(config.metrics_port, addr=config.metrics_address, registry=built.registry)
     asyncio.run(_run_until_signal(built.scaler))
     return 0
 

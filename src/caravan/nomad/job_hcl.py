@@ -118,7 +118,8 @@ def _autoscaler_check(c: AutoscalerCheck) -> Block:
 
 def _network(n: Network) -> Block:
     ports = tuple(
-        Block("port", (p.label,), (*_opt("static", p.static), *_opt("to", p.to)))
+        Block("port", (p.label,), (*_opt("static", p.static), *_opt("to", p.to),
+                                   *_opt("host_network", p.host_network)))
         for p in n.ports
     )
     return Block("network", (), (Attr("mode", n.mode), *ports))

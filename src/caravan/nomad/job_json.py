@@ -18,6 +18,7 @@ from caravan.nomad.jobmodel import (
     Job,
     Network,
     Pairs,
+    Port,
     Service,
     Task,
     TaskGroup,
@@ -110,11 +111,20 @@ def _autoscaler_check(c: AutoscalerCheck) -> Json:
     return out
 
 
+def _port(p: Port) -> Json:
+    out: Json = {"Label": p.label}
+    if p.static is not None:
+        out["Value"] = p.static
+    if p.to is not None:
+        out["To"] = p.to
+    if p.host_network is not None:
+        out["HostNetwork"] = p.host_network
+    return out
+
+
 def _network(n: Network) -> Json:
-    dynamic = [{"Label": p.label, **({"To": p.to} if p.to is not None else {})}
-               for p in n.ports if p.static is None]
-    reserved = [{"Label": p.label, "Value": p.static, **({"To": p.to} if p.to is not None else {})}
-                for p in n.ports if p.static is not None]
+    dynamic = [_port(p) for p in n.ports if p.static is None]
+    reserved = [_port(p) for p in n.ports if p.static is not None]
     out: Json = {"Mode": n.mode}
     if dynamic:
         out["DynamicPorts"] = dynamic

@@ -17,11 +17,14 @@ Pairs = tuple[tuple[str, str], ...]
 @dataclass(frozen=True)
 class Port:
     """A network port label. ``static`` reserves a host port; else Nomad picks one.
-    ``to`` is the port inside the task's network namespace (docker bridge)."""
+    ``to`` is the port inside the task's network namespace (docker bridge).
+    ``host_network``: the Nomad client ``host_network`` whose address the port is
+    bound and registered on (None: Nomad's default network)."""
 
     label: str
     to: int | None = None
     static: int | None = None
+    host_network: str | None = None
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,6 @@ from caravan.nomad.jobmodel import (
     DockerConfig,
     Job,
     Network,
-    Port,
     Resources,
     RestartPolicy,
     Service,
@@ -39,7 +38,7 @@ from caravan.nomad.jobmodel import (
     Template,
 )
 from caravan.nomad.nomad_templates import template_literal
-from caravan.nomad.platform_jobs import PROMETHEUS_SERVICE, SHUTDOWN_DELAY_S
+from caravan.nomad.platform_jobs import PROMETHEUS_SERVICE, SHUTDOWN_DELAY_S, internal_port
 from caravan.observability import alerts, rules
 from caravan.observability import grafana as g
 from caravan.observability import prometheus as prom
@@ -50,6 +49,7 @@ GRAFANA_IMAGE = "grafana/grafana-oss:11.1.0"
 PROMETHEUS_JOB = "prometheus"
 GRAFANA_JOB = "grafana"
 GRAFANA_SERVICE = "grafana"
+GRAFANA_START = "/run.sh"  # the grafana-oss image's entrypoint
 CONSUL_TOKEN_PATH = "secrets/consul.token"
 NOMAD_DC_ACTION = '{{ env "NOMAD_DC" }}'
 _NOMAD_DC_MARK = "caravan-nomad-dc"  # replaced by NOMAD_DC_ACTION after escaping
@@ -102,8 +102,9 @@ def prometheus_job(spec: PlatformSpec) -> Job:
                 "--config.file=/local/prometheus.yml",
                 "--storage.tsdb.path=/alloc/data/prometheus",
                 "--storage.tsdb.retention.time=15d",
-                "--web.listen-address=0.0.0.0:${NOMAD_PORT_http}",
-                "--web.enable-lifecycle",
+                # the internal network's address; no --web.enable-lifecycle (POST
+                # /-/quit, /-/reload): a new config restarts the task (template change_mode)
+                "--web.listen-address=${NOMAD_ADDR_http}",
             ),
         ),
         templates=tuple(templates),
@@ -125,7 +126,7 @@ def prometheus_job(spec: PlatformSpec) -> Job:
             ),
         ),
     )
-    return _job(PROMETHEUS_JOB, spec, _group("prometheus", service, task),
+    return _job(PROMETHEUS_JOB, spec, _group(spec, "prometheus", service, task),
                 "Prometheus: scrapes replicas, Envoy, control plane.")
 
 
@@ -152,8 +153,10 @@ def grafana_job(spec: PlatformSpec, dashboards_dir: str = "/local/dashboards") -
     ]
     task = Task(
         name="grafana",
-        config=DockerConfig(image=GRAFANA_IMAGE, network_mode="host"),
+        config=DockerConfig(image=GRAFANA_IMAGE, network_mode="host",
+                            entrypoint=("/bin/sh", "-c"), args=(grafana_start_script(),)),
         env=(
+            ("GF_SERVER_HTTP_ADDR", "${NOMAD_IP_http}"),
             ("GF_SERVER_HTTP_PORT", "${NOMAD_PORT_http}"),
             ("GF_PATHS_PROVISIONING", "/local/provisioning"),
             ("GF_PATHS_DATA", "/alloc/data/grafana"),
@@ -181,12 +184,27 @@ def grafana_job(spec: PlatformSpec, dashboards_dir: str = "/local/dashboards") -
             ),
         ),
     )
-    return _job(GRAFANA_JOB, spec, _group("grafana", service, task), "Grafana: Caravan's dashboards over Prometheus.")
+    return _job(GRAFANA_JOB, spec, _group(spec, "grafana", service, task),
+                "Grafana: Caravan's dashboards over Prometheus.")
 
 
-def _group(name: str, service: Service, task: Task) -> TaskGroup:
-    """One instance on one dynamic ``http`` port, deregistered before it stops."""
-    return TaskGroup(name=name, count=1, network=Network((Port("http"),)), services=(service,),
+def grafana_start_script(start: str = GRAFANA_START) -> str:
+    """``sh -c`` source that starts Grafana (the image's ``/run.sh``) only with an admin
+    password from the job's Nomad Variables (``GF_SECURITY_ADMIN_PASSWORD``, loaded by
+    the ``secrets/grafana.env`` template): unset, empty or ``admin`` exits 78 with the
+    fix, so Grafana never comes up with admin/admin. ``$VAR`` without braces: Nomad
+    would interpolate ``${...}`` into the arguments, putting the password in them."""
+    var = "GF_SECURITY_ADMIN_PASSWORD"
+    return (f'if [ -z "${var}" ] || [ "${var}" = admin ]; then '
+            f"echo 'grafana: refusing to start without an admin password: nomad var put "
+            f"nomad/jobs/{GRAFANA_JOB} {var}=...' >&2; exit 78; fi; exec {start}")
+
+
+def _group(spec: PlatformSpec, name: str, service: Service, task: Task) -> TaskGroup:
+    """One instance on one dynamic ``http`` port (on ``nomad.internal_network``),
+    deregistered before it stops."""
+    return TaskGroup(name=name, count=1, network=Network((internal_port(spec, "http"),)),
+                     services=(service,),
                      restart=_RESTART, shutdown_delay_s=SHUTDOWN_DELAY_S, tasks=(task,))
 
 

@@ -55,6 +55,12 @@ _UPDATE = UpdateStrategy(max_parallel=1, min_healthy_time_s=10, healthy_deadline
                          progress_deadline_s=300)
 
 
+def internal_port(spec: PlatformSpec, label: str, to: int | None = None) -> Port:
+    """A port on ``nomad.internal_network``: bound and registered on that host network's
+    address only (Envoy's ingress is the one port on Nomad's default network)."""
+    return Port(label, to=to, host_network=spec.nomad.internal_network)
+
+
 def control_plane_job(spec: PlatformSpec) -> Job:
     """The xDS group, and Caravan's autoscaler unless the stock Nomad Autoscaler scales
     the model groups (``nomad.autoscaler``)."""
@@ -95,7 +101,7 @@ def _xds_group(spec: PlatformSpec) -> TaskGroup:
             "--admin-port", "${NOMAD_PORT_admin}", "--node-id", "xds-${NOMAD_ALLOC_INDEX}")
     return TaskGroup(
         name="xds", count=spec.nomad.xds_replicas,
-        network=Network((Port("xds"), Port("admin"))),
+        network=Network((internal_port(spec, "xds"), internal_port(spec, "admin"))),
         services=(
             Service(nomad_templates.XDS_SERVICE, port="xds", tags=("caravan",), checks=(
                 Check("xds-grpc-health", type="grpc", port="xds", interval_s=5, timeout_s=2),)),
@@ -112,13 +118,13 @@ def _autoscaler_group(spec: PlatformSpec) -> TaskGroup:
     prom = (f'{{{{ range $i, $s := service "{PROMETHEUS_SERVICE}" }}}}{{{{ if eq $i 0 }}}}'
             "PROMETHEUS_URL=http://{{ $s.Address }}:{{ $s.Port }}\n{{ end }}{{ end }}")
     script = ('exec caravan autoscale --spec /local/platform.yaml --prometheus "$PROMETHEUS_URL" '
-              '--metrics-port "$NOMAD_PORT_metrics"')
+              '--metrics-address "$NOMAD_IP_metrics" --metrics-port "$NOMAD_PORT_metrics"')
     # A shell expands $PROMETHEUS_URL, which comes from a Consul-service template.
     task = _caravan_task(spec, "autoscaler", (script,), entrypoint=("/bin/sh", "-c"),
                          extra=(Template("local/prometheus.env", prom, env=True),))
     return TaskGroup(
         name="autoscaler", count=1,  # one decision-maker: cooldowns live in its memory
-        network=Network((Port("metrics"),)),
+        network=Network((internal_port(spec, "metrics"),)),
         services=(Service("caravan-autoscaler", port="metrics", tags=("caravan",), checks=(
             Check("autoscaler-tcp", type="tcp", port="metrics", interval_s=10, timeout_s=2),)),),
         update=_UPDATE, restart=_RESTART, reschedule=_RESCHEDULE,
@@ -146,7 +152,7 @@ def envoy_job(spec: PlatformSpec) -> Job:
         groups=(TaskGroup(
             name="envoy", count=1,
             network=Network((Port("ingress", static=spec.envoy.listen_port),
-                             Port("stats"))),
+                             internal_port(spec, "stats"))),
             services=(
                 Service("caravan-envoy", port="ingress", tags=("caravan",), checks=(
                     Check("envoy-ingress-tcp", type="tcp", port="ingress", interval_s=10,

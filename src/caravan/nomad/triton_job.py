@@ -91,7 +91,6 @@ from caravan.nomad.jobmodel import (
     Job,
     MigrateStrategy,
     Network,
-    Port,
     ReschedulePolicy,
     Resources,
     RestartPolicy,
@@ -104,6 +103,7 @@ from caravan.nomad.jobmodel import (
     Volume,
     VolumeMount,
 )
+from caravan.nomad.platform_jobs import internal_port
 from caravan.render import triton
 from caravan.spec import PROGRESS_MARGIN_S, ModelSpec, PlatformSpec
 
@@ -173,7 +173,8 @@ def _group(spec: PlatformSpec, model: ModelSpec, jid: str) -> TaskGroup:
         name=GROUP,
         count=model.replicas.start,
         scaling=_scaling(spec, model),
-        network=Network((Port("grpc", to=GRPC_PORT), Port("metrics", to=METRICS_PORT))),
+        network=Network((internal_port(spec, "grpc", GRPC_PORT),
+                         internal_port(spec, "metrics", METRICS_PORT))),
         volumes=(Volume(CACHE_VOLUME, source=nomad.model_cache_volume),),
         services=(_service(spec, model),),
         update=UpdateStrategy(

@@ -269,6 +269,12 @@ class NomadSpec(_Frozen):
         "caravan", description="who scales model groups: Caravan's autoscaler (control-plane "
         "job) or the stock Nomad Autoscaler (each scaling block's rendered policy)",
     )
+    internal_network: str = Field(
+        "private", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="Nomad client host_network for every port but Envoy's ingress (xDS, "
+        "control-plane admin, replicas, Envoy stats, Prometheus, Grafana, autoscaler); "
+        "'default' is Nomad's default network (the node's main interface)",
+    )
 
     @field_validator("triton_image", "caravan_image", "envoy_image")
     @classmethod

@@ -117,10 +117,12 @@ def _task_map(name: str, body: dict[str, Any]) -> dict[str, Any]:
 def _network(body: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"Mode": body["mode"]}
     ports = _labelled(_blocks(body.get("port", [])))
-    dynamic = [{"Label": lb, **({"To": p["to"]} if "to" in p else {})}
-               for lb, p in ports if "static" not in p]
-    reserved = [{"Label": lb, "Value": p["static"], **({"To": p["to"]} if "to" in p else {})}
-                for lb, p in ports if "static" in p]
+    def port(lb: str, p: dict[str, Any]) -> dict[str, Any]:
+        keys = {"static": "Value", "to": "To", "host_network": "HostNetwork"}
+        return {"Label": lb, **{api: p[k] for k, api in keys.items() if k in p}}
+
+    dynamic = [port(lb, p) for lb, p in ports if "static" not in p]
+    reserved = [port(lb, p) for lb, p in ports if "static" in p]
     if dynamic:
         out["DynamicPorts"] = dynamic
     if reserved:
