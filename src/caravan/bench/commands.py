@@ -18,6 +18,7 @@ from caravan.bench import compare as cmp
 from caravan.bench import plots, results, session
 from caravan.bench.config import BenchConfig
 from caravan.errors import ConfigError
+from caravan.exits import FAILED, errors_exit
 from caravan.logs import setup_logging
 
 bench_app = typer.Typer(
@@ -129,9 +130,9 @@ def bench(
     """
     if ctx.invoked_subcommand is not None:
         return
-    if not url or not model:
-        raise _fail("--url HOST:PORT and --model NAME are required")
-    try:
+    with errors_exit("error"):
+        if not url or not model:
+            raise ConfigError("--url HOST:PORT and --model NAME are required")
         config = BenchConfig.from_options(
             url=url, model=model, concurrency=concurrency, rate=rate, poisson=poisson,
             max_concurrency=max_concurrency, requests=requests, warmup=warmup, duration=duration,
@@ -146,8 +147,6 @@ def bench(
             prefix_tokens=prefix_tokens, conversations=conversations, turns_mean=turns_mean,
             turns_max=turns_max)
         plan = session.plan_bench(config)
-    except ConfigError as exc:
-        raise _fail(str(exc)) from None
     raise typer.Exit(_run(plan, config))
 
 
@@ -162,8 +161,8 @@ def _run(plan: session.SessionPlan, config: BenchConfig) -> int:
                                      console, progress_to)
     except OSError as exc:
         typer.echo(f"error: cannot write {exc.filename}: {exc.strerror}", err=True)
-        return 1
-    return 0 if session.succeeded(result)[1] else 1
+        return FAILED
+    return 0 if session.succeeded(result)[1] else FAILED
 
 
 @bench_app.command("compare")

@@ -4,16 +4,19 @@
 against concurrency or rate; right, output tokens/s and requests/s. ``plot_runs``
 overlays several runs (labelled) for ``caravan bench compare --plot``. Both write a
 PNG file and return its path. Safe to call from any thread (a new Figure each time,
-no pyplot global state).
+no pyplot global state). matplotlib (~1 s of imports) is loaded by the first plot, in
+``_figure``, so commands that may not plot (``--no-plot``, their ``--help``) do not pay
+for it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 from caravan.bench.arrivals import AXIS_TITLES
 from caravan.bench.results import SweepResult
@@ -28,15 +31,24 @@ def _xs(result: SweepResult) -> list[float]:
     return [lv.level.value for lv in result.levels]
 
 
+def _figure() -> Figure:
+    """A new 11 x 4.2 in figure on the Agg canvas (imports matplotlib the first time)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
 def _save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    FigureCanvasAgg(fig)
     fig.savefig(path, dpi=100)
     return path
 
 
 def plot_sweep(result: SweepResult, path: Path, title: str = "") -> Path:
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    fig = _figure()
     lat, thr = fig.subplots(1, 2)
     xs = _xs(result)
     series = [("e2e p50", "e2e", "median", "-"), ("e2e p95", "e2e", "p95", "-"),
@@ -64,7 +76,7 @@ def plot_sweep(result: SweepResult, path: Path, title: str = "") -> Path:
 
 def plot_runs(results: Sequence[SweepResult], labels: Sequence[str], path: Path) -> Path:
     """Overlay runs: mean and p95 end-to-end latency, and output tokens/s."""
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    fig = _figure()
     lat, thr = fig.subplots(1, 2)
     for result, label in zip(results, labels, strict=True):
         xs = _xs(result)
