@@ -28,6 +28,7 @@ from caravan.nomad.deploy import DeployResult, PythonNomadJobs, resolve_settings
 from caravan.nomad.deploy import deploy as nomad_deploy
 from caravan.nomad.job_json import job_request
 from caravan.render.catalog import render_all
+from caravan.render.output import WriteReport, write_tree
 from caravan.spec import PlatformSpec
 
 
@@ -73,14 +74,10 @@ def render_files(ps: PlatformSpec, fmt: Format) -> dict[str, str]:
     return dict(sorted(files.items()))
 
 
-def write_rendered(config: RenderConfig) -> int:
-    """Write every rendered file under ``config.out``; returns how many."""
-    files = render_files(config.spec, config.fmt)
-    for rel, text in files.items():
-        path = config.out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return len(files)
+def write_rendered(config: RenderConfig) -> WriteReport:
+    """Write every rendered file under ``config.out`` (``caravan.render.output``: atomic,
+    confined to ``out``, files of removed models removed). Raises OutputError."""
+    return write_tree(config.out, render_files(config.spec, config.fmt))
 
 
 def run_deploy(config: DeployConfig) -> DeployResult:
@@ -107,8 +104,9 @@ def render(
 ) -> None:
     """Render Nomad jobs, Envoy bootstrap, Triton model repository, Dockerfiles, monitoring."""
     with errors_exit(""):
-        written = write_rendered(RenderConfig(read_spec(spec), out, fmt))
-    typer.echo(f"wrote {written} file(s) under {out}")
+        report = write_rendered(RenderConfig(read_spec(spec), out, fmt))
+    for line in report.lines(out):
+        typer.echo(line)
 
 
 def deploy(
