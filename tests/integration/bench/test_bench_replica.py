@@ -159,5 +159,5 @@ def test_cli_workloads_through_a_replica(replica: str, tmp_path: Path, workload:
     assert all(r["session_id"] == "" for r in records)  # no session header, ever
     assert args[1] in data["meta"]["workload"]
     if "trace" in args:  # sent at the trace's times over the speed-up: 0, 0, 0.2 s, 0.4 s
-        starts = sorted(r["start_ms"] for r in records)
-        assert starts[2] >= 200 and starts[3] >= 400
+        starts = sorted(r["start_ms"] for r in records)  # (the loop's timers may wake ~1 ms early)
+        assert starts[2] >= 195 and starts[3] >= 395
