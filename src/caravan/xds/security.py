@@ -12,10 +12,12 @@ Everything is off unless ``spec.security`` switches it on (see docs/security.md)
 * ``http_filters``: before the router, in order, ``api_key_auth`` (HTTP 401, which
   Envoy maps to gRPC UNAUTHENTICATED; the client's name is forwarded upstream in
   ``CLIENT_HEADER`` and the key header is stripped), ``local_ratelimit`` with one
-  token bucket per client (RESOURCE_EXHAUSTED when empty) and ``body_size_limit``
+  token bucket per client per stream (RESOURCE_EXHAUSTED when empty), the per-inference
+  limit of ``caravan.xds.inference_limit`` (one token per request message, same
+  buckets' sizes) and ``body_size_limit``
   (gRPC UNKNOWN "request too long": HTTP 413 through Envoy's HTTP->gRPC table).
-  With ``security.jwt`` instead of API keys: ``jwt_authn`` and a
-  per-subject ``local_ratelimit`` from ``caravan.xds.jwt_auth``.
+  With ``security.jwt`` instead of API keys: ``jwt_authn``, a per-subject
+  ``local_ratelimit`` from ``caravan.xds.jwt_auth`` and the per-inference limit.
 * ``load_api_keys`` / ``with_loaded_keys``: read keys from the file / env vars named
   in the spec (and the JWKS of ``security.jwt``). Errors name the file, line or
   variable, never the key.
@@ -63,6 +65,7 @@ from caravan.spec import (
 )
 from caravan.spec.security import JwtSpec
 from caravan.xds import jwt_auth
+from caravan.xds.inference_limit import inference_limit
 
 TLS_SOCKET = "envoy.transport_sockets.tls"
 CLIENT_HEADER = "x-caravan-client"
@@ -319,12 +322,13 @@ def http_filters(spec: PlatformSpec) -> list[hcm_pb2.HttpFilter]:
         filters.append(api_key_auth(sec.api_keys))
         limits = client_limits(sec.api_keys)
         if limits:
-            filters.append(local_rate_limit(limits))
+            filters += [local_rate_limit(limits), inference_limit(CLIENT_HEADER, limits)]
     if sec.jwt is not None:
         filters.append(jwt_auth.jwt_authn(sec.jwt))
         limiter = subject_rate_limit(sec.jwt)
         if limiter is not None:
-            filters.append(limiter)
+            filters += [limiter, inference_limit(jwt_auth.SUBJECT_HEADER, sec.jwt.subject_limits,
+                                                 sec.jwt.rate_limit)]
     if sec.max_request_bytes is not None:
         filters.append(body_size_limit(sec.max_request_bytes))
     return filters

@@ -114,10 +114,10 @@ class SecureStack:
 
 def start_stack(
     tmp: Path, spec: PlatformSpec, pki: Pki | None, replicas: int, mtls_replicas: bool,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None, envoy_concurrency: int = 1,
 ) -> SecureStack:
-    """Replicas (TLS when ``pki``), control plane, Envoy; returns once Envoy has the
-    listener and every replica is healthy in ``model-alpha``."""
+    """Replicas (TLS when ``pki``), control plane, Envoy (``envoy_concurrency`` workers);
+    returns once Envoy has the listener and every replica is healthy in ``model-alpha``."""
     launcher = Launcher(tmp)
     cp: ThreadedControlPlane | None = None
     try:
@@ -128,7 +128,8 @@ def start_stack(
         cp = ThreadedControlPlane(spec, registry, dict(os.environ) if env is None else env)
         config = write_envoy_bootstrap(tmp / "envoy.yaml", spec, [("127.0.0.1", cp.cp.port)],
                                        node_id="caravan-envoy")
-        launcher.envoy_config(config, spec.envoy.admin_port, name="envoy")
+        launcher.envoy_config(config, spec.envoy.admin_port, name="envoy",
+                              concurrency=envoy_concurrency)
         stack = SecureStack(tmp, spec, cp, launcher, [m.port for m in members])
     except BaseException:
         if cp is not None:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import sec_flood
 import tritonclient.grpc as grpcclient
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -26,6 +27,7 @@ from tritonclient.utils import InferenceServerException
 
 from caravan.local.process import free_port
 from caravan.spec import parse_spec
+from caravan.xds.inference_limit import refused_message
 
 pytestmark = pytest.mark.integration
 
@@ -178,6 +180,20 @@ def test_per_subject_rate_limit_with_dynamic_buckets_and_override(jwt_stack: Jwt
     assert [infer(j.stack.url, tok_b) for _ in range(3)] == ["OK"] * 3
     vip = sign(j.key, claims("vip"))
     assert [infer(j.stack.url, vip) for _ in range(6)] == ["OK"] * 6
+
+
+def test_one_stream_of_many_requests_is_held_to_the_subject_burst(jwt_stack: Jwt) -> None:
+    """The subject limit counts inferences (issue 17, attack 3): 20 requests on one
+    stream get at most the burst (3) answered, and the stream ends RESOURCE_EXHAUSTED
+    (or, once answered, by a reset) naming the subject."""
+    j = jwt_stack
+    token = sign(j.key, claims("streamer"))
+    got = sec_flood.one_stream(j.stack.url, {"authorization": f"Bearer {token}"}, 20)
+    assert got.answered <= sec_flood.allowed(3, 0.1, [got]), got
+    if got.answered == 0:
+        assert (got.status, got.message) == ("RESOURCE_EXHAUSTED", refused_message("streamer"))
+    else:
+        assert got.status == "INTERNAL" and "RST_STREAM" in got.message, got
 
 
 def test_spoofed_subject_header_does_not_escape_the_limit(jwt_stack: Jwt) -> None:

@@ -206,8 +206,8 @@ def test_filters_in_order_before_router_and_keys_only_in_auth_filter() -> None:
     hcm = res.http_connection_manager(spec)
     names = [f.name for f in hcm.http_filters]
     assert names == [headers.FILTER_NAME, "envoy.filters.http.api_key_auth",
-                     "envoy.filters.http.local_ratelimit", "envoy.filters.http.body_size_limit",
-                     "envoy.filters.http.router"]
+                     "envoy.filters.http.local_ratelimit", "envoy.filters.http.wasm",
+                     "envoy.filters.http.body_size_limit", "envoy.filters.http.router"]
     auth = _unpack(hcm.http_filters[1].typed_config, api_key_auth_pb2.ApiKeyAuth)
     assert [(c.client, c.key) for c in auth.credentials] == [("alice", KEY_A), ("bob", KEY_B)]
     assert auth.forwarding.header == sec.CLIENT_HEADER and auth.forwarding.hide_credentials
@@ -215,7 +215,7 @@ def test_filters_in_order_before_router_and_keys_only_in_auth_filter() -> None:
     assert rl.rate_limited_as_resource_exhausted
     assert [d.entries[0].value for d in rl.descriptors] == ["bob"], "alice has no limit"
     assert rl.filter_enforced.default_value.numerator == 100
-    size = json_format.MessageToDict(hcm.http_filters[3])
+    size = json_format.MessageToDict(hcm.http_filters[4])
     assert size["typedConfig"]["maxRequestBytes"] == "4096"
     assert hcm.local_reply_config.mappers[0].body.inline_string == sec.too_large_message(4096)
 

@@ -1,0 +1,90 @@
+"""Compile a one-file C proxy-wasm filter to WebAssembly with Zig's clang (the
+``ziglang`` wheel), once per source content: the shared build step of Caravan's
+proxy-wasm filters.
+
+``module_bytes(name)`` returns the ``.wasm`` of ``caravan/wasm/<name>.c``, cached in
+memory and on disk under ``cache_dir()`` by the SHA-256 of the source, the compiler
+flags and the ``ziglang`` version, so a control plane compiles a filter at most once per
+machine (about a second; the output is deterministic, so xDS versions, which hash the
+resources, are stable). Filters are freestanding C (no libc, no WASI imports): they may
+only import the proxy-wasm ABI 0.2.1 host functions.
+
+Raises ``WasmBuildError`` (a ``BackendError``) with the compiler's message when the
+compiler is missing or fails. Thread-safe: concurrent builds write to a temporary file
+and rename it into place.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from caravan.errors import BackendError
+
+SOURCE_DIR = Path(__file__).parent
+FLAGS = ("--target=wasm32-freestanding", "-O2", "-ffreestanding", "-fno-builtin", "-nostdlib",
+         "-Wl,--no-entry", "-Wall", "-s")
+CACHE_ENV = "CARAVAN_WASM_CACHE"
+BUILD_TIMEOUT_S = 300.0
+
+
+class WasmBuildError(BackendError):
+    """The C compiler (``python -m ziglang cc``) is missing or refused a filter."""
+
+
+def cache_dir() -> Path:
+    """``$CARAVAN_WASM_CACHE``, else ``$XDG_CACHE_HOME/caravan/wasm``, else
+    ``~/.cache/caravan/wasm``."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "caravan" / "wasm"
+
+
+def _zig_version() -> str:
+    try:
+        return importlib.metadata.version("ziglang")
+    except importlib.metadata.PackageNotFoundError:
+        raise WasmBuildError(
+            "the ziglang package is not installed (pip install ziglang): it compiles "
+            "Caravan's proxy-wasm filters") from None
+
+
+def source_path(name: str) -> Path:
+    """``caravan/wasm/<name>.c``; ValueError when there is no such filter."""
+    path = SOURCE_DIR / f"{name}.c"
+    if not name.isidentifier() or not path.is_file():
+        raise ValueError(f"no proxy-wasm filter source {name!r} in {SOURCE_DIR}")
+    return path
+
+
+def compile_c(source: Path, out: Path) -> None:
+    """Compile ``source`` to ``out`` (atomically). Raises WasmBuildError."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".wasm.tmp")
+    os.close(fd)
+    argv = [sys.executable, "-m", "ziglang", "cc", *FLAGS, "-o", tmp, str(source)]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+        if done.returncode != 0:
+            raise WasmBuildError(f"compiling {source.name} failed: {done.stderr.strip()[-2000:]}")
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+@functools.cache
+def module_bytes(name: str) -> bytes:
+    """The compiled ``caravan/wasm/<name>.c`` (built on first use, then cached)."""
+    source = source_path(name)
+    key = hashlib.sha256(source.read_bytes() + repr((FLAGS, _zig_version())).encode()).hexdigest()
+    out = cache_dir() / f"{name}-{key[:24]}.wasm"
+    if not out.is_file():
+        compile_c(source, out)
+    return out.read_bytes()
