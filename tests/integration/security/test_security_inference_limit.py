@@ -1,7 +1,7 @@
 """Rate limits count inferences, not streams (issue 17, attack 3), on the real Envoy
 (two workers) and a real tritonserver replica.
 
-Stack: xDS over mTLS (required with API keys), API keys; client ``flood`` limited to
+Stack: xDS and replicas over mTLS (required with API keys), API keys; client ``flood`` limited to
 ``RATE`` req/s with ``BURST``, client ``good`` to 200 req/s. Before the fix one
 ModelStreamInfer stream carried any number of requests for one token. Now the
 inference-limit filter (``caravan.xds.inference_limit``) takes a token per request
@@ -48,6 +48,8 @@ def _spec(tmp: Path, pki: Pki) -> PlatformSpec:
                         "ca_file": str(pki.ca), "client_ca_file": str(pki.ca),
                         "client_cert_file": str(pki.client_cert),
                         "client_key_file": str(pki.client_key)},
+            "upstream_tls": {"ca_file": str(pki.ca), "cert_file": str(pki.client_cert),
+                             "key_file": str(pki.client_key)},
             "api_keys": {"file": str(keys), "rate_limit": {"requests_per_s": 200, "burst": 200},
                          "client_limits": {"flood": {"requests_per_s": RATE, "burst": BURST}}},
         },
@@ -58,7 +60,7 @@ def _spec(tmp: Path, pki: Pki) -> PlatformSpec:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureStack]:
     tmp = tmp_path_factory.mktemp("sec-inference-limit")
     pki = make_pki(tmp / "pki")
-    stack = start_stack(tmp, _spec(tmp, pki), None, 1, mtls_replicas=False, envoy_concurrency=2)
+    stack = start_stack(tmp, _spec(tmp, pki), pki, 1, mtls_replicas=True, envoy_concurrency=2)
     try:
         yield stack
     finally:

@@ -19,6 +19,7 @@ from caravan.xds import security as sec
 
 XDS_MTLS = {"cert_file": "c", "key_file": "k", "ca_file": "a", "client_ca_file": "a",
             "client_cert_file": "cc", "client_key_file": "ck"}
+UPSTREAM_MTLS = {"ca_file": "rca", "cert_file": "ec", "key_file": "ek"}
 JWKS = '{"keys": [{"kty": "RSA", "n": "AQAB", "e": "AQAB"}]}'
 
 
@@ -58,7 +59,7 @@ def test_filter_carries_the_module_inline_on_v8() -> None:
 def _api_key_spec() -> Any:
     spec = parse_spec({
         "models": [{"name": "m", "engine": {"model": "x"}}],
-        "security": {"xds_tls": XDS_MTLS, "api_keys": {
+        "security": {"xds_tls": XDS_MTLS, "upstream_tls": UPSTREAM_MTLS, "api_keys": {
             "file": "/k", "client_limits": {"bob": {"requests_per_s": 1, "burst": 3}}}},
     })
     return sec.with_loaded_keys(spec, {}, lambda _: f"alice: {'a' * 20}\nbob: {'b' * 20}\n")
@@ -76,7 +77,7 @@ def test_api_key_limits_count_inferences_after_the_stream_limit() -> None:
 def test_jwt_limits_count_inferences_per_subject() -> None:
     spec = parse_spec({
         "models": [{"name": "m", "engine": {"model": "x"}}],
-        "security": {"xds_tls": XDS_MTLS, "jwt": {
+        "security": {"xds_tls": XDS_MTLS, "upstream_tls": UPSTREAM_MTLS, "jwt": {
             "issuer": "i", "audiences": ["a"], "jwks_file": "/j",
             "rate_limit": {"requests_per_s": 2, "burst": 4},
             "subject_limits": {"vip": {"requests_per_s": 50, "burst": 60}}}},
@@ -91,7 +92,7 @@ def test_jwt_limits_count_inferences_per_subject() -> None:
 
 def test_no_limit_no_filter() -> None:
     spec = parse_spec({"models": [{"name": "m", "engine": {"model": "x"}}],
-                       "security": {"xds_tls": XDS_MTLS, "api_keys": {"file": "/k"}}})
+                       "security": {"xds_tls": XDS_MTLS, "upstream_tls": UPSTREAM_MTLS, "api_keys": {"file": "/k"}}})
     spec = sec.with_loaded_keys(spec, {}, lambda _: f"alice: {'a' * 20}\n")
     assert il.FILTER_NAME not in [f.name for f in res.http_connection_manager(spec).http_filters]
 
