@@ -69,11 +69,12 @@ from typing import Any
 
 from caravan.autoscaler.handler import PolicyHandler, ScalingDecision
 from caravan.autoscaler.nomad import NomadScaleTarget
-from caravan.autoscaler.policy import ScalingPolicy, policy_for
 from caravan.autoscaler.ports import TargetStatus
 from caravan.nomad.job_json import job_request
 from caravan.nomad.triton_job import job_id, triton_job
 from caravan.spec import EngineArgs, ModelSpec, PlatformSpec
+from caravan.spec.autoscaling import ScalingPolicy, policy_for
+from caravan.spec.strategy_params import LatencySlo, RequestsPerReplica
 
 RESULTS = Path(__file__).parent / "results" / "autoscale.json"
 ROOT = Path(__file__).resolve().parents[1]
@@ -245,12 +246,14 @@ def _crossing(sim: Sim, policy: ScalingPolicy, step_at: int) -> int | None:
     """First second after the step at which the check's signal (as scraped) crosses
     one replica's up threshold: target x (1 + tolerance), or the latency SLO."""
     check = policy.checks[0]
-    params = check.strategy.params
-    if "slo_s" in params:
-        bar, series = float(params["slo_s"]), sim.wait_hist
-    else:
-        bar = float(params["target"]) * (1 + float(params.get("tolerance", 0.1)))
+    strategy = check.strategy
+    if isinstance(strategy, LatencySlo):
+        bar, series = strategy.params.slo_s, sim.wait_hist
+    elif isinstance(strategy, RequestsPerReplica):
+        bar = strategy.params.target * (1 + strategy.params.tolerance)
         series = sim.in_flight_hist
+    else:
+        raise ValueError(f"no crossing for strategy {strategy.name!r}")
     for t in range(step_at, len(series)):
         i = max(t + 1 - sim.scrape_lag_s, 1)
         value = sim.demand(i) if check.signal == "llm_demand" else series[i - 1]

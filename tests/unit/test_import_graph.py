@@ -8,6 +8,7 @@ only ``if TYPE_CHECKING:`` blocks are left out (they never run).
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,7 @@ def _imports(tree: ast.AST, modules: set[str]) -> set[str]:
     return {m for m in found if m in modules}
 
 
+@functools.cache
 def import_graph() -> dict[str, set[str]]:
     """Caravan module -> the Caravan modules it imports."""
     paths = {_module_name(p): p for p in (SRC / "caravan").rglob("*.py")}
@@ -84,13 +86,7 @@ def _spec_modules() -> list[str]:
     return sorted(m for m in import_graph() if m == "caravan.spec" or m.startswith("caravan.spec."))
 
 
-@pytest.mark.parametrize("module", [
-    pytest.param(m, marks=pytest.mark.xfail(
-        strict=True, reason="issue 16: the autoscaling section is still validated by "
-                            "caravan.autoscaler.policy (to move under the spec)"))
-    if m == "caravan.spec.loader" else m
-    for m in [*_spec_modules(), "caravan.errors"]
-])
+@pytest.mark.parametrize("module", [*_spec_modules(), "caravan.errors"])
 def test_the_spec_imports_no_other_package(module: str) -> None:
     upward = {d for d in import_graph()[module]
               if _package_of(d) not in BELOW_EVERYTHING and d != "caravan"}

@@ -1,6 +1,7 @@
 """Policy-driven autoscaler: Prometheus signals in, Nomad job-group (or local replica) scaling out.
 
-policy.py      ScalingPolicy per model (the spec's ``autoscaling:`` section), validate_policy
+Policies are typed in the spec (``caravan.spec.autoscaling``: ScalingPolicy, policy_for).
+
 strategies.py  pure strategies (Nomad Autoscaler's + LLM-native) and vote combination
 checks.py      query -> sample window -> strategy -> vote
 handler.py     per-policy state machine, ``Autoscaler`` runner, ``build_autoscaler``

@@ -16,9 +16,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from caravan.autoscaler.policy import Check, ScalingPolicy
 from caravan.autoscaler.ports import MetricsError, MetricsSource
 from caravan.autoscaler.strategies import Vote, run_strategy
+from caravan.spec.autoscaling import ScalingCheck, ScalingPolicy
 
 Window = tuple[tuple[float, float], ...]
 
@@ -32,13 +32,13 @@ class CheckResult:
     samples: int
 
 
-def vote(policy: ScalingPolicy, check: Check, window: Window, count: int) -> Vote:
+def vote(policy: ScalingPolicy, check: ScalingCheck, window: Window, count: int) -> Vote:
     """The check's vote on ``window`` (oldest first) at replica ``count``. Pure."""
     if not window:
         return _vote(policy, check, error="no samples")
     values = [v for _, v in window]
     try:
-        desired = run_strategy(check.strategy.name, values, count, check.strategy.params)
+        desired = run_strategy(check.strategy, values, count)
     except ValueError as exc:
         return _vote(policy, check, value=values[-1], error=str(exc))
     return _vote(policy, check, value=values[-1], desired=desired)
@@ -46,7 +46,7 @@ def vote(policy: ScalingPolicy, check: Check, window: Window, count: int) -> Vot
 
 def _vote(
     policy: ScalingPolicy,
-    check: Check,
+    check: ScalingCheck,
     *,
     value: float | None = None,
     desired: int | None = None,
@@ -63,7 +63,7 @@ def _vote(
 
 
 def measure(metrics: MetricsSource, query: str, now: float,
-            check: Check) -> tuple[Window, str | None]:
+            check: ScalingCheck) -> tuple[Window, str | None]:
     """The check's window of points ending at ``now``, or ((), error text)."""
     try:
         points = metrics.query_range(query, now - check.query_window_s, now, check.query_step_s)

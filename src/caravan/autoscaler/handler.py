@@ -25,7 +25,7 @@ On its first tick a handler resumes the cooldown of the target's last scaling ev
 (``last_scaled_at``; Nomad keeps it), so a restarted autoscaler does not act at once.
 Starting replicas count as capacity: strategies see ``running + starting``, and a
 scale-up never re-asks for a count the target already has placed. A stepping
-strategy (``strategies.steps_from_count``: target-value, threshold delta/percentage,
+strategy (``ScalingStrategy.steps_from_count``: target-value, threshold delta/percentage,
 latency-slo) reads a signal that starting replicas cannot improve yet, so its
 scale-ups wait (STARTING) until they serve (``hold_steps_while_starting``).
 
@@ -50,7 +50,6 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 from caravan.autoscaler.checks import CheckResult, Window, run_checks
-from caravan.autoscaler.policy import ScalingPolicy, policy_for
 from caravan.autoscaler.ports import (
     MetricsSource,
     NotReadyError,
@@ -58,7 +57,8 @@ from caravan.autoscaler.ports import (
     ScaleTarget,
     TargetStatus,
 )
-from caravan.autoscaler.strategies import Direction, Proposal, combine, steps_from_count
+from caravan.autoscaler.strategies import Direction, Proposal, combine
+from caravan.spec.autoscaling import ScalingPolicy, policy_for
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -269,7 +269,7 @@ def _held_while_starting(policy: ScalingPolicy, prop: Proposal, status: TargetSt
     if prop.direction != "up" or status.starting <= 0 or not policy.hold_steps_while_starting:
         return False
     check = next((c for c in policy.checks if c.name == prop.check), None)
-    return check is not None and steps_from_count(check.strategy.name, check.strategy.params)
+    return check is not None and check.strategy.steps_from_count
 
 
 def after_scale(

@@ -22,7 +22,7 @@ from rich.table import Table
 from caravan.autoscaler.handler import Autoscaler, ScalingDecision, build_autoscaler
 from caravan.autoscaler.local import PrometheusReplicaCounts
 from caravan.autoscaler.nomad import NomadScaleTarget
-from caravan.autoscaler.policy import policy_for
+from caravan.spec.autoscaling import policy_for
 from caravan.autoscaler.ports import MetricsSource, ScaleTarget
 from caravan.autoscaler.prometheus import PrometheusMetricsSource
 from caravan.errors import ConfigError

@@ -1,5 +1,8 @@
 """Scaling strategies: pure functions (samples, current count, params) -> desired count.
 
+Their parameters are typed in the spec (``caravan.spec.strategy_params``), validated
+when the spec loads.
+
 Every strategy has the signature ``(window, count, params) -> int | None``:
 ``window`` holds the check's samples, oldest first, never empty (the latest is
 ``window[-1]``); ``count`` is the current replica count (capacity: running plus
@@ -30,7 +33,7 @@ LLM-native:
 Sizing vs stepping: ``requests-per-replica``, ``fixed-value`` and ``pass-through``
 compute the count from the signal alone (the count only sets the hysteresis band);
 ``target-value``, ``threshold`` (delta / percentage) and ``latency-slo`` step from the
-current count (``steps_from_count``). A stepping strategy must not step again while
+current count (``ScalingStrategy.steps_from_count``). A stepping strategy must not step again while
 the replicas of its last step are still loading: the signal cannot reflect them yet
 (the handler holds such scale-ups, see ``handler.decide``).
 
@@ -44,69 +47,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from caravan.spec.strategy_params import (
+    FixedValueParams,
+    LatencySloParams,
+    PassThroughParams,
+    RequestsPerReplicaParams,
+    ScalingStrategy,
+    TargetValueParams,
+    ThresholdParams,
+)
 
 Direction = Literal["up", "down", "none"]
 
 
-class _Params(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class _Limits(_Params):
-    max_scale_up: int | None = Field(None, ge=1, description="most replicas added in one action")
-    max_scale_down: int | None = Field(
-        None, ge=1, description="most replicas removed in one action"
-    )
-
-
-class TargetValueParams(_Limits):
-    target: float = Field(ge=0)
-    threshold: float = Field(0.01, ge=0)
-
-
-class ThresholdParams(_Params):
-    upper_bound: float | None = None
-    lower_bound: float | None = None
-    delta: int | None = None
-    percentage: float | None = None
-    value: int | None = Field(None, ge=0)
-    within_bounds_trigger: int = Field(5, ge=1)
-
-    @model_validator(mode="after")
-    def _one_action(self) -> ThresholdParams:
-        if self.upper_bound is None and self.lower_bound is None:
-            raise ValueError("upper_bound: give upper_bound, lower_bound or both")
-        actions = [a for a in ("delta", "percentage", "value") if getattr(self, a) is not None]
-        if len(actions) != 1:
-            raise ValueError(
-                f"delta: give exactly one of delta, percentage or value (got {actions})"
-            )
-        return self
-
-
-class FixedValueParams(_Params):
-    value: int = Field(ge=0)
-
-
-class PassThroughParams(_Limits):
-    pass
-
-
-class RequestsPerReplicaParams(_Limits):
-    target: float = Field(gt=0, description="in-flight requests one replica should carry")
-    tolerance: float = Field(0.1, ge=0, lt=1)
-    burst_samples: int = Field(2, ge=1, description="scale-up looks at the mean of the last N")
-
-
-class LatencySloParams(_Params):
-    slo_s: float = Field(gt=0, description="latency objective, seconds")
-    down_ratio: float = Field(0.5, gt=0, lt=1)
-    step_up: int = Field(1, ge=1)
-    step_down: int = Field(1, ge=1)
-
-
-def _limit(new: int, count: int, p: _Limits) -> int | None:
+def _limit(new: int, count: int,
+           p: TargetValueParams | PassThroughParams | RequestsPerReplicaParams) -> int | None:
     """Apply max_scale_up / max_scale_down; None when nothing changes."""
     new = max(new, 0)
     if p.max_scale_up is not None and new > count:
@@ -171,29 +126,7 @@ def latency_slo(window: Sequence[float], count: int, p: LatencySloParams) -> int
     return None
 
 
-def steps_from_count(name: str, params: dict[str, Any]) -> bool:
-    """True when strategy ``name`` computes its scale-up relative to the current count.
-
-    ``target-value`` (ceil(count x factor)), ``threshold`` with ``delta`` or
-    ``percentage``, and ``latency-slo`` (count + step_up) do; sizing strategies
-    (``requests-per-replica``, ``fixed-value``, ``pass-through``, ``threshold`` with
-    ``value``) do not. Unknown names are False.
-    """
-    if name == "threshold":
-        return params.get("value") is None
-    return name in ("target-value", "latency-slo")
-
-
 StrategyFn = Callable[[Sequence[float], int, Any], "int | None"]
-
-PARAMS: dict[str, type[_Params]] = {
-    "target-value": TargetValueParams,
-    "threshold": ThresholdParams,
-    "fixed-value": FixedValueParams,
-    "pass-through": PassThroughParams,
-    "requests-per-replica": RequestsPerReplicaParams,
-    "latency-slo": LatencySloParams,
-}
 
 STRATEGIES: dict[str, StrategyFn] = {
     "target-value": target_value,
@@ -205,48 +138,12 @@ STRATEGIES: dict[str, StrategyFn] = {
 }
 
 
-def parse_params(name: str, params: dict[str, Any]) -> _Params:
-    """Typed params of strategy ``name``. KeyError for an unknown name, ValidationError if bad."""
-    return PARAMS[name].model_validate(params)
-
-
-def params_errors(name: str, params: dict[str, Any]) -> list[str]:
-    """``field: message`` lines for bad params of strategy ``name`` (empty when valid)."""
-    try:
-        parse_params(name, params)
-    except ValidationError as exc:
-        return [_param_error(err) for err in exc.errors()]
-    return []
-
-
-def _param_error(err: Any) -> str:
-    loc = ".".join(str(p) for p in err["loc"])
-    ctx = err.get("ctx") or {}
-    kind = err["type"]
-    if kind == "missing":
-        return f"{loc}: required parameter is missing"
-    if kind == "extra_forbidden":
-        return f"{loc}: unknown parameter"
-    for key, op in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
-        if key in ctx:
-            return f"{loc}: must be {op} {ctx[key]} (got {err['input']!r})"
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    if not loc:  # model-level validator naming its own field ("delta: ...")
-        return msg
-    return f"{loc}: {msg} (got {err['input']!r})"
-
-
-def run_strategy(
-    name: str, window: Sequence[float], count: int, params: dict[str, Any]
-) -> int | None:
-    """Run strategy ``name`` on raw params. Raises ValueError naming the bad parameter."""
+def run_strategy(strategy: ScalingStrategy, window: Sequence[float], count: int) -> int | None:
+    """Run ``strategy`` (typed, validated by the spec) on ``window`` at replica ``count``.
+    Raises ValueError on an empty window."""
     if not window:
-        raise ValueError(f"{name}: no samples to evaluate")
-    try:
-        typed = parse_params(name, params)
-    except ValidationError:
-        raise ValueError(f"{name}: " + "; ".join(params_errors(name, params))) from None
-    return STRATEGIES[name](window, count, typed)
+        raise ValueError(f"{strategy.name}: no samples to evaluate")
+    return STRATEGIES[strategy.name](window, count, strategy.params)
 
 
 @dataclass(frozen=True)

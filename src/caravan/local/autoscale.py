@@ -12,14 +12,13 @@ window at time scale 0.2 lasts 60 s of wall time.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from caravan.autoscaler.handler import build_autoscaler
 from caravan.autoscaler.local import LocalScaleTarget
-from caravan.autoscaler.policy import policy_for
 from caravan.autoscaler.prometheus import PrometheusMetricsSource
 from caravan.local.supervisor import LocalStack
 from caravan.spec import ModelSpec, PlatformSpec
+from caravan.spec.autoscaling import policy_for
 
 POLICY_TIMES = ("evaluation_interval_s", "cooldown_up_s", "cooldown_down_s", "scale_down_stabilization_s")
 MIN_INTERVAL_S = 0.5  # Prometheus scrapes every 1 s locally; faster ticks see nothing new
@@ -34,16 +33,14 @@ def _scaled_model(m: ModelSpec, factor: float) -> ModelSpec:
     policy = policy_for(m)
     if policy is None or m.autoscaling is None:
         return m
-    raw: dict[str, Any] = dict(m.autoscaling)
-    for key in POLICY_TIMES:
-        raw[key] = getattr(policy, key) * factor
-    raw["evaluation_interval_s"] = max(MIN_INTERVAL_S, raw["evaluation_interval_s"])
-    if isinstance(raw.get("checks"), list):
-        raw["checks"] = [
-            {**c, "query_window_s": max(MIN_INTERVAL_S, resolved.query_window_s * factor)}
-            for c, resolved in zip(raw["checks"], policy.checks, strict=True)
-        ]
-    return m.model_copy(update={"autoscaling": raw})
+    times = {key: getattr(policy, key) * factor for key in POLICY_TIMES}
+    times["evaluation_interval_s"] = max(MIN_INTERVAL_S, times["evaluation_interval_s"])
+    checks = tuple(
+        c.model_copy(update={"query_window_s": max(MIN_INTERVAL_S, c.query_window_s * factor)})
+        for c in policy.checks
+    )
+    return m.model_copy(update={"autoscaling": m.autoscaling.model_copy(
+        update={**times, "checks": checks})})
 
 
 async def run_local_autoscaler(stack: LocalStack, stop: asyncio.Event, time_scale: float | None = None) -> None:

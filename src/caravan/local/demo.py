@@ -20,6 +20,7 @@ from caravan.bench import session as bench_session
 from caravan.bench.triton import Target
 from caravan.local.session import LocalSession
 from caravan.local.supervisor import LocalStack
+from caravan.spec.autoscaling import AutoscalingSpec
 
 OUTPUT_TOKENS = dataset.Lengths(300, 0.2)
 INPUT_TOKENS = dataset.Lengths(200, 0.5)
@@ -131,7 +132,7 @@ def run_autoscale_demo(session: LocalSession, console: Console, total_s: float |
     and back down."""
     stack = session.stack
     model = stack.spec.default.name
-    policy_s = (stack.spec.default.autoscaling or {}).get("scale_down_stabilization_s", 300)
+    policy_s = (stack.spec.default.autoscaling or AutoscalingSpec()).scale_down_stabilization_s
     total = total_s or max(60.0, 2.5 * float(policy_s) * stack.options.time_scale)
     console.print(f"running baseline / load step / calm for about {total:.0f} s ...")
     phases, samples = asyncio.run(_autoscale_timeline(stack, model, total))

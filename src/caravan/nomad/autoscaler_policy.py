@@ -1,6 +1,6 @@
 """The stock Nomad Autoscaler's ``policy {}`` for a model's ``scaling`` block. Pure.
 
-Built from the model's Caravan policy (``caravan.autoscaler.policy``), so both
+Built from the model's Caravan policy (``caravan.spec.autoscaling``), so both
 autoscalers run the same checks: the same PromQL (placeholders filled in) from the APM
 plugin named ``prometheus`` over the same ``query_window``, with the same bounds,
 interval and cooldowns. Strategies map to nomad-autoscaler's built-in plugins
@@ -29,12 +29,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from caravan.autoscaler.policy import Check, ScalingPolicy, policy_for
+from pydantic import BaseModel
+
 from caravan.nomad.jobmodel import AutoscalerCheck, AutoscalerPolicy, Number
 from caravan.spec import ModelSpec
+from caravan.spec.autoscaling import ScalingCheck, ScalingPolicy, policy_for
+from caravan.spec.strategy_params import LatencySlo, RequestsPerReplica
 
 APM_SOURCE = "prometheus"  # the apm block's name in the Nomad Autoscaler's agent config
-NATIVE = ("target-value", "threshold", "fixed-value", "pass-through")
 
 
 def autoscaler_policy(model: ModelSpec) -> AutoscalerPolicy | None:
@@ -62,39 +64,42 @@ def _on_error(mode: str | None) -> str | None:
 
 
 def _numbers(params: dict[str, Any]) -> tuple[tuple[str, Number], ...]:
-    return tuple((k, v) for k, v in params.items() if isinstance(v, int | float))
+    """The numeric parameters; a whole float is written as an integer (``16``, not ``16.0``)."""
+    return tuple((k, int(v) if isinstance(v, float) and v.is_integer() else v)
+                 for k, v in params.items() if isinstance(v, int | float))
 
 
-def _checks(policy: ScalingPolicy, check: Check) -> tuple[AutoscalerCheck, ...]:
-    query, name = policy.render(check), check.strategy.name
-    params = check.strategy.params
+def _given(params: BaseModel) -> dict[str, Any]:
+    """The parameters the spec sets (defaults are the plugin's own), in declaration order."""
+    return params.model_dump(exclude_unset=True)
+
+
+def _checks(policy: ScalingPolicy, check: ScalingCheck) -> tuple[AutoscalerCheck, ...]:
+    query, strategy = policy.render(check), check.strategy
     common: dict[str, Any] = {"query_window_s": _seconds(check.query_window_s),
                               "source": APM_SOURCE, "on_error": _on_error(check.on_error)}
-    if name in NATIVE:
-        return (AutoscalerCheck(check.name, query, strategy=name, params=_numbers(params),
-                                group=check.group, **common),)
-    if name == "requests-per-replica":
+    if isinstance(strategy, RequestsPerReplica):
         per_replica = (f"({query}) / clamp_min(sum(envoy_cluster_membership_healthy"
                        f'{{envoy_cluster_name="{policy.cluster}"}}), 1)')
-        tv: dict[str, Any] = {"target": params["target"],
-                              "threshold": params.get("tolerance", 0.1)}
-        tv.update({k: params[k] for k in ("max_scale_up", "max_scale_down") if k in params})
+        p = strategy.params
+        tv: dict[str, Any] = {"target": p.target, "threshold": p.tolerance}
+        tv.update({k: v for k, v in _given(p).items() if k in ("max_scale_up", "max_scale_down")})
         return (AutoscalerCheck(check.name, per_replica, strategy="target-value",
                                 params=_numbers(tv), group=check.group, **common),)
-    if name == "latency-slo":
-        return _latency_slo(check, query, params, common)
-    raise ValueError(f"checks[{check.name}].strategy.name: {name!r} has no Nomad Autoscaler "
-                     "counterpart")
+    if isinstance(strategy, LatencySlo):
+        return _latency_slo(check, query, strategy, common)
+    return (AutoscalerCheck(check.name, query, strategy=strategy.name,
+                            params=_numbers(_given(strategy.params)), group=check.group,
+                            **common),)
 
 
-def _latency_slo(check: Check, query: str, params: dict[str, Any],
+def _latency_slo(check: ScalingCheck, query: str, strategy: LatencySlo,
                  common: dict[str, Any]) -> tuple[AutoscalerCheck, ...]:
-    slo = float(params["slo_s"])
-    ratio = float(params.get("down_ratio", 0.5))
+    p = strategy.params
     points = max(1, math.floor(check.query_window_s))  # a 1 s step: one point per second
     group = check.group or check.name
-    up = {"lower_bound": slo, "delta": int(params.get("step_up", 1)), "within_bounds_trigger": 1}
-    down = {"upper_bound": slo * ratio, "delta": -int(params.get("step_down", 1)),
+    up = {"lower_bound": p.slo_s, "delta": p.step_up, "within_bounds_trigger": 1}
+    down = {"upper_bound": p.slo_s * p.down_ratio, "delta": -p.step_down,
             "within_bounds_trigger": points}
     return (
         AutoscalerCheck(f"{check.name}-up", query, strategy="threshold", params=_numbers(up),

@@ -30,7 +30,7 @@ from typing import Any
 import yaml
 
 from caravan.render import envoy
-from caravan.spec import PlatformSpec
+from caravan.spec import PlatformSpec, spec_document
 
 XDS_SERVICE = "caravan-xds"
 
@@ -72,7 +72,7 @@ def _placeholder(name: str) -> str:
 def platform_yaml(spec: PlatformSpec, xds_ports: bool) -> str:
     """The spec for a control-plane allocation (see module doc). ``xds_ports``: the
     allocation has ports ``xds`` and ``admin`` (the xDS group) to put in ``control_plane``."""
-    data: dict[str, Any] = spec.model_dump(mode="json", exclude_defaults=True)
+    data: dict[str, Any] = spec_document(spec)
     data.pop("local", None)
     for section in ("control_plane", "envoy", "consul", "nomad"):
         data.setdefault(section, {})

@@ -4,33 +4,39 @@ YAML -> pydantic ``PlatformSpec`` -> validated. Every error is reported at once,
 each with its path in the document (``models[1].replicas.max: must be >= min (2)``).
 
 This package sits below every other Caravan package and imports none of them
-(``caravan.errors`` aside). Modules: ``base`` (the frozen base, the error formatter,
-``SpecError``), ``models`` (the model and platform sections), ``security`` (the
-``security:`` section), ``loader`` (``load_spec`` / ``parse_spec``). The names below
-are re-exported, so ``from caravan.spec import PlatformSpec`` is the usual import.
+(``caravan.errors`` aside). Modules: ``base`` (the frozen base, the one error
+formatter, ``SpecError``), ``models`` (a served model's sections), ``autoscaling`` and
+``strategy_params`` (the typed ``autoscaling:`` section, its checks and strategies),
+``security`` (the ``security:`` section), ``sections`` (Envoy, control plane, Consul,
+Nomad, local stack), ``platform`` (``PlatformSpec``), ``cross_field`` (checks spanning
+fields), ``names`` (every derived name), ``loader`` (``load_spec`` / ``parse_spec``).
+Each default is written once, in its model. The names below are re-exported, so
+``from caravan.spec import PlatformSpec`` is the usual import.
 """
 
+from caravan.spec.autoscaling import AutoscalingSpec, ScalingCheck, ScalingPolicy, policy_for
 from caravan.spec.base import Frozen, SpecError, format_errors
-from caravan.spec.loader import load_spec, parse_spec
+from caravan.spec.cross_field import PROGRESS_MARGIN_S, cross_field_errors
+from caravan.spec.loader import load_spec, parse_spec, spec_document
 from caravan.spec.models import (
-    PROGRESS_MARGIN_S,
     SLO_BUCKET_CAPS_MS,
-    ConsulSpec,
-    ControlPlaneSpec,
     EngineArgs,
-    EnvoySpec,
-    LocalSpec,
     ModelSpec,
-    NomadSpec,
-    PlatformSpec,
     ReplicaBounds,
-    Resources,
+    ReplicaResources,
     Routing,
     SimulatorParams,
     SloSpec,
-    cross_field_errors,
-    image_tag_problem,
     is_prime,
+)
+from caravan.spec.platform import PlatformSpec
+from caravan.spec.sections import (
+    ConsulSpec,
+    ControlPlaneSpec,
+    EnvoySpec,
+    LocalSpec,
+    NomadSpec,
+    image_tag_problem,
 )
 from caravan.spec.security import (
     ApiKey,
@@ -42,12 +48,14 @@ from caravan.spec.security import (
     UpstreamTls,
     XdsTls,
 )
+from caravan.spec.strategy_params import ScalingStrategy
 
 __all__ = [
     "PROGRESS_MARGIN_S",
     "SLO_BUCKET_CAPS_MS",
     "ApiKey",
     "ApiKeysSpec",
+    "AutoscalingSpec",
     "ConsulSpec",
     "ControlPlaneSpec",
     "EngineArgs",
@@ -61,8 +69,11 @@ __all__ = [
     "PlatformSpec",
     "RateLimit",
     "ReplicaBounds",
-    "Resources",
+    "ReplicaResources",
     "Routing",
+    "ScalingCheck",
+    "ScalingPolicy",
+    "ScalingStrategy",
     "SecuritySpec",
     "SimulatorParams",
     "SloSpec",
@@ -75,4 +86,6 @@ __all__ = [
     "is_prime",
     "load_spec",
     "parse_spec",
+    "policy_for",
+    "spec_document",
 ]

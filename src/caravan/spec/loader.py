@@ -1,7 +1,8 @@
-"""Reading a spec: YAML text or parsed data -> a validated ``PlatformSpec``.
+"""Reading a spec: YAML text or parsed data -> a validated ``PlatformSpec``, and back.
 
 Every problem is reported at once, each with its path in the document, in a
-``SpecError``. Only ``load_spec`` does I/O (it reads one file).
+``SpecError``. ``spec_document`` is the inverse of ``parse_spec``. Only ``load_spec``
+does I/O (it reads one file).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import yaml
 from pydantic import ValidationError
 
 from caravan.spec.base import SpecError, format_errors
-from caravan.spec.models import PlatformSpec, cross_field_errors
+from caravan.spec.cross_field import cross_field_errors
+from caravan.spec.platform import PlatformSpec
 
 
 def parse_spec(data: Any, source: str = "<spec>") -> PlatformSpec:
@@ -21,28 +23,11 @@ def parse_spec(data: Any, source: str = "<spec>") -> PlatformSpec:
     if not isinstance(data, dict):
         raise SpecError(source, [f"<root>: expected a mapping with a 'models' list, got {type(data).__name__}"])
     try:
-        spec = PlatformSpec.model_validate(data)
+        return PlatformSpec.model_validate(data)
     except ValidationError as exc:
-        errors = format_errors(exc)
+        errors = format_errors(exc, data)
         errors += [e for e in cross_field_errors(data) if e not in errors]
         raise SpecError(source, errors) from None
-    extra = _validate_extensions(spec)
-    if extra:
-        raise SpecError(source, extra)
-    return spec
-
-
-def _validate_extensions(spec: PlatformSpec) -> list[str]:
-    """Validate sections owned by other packages (autoscaling policies). The import is
-    local because caravan.autoscaler.policy itself imports this module."""
-    from caravan.autoscaler.policy import validate_policy
-
-    errors: list[str] = []
-    for i, m in enumerate(spec.models):
-        if m.autoscaling is None:
-            continue
-        errors.extend(f"models[{i}].autoscaling.{e}" for e in validate_policy(m.autoscaling, m))
-    return errors
 
 
 # A spec is a few hundred nodes per model; anchors and aliases may repeat parts of it,
@@ -98,3 +83,26 @@ def load_spec(path: str | Path) -> PlatformSpec:
     except RecursionError:
         raise SpecError(str(path), ["<yaml>: nested too deeply"]) from None
     return parse_spec(data, str(path))
+
+
+def spec_document(spec: PlatformSpec) -> dict[str, Any]:
+    """``spec`` as a JSON-able document that ``parse_spec`` turns back into an equal spec:
+    the fields that differ from their defaults, and each ``autoscaling`` section as it
+    was written (every field given, a whole number without ``.0``)."""
+    data: dict[str, Any] = spec.model_dump(mode="json", exclude_defaults=True)
+    for i, m in enumerate(spec.models):
+        if m.autoscaling is not None:
+            data["models"][i]["autoscaling"] = _whole_numbers(
+                m.autoscaling.model_dump(mode="json", exclude_unset=True))
+    return data
+
+
+def _whole_numbers(value: Any) -> Any:
+    """``value`` with every whole float written as an int (``30.0`` -> ``30``)."""
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

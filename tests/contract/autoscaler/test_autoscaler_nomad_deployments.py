@@ -18,10 +18,10 @@ from tests.fakes.nomad import FakeNomad
 from caravan.autoscaler.handler import PolicyHandler, ScalingDecision
 from caravan.autoscaler.metrics import AutoscalerMetrics
 from caravan.autoscaler.nomad import NomadScaleTarget
-from caravan.autoscaler.policy import policy_for
 from caravan.nomad.job_json import job_request
 from caravan.nomad.triton_job import triton_job
 from caravan.spec import load_spec
+from caravan.spec.autoscaling import policy_for
 
 SPEC = load_spec("examples/platform.yaml")
 MODEL = SPEC.models[0]  # llama-3-8b: replicas 1..4, initial 2, target 16 per replica

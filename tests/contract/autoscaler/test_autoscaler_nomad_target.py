@@ -171,8 +171,8 @@ class _Load:
 
 def test_slow_model_load_does_not_over_scale(fake: FakeNomad) -> None:
     from caravan.autoscaler.handler import PolicyHandler
-    from caravan.autoscaler.policy import policy_for
     from caravan.spec import EngineArgs, ModelSpec
+    from caravan.spec.autoscaling import policy_for
 
     m = ModelSpec(
         name="llama",

@@ -20,11 +20,12 @@ import nomad
 import pytest
 from tests.fakes.nomad import FakeNomad
 
-from caravan.autoscaler.policy import policy_for
 from caravan.autoscaler.strategies import run_strategy
 from caravan.nomad.job_json import job_request
 from caravan.nomad.triton_job import triton_job
 from caravan.spec import load_spec
+from caravan.spec.autoscaling import policy_for
+from caravan.spec.strategy_params import parse_strategy
 
 SPEC = load_spec("examples/platform.yaml")
 MODEL = SPEC.models[0]
@@ -115,8 +116,9 @@ def test_both_autoscalers_ask_the_same_count(replicas: int, demand: float) -> No
     per-replica query (demand / healthy replicas), land on the same count."""
     per_replica = demand / replicas
     stock = _target_value(replicas, per_replica, 16, 0.1)
-    ours = run_strategy("requests-per-replica", [demand], replicas,
-                        {"target": 16, "tolerance": 0.1, "burst_samples": 1})
+    strategy = parse_strategy({"name": "requests-per-replica",
+                               "params": {"target": 16, "tolerance": 0.1, "burst_samples": 1}})
+    ours = run_strategy(strategy, [demand], replicas)
     assert stock == (replicas if ours is None else ours)
 
 

@@ -52,9 +52,9 @@ async def wait_for(cond: object, timeout_s: float) -> float:
 def test_policy_durations_follow_time_scale() -> None:
     scaled = time_scaled(parse_spec(SPEC), 0.5).models[0].autoscaling
     assert scaled is not None
-    assert scaled["scale_down_stabilization_s"] == 2
-    assert scaled["evaluation_interval_s"] == 0.5
-    assert scaled["checks"][0]["query_window_s"] == 1
+    assert scaled.scale_down_stabilization_s == 2
+    assert scaled.evaluation_interval_s == 0.5
+    assert scaled.checks[0].query_window_s == 1
 
 
 def test_load_step_scales_up_then_drains_down_without_errors(tmp_path: Path) -> None:

@@ -23,11 +23,11 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from caravan.autoscaler.policy import ScalingPolicy, policy_for
 from caravan.autoscaler.ports import MetricsError
 from caravan.autoscaler.prometheus import PrometheusMetricsSource
 from caravan.local.process import ChildProcess, free_port, wait_for_port
 from caravan.spec import EngineArgs, ModelSpec
+from caravan.spec.autoscaling import ScalingPolicy, policy_for
 
 pytestmark = [
     pytest.mark.integration,

@@ -13,7 +13,6 @@ from prometheus_client import CollectorRegistry
 
 from caravan.autoscaler.handler import PolicyHandler, build_autoscaler
 from caravan.autoscaler.metrics import AutoscalerMetrics
-from caravan.autoscaler.policy import ScalingPolicy, policy_for
 from caravan.autoscaler.ports import (
     MetricsError,
     NotReadyError,
@@ -22,6 +21,7 @@ from caravan.autoscaler.ports import (
     TargetStatus,
 )
 from caravan.spec import EngineArgs, ModelSpec, parse_spec
+from caravan.spec.autoscaling import ScalingPolicy, policy_for
 
 
 class Clock:

@@ -6,8 +6,21 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from caravan.autoscaler.strategies import Vote, combine, params_errors, run_strategy, steps_from_count
+from caravan.autoscaler.strategies import Vote, combine, run_strategy
+from caravan.spec.base import format_errors
+from caravan.spec.strategy_params import parse_strategy
+
+
+def _strategy_errors(data: dict[str, Any]) -> list[str]:
+    """``path: message`` lines for a bad strategy (empty when it is valid)."""
+    try:
+        parse_strategy(data)
+    except ValidationError as exc:
+        return format_errors(exc, data)
+    return []
+
 
 # (strategy, params, window, count, expected desired or None)
 CASES: list[tuple[str, str, dict[str, Any], list[float], int, int | None]] = [
@@ -153,34 +166,36 @@ CASES: list[tuple[str, str, dict[str, Any], list[float], int, int | None]] = [
 def test_strategy_math(
     strategy: str, params: dict[str, Any], window: list[float], count: int, expected: int | None
 ) -> None:
-    assert run_strategy(strategy, window, count, params) == expected
+    typed = parse_strategy({"name": strategy, "params": params})
+    assert run_strategy(typed, window, count) == expected
 
 
 PARAM_ERRORS = [
-    ("tv-missing-target", "target-value", {}, "target: required parameter is missing"),
-    ("tv-negative", "target-value", {"target": -1}, "target: must be >= 0"),
-    ("rpr-zero", "requests-per-replica", {"target": 0}, "target: must be > 0"),
+    ("tv-missing-target", "target-value", {}, "params.target: required field is missing"),
+    ("tv-negative", "target-value", {"target": -1}, "params.target: must be >= 0"),
+    ("rpr-zero", "requests-per-replica", {"target": 0}, "params.target: must be > 0"),
     (
         "rpr-tolerance",
         "requests-per-replica",
         {"target": 1, "tolerance": 1},
-        "tolerance: must be < 1",
+        "params.tolerance: must be < 1",
     ),
     (
         "th-no-bounds",
         "threshold",
         {"delta": 1},
-        "upper_bound: give upper_bound, lower_bound or both",
+        "params.upper_bound: give upper_bound, lower_bound or both",
     ),
     (
         "th-two-actions",
         "threshold",
         {"lower_bound": 1, "delta": 1, "value": 2},
-        "delta: give exactly one",
+        "params.delta: give exactly one",
     ),
-    ("th-negative-value", "threshold", {"lower_bound": 1, "value": -2}, "value: must be >= 0"),
-    ("unknown-param", "fixed-value", {"value": 1, "valu": 2}, "valu: unknown parameter"),
-    ("slo-ratio", "latency-slo", {"slo_s": 1, "down_ratio": 1.5}, "down_ratio: must be < 1"),
+    ("th-negative-value", "threshold", {"lower_bound": 1, "value": -2}, "params.value: must be >= 0"),
+    ("unknown-param", "fixed-value", {"value": 1, "valu": 2}, "params.valu: unknown field"),
+    ("slo-ratio", "latency-slo", {"slo_s": 1, "down_ratio": 1.5}, "params.down_ratio: must be < 1"),
+    ("unknown-strategy", "magic", {}, "name: unknown 'magic'; expected one of"),
 ]
 
 
@@ -190,10 +205,17 @@ PARAM_ERRORS = [
     ids=[c[0] for c in PARAM_ERRORS],
 )
 def test_bad_params_name_the_field(strategy: str, params: dict[str, Any], needle: str) -> None:
-    errors = params_errors(strategy, params)
+    errors = _strategy_errors({"name": strategy, "params": params})
     assert any(e.startswith(needle) for e in errors), errors
-    with pytest.raises(ValueError, match=needle.split(":")[0]):
-        run_strategy(strategy, [1.0], 1, params)
+
+
+def test_a_missing_strategy_name_is_named() -> None:
+    assert _strategy_errors({"params": {"target": 1}}) == ["name: required field is missing"]
+
+
+def test_params_may_be_left_out_when_none_is_required() -> None:
+    assert _strategy_errors({"name": "pass-through"}) == []
+    assert _strategy_errors({"name": "target-value"}) == ["params.target: required field is missing"]
 
 
 def _v(
@@ -292,7 +314,7 @@ STEPPING = [
     ("name", "params", "steps"), [c[1:] for c in STEPPING], ids=[c[0] for c in STEPPING]
 )
 def test_which_strategies_step_from_the_count(name: str, params: dict[str, Any], steps: bool) -> None:
-    assert steps_from_count(name, params) is steps
+    assert parse_strategy({"name": name, "params": params}).steps_from_count is steps
 
 
 # (id, votes, count, bounds, winning check)

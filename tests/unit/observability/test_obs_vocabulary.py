@@ -13,10 +13,10 @@ from prometheus_client import CollectorRegistry
 
 from caravan.autoscaler.local import PrometheusReplicaCounts
 from caravan.autoscaler.metrics import AutoscalerMetrics
-from caravan.autoscaler.policy import SIGNALS
 from caravan.discovery.consul import DiscoveryMetrics
 from caravan.observability import metric_names as names
 from caravan.observability.promql import metric_names
+from caravan.spec.autoscaling import SIGNALS
 from caravan.triton.vllm_metrics import FAMILY_NAMES
 from caravan.xds.clients import XdsMetrics
 

@@ -1,4 +1,5 @@
-"""Policy schema: defaults from the model, every error at once with section-relative paths."""
+"""The typed ``autoscaling:`` section (caravan.spec.autoscaling): defaults from the model,
+every error at once with its full path, strategies as a discriminated union."""
 
 from __future__ import annotations
 
@@ -8,10 +9,19 @@ from typing import Any
 import pytest
 import yaml
 
-from caravan.autoscaler.policy import SIGNALS, policy_for, validate_policy
 from caravan.spec import EngineArgs, ModelSpec, SpecError, load_spec, parse_spec
+from caravan.spec.autoscaling import SIGNALS, AutoscalingSpec, policy_for
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _errors(autoscaling: Any) -> list[str]:
+    """Every error of a one-model spec whose model has this ``autoscaling`` section."""
+    data = {"models": [{"name": "llama", "engine": {"model": "x"},
+                        "replicas": {"min": 1, "max": 4}, "autoscaling": autoscaling}]}
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    return info.value.errors
 
 
 def _model(autoscaling: dict[str, Any] | None = None) -> ModelSpec:
@@ -42,7 +52,7 @@ ERRORS = [
     (
         "unknown-strategy",
         {"checks": [_check(strategy={"name": "magic"})]},
-        "checks[0].strategy.name: unknown strategy 'magic'",
+        "checks[0].strategy.name: unknown 'magic'; expected one of",
     ),
     (
         "unknown-signal",
@@ -66,14 +76,19 @@ ERRORS = [
         "checks[1].name: duplicate check name 'c'",
     ),
     ("empty-checks", {"checks": []}, "checks: must have at least 1"),
-    ("model-is-derived", {"model": "other"}, "model: is derived from the model"),
+    ("model-is-derived", {"model": "other"}, "model: unknown field"),
+    ("no-strategy-name", {"checks": [_check(strategy={"params": {}})]},
+     "checks[0].strategy.name: required field is missing"),
+    ("missing-param", {"checks": [_check(strategy={"name": "latency-slo"})]},
+     "checks[0].strategy.params.slo_s: required field is missing"),
+    ("max-below-replicas-min", {"max": 0}, "max: must be >= min (1), got 0"),
 ]
 
 
 @pytest.mark.parametrize(("raw", "needle"), [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS])
 def test_errors_name_the_path(raw: dict[str, Any], needle: str) -> None:
-    errors = validate_policy(raw, _model())
-    assert any(e.startswith(needle) for e in errors), errors
+    errors = _errors(raw)
+    assert any(e.startswith("models[0].autoscaling." + needle) for e in errors), errors
 
 
 def test_every_error_is_reported_at_once() -> None:
@@ -86,8 +101,38 @@ def test_every_error_is_reported_at_once() -> None:
             _check(name="d", signal="nope"),
         ],
     }
-    errors = validate_policy(raw, _model())
-    assert len(errors) == 4, errors
+    errors = _errors(raw)
+    assert sorted(errors) == [
+        "models[0].autoscaling.checks[0].strategy.params.target: must be >= 0.0 (got -1)",
+        "models[0].autoscaling.checks[1].signal: unknown signal 'nope'; expected one of "
+        f"{sorted(SIGNALS)}",
+        "models[0].autoscaling.cooldown_down_s: must be >= 0.0 (got -1)",
+        "models[0].autoscaling.max: must be >= min (3), got 2",
+    ]
+
+
+def test_errors_in_the_section_come_with_the_rest_of_the_spec() -> None:
+    data = {"models": [
+        {"name": "a", "engine": {"model": "x"}, "replicas": {"max": 0}},
+        {"name": "b", "engine": {"model": "x"},
+         "autoscaling": {"checks": [_check(), _check()], "evaluation_interval_s": 0}},
+    ], "envoy": {"admin_port": 18000}}
+    with pytest.raises(SpecError) as info:
+        parse_spec(data)
+    assert info.value.errors == [
+        "models[0].replicas.max: must be >= 1 (got 0)",
+        "models[1].autoscaling.evaluation_interval_s: must be > 0.0 (got 0)",
+        "control_plane.xds_port: port 18000 is already used by envoy.admin_port",
+        "models[1].autoscaling.checks[1].name: duplicate check name 'c'",
+    ]
+
+
+def test_the_section_is_typed() -> None:
+    m = _model({"cooldown_down_s": 60, "checks": [_check()]})
+    assert isinstance(m.autoscaling, AutoscalingSpec)
+    assert m.autoscaling.checks[0].strategy.params.target == 8.0  # type: ignore[union-attr]
+    p = policy_for(m)
+    assert p is not None and (p.cooldown_up_s, p.cooldown_down_s) == (60.0, 60.0)
 
 
 def test_defaults_come_from_the_model() -> None:
