@@ -22,7 +22,6 @@ from rich.table import Table
 from caravan.autoscaler.handler import Autoscaler, ScalingDecision, build_autoscaler
 from caravan.autoscaler.local import PrometheusReplicaCounts
 from caravan.autoscaler.nomad import NomadScaleTarget
-from caravan.spec.autoscaling import policy_for
 from caravan.autoscaler.ports import MetricsSource, ScaleTarget
 from caravan.autoscaler.prometheus import PrometheusMetricsSource
 from caravan.errors import ConfigError
@@ -30,6 +29,7 @@ from caravan.exits import FAILED
 from caravan.logs import setup_logging
 from caravan.nomad.client import nomad_client, resolve_settings
 from caravan.spec import PlatformSpec
+from caravan.spec.autoscaling import policy_for
 
 COUNTS_FROM = ("nomad", "prometheus")
 

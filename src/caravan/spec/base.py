@@ -39,7 +39,7 @@ _MESSAGES = {
     "less_than_equal": "must be <= {le}",
     "missing": "required field is missing",
     "extra_forbidden": "unknown field",
-    "string_too_short": "must not be empty",
+    "string_too_short": "must have at least {min_length} character(s)",
     "too_short": "must have at least {min_length} item(s)",
     "literal_error": "must be one of {expected}",
 }
@@ -80,6 +80,8 @@ def _message(err: ErrorDetails) -> str:
         return f"{key}: unknown {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
     if kind == "union_tag_not_found":
         return f"{str(ctx.get('discriminator', 'name')).strip(chr(39))}: required field is missing"
+    if kind == "string_too_short" and ctx.get("min_length") == 1:
+        return "must not be empty"
     template = _MESSAGES.get(kind)
     msg = template.format(**ctx) if template else str(err["msg"]).removeprefix("Value error, ")
     value = err.get("input")

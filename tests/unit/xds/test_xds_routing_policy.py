@@ -110,8 +110,9 @@ def test_descriptor_set_declares_the_bytes_fields_as_string() -> None:
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
-    ("policy", "random", "Input should be 'session', 'prefix', 'least_request' or 'round_robin'"),
-    ("prefix_tokens", 0, "Input should be greater than or equal to 1"),
+    ("policy", "random",
+     "must be one of 'session', 'prefix', 'least_request' or 'round_robin' (got 'random')"),
+    ("prefix_tokens", 0, "must be >= 1 (got 0)"),
 ], ids=["unknown-policy", "zero-prefix-tokens"])
 def test_spec_refuses_bad_routing(field: str, value: Any, message: str) -> None:
     with pytest.raises(SpecError) as err:
