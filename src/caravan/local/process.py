@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
 import os
 import shutil
 import signal
@@ -36,38 +35,33 @@ _RECENT_PORTS = 4096  # remembered hand-outs: far more than a stack starts at on
 _HANDED_OUT: collections.deque[int] = collections.deque(maxlen=_RECENT_PORTS)
 _HANDED_OUT_LOCK = threading.Lock()
 PARENT_DEATH_SIGNAL = signal.SIGTERM
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 # Forks every child; its thread lives as long as this process (see the module docstring).
 _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="caravan-spawner")
+# Runs in the child before the real program: asks the kernel for the signal when the
+# forking thread dies (PR_SET_PDEATHSIG = 1), ends at once if the parent is already gone,
+# then execs argv[3:] (same PID, environment kept). A shim rather than ``preexec_fn``:
+# Python code between fork and exec runs os.register_at_fork hooks, and grpc's aborts
+# the child (seen: SIGABRT, "epoll_wait error: Bad file descriptor").
+_DEATH_SHIM = (
+    "import ctypes, os, sys\n"
+    "sig = int(sys.argv[2])\n"
+    "ctypes.CDLL(None).prctl(1, sig, 0, 0, 0)\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    os.kill(os.getpid(), sig)\n"
+    "os.execvp(sys.argv[3], sys.argv[3:])\n"
+)
 
 
-def _prctl() -> Callable[..., int] | None:
-    """libc's prctl, resolved before any fork (None off Linux)."""
+def die_with_parent(argv: Sequence[str], env: Mapping[str, str]) -> list[str]:
+    """``argv`` wrapped so its process gets ``PARENT_DEATH_SIGNAL`` when this process
+    dies (Linux; elsewhere ``argv`` unchanged). FileNotFoundError now, in this process,
+    when ``argv[0]`` is not an executable on ``env``'s PATH."""
+    if shutil.which(argv[0], path=env.get("PATH", os.defpath)) is None:
+        raise FileNotFoundError(f"{argv[0]!r}: no such executable")
     if not sys.platform.startswith("linux"):
-        return None
-    fn = ctypes.CDLL(None, use_errno=True).prctl
-    fn.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_PRCTL = _prctl()
-
-
-def _die_with_parent(parent: int) -> Callable[[], None] | None:
-    """A ``preexec_fn`` that asks the kernel for ``PARENT_DEATH_SIGNAL`` when the
-    forking thread dies, and ends the child at once if ``parent`` is already gone."""
-    prctl = _PRCTL
-    if prctl is None:
-        return None
-    sig = int(PARENT_DEATH_SIGNAL)
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), sig)
-
-    return preexec
+        return list(argv)
+    return [sys.executable, "-I", "-S", "-c", _DEATH_SHIM, str(os.getpid()),
+            str(int(PARENT_DEATH_SIGNAL)), *argv]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -162,8 +156,8 @@ class ChildProcess:
         process dies, not when the calling thread ends)."""
         def popen() -> subprocess.Popen[bytes]:
             return subprocess.Popen(
-                self.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.env, start_new_session=True, preexec_fn=_die_with_parent(os.getpid()),
+                die_with_parent(self.argv, self.env), stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, env=self.env, start_new_session=True,
             )
 
         return _SPAWNER.submit(popen).result()

@@ -48,7 +48,7 @@ def test_child_started_from_a_thread_that_ends_keeps_running() -> None:
     (child,) = box
     try:
         time.sleep(0.3)  # a parent-death signal tied to the ended thread would have fired by now
-        assert child.alive()
+        assert child.alive(), child.proc.poll() if child.proc else None
     finally:
         child.stop(grace_s=2)
 
