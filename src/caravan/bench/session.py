@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -175,7 +175,7 @@ def header_names(
             session_header or served.routing.session_header)
 
 
-def api_key(path: Path | None, environ: os._Environ[str] | dict[str, str]) -> str:
+def api_key(path: Path | None, environ: Mapping[str, str]) -> str:
     """The API key from ``--api-key-file`` or ``$CARAVAN_API_KEY`` ("" when neither);
     raises ConfigError naming the option (never the key)."""
     if path is None:
