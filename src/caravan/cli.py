@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -123,6 +123,11 @@ class LazyGroup(TyperGroup):
 
     listing = False  # True while this group's own help is being formatted
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # stand-ins (name and help only): what the help lists and typos are matched against
+        self.commands.update({name: TyperCommand(name, help=e.help) for name, e in COMMANDS.items()})
+
     def list_commands(self, ctx: Context) -> list[str]:
         return list(COMMANDS)
 
@@ -130,7 +135,7 @@ class LazyGroup(TyperGroup):
         if cmd_name not in COMMANDS:
             return None
         if self.listing:
-            return TyperCommand(cmd_name, help=COMMANDS[cmd_name].help)
+            return self.commands[cmd_name]
         return load_command(cmd_name)
 
     def format_help(self, ctx: Context, formatter: HelpFormatter) -> None:

@@ -37,3 +37,5 @@ def test_commands_run_and_show_their_own_help() -> None:
     assert result.exit_code == 0 and "--workload" in result.output
     result = runner.invoke(app, ["no-such-command"])
     assert result.exit_code == 2 and "No such command" in result.output
+    result = runner.invoke(app, ["benhc"])
+    assert result.exit_code == 2 and "Did you mean 'bench'?" in result.output
