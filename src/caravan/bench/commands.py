@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from caravan.bench import compare as cmp
-from caravan.bench import plots, results, session
+from caravan.bench import plots, session
 from caravan.bench.config import BenchConfig
 from caravan.errors import ConfigError
 from caravan.exits import FAILED, errors_exit
@@ -27,11 +27,6 @@ bench_app = typer.Typer(
     no_args_is_help=False,
     invoke_without_command=True,
 )
-
-
-def _fail(msg: str) -> typer.Exit:
-    typer.echo(f"error: {msg}", err=True)
-    return typer.Exit(2)
 
 
 def _default(name: str) -> Any:
@@ -172,27 +167,13 @@ def compare(
     plot: Annotated[Path | None, typer.Option(help="write an overlay PNG here")] = None,
 ) -> None:
     """Print runs side by side with ratios to the first; optionally plot them together."""
-
-    try:
-        loaded = [results.read_json(p) for p in runs]
-    except OSError as exc:
-        raise _fail(f"{exc.filename}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
-    names = labels.split(",") if labels else [_default_label(p, runs) for p in runs]
-    if len(names) != len(runs):
-        raise _fail(f"--labels: got {len(names)} labels for {len(runs)} runs")
+    with errors_exit("error"):
+        loaded, names = cmp.load_runs(runs, labels)
     console = session.console()
     console.print(cmp.compare_table(loaded, names))
     if plot is not None:
         plots.plot_runs(loaded, names, plot)
         console.print(f"wrote {plot}")
-
-
-def _default_label(p: Path, runs: list[Path]) -> str:
-    """The file stem, or its directory's name when every file has the same stem."""
-    stems = {r.stem for r in runs}
-    return p.parent.name if len(stems) < len(runs) and p.parent.name else p.stem
 
 
 def register(app: typer.Typer) -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.table import Table
 
-from caravan.bench.results import LevelResult, SweepResult
+from caravan.bench.results import LevelResult, SweepResult, read_json
 from caravan.bench.stats import Summary
+from caravan.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -97,3 +99,24 @@ def compare_table(results: Sequence[SweepResult], labels: Sequence[str]) -> Tabl
     for row in compare_rows(results):
         table.add_row(*row)
     return table
+
+
+def load_runs(paths: Sequence[Path], labels: str | None) -> tuple[list[SweepResult], list[str]]:
+    """The runs in ``paths`` and their labels: ``labels`` (comma-separated, one per run),
+    else each file's stem, or its directory's name when every file has the same stem.
+    ConfigError names the unreadable file or the label count."""
+    try:
+        loaded = [read_json(p) for p in paths]
+    except OSError as exc:
+        raise ConfigError(f"{exc.filename}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    names = labels.split(",") if labels else [_default_label(p, paths) for p in paths]
+    if len(names) != len(paths):
+        raise ConfigError(f"--labels: got {len(names)} labels for {len(paths)} runs")
+    return loaded, names
+
+
+def _default_label(p: Path, paths: Sequence[Path]) -> str:
+    stems = {r.stem for r in paths}
+    return p.parent.name if len(stems) < len(paths) and p.parent.name else p.stem

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from bench_samples import level, sweep_result
 from rich.console import Console
@@ -88,3 +90,20 @@ def test_compare_rows_side_by_side_with_ratios() -> None:
 def test_compare_table_label_mismatch() -> None:
     with pytest.raises(ValueError, match="one label per run"):
         compare_table([sweep_result()], ["a", "b"])
+
+
+def test_load_runs_labels_and_errors(tmp_path: Path) -> None:
+    from caravan.bench.compare import load_runs
+    from caravan.bench.results import write_json
+    from caravan.errors import ConfigError
+
+    paths = [tmp_path / d / "bench.json" for d in ("base", "new")]
+    for p in paths:
+        write_json(sweep_result(), p)
+    loaded, names = load_runs(paths, None)
+    assert len(loaded) == 2 and names == ["base", "new"]  # same stem: the directories name them
+    assert load_runs(paths, "a,b")[1] == ["a", "b"]
+    with pytest.raises(ConfigError, match="--labels: got 1 labels for 2 runs"):
+        load_runs(paths, "a")
+    with pytest.raises(ConfigError, match=r"missing\.json: No such file"):
+        load_runs([tmp_path / "missing.json"], None)
