@@ -106,6 +106,9 @@ TOO_MANY_CONNS = (
     f"Content-Length: {len(_TOO_MANY_MSG)}\r\nConnection: close\r\n\r\n{_TOO_MANY_MSG}"
 ).encode()
 NODE_MAINT_ID = "_node_maintenance"
+TABLES = ("checks", "services", "nodes")
+CHECK_STATES = ("any", "passing", "warning", "critical")
+_BEXPR_TERM = re.compile(r'^ServiceName == "((?:[^"\\]|\\.)*)"$')
 _RULE = re.compile(r'(service|service_prefix|node|node_prefix|agent|agent_prefix)\s+"([^"]*)"'
                    r'\s*\{\s*policy\s*=\s*"(read|write|deny|list)"\s*\}')
 _TRUE = ("1", "t", "T", "TRUE", "true", "True")
@@ -219,6 +222,11 @@ class ConsulFake:
         self._checks: dict[tuple[str, str], dict[str, Any]] = {}  # (node, check id) -> check
         self._svc_index: dict[str, int] = {}  # service name -> modify index
         self._extinction = 0  # raft index of the last service extinction (0: never)
+        # per table: the index entry (``indexUpdateMaxTxn``) and a content version (bumped
+        # when the table itself is written: what a blocked query's memdb watch fires on)
+        self._table_index = dict.fromkeys(TABLES, 10)
+        self._table_version = dict.fromkeys(TABLES, 0)
+        self._abandon = 0  # bumped by reset_index (a snapshot restore's AbandonCh)
         self._raw: dict[str, list[Any]] = {}
         self._tokens: dict[str, Authorizer] = {}
         self._anonymous = ""
@@ -337,12 +345,25 @@ class ConsulFake:
             if node in self._nodes:
                 return
             idx = self._next_index()
+            self._write(idx, "nodes", "checks")
             self._nodes[node] = {"ID": "", "Node": node, "Address": address,
                                  "Datacenter": self.datacenter, "TaggedAddresses": {},
                                  "Meta": {}, "CreateIndex": idx, "ModifyIndex": idx}
             self._checks[(node, "serfHealth")] = self._check_doc(
                 node, "serfHealth", "Serf Health Status", "passing", None, idx,
                 output="Agent alive and reachable")
+
+    def set_node_address(self, node: str, address: str) -> None:
+        """Re-register ``node`` with a new address (``ensureNodeTxn``): a nodes-table write;
+        every service on the node gets a new index (``catalogInsertNode`` ->
+        ``updateAllServiceIndexesOfNode``); neither the services nor the checks table moves."""
+        with self._cond:
+            idx = self._next_index()
+            self._nodes[node].update(Address=address, ModifyIndex=idx)
+            self._write(idx, "nodes")
+            for (n, _), svc in self._services.items():
+                if n == node:
+                    self._svc_index[svc["Service"]] = idx
 
     def register(self, name: str, service_id: str | None = None, *, port: int = 8001,
                  address: str = "", tags: list[str] | None = None,
@@ -369,8 +390,10 @@ class ConsulFake:
         weights = _weights(body.get("weights"))
         listed = body.get("checks") or ([body["check"]] if body.get("check") else [])
         with self._cond:
-            self._drop_service(node, sid)
+            had_checks = self._drop_service(node, sid)
             idx = self._bump(name)
+            self._write(idx, "services", *(["checks"] if listed or had_checks else []))
+            self._table_index["nodes"] = idx  # catalogInsertService: index only, no wake
             svc: dict[str, Any] = {
                 "ID": sid, "Service": name, "Tags": list(body.get("tags") or []),
                 "Address": body.get("address", ""), "Meta": dict(body.get("meta") or {}),
@@ -394,8 +417,11 @@ class ConsulFake:
                 raise _HttpError(404, f'Unknown service ID "{service_id}". Ensure that the '
                                       "service ID is passed, not the service name.")
             name = svc["Service"]
-            self._drop_service(node, service_id)
+            had_checks = self._drop_service(node, service_id)
             idx = self._bump(name)
+            self._write(idx, "services", *(["checks"] if had_checks else []))
+            self._table_index["nodes"] = idx  # deleteServiceTxn: index only, no wake
+            self._table_index["checks"] = idx  # catalogUpdateCheckIndexes, always
             if not any(s["Service"] == name for s in self._services.values()):
                 self._svc_index.pop(name, None)  # the service is extinct
                 self._extinction = idx
@@ -423,6 +449,7 @@ class ConsulFake:
             if check is None:
                 raise _HttpError(404, f'Unknown check ID "{check_id}"')
             idx = self._bump_for_check(check)
+            self._write(idx, "checks")
             check.update(Status=status, Output=output, ModifyIndex=idx)
 
     def node_check(self, node: str, status: str, check_id: str = "serfHealth") -> None:
@@ -436,6 +463,7 @@ class ConsulFake:
                 check = self._checks[(node, check_id)] = self._check_doc(
                     node, check_id, check_id, status, None, self._index)
             idx = self._bump_for_check(check)
+            self._write(idx, "checks")
             check.update(Status=status, ModifyIndex=idx)
 
     def node_maintenance(self, on: bool, reason: str = "", node: str | None = None) -> None:
@@ -448,9 +476,13 @@ class ConsulFake:
                                    "was provided. This is a default message.")
                 self._checks[key] = self._check_doc(node, NODE_MAINT_ID, "Node Maintenance Mode",
                                                     "critical", None, self._index, notes=notes)
-                self._bump_for_check(self._checks[key])
+                idx = self._bump_for_check(self._checks[key])
+                self._checks[key].update(CreateIndex=idx, ModifyIndex=idx)
+                self._write(idx, "checks")
             elif key in self._checks:
-                self._bump_for_check(self._checks.pop(key))
+                idx = self._bump_for_check(self._checks.pop(key))
+                self._write(idx, "checks")
+                self._table_index["services"] = idx  # deleteCheckTxn of a node check
 
     def maintenance(self, service_id: str, on: bool, reason: str = "",
                     node: str | None = None) -> None:
@@ -466,14 +498,15 @@ class ConsulFake:
                 idx = self._bump(svc["Service"])
                 self._checks[key] = self._check_doc(node, key[1], "Service Maintenance Mode",
                                                     "critical", svc, idx, notes=notes)
+                self._write(idx, "checks")
             elif self._checks.pop(key, None) is not None:
-                self._bump(svc["Service"])
+                self._write(self._bump(svc["Service"]), "checks")
 
     def inject_raw(self, service: str, entry: Any) -> None:
         """Add ``entry`` verbatim to ``service``'s health response (malformed-data tests)."""
         with self._cond:
             self._raw.setdefault(service, []).append(entry)
-            self._bump(service)
+            self._write(self._bump(service), "services")  # as an instance written
 
     def reset_index(self, to: int = 1) -> None:
         """Make every index go backwards (as after a raft snapshot restore)."""
@@ -481,6 +514,8 @@ class ConsulFake:
             self._index = to
             self._svc_index = dict.fromkeys(self._svc_index, to)
             self._extinction = min(self._extinction, to)
+            self._table_index = dict.fromkeys(TABLES, to)
+            self._abandon += 1  # blocked queries answer at once, with the lower index
             self._cond.notify_all()
 
     def stall(self, on: bool = True) -> None:
@@ -538,10 +573,19 @@ class ConsulFake:
                 "Interfaces": None, "ExposedPort": 0, "Definition": {},
                 "CreateIndex": idx, "ModifyIndex": idx}
 
-    def _drop_service(self, node: str, sid: str) -> None:
+    def _drop_service(self, node: str, sid: str) -> bool:
+        """Remove an instance and its checks; True when it had checks."""
         self._services.pop((node, sid), None)
-        for key in [k for k, v in self._checks.items() if k[0] == node and v["ServiceID"] == sid]:
+        keys = [k for k, v in self._checks.items() if k[0] == node and v["ServiceID"] == sid]
+        for key in keys:
             del self._checks[key]
+        return bool(keys)
+
+    def _write(self, idx: int, *tables: str) -> None:
+        """Tables written at raft index ``idx``: their index entries and contents change."""
+        for table in tables:
+            self._table_index[table] = idx
+            self._table_version[table] += 1
 
     def _entries(self, service: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -571,6 +615,81 @@ class ConsulFake:
                     return self._answer(service, auth, token, q, index)
                 self._cond.wait(remaining if remaining > 0 else 0.05)
 
+    # ---- datacenter-wide reads: /v1/health/state/:state, /v1/catalog/{services,nodes} --------
+    def _blocking_read(self, table: str, q: _Query, token: str, generation: int,
+                       render: Callable[[Authorizer], tuple[Any, bool]]) -> _Answer | None:
+        """``blockingquery.Query`` over one table: answer at once when the table's index is
+        above ``?index``; else wait until the table is written (its memdb watch fires) with
+        the index past ``?index``, a snapshot restore (``AbandonCh``) or the wait's end, and
+        answer with the index then. An index bump without a write (``catalogInsertService``
+        on the nodes entry) wakes nothing. ``render`` -> (body, filtered by ACLs)."""
+        deadline = time.monotonic() + q.wait_s + self._rng.uniform(0, q.wait_s / 16)
+        with self._cond:
+            abandon, seen = self._abandon, None
+            while True:
+                if generation != self._generation:
+                    return None
+                self._route_rpc(q, generation)
+                auth = self._authorizer(token)
+                index, version = self._table_index[table], self._table_version[table]
+                remaining = deadline - time.monotonic()
+                if (q.min_index == 0 or self._abandon != abandon or remaining <= 0
+                        or (version != seen and index > q.min_index)):
+                    body, filtered = render(auth)
+                    return _Answer(200, body, self._meta(index, q, filtered and token != ""))
+                seen = version
+                self._cond.wait(remaining)
+
+    def _checks_in_state(self, state: str, q: _Query, flt: frozenset[str] | None, token: str,
+                         generation: int) -> _Answer | None:
+        """``Health.ChecksInState``: ``state`` any or one status (``checksInStateTxn``), the
+        ``?filter`` first, then ``aclFilter.filterHealthChecks`` (node:read on the check's
+        node and, for a service check, service:read on its service)."""
+        if state not in CHECK_STATES:
+            raise _HttpError(400, f"Bad check state: {state}")
+
+        def render(auth: Authorizer) -> tuple[Any, bool]:
+            checks = [dict(c) for _, c in sorted(self._checks.items())
+                      if state == "any" or c["Status"] == state]
+            checks = [c for c in checks if flt is None or c["ServiceName"] in flt]
+            kept = [c for c in checks if auth.allows("node", c["Node"])
+                    and (not c["ServiceName"] or auth.allows("service", c["ServiceName"]))]
+            return kept, len(kept) < len(checks)
+        return self._blocking_read("checks", q, token, generation, render)
+
+    def _catalog_services(self, q: _Query, flt: frozenset[str] | None, token: str,
+                          generation: int) -> _Answer | None:
+        """``Catalog.ListServices``: name -> tags of every instance (``servicesTagsByName``),
+        ``?filter`` over the instances first, then ``filterServices`` (service:read)."""
+        def render(auth: Authorizer) -> tuple[Any, bool]:
+            tags: dict[str, set[str]] = {}
+            for svc in self._services.values():
+                if flt is None or svc["Service"] in flt:
+                    tags.setdefault(svc["Service"], set()).update(svc["Tags"])
+            kept = {n: sorted(t) for n, t in sorted(tags.items()) if auth.allows("service", n)}
+            return kept, len(kept) < len(tags)
+        return self._blocking_read("services", q, token, generation, render)
+
+    def _catalog_nodes(self, q: _Query, token: str, generation: int) -> _Answer | None:
+        """``Catalog.ListNodes``: every node, then ``filterNodes`` (node:read)."""
+        def render(auth: Authorizer) -> tuple[Any, bool]:
+            nodes = [dict(n) for _, n in sorted(self._nodes.items())]
+            kept = [n for n in nodes if auth.allows("node", n["Node"])]
+            return kept, len(kept) < len(nodes)
+        return self._blocking_read("nodes", q, token, generation, render)
+
+    def _meta(self, index: int, q: _Query, filtered: bool) -> dict[str, str]:
+        """``setMeta``: index (never 0), last contact, known leader, consistency, and the
+        filtered flag only when true."""
+        leaderless = self._leader.state != "ok"
+        headers = {"X-Consul-Index": str(max(index, 1)),
+                   "X-Consul-LastContact": str(self._last_contact_ms()),
+                   "X-Consul-KnownLeader": "false" if leaderless else "true",
+                   "X-Consul-Effective-Consistency": "stale" if q.stale else "leader"}
+        if filtered:
+            headers["X-Consul-Results-Filtered-By-ACLs"] = "true"
+        return headers
+
     def _route_rpc(self, q: _Query, generation: int) -> None:
         """The agent's RPC path: no servers, wrong DC, no leader (held, then 500)."""
         if self._leader.state == "no_servers":
@@ -593,13 +712,7 @@ class ConsulFake:
         entries = self._entries(service)
         kept = [e for e in entries if auth.allows("node", e["Node"]["Node"])
                 and auth.allows("service", e["Service"]["Service"])]
-        leaderless = self._leader.state != "ok"
-        headers = {"X-Consul-Index": str(max(index, 1)),
-                   "X-Consul-LastContact": str(self._last_contact_ms()),
-                   "X-Consul-KnownLeader": "false" if leaderless else "true",
-                   "X-Consul-Effective-Consistency": "stale" if q.stale else "leader"}
-        if len(kept) < len(entries) and token != "":
-            headers["X-Consul-Results-Filtered-By-ACLs"] = "true"
+        headers = self._meta(index, q, len(kept) < len(entries) and token != "")
         if q.passing:
             kept = [e for e in kept if all(c["Status"] == "passing" for c in e["Checks"])]
         return _Answer(200, kept + list(self._raw.get(service, [])), headers)
@@ -685,6 +798,21 @@ def _parse_query(query: dict[str, list[str]]) -> _Query:
         raise _HttpError(400, "Invalid wait time") from None
     return _Query(int(raw_index or 0), min(wait_s, MAX_WAIT_S), query.get("dc", [""])[0],
                   "stale" in query, _flag(query, "passing"))
+
+
+def parse_filter(text: str) -> frozenset[str] | None:
+    """The subset of go-bexpr discovery sends: ``ServiceName == "a" or ServiceName == "b"``
+    -> the names (None: no filter). Anything else is 400, as a filter bexpr cannot parse
+    (``bexpr.CreateFilter`` errors are returned before the query runs)."""
+    if not text:
+        return None
+    names = []
+    for term in text.split(" or "):
+        m = _BEXPR_TERM.match(term.strip())
+        if m is None:
+            raise _HttpError(400, f"Failed to create boolean expression evaluator: {term!r}")
+        names.append(re.sub(r"\\(.)", r"\1", m.group(1)))
+    return frozenset(names)
 
 
 def _flag(query: dict[str, list[str]], name: str) -> bool:
@@ -814,6 +942,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(answer.code, json.dumps(answer.body).encode(), "application/json",
                         answer.headers)
             return
+        if method == "GET" and (path.startswith("/v1/health/state/")
+                                or path in ("/v1/catalog/services", "/v1/catalog/nodes")):
+            self._send(self._catalog_read(path, query, token, generation))
+            return
         if path == "/v1/agent/self" and method == "GET":
             self._reply(200, json.dumps(fake._agent_self(token)).encode(), "application/json")
             return
@@ -824,6 +956,26 @@ class _Handler(BaseHTTPRequestHandler):
             auth = fake._authorizer(token)
         _AgentWrite(fake, auth).dispatch(path.removeprefix("/v1/agent/"), query, body)
         self._reply(200, b"", "text/plain")
+
+    def _catalog_read(self, path: str, query: dict[str, list[str]], token: str,
+                      generation: int) -> _Answer | None:
+        fake, q = self.fake, _parse_query(query)
+        flt = parse_filter(query.get("filter", [""])[0])
+        if path.startswith("/v1/health/state/"):
+            return fake._checks_in_state(path.removeprefix("/v1/health/state/"), q, flt, token,
+                                         generation)
+        if path == "/v1/catalog/services":
+            return fake._catalog_services(q, flt, token, generation)
+        if flt is not None:
+            raise _HttpError(400, "the fake supports ?filter on ServiceName only")
+        return fake._catalog_nodes(q, token, generation)
+
+    def _send(self, answer: _Answer | None) -> None:
+        if answer is None:
+            self.close_connection = True  # dropped: the client sees the connection close
+            return
+        self._reply(answer.code, json.dumps(answer.body).encode(), "application/json",
+                    answer.headers)
 
     def _reply(self, code: int, body: bytes, ctype: str,
                headers: dict[str, str] | None = None) -> None:

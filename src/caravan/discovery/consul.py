@@ -1,10 +1,12 @@
 """``ConsulReplicaSource``: replicas of each model from Consul's health API.
 
-One blocking-query loop per model on ``GET /v1/health/service/<prefix><model>``, each
-query run in its own daemon thread so the event loop never blocks (not
-``asyncio.to_thread``: the default executor has ~cpu+4 workers, one blocking query per
-model would starve it, and its threads are joined at exit). Every model shares one
-HTTP client and connection pool (``caravan.discovery.consul_http``).
+Three datacenter-wide blocking queries (``caravan.discovery.consul_watch``: the checks, the
+service instances and the nodes of the catalog) tell which models may have changed; those
+models' ``GET /v1/health/service/<prefix><model>`` is then read without blocking, one
+model at a time. So the process holds four HTTP connections to the agent whatever the
+model count (one shared pool, ``caravan.discovery.consul_http``). Each query runs in its
+own daemon thread so the event loop never blocks (not ``asyncio.to_thread``: its threads
+are joined at exit, and a blocked query may last ``wait_s``).
 
 Contract (see ``ReplicaSource``): for each model, the first usable answer yields its
 current ``ReplicaSet``; later yields happen only when the published set changes. A query
@@ -12,27 +14,35 @@ that fails -- Consul unreachable, leaderless, rate limiting, an ACL problem, a
 configuration error (``caravan.discovery.consul_outcome`` has the classification, taken
 from Consul's source) -- never changes what was published: the consumer keeps the last
 good set. An answer filtered by ACLs, or empty under a deny policy with no token, is such
-a failure, never "no replicas". Each failed query increments
-``caravan_discovery_errors_total{model}`` and ``caravan_discovery_failures_total{model,
-kind}``; ``caravan_discovery_up{model}`` is 0 until the next usable answer; one WARNING
-line per model names the kind, Consul's text and the fix when the kind changes (repeats
-are DEBUG), and one INFO line reports the recovery. ``problems()`` lists the models in
-trouble for ``/readyz``.
+a failure, never "no replicas". A failed read of a model, or a failed watch (which leaves
+every model's view stale), increments ``caravan_discovery_errors_total{model}`` and
+``caravan_discovery_failures_total{model,kind}`` of the models concerned;
+``caravan_discovery_up{model}`` is 0 until the next successful read of the model; one
+WARNING line per model names the kind, Consul's text and the fix when the
+kind changes (repeats are DEBUG), and one INFO line reports the recovery. ``problems()``
+lists the models in trouble for ``/readyz``.
 
 Retry delays depend on the kind (``RetryPolicy``): about a second at most while Consul is
 unreachable or leaderless, so a change made once it is back reaches Envoy within a second
-whatever the outage lasted. The last index is kept across errors (Consul's blocking-query
-rules only reset it when it goes backwards); the first query after an error waits at most
-``probe_wait_s``, so recovery is confirmed quickly even when nothing changed. Queries of a
-model are rate limited by a token bucket (``query_rate_per_s``, ``query_burst``), as
-Consul's blocking-query guide asks.
+whatever the outage lasted. A watch keeps its last index across errors (Consul's
+blocking-query rules only reset it when it goes backwards) and its first query after an
+error waits at most ``probe_wait_s``; a watch that answers again after failing, or whose
+index went backwards, has every model re-read. Each watch and each model's reads are rate
+limited by a token bucket (``query_rate_per_s``, ``query_burst``), as Consul's
+blocking-query guide asks.
 
-An update that empties a model's set is held for ``empty_confirm_s`` (``EmptyGuard``),
-counted in ``caravan_discovery_empty_updates_held_total{model}`` and logged. Malformed
-entries never reach the output (``caravan.discovery.consul_entries``;
+Token swaps: when ``consul.token_file`` (or ``CONSUL_HTTP_TOKEN_FILE``) is set, its content
+is re-read every ``token_poll_s``; a new token aborts the queries in flight (Consul wakes
+no blocked query on an ACL change), and every watch and model read runs again at once with
+it. A token file that cannot be read keeps the current token (logged once).
+
+An update that empties a model's set is held for ``empty_confirm_s`` (``EmptyGuard``; the
+model is read again when the hold ends), counted in
+``caravan_discovery_empty_updates_held_total{model}`` and logged. Malformed entries never
+reach the output (``caravan.discovery.consul_entries``;
 ``caravan_discovery_skipped_entries_total{model,reason}``, logged once per (instance,
-reason)). The ACL token is sent in ``X-Consul-Token`` and never logged. Queries ask for
-every entry (no ``?passing``), since a passing-only query would hide maintenance mode.
+reason)). The ACL token is sent in ``X-Consul-Token`` and never logged. Reads ask for every
+entry (no ``?passing``), since a passing-only read would hide maintenance mode.
 """
 
 from __future__ import annotations
@@ -45,14 +55,13 @@ import random
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry
 
-from caravan.discovery.blocking import TokenBucket, next_index
-from caravan.discovery.consul_entries import Skipped, parse_entries
+from caravan.discovery.blocking import next_index
 from caravan.discovery.consul_http import HealthAnswer, HealthClient, PyConsulHealth
+from caravan.discovery.consul_models import DiscoveryMetrics, ModelState, Reporter, WatchState
 from caravan.discovery.consul_outcome import (
     Failure,
     RetryPolicy,
@@ -60,9 +69,10 @@ from caravan.discovery.consul_outcome import (
     classify_exception,
 )
 from caravan.discovery.consul_settings import ConsulSettings, resolve_settings
-from caravan.discovery.guard import EmptyGuard, GuardEvent
+from caravan.discovery.consul_watch import check_fingerprints, watch_specs
 from caravan.discovery.types import ReplicaSet
 from caravan.spec import ConsulSpec
+from caravan.token_file import TokenFileError, read_token_file
 
 __all__ = ["ConsulReplicaSource", "DiscoveryMetrics", "HealthAnswer", "HealthClient"]
 
@@ -70,54 +80,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class DiscoveryMetrics:
-    """Discovery metrics, registered in the injected registry (once per registry)."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.skipped = Counter(
-            "caravan_discovery_skipped_entries_total",
-            "Consul entries skipped as malformed, counted when an (instance, reason) appears",
-            ["model", "reason"], registry=registry,
-        )
-        self.errors = Counter(
-            "caravan_discovery_errors_total", "failed Consul health queries", ["model"],
-            registry=registry,
-        )
-        self.failures = Counter(
-            "caravan_discovery_failures_total", "failed Consul health queries by kind",
-            ["model", "kind"], registry=registry,
-        )
-        self.up = Gauge(
-            "caravan_discovery_up",
-            "1 when the model's last Consul query gave a usable answer, else 0",
-            ["model"], registry=registry,
-        )
-        self.held = Counter(
-            "caravan_discovery_empty_updates_held_total",
-            "updates that would have emptied a model's replica set, held for confirmation",
-            ["model"], registry=registry,
-        )
-
-
-@dataclass
-class _ModelState:
-    """One model's loop state (touched only by its own task)."""
-
-    model: str
-    service: str
-    guard: EmptyGuard
-    bucket: TokenBucket
-    index: int = 0
-    failures: int = 0
-    failure: Failure | None = None
-    failing_since: float = 0.0
-    held_since: float = 0.0
-    malformed: set[tuple[str, str]] = field(default_factory=set)
-
-
 class ConsulReplicaSource:
     """``ReplicaSource`` over Consul. One ``updates`` consumer per instance;
-    cancel the consuming task to stop (in-flight queries are abandoned)."""
+    cancel the consuming task to stop (queries in flight are aborted or abandoned)."""
 
     def __init__(
         self,
@@ -137,9 +102,10 @@ class ConsulReplicaSource:
         probe_wait_s: float = 1.0,
         query_rate_per_s: float = 10.0,
         query_burst: int = 20,
+        token_poll_s: float = 0.25,
     ) -> None:
         self._settings = settings
-        self._metrics = DiscoveryMetrics(registry)
+        self._token = settings.token
         self._rng = rng or random.Random()
         self._factory = client_factory
         self._sleep = sleep
@@ -152,7 +118,14 @@ class ConsulReplicaSource:
         self._requery_delay_s = requery_delay_s
         self._probe_wait_s = probe_wait_s
         self._rate = (query_rate_per_s, query_burst)
-        self._states: dict[str, _ModelState] = {}
+        self._token_poll_s = token_poll_s
+        self._report = Reporter(DiscoveryMetrics(registry), clock, settings.empty_confirm_s)
+        self._report.secrets.update(t for t in (settings.token,) if t)
+        self._states: dict[str, ModelState] = {}
+        self._watches: list[WatchState] = []
+        self._generation = 0  # bumped by a token swap: answers of older queries are dropped
+        self._work = asyncio.Event()  # set when a model becomes due for a read
+        self._kick = asyncio.Event()  # set (then replaced) by a token swap
 
     @classmethod
     def from_spec(
@@ -165,153 +138,213 @@ class ConsulReplicaSource:
         return cls(settings, registry, **kwargs)
 
     async def updates(self, models: Sequence[str]) -> AsyncIterator[ReplicaSet]:
-        client = self._client(len(models))
-        queue: asyncio.Queue[ReplicaSet] = asyncio.Queue()
-        tasks = [asyncio.create_task(self._watch(m, client, queue), name=f"consul-{m}")
-                 for m in models]
+        specs = watch_specs([self._settings.service_name(m) for m in models])
+        client = (self._factory(self._settings) if self._factory is not None
+                  else PyConsulHealth(self._settings, pool_size=len(specs) + 1))
+        out: asyncio.Queue[ReplicaSet] = asyncio.Queue()
+        self._work, self._kick = asyncio.Event(), asyncio.Event()
+        for m in models:
+            self._states[m] = self._report.add_model(m, self._settings.service_name(m),
+                                                     self._rate)
+        self._watches = [WatchState(spec, self._rate) for spec in specs]
+        self._log_start(models)
+        tasks = [asyncio.create_task(self._reader(client, out), name="consul-reader")]
+        tasks += [asyncio.create_task(self._watch(w, client), name=f"consul-watch-{w.spec.name}")
+                  for w in self._watches]
+        if self._settings.token_file:
+            tasks.append(asyncio.create_task(self._token_watch(client, self._settings.token_file),
+                                             name="consul-token-file"))
         try:
             while True:
-                yield await queue.get()
+                yield await out.get()
         finally:
             for t in tasks:
                 t.cancel()
+            client.abort()
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def problems(self) -> dict[str, str]:
         """Model -> what is wrong with its discovery now (empty when all is well)."""
-        now = self._clock()
-        out: dict[str, str] = {}
-        for model, st in self._states.items():
-            if st.failure is not None:
-                fix = f"; fix: {st.failure.fix}" if st.failure.fix else ""
-                out[model] = (f"{st.failure.kind.value} for {now - st.failing_since:.1f} s, "
-                              f"keeping the last replica set: "
-                              f"{self._redact(st.failure.detail)}{fix}")
-            elif st.guard.deadline() is not None:
-                out[model] = (f"an update emptied the replica set {now - st.held_since:.1f} s "
-                              f"ago; holding the last set up to {st.guard.confirm_s:g} s")
-        return out
+        return self._report.problems(self._states.values())
 
-    def _client(self, models: int) -> HealthClient:
-        if self._factory is not None:
-            return self._factory(self._settings)
-        return PyConsulHealth(self._settings, pool_size=models + 1)
-
-    # ------------------------------------------------------------------ one model's loop
-
-    async def _watch(self, model: str, client: HealthClient,
-                     out: asyncio.Queue[ReplicaSet]) -> None:
-        """One model's blocking-query loop; runs until cancelled."""
+    def _log_start(self, models: Sequence[str]) -> None:
         s = self._settings
-        st = _ModelState(model, s.service_name(model), EmptyGuard(s.empty_confirm_s),
-                         TokenBucket(*self._rate))
-        self._states[model] = st
-        self._metrics.errors.labels(model=model)  # export 0 before the first error
-        self._metrics.up.labels(model=model).set(0)
-        log.info("watching consul service", extra={
-            "model": model, "service": st.service, "consul": s.base_url, "wait_s": s.wait_s,
-            "acl_token": s.token is not None,
-        })
-        while True:
-            await self._pace(st)
-            try:
-                answer = await _in_thread(client.service_health, st.service, st.index,
-                                          self._wait_s(st))
-            except Exception as exc:
-                await self._sleep(self._on_failure(st, classify_exception(exc)))
-                continue
-            failure = classify_answer(answer, st.service, s.token is not None)
-            if failure is not None:
-                await self._sleep(self._on_failure(st, failure))
-                continue
-            self._on_answer(st, answer, out)
-            if st.index == 0:  # the next query won't block: don't spin
-                await self._sleep(self._requery_delay_s)
+        log.info("watching consul services", extra={
+            "models": list(models), "watches": [w.spec.path for w in self._watches],
+            "consul": s.base_url, "wait_s": s.wait_s, "acl_token": self._token is not None,
+            "token_file": s.token_file})
 
-    async def _pace(self, st: _ModelState) -> None:
-        delay = st.bucket.take(self._clock())
+    # ------------------------------------------------------------------ the watches
+
+    async def _watch(self, w: WatchState, client: HealthClient) -> None:
+        """One datacenter-wide blocking query loop; runs until cancelled."""
+        while True:
+            await self._pace(w.bucket.take(self._clock()))
+            gen = self._generation
+            try:
+                answer = await _in_thread(client.watch, w.spec, w.index, self._watch_wait(w))
+            except Exception as exc:
+                if gen == self._generation:
+                    await self._nap(self._on_watch_failure(w, classify_exception(exc)))
+                continue
+            if gen != self._generation:
+                continue  # asked with the old token
+            failure = classify_answer(answer, f"{self._settings.service_prefix}*",
+                                      self._token is not None)
+            if failure is not None:
+                await self._nap(self._on_watch_failure(w, failure))
+                continue
+            self._on_watch_answer(w, answer)
+            if w.index == 0:  # the next query won't block: don't spin
+                await self._nap(self._requery_delay_s)
+
+    def _watch_wait(self, w: WatchState) -> float:
+        wait = self._settings.wait_s
+        return min(wait, self._probe_wait_s) if w.failure is not None else wait
+
+    def _on_watch_failure(self, w: WatchState, failure: Failure) -> float:
+        """Every model's view is stale: count it for each; returns the retry delay."""
+        w.failures += 1
+        w.failure = failure
+        for st in self._states.values():
+            self._report.failed(st, failure, f"watch {w.spec.path}")
+        return self._retry.delay(failure.kind, w.failures, self._rng)
+
+    def _on_watch_answer(self, w: WatchState, answer: HealthAnswer) -> None:
+        recovered = w.failure is not None
+        w.failures, w.failure = 0, None
+        if recovered:  # Consul is back: the other failing watches probe now, not later
+            self._kick_all()
+        previous = w.index
+        w.index = next_index(previous, answer.index)
+        moved = previous == 0 or w.index != previous
+        if recovered or (moved and not w.spec.per_model):
+            self._mark_all()
+        elif w.spec.per_model:
+            self._on_checks(answer.body)
+
+    def _on_checks(self, body: Any) -> None:
+        """Mark the models whose checks (or their nodes' checks) changed."""
+        fps = check_fingerprints(body, {st.service: st.nodes for st in self._states.values()})
+        for st in self._states.values():
+            fp = None if fps is None else fps.get(st.service)
+            if fp is None or fp != st.check_fp:
+                self._schedule(st, 0.0)
+            st.check_fp = fp
+
+    # ------------------------------------------------------------------ the reader
+
+    async def _reader(self, client: HealthClient, out: asyncio.Queue[ReplicaSet]) -> None:
+        """Reads the models that are due, one at a time; runs until cancelled."""
+        while True:
+            self._work.clear()
+            due = [st for st in self._states.values() if st.due is not None]
+            if not due:
+                await self._work.wait()
+                continue
+            st = min(due, key=lambda s: s.due or 0.0)
+            wait = (st.due or 0.0) - self._clock()
+            if wait > 0:
+                await self._first(self._sleep(wait), self._work.wait())
+                continue
+            st.due = None
+            await self._pace(st.bucket.take(self._clock()))
+            await self._read(st, client, out)
+
+    async def _read(self, st: ModelState, client: HealthClient,
+                    out: asyncio.Queue[ReplicaSet]) -> None:
+        gen = self._generation
+        try:
+            answer = await _in_thread(client.service_health, st.service)
+        except Exception as exc:
+            if gen == self._generation:
+                self._on_failure(st, classify_exception(exc))
+            else:
+                self._schedule(st, 0.0)
+            return
+        if gen != self._generation:
+            self._schedule(st, 0.0)
+            return
+        failure = classify_answer(answer, st.service, self._token is not None)
+        if failure is not None:
+            self._on_failure(st, failure)
+            return
+        published = self._report.answered(st, answer, self._settings.allow_warning)
+        if published is not None:
+            out.put_nowait(published)
+        deadline = st.guard.deadline()
+        if deadline is not None:  # read again when the hold ends
+            self._schedule(st, max(0.05, deadline - self._clock() + 0.01))
+
+    def _on_failure(self, st: ModelState, failure: Failure) -> None:
+        self._report.failed(st, failure, "read")
+        st.failures += 1
+        self._schedule(st, self._retry.delay(failure.kind, st.failures, self._rng))
+
+    def _schedule(self, st: ModelState, delay: float) -> None:
+        at = self._clock() + delay
+        st.due = at if st.due is None else min(st.due, at)
+        self._work.set()
+
+    def _mark_all(self) -> None:
+        for st in self._states.values():
+            self._schedule(st, 0.0)
+
+    # ------------------------------------------------------------------ token swaps
+
+    async def _token_watch(self, client: HealthClient, path: str) -> None:
+        """Re-reads the token file every ``token_poll_s``; swaps the token when it changed."""
+        unreadable = False
+        while True:
+            await self._sleep(self._token_poll_s)
+            try:
+                token = read_token_file(path, "consul.token_file")
+            except TokenFileError as exc:
+                if not unreadable:
+                    log.warning("consul token file unreadable; keeping the current token",
+                                extra={"error": str(exc)})
+                unreadable = True
+                continue
+            unreadable = False
+            if token != self._token:
+                self._swap_token(client, token)
+
+    def _swap_token(self, client: HealthClient, token: str) -> None:
+        """Abort every query in flight and run them all again with ``token`` at once."""
+        self._token = token
+        self._report.secrets.add(token)
+        self._generation += 1
+        client.set_token(token)
+        client.abort()
+        self._kick_all()
+        self._mark_all()
+        log.info("consul token file changed; queries restarted with the new token",
+                 extra={"token_file": self._settings.token_file})
+
+    # ------------------------------------------------------------------ helpers
+
+    def _kick_all(self) -> None:
+        """End every watch's retry sleep now."""
+        kick, self._kick = self._kick, asyncio.Event()
+        kick.set()
+
+    async def _pace(self, delay: float) -> None:
         if delay > 0:
             await self._sleep(delay)
 
-    def _wait_s(self, st: _ModelState) -> float:
-        """Blocking wait: the spec's, shorter right after an error or while the guard holds."""
-        wait = self._settings.wait_s
-        if st.failure is not None:
-            wait = min(wait, self._probe_wait_s)
-        deadline = st.guard.deadline()
-        if deadline is not None:
-            wait = min(wait, max(0.05, deadline - self._clock() + 0.01))
-        return wait
+    async def _nap(self, delay: float) -> None:
+        """Sleep ``delay``, cut short by a token swap."""
+        await self._first(self._sleep(delay), self._kick.wait())
 
-    def _on_failure(self, st: _ModelState, failure: Failure) -> float:
-        """Count and (once per kind) log a failed query; returns the retry delay."""
-        st.failures += 1
-        self._metrics.errors.labels(model=st.model).inc()
-        self._metrics.failures.labels(model=st.model, kind=failure.kind.value).inc()
-        self._metrics.up.labels(model=st.model).set(0)
-        delay = self._retry.delay(failure.kind, st.failures, self._rng)
-        changed = st.failure is None or st.failure.kind is not failure.kind
-        if st.failure is None:
-            st.failing_since = self._clock()
-        st.failure = failure
-        log.log(logging.WARNING if changed else logging.DEBUG,
-                "consul query failed; keeping the last replica set", extra={
-                    "model": st.model, "service": st.service, "kind": failure.kind.value,
-                    "error": self._redact(failure.detail), "fix": failure.fix,
-                    "attempt": st.failures, "retry_in_s": round(delay, 3)})
-        return delay
-
-    def _on_answer(self, st: _ModelState, answer: HealthAnswer,
-                   out: asyncio.Queue[ReplicaSet]) -> None:
-        if st.failure is not None:
-            log.info("consul answering again", extra={
-                "model": st.model, "kind": st.failure.kind.value, "failed_queries": st.failures,
-                "outage_s": round(self._clock() - st.failing_since, 3)})
-        st.failures, st.failure = 0, None
-        self._metrics.up.labels(model=st.model).set(1)
-        s = self._settings
-        result = parse_entries(answer.body, st.model, st.service, s.allow_warning)
-        st.malformed = self._account(st.model, result.skipped, st.malformed)
-        publish, event = st.guard.offer(ReplicaSet(st.model, result.replicas), self._clock())
-        self._on_guard(st, event)
-        if publish is not None:
-            out.put_nowait(publish)
-        st.index = next_index(st.index, answer.index)
-
-    def _on_guard(self, st: _ModelState, event: GuardEvent) -> None:
-        last = st.guard.published
-        kept = len(last.replicas) if last is not None else 0
-        if event is GuardEvent.HELD:
-            st.held_since = self._clock()
-            self._metrics.held.labels(model=st.model).inc()
-            log.warning("consul update emptied the replica set; holding the last one", extra={
-                "model": st.model, "kept_replicas": kept, "confirm_s": st.guard.confirm_s})
-        elif event is GuardEvent.CONFIRMED:
-            log.warning("replica set empty for the confirmation time; publishing it", extra={
-                "model": st.model, "confirm_s": st.guard.confirm_s})
-        elif event is GuardEvent.RECOVERED:
-            log.info("replica set non-empty again; hold ended", extra={
-                "model": st.model, "replicas": kept,
-                "held_s": round(self._clock() - st.held_since, 3)})
-
-    def _account(
-        self, model: str, skipped: Sequence[Skipped], before: set[tuple[str, str]]
-    ) -> set[tuple[str, str]]:
-        """Count and log entries that became malformed since the last response."""
-        now = {(sk.service_id, sk.reason) for sk in skipped}
-        for sk in skipped:
-            if (sk.service_id, sk.reason) in before:
-                continue
-            self._metrics.skipped.labels(model=model, reason=sk.reason).inc()
-            log.warning("consul entry skipped", extra={
-                "model": model, "service_id": sk.service_id, "reason": sk.reason,
-                "detail": self._redact(sk.detail),
-            })
-        return now
-
-    def _redact(self, text: str) -> str:
-        token = self._settings.token
-        return text.replace(token, "<redacted>") if token else text
+    @staticmethod
+    async def _first(*aws: Awaitable[Any]) -> None:
+        """Wait until the first of ``aws`` completes; cancel the others."""
+        tasks = [asyncio.ensure_future(a) for a in aws]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in tasks:
+                t.cancel()
 
 
 async def _in_thread(fn: Callable[..., T], *args: Any) -> T:

@@ -31,7 +31,9 @@ class ConsulConfigError(ConfigError):
 class ConsulSettings:
     """Everything the Consul adapter needs. Times in seconds.
 
-    ``verify`` is True (system CAs), False, or a CA bundle path.
+    ``verify`` is True (system CAs), False, or a CA bundle path. ``token_file`` is the file
+    the token was read from (None when it came from ``CONSUL_HTTP_TOKEN`` or there is none):
+    discovery re-reads it and swaps the token when its content changes.
     ``timeout_s`` is added on top of ``wait_s`` (and Consul's wait/16 jitter)
     to give the HTTP read timeout of a blocking query. ``empty_confirm_s``: see
     ``caravan.discovery.guard``.
@@ -48,6 +50,7 @@ class ConsulSettings:
     service_prefix: str = "triton-"
     empty_confirm_s: float = 10.0
     token: str | None = field(default=None, repr=False)
+    token_file: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -81,6 +84,7 @@ def resolve_settings(
         datacenter=spec.datacenter, wait_s=float(spec.wait_s), timeout_s=float(spec.timeout_s),
         allow_warning=spec.allow_warning, service_prefix=spec.service_prefix,
         empty_confirm_s=float(spec.empty_confirm_s), token=_token(spec, env, read_file),
+        token_file=spec.token_file or env.get("CONSUL_HTTP_TOKEN_FILE") or None,
     )
 
 

@@ -28,6 +28,7 @@ from caravan.discovery.consul_settings import ConsulSettings
 from caravan.discovery.types import ReplicaSet
 
 SVC = "triton-llama"
+WATCHES = ("/v1/health/state/any", "/v1/catalog/services", "/v1/catalog/nodes")
 
 
 @pytest.fixture
@@ -104,8 +105,9 @@ def test_a_change_after_any_outage_is_seen_within_a_second(fake: ConsulFake, mod
             assert took <= 1.2, f"{mode}: the change took {took:.2f} s after Consul's return"
             assert "llama" not in run.source.problems()
     go(scenario())
-    after = [r.query.get("index", ["0"])[0] for r in fake.requests if r.path.endswith(SVC)]
-    assert after.count("0") == 1, "the index is kept across the outage (one index-0 query)"
+    for watch in WATCHES:
+        after = [r.query.get("index", ["0"])[0] for r in fake.requests if r.path == watch]
+        assert after.count("0") == 1, f"{watch}: the index is kept across the outage"
 
 
 def start_outage(fake: ConsulFake, mode: str) -> None:
@@ -140,7 +142,8 @@ def test_leaderless_retries_stay_within_a_second(fake: ConsulFake) -> None:
             await run.wait_for(lambda: len(delays) >= 8, timeout=15)
             fake.regain_leader()
     go(scenario())
-    assert all(0.25 <= d <= 1.0 for d in delays), delays
+    # a model read's retry sleeps what is left of its delay (>= 0.25 s) when it is due
+    assert all(0.24 <= d <= 1.0 for d in delays), delays
 
 
 def test_too_many_connections_slows_down_but_recovers(fake: ConsulFake) -> None:

@@ -1,7 +1,9 @@
 """How ``ConsulReplicaSource`` reacts to each kind of failure: the classification
 (``caravan.discovery.consul_outcome``, from Consul's source), the retry delay caps, the
 kept index, the probe wait after an error and the query pacing. Driven through the
-``client_factory``, ``sleep`` and ``clock`` seams: no network, no real sleeping."""
+``client_factory``, ``sleep`` and ``clock`` seams: no network, no real sleeping. The loop
+under test is one datacenter-wide watch (``/v1/catalog/services``); the kept index, the
+probe wait and the pacing are the same for every watch."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import random
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +23,7 @@ from caravan.discovery.consul import ConsulReplicaSource
 from caravan.discovery.consul_http import HealthAnswer
 from caravan.discovery.consul_outcome import Kind, RetryPolicy, classify_answer, classify_exception
 from caravan.discovery.consul_settings import ConsulSettings
+from caravan.discovery.consul_watch import SERVICES, WatchSpec
 
 SVC = "triton-llama"
 ENTRY = {"Node": {"Node": "n1", "Address": "10.0.0.1"},
@@ -112,18 +116,39 @@ def test_retry_policy_caps(kind: Kind, cap: float) -> None:
 
 
 class Script:
-    """A HealthClient that plays ``steps`` (an answer or an exception each) and records the
-    (index, wait) of every call; after the script it answers the last step forever."""
+    """A HealthClient whose ``services`` watch plays ``steps`` (an answer or an exception
+    each) and records the (index, wait) and clock reading of every call; after the script it
+    answers the last step forever. The other watches answer at once the first time, then
+    block in their thread until ``abort``; every model read answers one replica."""
 
     def __init__(self, steps: list[HealthAnswer | Exception]) -> None:
         self.steps, self.calls = steps, []  # type: ignore[var-annotated]
+        self.at: list[float] = []
+        self.reads = 0
+        self.clock: Callable[[], float] = lambda: 0.0
+        self._idle = threading.Event()
 
-    def service_health(self, service: str, index: int, wait_s: float) -> HealthAnswer:
+    def watch(self, spec: WatchSpec, index: int, wait_s: float) -> HealthAnswer:
+        if spec.name != SERVICES:
+            if index:
+                self._idle.wait(10)
+            return answer(body=[], X_Consul_Index="5")
         step = self.steps[min(len(self.calls), len(self.steps) - 1)]
         self.calls.append((index, wait_s))
+        self.at.append(self.clock())
         if isinstance(step, Exception):
             raise step
         return step
+
+    def service_health(self, service: str) -> HealthAnswer:
+        self.reads += 1
+        return answer(body=[ENTRY])
+
+    def set_token(self, token: str | None) -> None:
+        pass
+
+    def abort(self) -> None:
+        self._idle.set()
 
 
 def run_source(client: Script, until: Callable[[Script], bool], **kw: Any
@@ -132,6 +157,7 @@ def run_source(client: Script, until: Callable[[Script], bool], **kw: Any
     delays: list[float] = []
     registry = CollectorRegistry()
     now = [0.0]
+    client.clock = lambda: now[0]
 
     async def sleep(s: float) -> None:
         delays.append(s)
@@ -180,8 +206,8 @@ def test_leader_loss_retries_within_a_second_forever() -> None:
 
 def test_rate_limited_slows_down_but_keeps_probing() -> None:
     client = Script([answer(429, "too many")] * 30 + [answer(body=[ENTRY])])
-    delays, registry = run_source(
-        client, lambda c: len(c.calls) >= 32, query_burst=10_000)
+    delays, registry = run_source(  # the watch answers again: the model is read again
+        client, lambda c: len(c.calls) >= 32 and c.reads >= 2, query_burst=10_000)
     assert max(delays) > 2.0 and all(d <= 5.0 for d in delays), delays
     assert registry.get_sample_value("caravan_discovery_up", {"model": "llama"}) == 1
 
@@ -191,7 +217,6 @@ def test_queries_are_paced_by_a_token_bucket() -> None:
     at most ``query_rate_per_s`` queries a second."""
     answers = [answer(body=[ENTRY], X_Consul_Index=str(10 + i)) for i in range(40)]
     client = Script(answers)  # type: ignore[arg-type]
-    delays, _ = run_source(client, lambda c: len(c.calls) >= 40, query_rate_per_s=4.0,
-                           query_burst=5)
-    paced = [d for d in delays if d > 0]
-    assert len(paced) >= 30 and all(abs(d - 0.25) < 0.01 for d in paced[5:]), paced[:10]
+    run_source(client, lambda c: len(c.calls) >= 40, query_rate_per_s=4.0, query_burst=5)
+    gaps = [b - a for a, b in zip(client.at[5:], client.at[6:], strict=False)]
+    assert len(gaps) >= 30 and all(g >= 0.25 - 0.01 for g in gaps), gaps[:10]
