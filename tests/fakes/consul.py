@@ -80,6 +80,7 @@ import contextlib
 import json
 import random
 import re
+import select
 import socket
 import sys
 import threading
@@ -107,6 +108,7 @@ TOO_MANY_CONNS = (
 ).encode()
 NODE_MAINT_ID = "_node_maintenance"
 TABLES = ("checks", "services", "nodes")
+HANGUP_POLL_S = 0.1
 CHECK_STATES = ("any", "passing", "warning", "critical")
 _BEXPR_TERM = re.compile(r'^ServiceName == "((?:[^"\\]|\\.)*)"$')
 _RULE = re.compile(r'(service|service_prefix|node|node_prefix|agent|agent_prefix)\s+"([^"]*)"'
@@ -227,6 +229,7 @@ class ConsulFake:
         self._table_index = dict.fromkeys(TABLES, 10)
         self._table_version = dict.fromkeys(TABLES, 0)
         self._abandon = 0  # bumped by reset_index (a snapshot restore's AbandonCh)
+        self._local = threading.local()  # the serving thread's "client hung up?" probe
         self._raw: dict[str, list[Any]] = {}
         self._tokens: dict[str, Authorizer] = {}
         self._anonymous = ""
@@ -604,7 +607,7 @@ class ConsulFake:
         deadline = time.monotonic() + q.wait_s + self._rng.uniform(0, q.wait_s / 16)
         with self._cond:
             while True:
-                if generation != self._generation:
+                if generation != self._generation or self._hung_up():
                     return None
                 self._route_rpc(q, generation)  # raises 500s; holds while leaderless
                 auth = self._authorizer(token)
@@ -613,7 +616,7 @@ class ConsulFake:
                 remaining = deadline - time.monotonic()
                 if not blocked or (remaining <= 0 and not self._stalled):
                     return self._answer(service, auth, token, q, index)
-                self._cond.wait(remaining if remaining > 0 else 0.05)
+                self._cond.wait(min(remaining, HANGUP_POLL_S) if remaining > 0 else 0.05)
 
     # ---- datacenter-wide reads: /v1/health/state/:state, /v1/catalog/{services,nodes} --------
     def _blocking_read(self, table: str, q: _Query, token: str, generation: int,
@@ -627,7 +630,7 @@ class ConsulFake:
         with self._cond:
             abandon, seen = self._abandon, None
             while True:
-                if generation != self._generation:
+                if generation != self._generation or self._hung_up():
                     return None
                 self._route_rpc(q, generation)
                 auth = self._authorizer(token)
@@ -638,7 +641,7 @@ class ConsulFake:
                     body, filtered = render(auth)
                     return _Answer(200, body, self._meta(index, q, filtered and token != ""))
                 seen = version
-                self._cond.wait(remaining)
+                self._cond.wait(min(remaining, HANGUP_POLL_S))
 
     def _checks_in_state(self, state: str, q: _Query, flt: frozenset[str] | None, token: str,
                          generation: int) -> _Answer | None:
@@ -677,6 +680,14 @@ class ConsulFake:
             kept = [n for n in nodes if auth.allows("node", n["Node"])]
             return kept, len(kept) < len(nodes)
         return self._blocking_read("nodes", q, token, generation, render)
+
+    def _hung_up(self) -> bool:
+        """Whether the client of the request this thread serves closed its connection. Go's
+        net/http notices it (a background read on the connection cancels the request's
+        context) and the blocked query ends; so does the fake, within ``HANGUP_POLL_S``, so
+        ``open_connections()`` counts what the client really holds."""
+        probe = getattr(self._local, "gone", None)
+        return bool(probe is not None and probe())
 
     def _meta(self, index: int, q: _Query, filtered: bool) -> dict[str, str]:
         """``setMeta``: index (never 0), last contact, known leader, consistency, and the
@@ -906,6 +917,7 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = parse_qs(url.query, keep_blank_values=True)
         sent = self._token(query)
+        fake._local.gone = self._client_gone
         with fake._cond:
             fake.requests.append(Request(method, url.path, query, sent, time.monotonic()))
         body = self._body()
@@ -913,6 +925,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._route(method, url.path, query, sent, body, generation)
         except _HttpError as err:
             self._reply(err.code, err.body.encode(), "text/plain; charset=utf-8")
+
+    def _client_gone(self) -> bool:
+        """The client closed (or shut down) its end: readable with nothing to read."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def _body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
