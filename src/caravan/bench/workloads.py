@@ -43,7 +43,8 @@ Kinds:
   ``timestamp`` in ms since the first request, ``input_length`` and
   ``output_length`` in tokens, ``hash_ids`` one id per 512-token block of the
   prompt, equal ids meaning equal blocks). Block ``h`` becomes ``trace_block_tokens``
-  seeded words (the same for every request that names ``h``); a prompt is its
+  words drawn from SHAKE-128 of the seed and ``h`` (the same for every request that
+  names ``h``); a prompt is its
   blocks' words cut to ``input_length * trace_block_tokens / 512`` words (words
   for missing blocks are unique to the line). ``send_at_s`` is the timestamp in
   seconds from the first line: the runner sends open-loop at those times.
@@ -57,6 +58,8 @@ raises ``ConfigError`` naming ``source:line`` and the field.
 from __future__ import annotations
 
 import enum
+import functools
+import hashlib
 import itertools
 import json
 import math
@@ -66,6 +69,7 @@ from dataclasses import dataclass, field
 
 from caravan.bench.dataset import (
     DEFAULT_LENGTHS,
+    WORDS,
     Lengths,
     PromptEntry,
     RequestSpec,
@@ -231,10 +235,21 @@ def trace_prompt_words(rec: TraceRecord, block_tokens: int, seed: int, line: int
     n = max(1, round(rec.input_length * block_tokens / MOONCAKE_BLOCK_TOKENS))
     words: list[str] = []
     for h in rec.hash_ids[: math.ceil(n / block_tokens)]:
-        words += synthetic_prompt(block_tokens, random.Random(f"{seed}/block/{h}")).split()
+        words += _block_words(seed, h, block_tokens)
     if len(words) < n:
-        words += synthetic_prompt(n - len(words), random.Random(f"{seed}/line/{line}")).split()
+        words += _words(f"{seed}/line/{line}", n - len(words))
     return words[:n]
+
+
+@functools.lru_cache(maxsize=2048)
+def _block_words(seed: int, hash_id: int, count: int) -> tuple[str, ...]:
+    """The words of trace block ``hash_id`` (cached: traces reuse their shared blocks)."""
+    return tuple(_words(f"{seed}/block/{hash_id}", count))
+
+
+def _words(key: str, count: int) -> list[str]:
+    """``count`` words drawn from SHAKE-128 of ``key`` (fast: traces need millions)."""
+    return [WORDS[b % len(WORDS)] for b in hashlib.shake_128(key.encode()).digest(count)]
 
 
 def parse_trace(lines: Iterable[str], source: str = "<trace>") -> tuple[TraceRecord, ...]:
