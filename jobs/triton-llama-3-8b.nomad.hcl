@@ -160,6 +160,8 @@ job "triton-llama-3-8b" {
           "--metrics-address=0.0.0.0",
           "--metrics-port=8002",
           "--exit-timeout-secs=110",
+          "--grpc-keepalive-permit-without-calls=1",
+          "--grpc-http2-min-recv-ping-interval-without-data=1000",
         ]
         ports    = ["grpc", "metrics"]
         shm_size = 8589934592

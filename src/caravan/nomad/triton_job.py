@@ -262,6 +262,7 @@ def tritonserver_args(spec: PlatformSpec, model: ModelSpec) -> tuple[str, ...]:
         "--allow-metrics=true", "--allow-gpu-metrics=true",
         f"--metrics-address={BIND}", f"--metrics-port={METRICS_PORT}",
         f"--exit-timeout-secs={max(spec.nomad.kill_timeout_s - 10, 1)}",
+        *triton.KEEPALIVE_ARGS,
         *_tls_args(model),
     )
 

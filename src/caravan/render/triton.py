@@ -27,6 +27,12 @@ from caravan.spec import ModelSpec, PlatformSpec
 from caravan.triton import contract
 
 REPOSITORY = "triton_models"
+# tritonserver flags every replica runs with (Nomad job and local launcher): Envoy sends an
+# HTTP/2 PING on each replica connection every ~2 s (caravan.xds.resilience keepalive);
+# with gRPC's defaults (a ping at most every 5 min, none while no call is open) tritonserver
+# would count those as abuse and close an idle connection with GOAWAY too_many_pings.
+KEEPALIVE_ARGS = ("--grpc-keepalive-permit-without-calls=1",
+                  "--grpc-http2-min-recv-ping-interval-without-data=1000")
 
 # The tensors the rendered config lists (the backend auto-completes the rest), with their
 # types from the one statement of the vLLM backend's contract, caravan.triton.contract.

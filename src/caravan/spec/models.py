@@ -101,6 +101,21 @@ class Routing(_Frozen):
         DEFAULT_PREFIX_TOKENS, ge=1, le=4096,
         description="prefix policy: whitespace-separated words of the prompt the key hashes",
     )
+    per_try_timeout_s: float = Field(
+        5.0, gt=0, le=3600, description="a stream attempt with no response by then is retried "
+        "on another replica and counts against its replica (time to first token; stream=false: "
+        "the whole answer)")
+    stream_idle_timeout_s: float = Field(
+        10.0, gt=0, le=3600, description="a stream silent this long ends (the longest gap "
+        "between two responses, and the wait for the first, retries included)")
+
+    @model_validator(mode="after")
+    def _idle_above_try(self) -> Routing:
+        if self.stream_idle_timeout_s <= self.per_try_timeout_s:
+            raise ValueError(f"stream_idle_timeout_s: must be above per_try_timeout_s "
+                             f"({self.per_try_timeout_s:g}), or a retried stream is cut before "
+                             "its retry can answer")
+        return self
 
     @field_validator("maglev_table_size")
     @classmethod

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from caravan.local.process import ChildProcess
+from caravan.render.triton import KEEPALIVE_ARGS
 from caravan.simulator.engine import EngineConfig
 from caravan.spec import EngineArgs, ModelSpec
 from caravan.triton.repository import write_backends, write_model
@@ -125,6 +126,7 @@ class ReplicaPlan:
             "--allow-http=false", f"--grpc-address={o.host}", f"--grpc-port={self.grpc_port}",
             "--allow-metrics=true", f"--metrics-address={o.host}", f"--metrics-port={self.metrics_port}",
             f"--exit-timeout-secs={o.exit_timeout_s}", f"--log-verbose={o.log_verbose}",
+            *KEEPALIVE_ARGS,
         ]
         return args + (o.tls.args() if o.tls is not None else [])
 

@@ -17,8 +17,9 @@ What Envoy gets:
   naming the replica (``host:port``) that served the request;
 * one EDS Cluster ``model-<name>`` per model: its ``routing.policy``'s balancer
   (``caravan.xds.routing``: Maglev on the session header or the prompt prefix with
-  bounded loads, least request, round robin), HTTP/2 upstream, gRPC active health checks, outlier detection,
-  and TLS to the replicas when the model has ``upstream_tls``;
+  bounded loads, least request, round robin), HTTP/2 upstream with keepalive, gRPC
+  active health checks, outlier detection (``caravan.xds.resilience``), and TLS to the
+  replicas when the model has ``upstream_tls``;
 * one ClusterLoadAssignment per model, endpoints grouped by zone.
 """
 
@@ -27,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from envoy.config.accesslog.v3 import accesslog_pb2
-from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2, outlier_detection_pb2
+from envoy.config.cluster.v3 import circuit_breaker_pb2, cluster_pb2
 from envoy.config.core.v3 import (
     address_pb2,
     base_pb2,
@@ -44,28 +45,23 @@ from envoy.extensions.filters.http.router.v3 import router_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from envoy.type.v3 import percent_pb2
 from google.protobuf import any_pb2, duration_pb2, struct_pb2, wrappers_pb2
 
 from caravan.discovery.types import HealthStatus, Replica, ReplicaSet
 from caravan.spec import ModelSpec, PlatformSpec
-from caravan.xds import headers, routing, security
+from caravan.xds import headers, resilience, routing, security
 
 LISTENER_NAME = "caravan-grpc"
 ROUTE_CONFIG_NAME = "caravan-routes"
 STREAM_PATH = "/inference.GRPCInferenceService/ModelStreamInfer"
-RETRY_ON = "unavailable,reset,connect-failure,refused-stream,cancelled"
+RETRY_ON = resilience.RETRY_ON
 UPSTREAM_HOST_HEADER = headers.UPSTREAM_HOST_HEADER
 HTTP_OPTIONS_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
-# Health checking and ejection, tuned so local tests converge in about a second.
-HEALTH_INTERVAL_MS = 1000
-HEALTH_TIMEOUT_MS = 1000
-HEALTHY_THRESHOLD = 1
-UNHEALTHY_THRESHOLD = 2
-BASE_EJECTION_MS = 5000
+# Health checking, keepalive and ejection: caravan.xds.resilience.
+HEALTH_INTERVAL_MS = resilience.HEALTH_INTERVAL_MS
 CONNECT_TIMEOUT_MS = 1000
 CIRCUIT_LIMIT = 100_000
 
@@ -148,9 +144,9 @@ def http_connection_manager(spec: PlatformSpec) -> hcm_pb2.HttpConnectionManager
         http2_protocol_options=protocol_pb2.Http2ProtocolOptions(),
     )
     headers.treat_every_client_as_external(hcm)
-    replies = security.local_reply_config(spec)
-    if replies is not None:
-        hcm.local_reply_config.CopyFrom(replies)
+    replies = security.local_reply_config(spec) or hcm_pb2.LocalReplyConfig()
+    replies.mappers.append(resilience.stream_timeout_reply())
+    hcm.local_reply_config.CopyFrom(replies)
     return hcm
 
 
@@ -195,27 +191,13 @@ def _header_absent(header: str) -> route_components_pb2.HeaderMatcher:
     return route_components_pb2.HeaderMatcher(name=header, present_match=False)
 
 
-def _retry_policy(retries: int) -> route_components_pb2.RetryPolicy:
-    """Retry on another replica (``previous_hosts``) when the upstream fails before it
-    sends response headers: connect failure, refused or reset stream, gRPC UNAVAILABLE
-    or CANCELLED in a headers-only reply."""
-    return route_components_pb2.RetryPolicy(
-        retry_on=RETRY_ON,
-        num_retries=wrappers_pb2.UInt32Value(value=retries),
-        retry_host_predicate=[
-            route_components_pb2.RetryPolicy.RetryHostPredicate(
-                name="envoy.retry_host_predicates.previous_hosts",
-                typed_config=pack(previous_hosts_pb2.PreviousHostsPredicate()),
-            )
-        ],
-        host_selection_retry_max_attempts=3,
-    )
-
-
 def _action(model: ModelSpec, stream: bool) -> route_components_pb2.RouteAction:
-    """Streams: no timeout (only the client's grpc-timeout). Unary: the model's
-    ``unary_timeout_s`` (also the cap on grpc-timeout). Both hash on the session header
-    and, with ``routing.retries`` > 0, retry as ``_retry_policy`` says.
+    """Streams: no overall timeout (only the client's grpc-timeout), but the model's
+    ``stream_idle_timeout_s`` as ``idle_timeout`` and always a retry policy with its
+    ``per_try_timeout_s`` (``caravan.xds.resilience.retry_policy``; 0 retries still
+    times an attempt out, which feeds outlier detection). Unary: the model's
+    ``unary_timeout_s`` (also the cap on grpc-timeout), and with ``routing.retries`` > 0
+    a retry policy. Both hash on the session header.
 
     Retrying is safe for streams: Envoy retries only until it has forwarded response
     headers downstream, and a gRPC server sends its headers at the latest with its
@@ -234,8 +216,10 @@ def _action(model: ModelSpec, stream: bool) -> route_components_pb2.RouteAction:
     timeout_ms = 0 if stream else r.unary_timeout_s * 1000
     action.timeout.CopyFrom(_ms(timeout_ms))
     action.max_stream_duration.grpc_timeout_header_max.CopyFrom(_ms(timeout_ms))
-    if r.retries > 0:
-        action.retry_policy.CopyFrom(_retry_policy(r.retries))
+    if stream:
+        action.idle_timeout.CopyFrom(resilience.stream_idle_timeout(r))
+    if stream or r.retries > 0:
+        action.retry_policy.CopyFrom(resilience.retry_policy(r, stream))
     return action
 
 
@@ -325,33 +309,10 @@ def route_configuration(spec: PlatformSpec) -> route_pb2.RouteConfiguration:
 def _http2_options() -> any_pb2.Any:
     opts = http_protocol_options_pb2.HttpProtocolOptions(
         explicit_http_config=http_protocol_options_pb2.HttpProtocolOptions.ExplicitHttpConfig(
-            http2_protocol_options=protocol_pb2.Http2ProtocolOptions()
+            http2_protocol_options=resilience.http2_options()
         )
     )
     return pack(opts)
-
-
-def _health_check() -> health_check_pb2.HealthCheck:
-    """gRPC ``grpc.health.v1`` server-wide check (service ""), as Triton serves it."""
-    return health_check_pb2.HealthCheck(
-        timeout=_ms(HEALTH_TIMEOUT_MS),
-        interval=_ms(HEALTH_INTERVAL_MS),
-        no_traffic_interval=_ms(HEALTH_INTERVAL_MS),
-        unhealthy_threshold=wrappers_pb2.UInt32Value(value=UNHEALTHY_THRESHOLD),
-        healthy_threshold=wrappers_pb2.UInt32Value(value=HEALTHY_THRESHOLD),
-        grpc_health_check=health_check_pb2.HealthCheck.GrpcHealthCheck(),
-    )
-
-
-def _outlier_detection() -> outlier_detection_pb2.OutlierDetection:
-    return outlier_detection_pb2.OutlierDetection(
-        consecutive_5xx=wrappers_pb2.UInt32Value(value=5),
-        consecutive_gateway_failure=wrappers_pb2.UInt32Value(value=3),
-        enforcing_consecutive_gateway_failure=wrappers_pb2.UInt32Value(value=100),
-        interval=_ms(1000),
-        base_ejection_time=_ms(BASE_EJECTION_MS),
-        max_ejection_percent=wrappers_pb2.UInt32Value(value=50),
-    )
 
 
 def _circuit_breakers() -> circuit_breaker_pb2.CircuitBreakers:
@@ -376,7 +337,9 @@ def cluster(model: ModelSpec) -> cluster_pb2.Cluster:
     ``update_merge_window`` is 0: endpoint changes apply at once (the control plane
     already debounces). ``ignore_health_on_host_removal``: a replica removed from
     discovery leaves at once, even while its active health check still passes
-    (Envoy would otherwise keep routing to it).
+    (Envoy would otherwise keep routing to it). ``close_connections_on_host_health_failure``:
+    a replica that fails its health check loses its connections, so the streams open on it
+    end at once (``caravan.xds.resilience``).
     """
     r = model.routing
     common = cluster_pb2.Cluster.CommonLbConfig(
@@ -393,9 +356,10 @@ def cluster(model: ModelSpec) -> cluster_pb2.Cluster:
         lb_policy=routing.lb_policy(model),
         common_lb_config=common,
         typed_extension_protocol_options={HTTP_OPTIONS_KEY: _http2_options()},
-        health_checks=[_health_check()],
-        outlier_detection=_outlier_detection(),
+        health_checks=[resilience.health_check()],
+        outlier_detection=resilience.outlier_detection(),
         ignore_health_on_host_removal=True,
+        close_connections_on_host_health_failure=True,
         circuit_breakers=_circuit_breakers(),
     )
     if r.policy in routing.HASHED:

@@ -159,6 +159,7 @@ class StreamProbe:
     chunks: int = 0
     outcome: str = "PENDING"  # OK | STREAM_ERROR | <gRPC status> | HUNG
     message: str = ""
+    ended: float = 0.0  # time.monotonic() when the stream ended
     first_chunk: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -181,6 +182,7 @@ class StreamProbe:
             self.outcome = "HUNG" if reply.status == "DEADLINE_EXCEEDED" else reply.outcome
             self.message = reply.message[:300]
         finally:
+            self.ended = time.monotonic()
             self.done.set()
             self.first_chunk.set()
 

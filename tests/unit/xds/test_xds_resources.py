@@ -89,7 +89,7 @@ def test_model_routes_match_header_and_hash_session(
     [
         ("alpha-stream", 0, 2),
         ("alpha-unary", 30, 2),
-        ("beta-stream", 0, None),
+        ("beta-stream", 0, 0),
         ("beta-unary", 120, None),
         ("default-stream", 0, 2),
         ("default-unary", 30, 2),
@@ -97,7 +97,7 @@ def test_model_routes_match_header_and_hash_session(
     ids=[
         "stream-no-timeout-retries-before-headers",
         "unary-timeout-retries",
-        "stream-retries-0-no-policy",
+        "stream-retries-0-policy-for-its-per-try-timeout",
         "unary-retries-0-no-policy",
         "default-stream",
         "default-unary",
@@ -116,7 +116,8 @@ def test_route_timeouts_and_retries(route: str, timeout_s: int, retries: int | N
         assert [h.name for h in p.retry_host_predicate] == [
             "envoy.retry_host_predicates.previous_hosts"
         ]
-        assert not p.HasField("per_try_timeout"), "a stream's length is the client's business"
+        stream = route.endswith("-stream")
+        assert p.HasField("per_try_timeout") == stream, "only an attempt's wait for its first response"
 
 
 @pytest.mark.parametrize("route", ["alpha-stream", "alpha-unary", "beta-stream", "beta-unary",
