@@ -44,6 +44,9 @@ from caravan.spec import Routing
 # Retried before response headers: connect failure, refused or reset stream (which
 # includes a per-try timeout), gRPC UNAVAILABLE or CANCELLED in a headers-only reply.
 RETRY_ON = "unavailable,reset,connect-failure,refused-stream,cancelled"
+# A retry picks a host up to this many times until it is not a previous one (Maglev
+# rehashes per pick): with 2 replicas 1 retry in 2**10 still lands on the failed host.
+HOST_SELECTION_ATTEMPTS = 10
 # Active gRPC health check: a stopped replica is unhealthy after 2 missed checks (~3 s).
 HEALTH_INTERVAL_MS = 1000
 HEALTH_TIMEOUT_MS = 1000
@@ -146,7 +149,7 @@ def retry_policy(routing: Routing, stream: bool) -> route_components_pb2.RetryPo
                 typed_config=_pack(previous_hosts_pb2.PreviousHostsPredicate()),
             )
         ],
-        host_selection_retry_max_attempts=3,
+        host_selection_retry_max_attempts=HOST_SELECTION_ATTEMPTS,
     )
     if stream:
         policy.per_try_timeout.CopyFrom(_ms(routing.per_try_timeout_s * 1000))
