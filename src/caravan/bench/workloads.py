@@ -27,14 +27,18 @@ Kinds:
   followed by a unique question of ``input`` words. Every full 16-token block inside
   the prefix is shared by all requests on that prefix.
 * ``multi-turn``: ``conversations`` chats at a time, round robin; turn ``t`` of a
-  conversation repeats the whole history (``User: ...`` / ``Assistant: ...``
-  lines) and adds a new user message of ``input`` words, so prompt ``t`` starts
-  with prompt ``t-1``. No session header is sent: ``conversation`` only tells the
-  runner to send turn ``t`` after turn ``t-1`` has finished. A finished
-  conversation is replaced by a new one. The assistant turns in the history are a
-  fixed stand-in of ``max_tokens`` words (``dataset.assistant_standin``), not what
-  the server answered, so a cache hit covers the previous turn's prompt, not its
-  answer. Turns per conversation: ``1 + Geometric`` with mean ``turns_mean``
+  conversation repeats the whole history and adds a new user message of ``input``
+  words, ending with the assistant tag as a chat template does (``User: ...
+  Assistant:``), so prompt ``t`` starts with prompt ``t-1`` followed by its answer.
+  No session header is sent: ``conversation`` only tells the runner to send turn
+  ``t`` after turn ``t-1`` has finished. A finished conversation is replaced by a
+  new one. The answer put in the history is the one Caravan's simulated engine
+  generates for that prompt and ``max_tokens`` (its text is a pure function of the
+  prompt: ``caravan.simulator.textgen``), so against the simulator the history is
+  exactly what a chat client would resend and a cache hit can cover the previous
+  answer too (against another server it is a deterministic stand-in, and only the
+  previous prompt can hit; with a ``seed`` in ``--sampling`` the simulator's answers
+  differ too). Turns per conversation: ``1 + Geometric`` with mean ``turns_mean``
   (default 3.51, ShareGPT's mean: 330,239 turns in 94,145 conversations, Zheng et
   al., "LMSYS-Chat-1M", ICLR 2024, arXiv:2309.11998, Table 1), capped at
   ``turns_max``. Only the mean is ShareGPT's; the geometric shape is our choice.
@@ -74,11 +78,11 @@ from caravan.bench.dataset import (
     PromptEntry,
     RequestSpec,
     Workload,
-    assistant_standin,
     count_words,
     synthetic_prompt,
 )
 from caravan.errors import ConfigError
+from caravan.simulator.textgen import Words, seed_for
 
 MOONCAKE_BLOCK_TOKENS = 512  # tokens per hash id in Mooncake's traces
 SHAREGPT_MEAN_TURNS = 3.51  # LMSYS-Chat-1M (arXiv:2309.11998) Table 1, ShareGPT row
@@ -212,13 +216,19 @@ def _multi_turn(spec: WorkloadSpec, rng: random.Random, stream: int) -> Iterator
 
 
 def _next_turn(spec: WorkloadSpec, chat: _Chat, rng: random.Random) -> BenchRequest:
-    """The chat's next request; appends it and a stand-in answer to its history."""
-    prompt = f"{chat.history}User: {synthetic_prompt(spec.input.draw(rng), rng)}\n"
+    """The chat's next request; appends it and its answer to the chat's history."""
+    prompt = f"{chat.history}User: {synthetic_prompt(spec.input.draw(rng), rng)}\nAssistant:"
     max_tokens = spec.output.draw(rng)
     req = BenchRequest(prompt, max_tokens, conversation=chat.name, turn=chat.turn)
-    chat.history = f"{prompt}Assistant: {assistant_standin(max_tokens)}\n"
+    chat.history = f"{prompt} {' '.join(simulated_answer(prompt, max_tokens))}\n"
     chat.turn += 1
     return req
+
+
+def simulated_answer(prompt: str, max_tokens: int) -> tuple[str, ...]:
+    """The words Caravan's simulated engine answers to ``prompt`` with ``max_tokens``
+    (no sampling seed, room in the context: its text is a pure function of these)."""
+    return Words(seed_for(prompt, None), max_tokens).words()
 
 
 def _trace(spec: WorkloadSpec, seed: int) -> Iterator[BenchRequest]:

@@ -15,6 +15,7 @@ from caravan.bench.workloads import (
     conversation_turns,
     make_workload,
     parse_trace,
+    simulated_answer,
     take,
 )
 from caravan.errors import ConfigError
@@ -75,11 +76,16 @@ def test_multi_turn_history_grows_and_turns_are_ordered() -> None:
         assert r.turn == len(chats.setdefault(r.conversation, []))
         chats[r.conversation].append(r.prompt)
     assert len(chats) > 4  # finished conversations are replaced by new ones
+    answer_blocks = 0
     for prompts in chats.values():
         for before, after in itertools.pairwise(prompts):
-            assert after.startswith(before + "Assistant: ")
-            n = len(blocks(before))
-            assert blocks(after)[:n] == blocks(before)  # the previous prompt's blocks hit
+            assert before.endswith("Assistant:") and after.startswith(before + " ")
+            # what the simulated engine caches after turn t: its prompt and its answer
+            answered = [*before.split(), *simulated_answer(before, 6)]
+            n = len(answered) // BLOCK_SIZE
+            assert blocks(after)[:n] == block_hashes(token_ids(answered))  # all of it hits
+            answer_blocks += n - len(blocks(before))
+    assert answer_blocks > 10  # blocks completed by an answer, hit by the next turn
     specs = Source(SPECS[Kind.MULTI_TURN], seed=2).build(50)
     assert session_order_ok(specs) and all(s.session_id == "" for s in specs)
 
@@ -154,3 +160,22 @@ def test_parse_trace_empty() -> None:
 def test_spec_validation_names_the_field(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         WorkloadSpec(**kwargs)  # type: ignore[arg-type]
+
+
+def test_the_simulated_engine_serves_the_next_turn_from_its_cache() -> None:
+    """Turn 1 through the engine after turn 0: its prompt's blocks up to and including
+    turn 0's answer are cache hits (the sequence the replica hashes: prompt + output)."""
+    from caravan.simulator.engine import Engine, EngineConfig, SeqRequest
+
+    reqs = take(make_workload(WorkloadSpec(Kind.MULTI_TURN, Lengths(40), Lengths(40)), seed=4), 200)
+    second = next(r for r in reqs if r.turn == 1)
+    first = next(r for r in reqs if r.conversation == second.conversation)
+    engine = Engine(EngineConfig())
+    for i, r in enumerate((first, second)):
+        words = [*r.prompt.split(), *simulated_answer(r.prompt, r.max_tokens)]
+        engine.submit(SeqRequest(str(i), len(r.prompt.split()), r.max_tokens, i * 10_000.0,
+                                 block_hashes(token_ids(words))))
+        adv = engine.advance(i * 10_000.0 + 9_999.0)
+    answered = len(first.prompt.split()) + first.max_tokens
+    assert adv.admitted[0].cached_tokens == answered // BLOCK_SIZE * BLOCK_SIZE
+    assert adv.admitted[0].cached_tokens > len(first.prompt.split())  # the answer hit too
