@@ -117,6 +117,9 @@ def bench(
         help="multi-turn: mean turns per conversation (ShareGPT: 3.51)")] = _default("turns_mean"),
     turns_max: Annotated[int, typer.Option(
         help="multi-turn: most turns in a conversation")] = _default("turns_max"),
+    max_context: Annotated[int, typer.Option(
+        help="multi-turn: a conversation ends before a turn longer than this (tokens; the "
+             "simulator's max_model_len)")] = _default("max_context"),
 ) -> None:
     """Run a benchmark: `caravan bench --url HOST:PORT --model M --concurrency 1,5,10`.
 
@@ -140,7 +143,7 @@ def bench(
             api_key_header=api_key_header, workload=workload, trace=trace,
             trace_speedup=trace_speedup, trace_block_tokens=trace_block_tokens, prefixes=prefixes,
             prefix_tokens=prefix_tokens, conversations=conversations, turns_mean=turns_mean,
-            turns_max=turns_max)
+            turns_max=turns_max, max_context=max_context)
         plan = session.plan_bench(config)
     raise typer.Exit(_run(plan, config))
 

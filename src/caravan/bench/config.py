@@ -91,6 +91,7 @@ class BenchConfig(BaseModel):
     conversations: Positive = _W.conversations
     turns_mean: Annotated[float, Field(ge=1.0)] = _W.turns_mean
     turns_max: Positive = _W.turns_max
+    max_context: Positive = _W.max_context
 
     @classmethod
     def from_options(cls, **options: object) -> BenchConfig:
@@ -209,10 +210,12 @@ class BenchConfig(BaseModel):
                       prompts: tuple[PromptEntry, ...] = ()) -> WorkloadSpec:
         """The generator's spec, given the parsed ``--trace`` / ``--prompts`` contents."""
         return WorkloadSpec(
-            self.workload, Lengths(self.input_tokens, self.input_spread),
-            Lengths(self.output_tokens, self.output_spread), prompts, self.prefixes,
-            self.prefix_tokens, self.conversations, self.turns_mean, self.turns_max, trace,
-            self.trace_block_tokens)
+            kind=self.workload, input=Lengths(self.input_tokens, self.input_spread),
+            output=Lengths(self.output_tokens, self.output_spread), prompts=prompts,
+            prefixes=self.prefixes, prefix_tokens=self.prefix_tokens,
+            conversations=self.conversations, turns_mean=self.turns_mean,
+            turns_max=self.turns_max, max_context=self.max_context, trace=trace,
+            trace_block_tokens=self.trace_block_tokens)
 
     def describe(self) -> str:
         """The workload in one line (run metadata)."""

@@ -41,7 +41,10 @@ Kinds:
   differ too). Turns per conversation: ``1 + Geometric`` with mean ``turns_mean``
   (default 3.51, ShareGPT's mean: 330,239 turns in 94,145 conversations, Zheng et
   al., "LMSYS-Chat-1M", ICLR 2024, arXiv:2309.11998, Table 1), capped at
-  ``turns_max``. Only the mean is ShareGPT's; the geometric shape is our choice.
+  ``turns_max``. Only the mean is ShareGPT's; the geometric shape is our choice. A
+  conversation also ends when its next turn (prompt + ``max_tokens``) would exceed
+  ``max_context`` tokens (default: the simulated engine's ``max_model_len``, 4096),
+  as a user whose chat is full starts a new one; no request is longer than that.
 * ``trace``: replay of a Mooncake trace (``parse_trace``; format of
   kvcache-ai/Mooncake ``FAST25-release/traces/*.jsonl``: one JSON object a line,
   ``timestamp`` in ms since the first request, ``input_length`` and
@@ -82,10 +85,12 @@ from caravan.bench.dataset import (
     synthetic_prompt,
 )
 from caravan.errors import ConfigError
+from caravan.simulator.engine import EngineConfig
 from caravan.simulator.textgen import Words, seed_for
 
 MOONCAKE_BLOCK_TOKENS = 512  # tokens per hash id in Mooncake's traces
 SHAREGPT_MEAN_TURNS = 3.51  # LMSYS-Chat-1M (arXiv:2309.11998) Table 1, ShareGPT row
+SIMULATOR_MAX_MODEL_LEN = EngineConfig.max_model_len  # the simulated engine's default context
 
 
 class Kind(enum.Enum):
@@ -132,11 +137,13 @@ class WorkloadSpec:
     conversations: int = 64
     turns_mean: float = SHAREGPT_MEAN_TURNS
     turns_max: int = 32
+    max_context: int = SIMULATOR_MAX_MODEL_LEN
     trace: tuple[TraceRecord, ...] = field(default=())
     trace_block_tokens: int = MOONCAKE_BLOCK_TOKENS
 
     def __post_init__(self) -> None:
-        for name in ("prefixes", "prefix_tokens", "conversations", "turns_max", "trace_block_tokens"):
+        for name in ("prefixes", "prefix_tokens", "conversations", "turns_max", "max_context",
+                     "trace_block_tokens"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if not 1.0 <= self.turns_mean <= self.turns_max:
@@ -209,8 +216,13 @@ def _multi_turn(spec: WorkloadSpec, rng: random.Random, stream: int) -> Iterator
 
     chats = [new_chat() for _ in range(spec.conversations)]
     while True:
-        for slot, chat in enumerate(chats):
-            yield _next_turn(spec, chat, rng)
+        for slot in range(len(chats)):
+            chat = chats[slot]
+            req = _next_turn(spec, chat, rng)
+            if chat.turn > 1 and len(req.prompt.split()) + req.max_tokens > spec.max_context:
+                chat = chats[slot] = new_chat()  # the context is full: the user starts afresh
+                req = _next_turn(spec, chat, rng)
+            yield req
             if chat.turn == chat.turns:
                 chats[slot] = new_chat()
 

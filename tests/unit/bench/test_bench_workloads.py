@@ -179,3 +179,11 @@ def test_the_simulated_engine_serves_the_next_turn_from_its_cache() -> None:
     answered = len(first.prompt.split()) + first.max_tokens
     assert adv.admitted[0].cached_tokens == answered // BLOCK_SIZE * BLOCK_SIZE
     assert adv.admitted[0].cached_tokens > len(first.prompt.split())  # the answer hit too
+
+
+def test_multi_turn_conversations_end_before_the_context_is_full() -> None:
+    spec = WorkloadSpec(Kind.MULTI_TURN, Lengths(50), Lengths(50), turns_mean=20.0, turns_max=40,
+                        max_context=600)
+    reqs = take(make_workload(spec, seed=1), 500)
+    assert max(len(r.prompt.split()) + r.max_tokens for r in reqs) <= 600
+    assert max(r.turn for r in reqs) >= 4  # long chats still reach the bound's depth
