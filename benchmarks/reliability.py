@@ -313,19 +313,6 @@ def _kill_notes(f: dict[str, Any]) -> list[str]:
 
 
 KNOWN_GAPS = [
-    "Envoy starts a per-try timeout only once it has the whole request, i.e. when the client "
-    "half-closes its ModelStreamInfer stream (caravan bench, the fault load and "
-    "`caravan.local.launch.stream_request` do). A client that keeps its stream open "
-    "(tritonclient's `start_stream`) and lands on a gray replica is not retried: the stream "
-    "ends after `routing.stream_idle_timeout_s` with UNAVAILABLE \"stream timeout\" (measured "
-    "on Envoy 1.40; 408/UNKNOWN without Caravan's local-reply mapping), and it does not count "
-    "towards ejecting the replica.",
-    "A stream=false request answers only at its end, so the per-try timeout bounds its whole "
-    "generation: one that takes longer than `routing.per_try_timeout_s` (5 s by default) is cut, "
-    "retried on another replica and counted against the first. Models serving long stream=false "
-    "generations need a larger `per_try_timeout_s` (and `stream_idle_timeout_s`).",
-    "A model with one replica is never ejected (`max_ejection_percent` 50 keeps at least one); "
-    "a gray single replica answers every request UNAVAILABLE after the per-try and idle timeouts.",
     "Streams in flight on a SIGKILLed (or SIGSTOPped) replica that already had a response fail "
     "at once (a frozen one within its health checks' ~3 s), but "
     "the client sees INTERNAL \"Stream removed (RST_STREAM)\", not UNAVAILABLE: Envoy has sent "
@@ -350,6 +337,19 @@ KNOWN_GAPS = [
     "ends INTERNAL RST_STREAM. The recorded run saw none; one CI run of the same test saw 1 "
     "of 949. A reset after the final answer arrived counts as answered (the client has the "
     "whole answer). The promise says so since 2026-12-01.",
+    "Envoy starts a per-try timeout only once it has the whole request, i.e. when the client "
+    "half-closes its ModelStreamInfer stream (caravan bench, the fault load and "
+    "`caravan.local.launch.stream_request` do). A client that keeps its stream open "
+    "(tritonclient's `start_stream`) and lands on a gray replica is not retried: the stream "
+    "ends after `routing.stream_idle_timeout_s` with UNAVAILABLE \"stream timeout\" (measured "
+    "on Envoy 1.40; 408/UNKNOWN without Caravan's local-reply mapping), and it does not count "
+    "towards ejecting the replica.",
+    "A stream=false request answers only at its end, so the per-try timeout bounds its whole "
+    "generation: one that takes longer than `routing.per_try_timeout_s` (5 s by default) is cut, "
+    "retried on another replica and counted against the first. Models serving long stream=false "
+    "generations need a larger `per_try_timeout_s` (and `stream_idle_timeout_s`).",
+    "A model with one replica is never ejected (`max_ejection_percent` 50 keeps at least one); "
+    "a gray single replica answers every request UNAVAILABLE after the per-try and idle timeouts.",
 ]
 def rerun(only: list[str], outage_s: float, cp_down_s: float) -> None:
     """Re-measure ``only`` and merge their rows into the last results JSON (a row with the
