@@ -81,6 +81,8 @@ class LocalSession:
             f"xDS: 127.0.0.1:{s.ports.xds} (admin http://127.0.0.1:{s.ports.xds_admin})",
             f"  Prometheus: {s.prometheus_url or 'not running'}   logs: {s.state_dir / 'logs'}",
             f"  autoscaler: {'on' if self.autoscale else 'off'}",
+            *([f"  TLS: throwaway local CA and certificates in {s.pki_dir} (ca.pem, client.pem/.key)"]
+              if s.pki_dir is not None else []),
             "  try it:  caravan bench --url "
             f"{s.endpoint} --model {s.spec.default.name} --concurrency 4 --requests 20",
         ]

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import signal
 import threading
 import time
@@ -69,57 +70,17 @@ from caravan.local.launch import (
     write_envoy_bootstrap,
 )
 from caravan.local.process import ChildProcess, free_port, port_open, venv_binary
+from caravan.local.secure import LocalSecurity, ProbeAuth
+from caravan.local.stackconfig import LocalPorts as LocalPorts
+from caravan.local.stackconfig import StackOptions as StackOptions
 from caravan.local.statefile import RetryingWriter, WriteText
 from caravan.local.statelock import StateLock
 from caravan.spec import PlatformSpec
-from caravan.triton.launcher import ReplicaOptions, ReplicaPlan
+from caravan.triton.launcher import ReplicaPlan
 
 log = logging.getLogger(__name__)
 
 _READY_CHECK_S = 1.0  # how often ready replicas' ModelReady is checked
-
-
-@dataclass(frozen=True)
-class LocalPorts:
-    """Every port the local stack listens on (all on 127.0.0.1)."""
-
-    envoy_listen: int
-    envoy_admin: int
-    xds: int
-    xds_admin: int
-    prometheus: int
-
-    @classmethod
-    def from_spec(cls, spec: PlatformSpec) -> LocalPorts:
-        return cls(spec.envoy.listen_port, spec.envoy.admin_port, spec.control_plane.xds_port,
-                   spec.control_plane.admin_port, spec.local.prometheus_port)
-
-    @classmethod
-    def free(cls) -> LocalPorts:
-        """Fresh OS-chosen ports, for tests running side by side."""
-        return cls(free_port(), free_port(), free_port(), free_port(), free_port())
-
-    def apply(self, spec: PlatformSpec) -> PlatformSpec:
-        """The spec with these ports and loopback addresses (what the children are given)."""
-        envoy = spec.envoy.model_copy(update={"address": "127.0.0.1", "listen_port": self.envoy_listen,
-                                              "admin_port": self.envoy_admin})
-        cp = spec.control_plane.model_copy(update={"address": "127.0.0.1", "xds_port": self.xds,
-                                                   "admin_port": self.xds_admin})
-        return spec.model_copy(update={"envoy": envoy, "control_plane": cp})
-
-
-@dataclass(frozen=True)
-class StackOptions:
-    """What varies between `caravan up`, `caravan demo` and tests."""
-
-    time_scale: float = 0.1  # the replicas' (overrides replica.time_scale)
-    prometheus: bool = True
-    replica: ReplicaOptions = field(default_factory=ReplicaOptions)
-    drain_grace_s: float = 1.0  # DRAINING in Envoy before SIGTERM
-    ready_timeout_s: float = 60.0
-    # infrastructure children restarted when they die (caravan.local.infra); others are
-    # reported and left down
-    auto_restart: frozenset[str] = frozenset({"xds", "envoy", "prometheus"})
 
 
 @dataclass
@@ -166,6 +127,7 @@ class LocalStack:
         self.watch_errors = 0  # exceptions the replica-watch thread survived
         self._dirty = False  # replica states changed since the last _publish
         self._next_ready_check = 0.0
+        self._security = LocalSecurity(self.spec, ProbeAuth(), {})  # _secure() fills it in
 
     # ---- paths and endpoints -------------------------------------------------
     @property
@@ -200,6 +162,7 @@ class LocalStack:
     def _start(self) -> None:
         self._state_lock.acquire()  # StateDirBusy before anything is written or started
         self._check_ports_free()
+        self._secure()
         (self.state_dir / "logs").mkdir(exist_ok=True)
         self.spec_path.write_text(yaml.safe_dump(self.spec.model_dump(mode="json"), sort_keys=False))
         if not self.registry_file.publish(registry_text([])):
@@ -318,7 +281,8 @@ class LocalStack:
         self._serial += 1
         rid = f"{model}-{self._serial}"
         port, mport = self._fresh_port(), self._fresh_port()
-        options = replace(self.options.replica, time_scale=self.options.time_scale)
+        options = replace(self.options.replica, time_scale=self.options.time_scale,
+                          tls=self._security.replica_tls.get(model))
         plan = ReplicaPlan(self.state_dir / "replicas" / rid, self.spec.model(model), port, mport, options)
         proc = plan.start(self.state_dir / "logs" / f"replica-{rid}.log")
         log.info("replica starting", extra={"replica": rid, "port": port, "metrics_port": mport})
@@ -366,7 +330,7 @@ class LocalStack:
         with self._lock:
             self._dirty = self._reap() or self._dirty
         for rp in self._pending():
-            if model_ready(rp.replica.endpoint, rp.replica.model, timeout_s=0.5):
+            if self._model_ready(rp):
                 with self._lock:
                     rp.ready = self._dirty = True
                 log.info("replica ready", extra={"replica": rp.replica.id})
@@ -401,7 +365,7 @@ class LocalStack:
                      if rp.ready and not rp.draining and rp.proc.alive()]
         dropped = False
         for rp in ready:
-            if not model_ready(rp.replica.endpoint, rp.replica.model, timeout_s=0.5):
+            if not self._model_ready(rp):
                 log.warning("replica's model is not ready (engine died?): unregistered, restarting",
                             extra={"replica": rp.replica.id, "model": rp.replica.model})
                 with self._lock:
@@ -479,6 +443,39 @@ class LocalStack:
                 raise StackError(f"port {port} ({name}) is already in use on 127.0.0.1; "
                                  "stop what uses it or change the port in the spec")
 
+    def _secure(self) -> None:
+        """Back the spec's security settings with a local PKI and load the probes'
+        credentials (``caravan.local.secure``). StackError naming the field when a
+        configured credential cannot be loaded."""
+        from caravan.local.secure import localize
+
+        try:
+            self._security = localize(self.spec, self.state_dir, os.environ)
+        except ValueError as exc:
+            raise StackError(f"cannot start a secured stack: {exc}") from None
+        self.spec = self._security.spec
+
+    def _model_ready(self, rp: _ReplicaProc) -> bool:
+        return model_ready(rp.replica.endpoint, rp.replica.model, timeout_s=0.5,
+                           credentials=self._security.probe.replica(rp.replica.model))
+
+    def probe_envoy(self, model: str, timeout_s: float = 5.0) -> bool:
+        """One request for ``model`` through Envoy, with the spec's credentials
+        (``infer_once``)."""
+        probe = self._security.probe
+        return infer_once(self.endpoint, model, timeout_s, self.spec.envoy.model_header,
+                          credentials=probe.envoy, metadata=probe.metadata())
+
+    @property
+    def probe_auth(self) -> ProbeAuth:
+        """The credentials the stack's probes present (TLS, API key or token)."""
+        return self._security.probe
+
+    @property
+    def pki_dir(self) -> Path | None:
+        """Where the local PKI (CA, certificates) lives, when the spec needs one."""
+        return None if self._security.pki is None else self._security.pki.directory
+
     def _all_ready(self, model: str, count: int) -> bool:
         return self.counts(model) == (count, 0)
 
@@ -489,7 +486,7 @@ class LocalStack:
         infra = self._infra.procs()
         for m in self.spec.models:
             want = m.replicas.start
-            probe = functools.partial(infer_once, self.endpoint, m.name, model_header=self.spec.envoy.model_header)
+            probe = functools.partial(self.probe_envoy, m.name)
             try:
                 wait_until(functools.partial(self._all_ready, m.name, want),
                            self.options.ready_timeout_s, f"{want} ready replica(s) of model {m.name!r}",
