@@ -13,6 +13,9 @@ for ``unique``, ``shared-prefix`` and ``multi-turn``, as long as the trace for
 ``trace``. The same ``(spec, seed, stream)`` always yields the same requests, in
 the same order; another ``stream`` is an independent series (the runner uses one
 per load level and one for warm-up, so no level re-sends another's prompts).
+With the bench runner: ``run_sweep(target, model, levels, Source(spec, seed))``
+(``Source.build(count, stream_id)`` gives the runner's ``RequestSpec``s; a trace's
+level is ``LoadLevel(Shape.TRACE, speedup, Limits(requests=len(trace)))``).
 
 Prompts are text that the simulated engine tokenizes deterministically: one token
 per whitespace-separated word, KV blocks of 16 tokens (``caravan.simulator``,
