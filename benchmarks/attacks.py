@@ -36,6 +36,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "attacks.json"
 DOC = ROOT / "docs" / "security.md"
 BEGIN, END = "<!-- attacks:begin -->", "<!-- attacks:end -->"
 SEC, XDS, RENDER = "tests/integration/security", "tests/integration/xds", "tests/unit/render"
+LOCAL = "tests/integration/local"
 
 
 @dataclass(frozen=True)
@@ -99,9 +100,21 @@ ATTACKS = (
            "after it hangs, requests caught on it retried elsewhere (0 failed)",
            owner="hung"),
     Attack("M8", "two `caravan up` in one directory corrupt each other",
-           "a second `caravan up` refuses, naming the first one's PID", (), "", owner="localstack"),
+           "a second `caravan up` refuses, naming the first one's PID",
+           ("tests/e2e/local/test_up_cli.py::test_second_up_refuses_and_sigkilled_up_leaves_no_child",
+            f"{LOCAL}/test_local_resilience.py::test_second_stack_on_the_same_directory_refuses_with_the_first_pid",
+            "tests/unit/local/test_statelock.py"),
+           "a second `caravan up` exits 1 naming the first's PID before writing or starting "
+           "anything; the first's registry is unchanged and it keeps serving; a lock left by a "
+           "SIGKILLed holder is taken over"),
     Attack("M9", "a full disk kills the replica-watch thread for good",
-           "the registry writer reports and recovers", (), "", owner="localstack"),
+           "the registry writer reports and recovers",
+           (f"{LOCAL}/test_local_resilience.py::test_full_disk_keeps_last_registry_and_recovers",
+            "tests/unit/local/test_statefile.py"),
+           "real stack, writes failing with ENOSPC (injected) and the watch thread hit by 2 "
+           "unexpected errors: the last good registry stays, failures counted and logged once, "
+           "the thread lives; once space returns the new replica is registered and served by "
+           "Envoy"),
     Attack("M10", "`POST /-/quit` on Prometheus from any interface; Grafana admin/admin",
            "Prometheus without the lifecycle API, on the internal network; Grafana refuses to "
            "start without an admin password from Nomad Variables",
@@ -150,7 +163,14 @@ ATTACKS = (
     Attack("L", "`caravan up` misses a dead Envoy or Prometheus; SIGKILL orphans its children; "
            "no start with API keys or JWT",
            "deaths noticed; children die with the supervisor; every security setting starts",
-           (), "", owner="localstack"),
+           (f"{LOCAL}/test_local_resilience.py::test_killed_infrastructure_is_restarted",
+            "tests/e2e/local/test_up_cli.py::test_second_up_refuses_and_sigkilled_up_leaves_no_child",
+            f"{LOCAL}/test_local_secured.py::test_secured_spec_starts_and_stays_secured",
+            "tests/unit/local/test_process_parent_death.py", "tests/unit/local/test_infra.py"),
+           "a SIGKILLed Envoy or Prometheus is restarted and the stack serves again (3 restarts "
+           "in 5 min, then `caravan up` exits 1 naming it); every child of a SIGKILLed "
+           "`caravan up` exits (PR_SET_PDEATHSIG); API keys + listener mTLS + xDS mTLS + "
+           "replica mTLS, and JWT, start on a local PKI and refuse requests without credentials"),
     Attack("held", "bad, expired, `alg: none`, algorithm-confusion, duplicate and spoofed credentials",
            "UNAUTHENTICATED, never served",
            (f"{SEC}/test_security_envoy.py::test_api_keys",
