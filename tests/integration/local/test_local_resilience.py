@@ -6,7 +6,8 @@ Envoy, control plane, tritonserver replicas and Prometheus:
 * a full disk (an injected ``write_text`` failing with ENOSPC) keeps the last good
   registry, the replica-watch thread survives it and an unexpected error, and the newest
   registry lands once space returns (Envoy then serves the new replica);
-* a SIGKILLed Envoy or Prometheus is restarted, and the stack serves again.
+* a SIGKILLed Envoy or Prometheus is restarted, and the stack serves again; an Envoy
+  that keeps dying fails the stack with a message naming it.
 Bounded: every wait <= 30 s.
 """
 
@@ -119,3 +120,18 @@ def test_killed_infrastructure_is_restarted(stack: LocalStack, name: str) -> Non
     wait_until(lambda: port_open("127.0.0.1", port), 20, f"{name} listening again")
     wait_until(lambda: infer_once(stack.endpoint, MODEL), 20, "a request through Envoy")
     assert stack.failure() is None
+
+
+def test_envoy_that_keeps_dying_fails_the_stack_with_its_name(stack: LocalStack) -> None:
+    """Runs last (it leaves the stack failed): more than 3 deaths in 5 minutes."""
+    for _ in range(5):  # the 4th death exhausts the budget (one restart was spent above)
+        if stack.failure() is not None:
+            break
+        victim = stack.infra("envoy")
+        victim.signal(signal.SIGKILL)
+        wait_until(lambda v=victim.pid: stack.failure() is not None or stack.infra("envoy").pid != v, 20,
+                   "envoy restarted or given up on")
+    assert stack.infra_restarts()["envoy"] == 3
+    failure = stack.wait_failure(0)
+    assert failure is not None and failure.startswith("envoy exited (code -9) after 3 restarts within 300 s")
+    assert "envoy.log" in failure
