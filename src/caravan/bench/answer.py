@@ -22,8 +22,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from caravan.spec.names import UPSTREAM_HOST_HEADER
 from caravan.tensor_bytes import BytesLayoutError, decode_bytes_elements
-from caravan.xds.resources import UPSTREAM_HOST_HEADER
 
 FINAL_PARAM = "triton_final_response"
 

@@ -32,6 +32,7 @@ from caravan.bench.dataset import DEFAULT_LENGTHS, Lengths, PromptEntry
 from caravan.bench.stats import Slo, parse_slo
 from caravan.bench.workloads import Kind, TraceRecord, WorkloadSpec
 from caravan.errors import ConfigError
+from caravan.spec import names
 
 _W = WorkloadSpec()  # the workload knobs' defaults
 DEFAULT_REQUESTS = 100  # measured requests per level when --requests is not given
@@ -81,7 +82,7 @@ class BenchConfig(BaseModel):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     api_key_file: Path | None = None
-    api_key_header: str = "x-api-key"
+    api_key_header: str = names.API_KEY_HEADER
     workload: Kind = Kind.UNIQUE
     trace: Path | None = None
     trace_speedup: PositiveSeconds = 1.0

@@ -30,7 +30,7 @@ from caravan.bench.progress import RichProgress
 from caravan.bench.stats import Slo
 from caravan.bench.triton import Target
 from caravan.errors import ConfigError
-from caravan.spec import SpecError, load_spec
+from caravan.spec import SpecError, load_spec, names
 
 
 @dataclass(frozen=True)
@@ -163,7 +163,7 @@ def header_names(
     else ``x-model`` / ``x-session-id``. The spec is read only when a flag is missing.
     Raises ConfigError naming ``--spec`` when it cannot be read or is invalid."""
     if spec_path is None or (model_header and session_header):
-        return model_header or "x-model", session_header or "x-session-id"
+        return model_header or names.MODEL_HEADER, session_header or names.SESSION_HEADER
     try:
         spec = load_spec(spec_path)
     except OSError as exc:

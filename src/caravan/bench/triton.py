@@ -51,6 +51,7 @@ from caravan.bench.answer import read_answer, text_outputs, upstream_host
 from caravan.bench.dataset import RequestSpec, count_words
 from caravan.bench.stats import OK, RequestRecord
 from caravan.bench.wire import MODEL_STREAM_INFER, decode_stream_response, encode_request
+from caravan.spec import names
 
 Clock = Callable[[], float]
 Metadata = tuple[tuple[str, str], ...]  # gRPC request headers
@@ -80,9 +81,9 @@ class Target:
     tls_cert: str | None = None
     tls_key: str | None = None
     api_key: str = field(default="", repr=False)
-    api_key_header: str = "x-api-key"
-    model_header: str = "x-model"
-    session_header: str = "x-session-id"
+    api_key_header: str = names.API_KEY_HEADER
+    model_header: str = names.MODEL_HEADER
+    session_header: str = names.SESSION_HEADER
 
     @property
     def tls(self) -> bool:

@@ -19,12 +19,17 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from caravan.errors import ConfigError
-from caravan.spec import ConsulSpec
+from caravan.spec import ConsulSpec, names
 from caravan.token_file import TokenFileError, read_token_file
 
 
 class ConsulConfigError(ConfigError):
     """A Consul setting is unusable; the message names the field or variable."""
+
+
+CONSUL_PORT = 8500  # Consul's own default HTTP port, for an address without one
+_SPEC = ConsulSpec()  # ConsulSettings' defaults are the spec's, read from here
+_SPEC_ADDRESS = urlsplit(f"//{_SPEC.address}")
 
 
 @dataclass(frozen=True)
@@ -39,16 +44,16 @@ class ConsulSettings:
     ``caravan.discovery.guard``.
     """
 
-    host: str = "127.0.0.1"
-    port: int = 8500
-    scheme: str = "http"
+    host: str = _SPEC_ADDRESS.hostname or _SPEC.address
+    port: int = _SPEC_ADDRESS.port or CONSUL_PORT
+    scheme: str = _SPEC.scheme
     verify: bool | str = True
-    datacenter: str | None = None
-    wait_s: float = 30.0
-    timeout_s: float = 10.0
-    allow_warning: bool = False
-    service_prefix: str = "triton-"
-    empty_confirm_s: float = 10.0
+    datacenter: str | None = _SPEC.datacenter
+    wait_s: float = float(_SPEC.wait_s)
+    timeout_s: float = _SPEC.timeout_s
+    allow_warning: bool = _SPEC.allow_warning
+    service_prefix: str = _SPEC.service_prefix
+    empty_confirm_s: float = _SPEC.empty_confirm_s
     token: str | None = field(default=None, repr=False)
     token_file: str | None = None
 
@@ -59,7 +64,7 @@ class ConsulSettings:
 
     def service_name(self, model: str) -> str:
         """The Consul service that holds ``model``'s replicas."""
-        return f"{self.service_prefix}{model}"
+        return names.consul_service(self.service_prefix, model)
 
 
 def _read_text(path: str) -> str:
@@ -90,14 +95,14 @@ def resolve_settings(
 
 def parse_address(addr: str, field_name: str) -> tuple[str | None, str, int]:
     """``host:port``, ``[v6]:port`` or ``scheme://host:port`` -> (scheme or None,
-    host, port); the port defaults to 8500."""
+    host, port); the port defaults to Consul's (``CONSUL_PORT``)."""
     text = addr.strip()
     has_scheme = "://" in text
     if has_scheme and not text.startswith(("http://", "https://")):
         raise ConsulConfigError(f"{field_name}: {addr!r}: only http:// and https:// are supported")
     parts = urlsplit(text if has_scheme else f"//{text}")
     try:
-        port = parts.port or 8500
+        port = parts.port or CONSUL_PORT
     except ValueError:
         raise ConsulConfigError(f"{field_name}: {addr!r}: port must be 1-65535") from None
     host = parts.hostname

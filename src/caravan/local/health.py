@@ -13,6 +13,8 @@ from typing import Any
 
 import grpc
 
+from caravan.spec import names
+
 PROBE_MAX_TOKENS = 2
 PROBE_REQUEST_ID = "caravan-probe"
 
@@ -46,7 +48,8 @@ def model_ready(endpoint: str, model: str, timeout_s: float = 0.5,
         return False
 
 
-def infer_once(endpoint: str, model: str, timeout_s: float = 5.0, model_header: str = "x-model",
+def infer_once(endpoint: str, model: str, timeout_s: float = 5.0,
+               model_header: str = names.MODEL_HEADER,
                credentials: grpc.ChannelCredentials | None = None, metadata: Metadata = ()) -> bool:
     """True when one small inference request for ``model`` through ``endpoint`` (Envoy
     or a replica) is answered, the way every Caravan client sends them: one

@@ -105,9 +105,9 @@ from caravan.nomad.jobmodel import (
 )
 from caravan.nomad.platform_jobs import internal_port
 from caravan.render import triton
-from caravan.spec import PROGRESS_MARGIN_S, ModelSpec, PlatformSpec
+from caravan.spec import PROGRESS_MARGIN_S, ModelSpec, PlatformSpec, names
 
-GROUP = "triton"
+GROUP = names.NOMAD_GROUP
 TASK = "tritonserver"
 GRPC_PORT, HTTP_PORT, METRICS_PORT = 8001, 8000, 8002
 BIND = "0.0.0.0"  # inside the container's network namespace; docker publishes the ports
@@ -124,8 +124,8 @@ EXAMPLE_FILES = {"tls_cert": "replica.pem", "tls_key": "replica.key",
 
 
 def job_id(model: ModelSpec) -> str:
-    """``triton-<model>``: the Nomad job id the autoscaler targets."""
-    return f"triton-{model.name}"
+    """``triton-<model>``: the Nomad job id the autoscaler targets (``caravan.spec.names``)."""
+    return model.nomad_job
 
 
 def tls_var_path(jid: str) -> str:
@@ -222,7 +222,7 @@ def _service(spec: PlatformSpec, model: ModelSpec) -> Service:
     # Critical for 10 s * (3 - 1) after the grace: Nomad restarts the task (module doc).
     restart = CheckRestart(limit=3, grace_s=spec.nomad.startup_grace_s)
     return Service(
-        name=spec.consul.service_prefix + model.name,
+        name=spec.service_name(model),
         port="grpc",
         tags=("caravan", "triton"),
         meta=(("model", model.name), ("metrics_port", "${NOMAD_HOST_PORT_metrics}")),

@@ -115,7 +115,7 @@ def production_config(spec: PlatformSpec, consul_token_file: str | None = "",
     """
     token = spec.consul.token_file if consul_token_file == "" else consul_token_file
     dc = datacenter or consul_datacenter(spec)
-    services = [spec.consul.service_prefix + m.name for m in spec.models]
+    services = [spec.service_name(m) for m in spec.models]
     component_jobs = [
         (JOB_ENVOY, ENVOY_SERVICE, "/stats/prometheus"),
         (JOB_XDS, XDS_SERVICE, "/metrics"),

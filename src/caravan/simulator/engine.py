@@ -82,17 +82,20 @@ from caravan.errors import CaravanError
 from caravan.simulator.kvcache import BLOCK_SIZE, BlockPool, Holding, blocks_for
 from caravan.spec import EngineArgs, SimulatorParams
 
+_ENGINE, _SIM = EngineArgs.model_fields, SimulatorParams.model_fields
+
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Engine knobs. Durations in simulated milliseconds; sizes in tokens."""
+    """Engine knobs. Durations in simulated milliseconds; sizes in tokens. Defaults are
+    the spec's (``EngineArgs``, ``SimulatorParams``), read from there, never restated."""
 
-    max_num_seqs: int = 256
-    kv_cache_tokens: int = 200_000
-    max_model_len: int = 4096
-    decode_ms_per_step: float = 13.0
-    decode_ms_per_seq: float = 0.08
-    prefill_ms_per_token: float = 0.12
+    max_num_seqs: int = _ENGINE["max_num_seqs"].default
+    kv_cache_tokens: int = _SIM["kv_cache_tokens"].default
+    max_model_len: int = _ENGINE["max_model_len"].default
+    decode_ms_per_step: float = _SIM["decode_ms_per_step"].default
+    decode_ms_per_seq: float = _SIM["decode_ms_per_seq"].default
+    prefill_ms_per_token: float = _SIM["prefill_ms_per_token"].default
 
     def __post_init__(self) -> None:
         _require(self.max_num_seqs >= 1, "max_num_seqs", self.max_num_seqs, "an integer >= 1")

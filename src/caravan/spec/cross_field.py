@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from caravan.spec import names
 from caravan.spec.models import EngineArgs, ReplicaBounds
 from caravan.spec.sections import ConsulSpec, ControlPlaneSpec, EnvoySpec, NomadSpec
 
@@ -79,9 +80,10 @@ def _nomad_rules(data: dict[str, Any]) -> list[str]:
         return errors
     for i, m in enumerate(_models(data)):
         name = m.get("name")
-        if isinstance(name, str) and not NOMAD_SERVICE_NAME_RE.match(prefix + name):
-            errors.append(f"models[{i}].name: service name {prefix + name!r} (consul.service_prefix "
-                          f"+ name) has {len(prefix + name)} characters; Nomad allows at most 63 "
+        service = names.consul_service(prefix, name) if isinstance(name, str) else None
+        if service is not None and not NOMAD_SERVICE_NAME_RE.match(service):
+            errors.append(f"models[{i}].name: service name {service!r} (consul.service_prefix "
+                          f"+ name) has {len(service)} characters; Nomad allows at most 63 "
                           "(RFC 1123): shorten the name or the prefix")
     return errors
 

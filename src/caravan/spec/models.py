@@ -85,7 +85,7 @@ DEFAULT_PREFIX_TOKENS = 64
 class Routing(_Frozen):
     """How Envoy spreads one model's requests over its replicas."""
 
-    session_header: str = Field("x-session-id", pattern=r"^[a-z0-9-]+$")
+    session_header: str = Field(names.SESSION_HEADER, pattern=r"^[a-z0-9-]+$")
     maglev_table_size: int = Field(65537, ge=3)
     hash_balance_factor: int | None = Field(
         150, description="bounded-load consistent hashing, >= 100 (None disables)"

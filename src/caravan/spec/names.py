@@ -4,8 +4,10 @@ A model ``llama`` is served by the Envoy cluster ``model-llama`` (also its
 ClusterLoadAssignment and the ``envoy_cluster_name`` label), runs as the Nomad job
 ``triton-llama`` with task group ``triton``, and registers in Consul as
 ``consul.service_prefix + name`` (``PlatformSpec.service_name``). The header names
-Caravan itself sets on requests and responses are constants here; the ones an
-operator chooses (the model and session headers) are spec fields. Pure.
+Caravan itself sets on requests and responses are constants here, and so are the
+defaults of the ones an operator may choose (``envoy.model_header``,
+``routing.session_header``, ``security.api_keys.header``), which clients without a
+spec use. Pure.
 """
 
 from __future__ import annotations
@@ -21,11 +23,21 @@ UPSTREAM_HOST_HEADER = "x-caravan-upstream"
 # the caller's client name, and (JWT) the verified subject. Client-sent copies are removed.
 CLIENT_HEADER = "x-caravan-client"
 SUBJECT_HEADER = "x-caravan-subject"
+# Defaults of the spec's header fields (the spec may name others).
+MODEL_HEADER = "x-model"  # envoy.model_header: which model a request is for
+SESSION_HEADER = "x-session-id"  # routing.session_header: Maglev keeps a session on one replica
+API_KEY_HEADER = "x-api-key"  # security.api_keys.header
 
 
 def cluster_name(model: str) -> str:
     """The Envoy cluster (and ClusterLoadAssignment) name of model ``model``."""
     return CLUSTER_PREFIX + model
+
+
+def consul_service(prefix: str, model: str) -> str:
+    """The Consul service model ``model``'s replicas register as (``consul.service_prefix``
+    + name; ``PlatformSpec.service_name``)."""
+    return prefix + model
 
 
 def nomad_job(model: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from caravan.spec import names
 from caravan.spec.base import Frozen as _Frozen
 from caravan.spec.cross_field import cross_field_errors
 from caravan.spec.models import ModelSpec
@@ -61,7 +62,7 @@ class PlatformSpec(_Frozen):
 
     def service_name(self, model: ModelSpec) -> str:
         """The Consul service ``model``'s replicas register as: ``consul.service_prefix + name``."""
-        return self.consul.service_prefix + model.name
+        return names.consul_service(self.consul.service_prefix, model.name)
 
     def model(self, name: str) -> ModelSpec:
         """The model called ``name``; KeyError if none."""

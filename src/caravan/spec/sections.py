@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from caravan.spec import names
 from caravan.spec.base import Frozen as _Frozen
 
 
@@ -16,7 +17,7 @@ class EnvoySpec(_Frozen):
     address: str = "127.0.0.1"
     listen_port: int = Field(8080, ge=1, le=65535)
     admin_port: int = Field(9901, ge=1, le=65535)
-    model_header: str = Field("x-model", pattern=r"^[a-z0-9-]+$")
+    model_header: str = Field(names.MODEL_HEADER, pattern=r"^[a-z0-9-]+$")
 
 
 class ControlPlaneSpec(_Frozen):

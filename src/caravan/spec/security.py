@@ -11,6 +11,7 @@ import re
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from caravan.spec import names
 from caravan.spec.base import Frozen as _Frozen
 
 
@@ -106,7 +107,7 @@ class ApiKeysSpec(_Frozen):
     spec file is an error.
     """
 
-    header: str = Field("x-api-key", pattern=r"^[a-z0-9-]+$", description="request header")
+    header: str = Field(names.API_KEY_HEADER, pattern=r"^[a-z0-9-]+$", description="request header")
     file: str | None = Field(None, description="file of 'client: key' lines")
     env: dict[str, str] = Field(default_factory=dict, description="client -> env var name")
     rate_limit: RateLimit | None = Field(None, description="per-client default limit")

@@ -16,9 +16,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from caravan.triton.launcher import ReplicaOptions
+
 if TYPE_CHECKING:
     from caravan.spec import ModelSpec
     from caravan.triton.launcher import ServerTls
+
+DEFAULT = ReplicaOptions()  # every flag's default is ReplicaOptions'
 
 
 def register(app: typer.Typer) -> None:
@@ -31,22 +35,25 @@ def replica(
     port: int = typer.Option(..., "--port", help="gRPC port (KServe v2 + grpc.health.v1)"),
     metrics_port: int = typer.Option(..., "--metrics-port", help="Prometheus /metrics port"),
     spec: Path | None = typer.Option(None, "--spec", help="platform spec: engine and simulator settings"),
-    host: str = typer.Option("127.0.0.1", "--host", help="address to bind"),
+    host: str = typer.Option(DEFAULT.host, "--host", help="address to bind"),
     state_dir: Path | None = typer.Option(None, "--state-dir", help="where the model repository goes"),
-    time_scale: float = typer.Option(1.0, "--time-scale", help="multiplies every simulated duration (> 0)"),
-    stream_interval_ms: float = typer.Option(50.0, "--stream-interval-ms",
+    time_scale: float = typer.Option(DEFAULT.time_scale, "--time-scale",
+                                     help="multiplies every simulated duration (> 0)"),
+    stream_interval_ms: float = typer.Option(DEFAULT.stream_interval_ms, "--stream-interval-ms",
                                              help="real ms per streamed chunk (0 = one per token)"),
-    load_delay_s: float = typer.Option(0.0, "--load-delay-s", help="seconds loading (ports closed)"),
+    load_delay_s: float = typer.Option(DEFAULT.load_delay_s, "--load-delay-s",
+                                       help="seconds loading (ports closed)"),
     fixed_ms_per_token: float | None = typer.Option(
-        None, "--fixed-ms-per-token",
+        DEFAULT.fixed_ms_per_token, "--fixed-ms-per-token",
         help="bypass the batching engine: answer each request after this many real ms per token"),
-    exit_timeout_s: int = typer.Option(30, "--exit-timeout-s", help="max seconds to drain on SIGTERM"),
+    exit_timeout_s: int = typer.Option(DEFAULT.exit_timeout_s, "--exit-timeout-s",
+                                       help="max seconds to drain on SIGTERM"),
     tls_cert: Path | None = typer.Option(None, "--tls-cert", help="PEM certificate: gRPC over TLS"),
     tls_key: Path | None = typer.Option(None, "--tls-key", help="PEM private key for --tls-cert"),
     tls_client_ca: Path | None = typer.Option(None, "--tls-client-ca", help="require client certs (mTLS)"),
 ) -> None:
     """Run a local replica: real tritonserver with the simulated vLLM engine."""
-    from caravan.triton.launcher import ReplicaOptions, ReplicaPlan
+    from caravan.triton.launcher import ReplicaPlan
 
     try:
         opts = ReplicaOptions(time_scale=time_scale, stream_interval_ms=stream_interval_ms,

@@ -43,16 +43,21 @@ class ServerTls:
         return out
 
 
+_RUN = SimulatorSettings()  # the simulated engine's run settings, with their defaults
+
+
 @dataclass(frozen=True)
 class ReplicaOptions:
-    """What varies between local runs of a model's replica (the spec fixes the rest).
-    ``time_scale`` multiplies simulated durations; ``exit_timeout_s`` bounds the drain
-    on SIGTERM (tritonserver's ``--exit-timeout-secs``)."""
+    """What varies between local runs of a model's replica (the spec fixes the rest;
+    ``caravan replica``'s flags take their defaults from here). ``time_scale``,
+    ``stream_interval_ms``, ``load_delay_s`` and ``fixed_ms_per_token`` are the
+    ``SimulatorSettings`` the model reads (defaults from there); ``exit_timeout_s``
+    bounds the drain on SIGTERM (tritonserver's ``--exit-timeout-secs``)."""
 
-    time_scale: float = 1.0
-    stream_interval_ms: float = 50.0
-    load_delay_s: float = 0.0
-    fixed_ms_per_token: float | None = None
+    time_scale: float = _RUN.time_scale
+    stream_interval_ms: float = _RUN.stream_interval_ms
+    load_delay_s: float = _RUN.load_delay_s
+    fixed_ms_per_token: float | None = _RUN.fixed_ms_per_token
     exit_timeout_s: int = 30
     host: str = "127.0.0.1"
     tls: ServerTls | None = None

@@ -35,14 +35,12 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.type.matcher.v3 import string_pb2
 from google.protobuf import any_pb2, wrappers_pb2
 
-from caravan.spec import PlatformSpec
+from caravan.spec import PlatformSpec, names
 from caravan.xds import jwt_auth, security
 
 FORWARDING = ("x-forwarded-for", "x-forwarded-host", "forwarded", "x-real-ip")
 ENVOY_PREFIX = "x-envoy-"
-# Response header (gRPC initial metadata) naming the replica that served a request, as
-# Envoy's ``%UPSTREAM_HOST%`` ("host:port"); clients such as ``caravan bench`` read it.
-UPSTREAM_HOST_HEADER = "x-caravan-upstream"
+UPSTREAM_HOST_HEADER = names.UPSTREAM_HOST_HEADER  # the response header naming the replica
 FILTER_NAME = "envoy.filters.http.header_mutation"
 # Envoy's internal_address_config: without cidr_ranges it treats private and loopback
 # peers as internal (and keeps their x-request-id); the unspecified addresses, which no
@@ -52,11 +50,11 @@ NO_PEER = (("0.0.0.0", 32), ("::", 128))
 
 def removed_headers(spec: PlatformSpec) -> tuple[str, ...]:
     """Every exact header name the sanitising filter removes (the ``x-envoy-`` prefix aside)."""
-    names = [*FORWARDING, UPSTREAM_HOST_HEADER, security.CLIENT_HEADER, jwt_auth.SUBJECT_HEADER]
+    removed = [*FORWARDING, UPSTREAM_HOST_HEADER, security.CLIENT_HEADER, jwt_auth.SUBJECT_HEADER]
     jwt = spec.security.jwt if spec.security is not None else None
     if jwt is not None and jwt.forward_payload_header:
-        names.append(jwt.forward_payload_header)
-    return tuple(names)
+        removed.append(jwt.forward_payload_header)
+    return tuple(removed)
 
 
 def sanitize_filter(spec: PlatformSpec) -> hcm_pb2.HttpFilter:

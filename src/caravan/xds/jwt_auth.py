@@ -36,10 +36,11 @@ from envoy.type.matcher.v3 import regex_pb2, string_pb2
 from envoy.type.v3 import token_bucket_pb2
 from google.protobuf import any_pb2
 
+from caravan.spec import names
 from caravan.spec.security import JwtSpec, RateLimit
 
 PROVIDER = "caravan"
-SUBJECT_HEADER = "x-caravan-subject"
+SUBJECT_HEADER = names.SUBJECT_HEADER  # set by Envoy from the verified ``sub`` claim
 SUBJECT_DESCRIPTOR = "caravan_subject"
 MAX_DYNAMIC_SUBJECTS = 10_000
 REQUIRED_RSA = ("n", "e")

@@ -62,13 +62,14 @@ from caravan.spec import (
     PlatformSpec,
     RateLimit,
     UpstreamTls,
+    names,
 )
 from caravan.spec.security import JwtSpec
 from caravan.xds import jwt_auth
 from caravan.xds.inference_limit import inference_limit
 
 TLS_SOCKET = "envoy.transport_sockets.tls"
-CLIENT_HEADER = "x-caravan-client"
+CLIENT_HEADER = names.CLIENT_HEADER  # set by Envoy to the authenticated client's name
 CLIENT_DESCRIPTOR = "caravan_client"
 BODY_SIZE_LIMIT_PACKAGE = "envoy.extensions.filters.http.body_size_limit.v3"
 MIN_KEY_CHARS = 16
