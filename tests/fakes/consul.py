@@ -17,7 +17,14 @@ Endpoints
     ``PUT /v1/agent/maintenance`` (node maintenance), ``PUT /v1/agent/check/{pass,warn,fail}/:id``,
     ``PUT /v1/agent/check/update/:id``, ``GET /v1/agent/self`` (needs ``agent:read``; what
     Prometheus asks when its config names no datacenter). Agent endpoints act on the
-    agent's own node.
+    agent's own node. Datacenter-wide reads, blocking too (``blockingquery.Query``): ``GET
+    /v1/health/state/:state`` (``Health.ChecksInState``: ``any`` or one status, 400 for
+    another), ``GET /v1/catalog/services`` (``Catalog.ListServices``: name -> tags) and
+    ``GET /v1/catalog/nodes`` (``Catalog.ListNodes``); the first two take the ``?filter``
+    subset discovery sends (``ServiceName == "a" or ...``; anything else is 400), applied
+    before the ACL filter as Consul does (``filterHealthChecks``: node:read and, for a
+    service check, service:read; ``filterServices``: service:read; ``filterNodes``:
+    node:read).
 
 Response shape (``agent/structs/structs.go``)
     ``NodeService.Port`` is ``json:",omitempty"``: a service registered without a port has no
@@ -64,12 +71,21 @@ Indexes (``agent/consul/state/catalog.go``)
     check change bumps every service on that node (``updateAllServiceIndexesOfNode``). A
     service that does not exist answers the last extinction index (set when the last instance
     of any service is deregistered) or, if none ever was, the catalog's max index
-    (``maxIndexAndWatchChForService``); registering it wakes a query blocked on it.
+    (``maxIndexAndWatchChForService``); registering it wakes a query blocked on it. The
+    checks, services and nodes tables each have an index entry and a content version:
+    a write to a table moves both (check writes: checks; instance writes: services, plus
+    the nodes and checks index entries without a write, as ``catalogInsertService`` and
+    ``deleteServiceTxn`` do; ``set_node_address``: nodes, and every service on the node),
+    and only a content change wakes a blocked datacenter-wide read (its memdb watch set).
+    ``reset_index`` also answers every blocked read at once (the state store's
+    ``AbandonCh`` after a snapshot restore). A blocked query whose client hung up ends
+    within 0.1 s (Go's net/http cancels the request's context), so ``open_connections()``
+    counts what the client holds.
 
 Test controls: ``stop()``, ``restart()`` (same port, state kept), ``lose_leader()`` /
 ``lose_servers()`` / ``regain_leader()``, ``set_token()`` / ``delete_token()`` /
 ``set_anonymous_policy()`` (policy edits and token swaps at run time), ``node_check()``,
-``node_maintenance()``, ``reset_index()`` (index goes backwards), ``inject_raw()`` (a
+``node_maintenance()``, ``set_node_address()``, ``reset_index()`` (index goes backwards), ``inject_raw()`` (a
 malformed entry), ``stall()`` (accept but never answer), ``requests`` (every request served,
 with its token) and ``open_connections()``.
 """
@@ -897,6 +913,7 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server_version = "consul-fake"
     protocol_version = "HTTP/1.1"  # keep-alive, as Go's net/http
+    disable_nagle_algorithm = True  # TCP_NODELAY, Go's default for every TCP connection
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass

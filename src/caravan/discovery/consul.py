@@ -124,6 +124,8 @@ class ConsulReplicaSource:
         self._states: dict[str, ModelState] = {}
         self._watches: list[WatchState] = []
         self._generation = 0  # bumped by a token swap: answers of older queries are dropped
+        self._checks_seq = 0  # checks-watch answers handled so far
+        self._last_checks: Any = None  # the last checks-watch body
         self._work = asyncio.Event()  # set when a model becomes due for a read
         self._kick = asyncio.Event()  # set (then replaced) by a token swap
 
@@ -225,12 +227,23 @@ class ConsulReplicaSource:
 
     def _on_checks(self, body: Any) -> None:
         """Mark the models whose checks (or their nodes' checks) changed."""
+        self._checks_seq += 1
+        self._last_checks = body
         fps = check_fingerprints(body, {st.service: st.nodes for st in self._states.values()})
         for st in self._states.values():
             fp = None if fps is None else fps.get(st.service)
             if fp is None or fp != st.check_fp:
                 self._schedule(st, 0.0)
             st.check_fp = fp
+
+    def _baseline(self, st: ModelState, seq: int) -> str | None:
+        """The digest to compare the next checks answer with, once a read changed the
+        model's nodes: the last checks answer's, if that answer came before the read was
+        sent (the read saw at least its state); else None (the next answer re-reads)."""
+        if seq != self._checks_seq:
+            return None
+        fps = check_fingerprints(self._last_checks, {st.service: st.nodes})
+        return None if fps is None else fps.get(st.service)
 
     # ------------------------------------------------------------------ the reader
 
@@ -253,7 +266,7 @@ class ConsulReplicaSource:
 
     async def _read(self, st: ModelState, client: HealthClient,
                     out: asyncio.Queue[ReplicaSet]) -> None:
-        gen = self._generation
+        gen, seq = self._generation, self._checks_seq
         try:
             answer = await _in_thread(client.service_health, st.service)
         except Exception as exc:
@@ -269,7 +282,10 @@ class ConsulReplicaSource:
         if failure is not None:
             self._on_failure(st, failure)
             return
+        nodes = st.nodes
         published = self._report.answered(st, answer, self._settings.allow_warning)
+        if st.nodes != nodes:  # the checks that concern the model changed
+            st.check_fp = self._baseline(st, seq)
         if published is not None:
             out.put_nowait(published)
         deadline = st.guard.deadline()

@@ -124,9 +124,7 @@ class Reporter:
         self._recovered(st)
         result = parse_entries(answer.body, st.model, st.service, allow_warning)
         st.malformed = self._account(st.model, result.skipped, st.malformed)
-        nodes = entry_nodes(answer.body)
-        if nodes != st.nodes:
-            st.nodes, st.check_fp = nodes, None
+        st.nodes = entry_nodes(answer.body)
         publish, event = st.guard.offer(ReplicaSet(st.model, result.replicas), self.clock())
         self._on_guard(st, event)
         return publish
