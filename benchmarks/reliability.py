@@ -46,6 +46,7 @@ FAULTS_DIR = "tests/e2e/faults"
 RESULTS = ROOT / "benchmarks" / "results" / "reliability.json"
 DOC = ROOT / "docs" / "reliability.md"
 CONSUL_OUTAGES = ROOT / "benchmarks" / "results" / "consul_outages.json"
+CONSUL_CONNECTIONS = ROOT / "benchmarks" / "results" / "consul_connections.json"
 TEST_DIRS = {"bad input": ["tests/unit/fuzz", "tests/integration/fuzz"],
              "security": ["tests/integration/security"]}
 # scenario function (the JSON file each writes) -> the tests that check it
@@ -192,6 +193,7 @@ def markdown(faults: list[dict[str, Any]], tests: list[dict[str, Any]], meta: di
                      f"{rec} | {outcome.replace('|', '/')} |")
     lines += ["", "### What the replica faults measured", ""] + [f"- {n}" for n in fault_notes(faults)]
     lines += consul_outage_section(CONSUL_OUTAGES)
+    lines += consul_connections_section(CONSUL_CONNECTIONS)
     for kind in ("bad input", "security"):
         rows = [t for t in tests if t["kind"] == kind]
         lines += ["", f"## {kind.capitalize()} tests", ""]
@@ -228,14 +230,42 @@ def _consul_saw(sc: dict[str, Any]) -> str:
     if "failed_queries_by_kind" in sc:
         kinds = ", ".join(f"{int(n)} {k}" for k, n in sc["failed_queries_by_kind"].items())
         return f"{kinds} queries; stayed ready; {sc['envoy_hosts_during']} replicas kept in Envoy"
-    return (f"ACL filtering counted {sc['swap_to_error_counted_s']} s after the swap (one blocking "
-            f"query is {sc['one_query_bound_s']} s); {sc['replicas_kept_in_envoy']} replicas kept")
+    return (f"ACL filtering counted {sc['swap_to_error_counted_s']} s after the change (bound "
+            f"{sc['bound_s']:g} s); {sc['replicas_kept_in_envoy']} replicas kept")
 
 
 def _consul_recovery(sc: dict[str, Any]) -> str:
     if "return_to_new_replica_in_envoy_s" in sc:
         return f"Consul back -> new replica in Envoy {sc['return_to_new_replica_in_envoy_s']} s"
-    return f"policy fixed -> discovery up {sc['policy_fixed_to_discovery_up_s']} s"
+    return f"fixed -> discovery up {sc['policy_fixed_to_discovery_up_s']} s"
+
+
+def consul_connections_section(path: Path) -> list[str]:
+    """Connections and request rates measured by benchmarks/consul_connections.py."""
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    meta = data["meta"]
+    lines = ["", "## Connections to Consul (benchmarks/consul_connections.py)", "",
+             "Measured by `.venv/bin/python benchmarks/consul_connections.py` (raw data: "
+             f"`benchmarks/results/consul_connections.json`, started {meta['started']}): "
+             "Caravan's Consul discovery against the Consul fake over real HTTP, "
+             f"`consul.wait_s` {meta['consul_wait_s']:g} s, two replicas per model, "
+             f"{meta['window_s']:g} s windows. Discovery holds three datacenter-wide blocking "
+             "queries and reads changed models one at a time on one more connection "
+             "(docs/operator-nomad.md); before, one blocking query per model held one "
+             "connection per model.", "",
+             "| models | scenario | connections held (max) | watch requests/s | "
+             "model reads/s |", "| ---: | --- | ---: | ---: | ---: |"]
+    labels = {"quiet": "quiet", "check_churn_elsewhere_10_per_s": "another service's check "
+              "changes 10 times/s", "instance_churn_elsewhere_2_per_s": "another service's "
+              "instance is re-registered 2 times/s"}
+    for row in data["rows"]:
+        for key, label in labels.items():
+            w = row[key]
+            lines.append(f"| {row['models']} | {label} | {w['max_connections']} | "
+                         f"{w['watch_requests_per_s']:g} | {w['model_reads_per_s']:g} |")
+    return lines
 
 
 def fault_notes(faults: list[dict[str, Any]]) -> list[str]:
