@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -68,7 +69,13 @@ ATTACKS = (
            "refuses client auth without `xds_tls.client_ca_file`"),
     Attack("H3", "one `ModelStreamInfer` stream carrying 200 requests past a 0.2 req/s key limit",
            "a key limited to R req/s gets at most burst + R x t inferences, on one stream or many",
-           (), "", owner="ratelimit"),
+           (f"{SEC}/test_security_inference_limit.py::test_one_stream_carrying_200_requests_gets_at_most_the_burst",
+            f"{SEC}/test_security_inference_limit.py::test_many_streams_share_one_bucket_across_connections_and_workers",
+            f"{SEC}/test_security_inference_limit.py::test_a_well_behaved_client_is_served_during_the_flood"),
+           "real Envoy (2 workers) + tritonserver, 5 burst at 2 req/s: 200 requests on one "
+           "stream and 12 streams of 3 each held to burst + rate x t, the stream ends "
+           "RESOURCE_EXHAUSTED; another key gets every request answered during the flood",
+           owner="ratelimit"),
     Attack("H4", "call a replica's gRPC port directly, skipping Envoy's auth and limits",
            "with API keys or JWT, replicas require Envoy's client certificate (mTLS) unless "
            "the spec opts out with a reason",
@@ -214,18 +221,25 @@ def measure_alias_bomb() -> dict[str, Any]:
             "peak_mib": round(peak / 2**20, 2)}
 
 
-def run_tests(node_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """Run the tests once; {node id as listed: [{name, outcome, seconds, message}]}."""
+def run_tests(node_ids: list[str], faults: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Run the tests once; {node id as listed: [{name, outcome, seconds, message}]}. The
+    fault scenarios among them (tests/e2e/faults) write their outcomes, which land in
+    ``faults`` ({scenario: sent, failed, recovery_s, violations})."""
     present = [n for n in node_ids if (ROOT / n.split("::")[0]).exists()]
     if not present:
         return {}
     with tempfile.TemporaryDirectory() as tmp:
-        xml = Path(tmp) / "junit.xml"
+        xml, outcomes = Path(tmp) / "junit.xml", Path(tmp) / "faults"
+        env = {**os.environ, "CARAVAN_FAULT_RESULTS": str(outcomes)}
         subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                        "-p", "no:randomly", f"--junitxml={xml}", *present], cwd=ROOT,
+                        "-p", "no:randomly", f"--junitxml={xml}", *present], cwd=ROOT, env=env,
                        timeout=1200, check=False, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
         cases = list(ET.parse(xml).getroot().iter("testcase")) if xml.exists() else []
+        for path in sorted(outcomes.glob("*.json")) if outcomes.is_dir() else []:
+            res = json.loads(path.read_text())
+            faults[path.stem] = {k: res.get(k) for k in ("scenario", "sent", "failed",
+                                                          "recovery_s", "recovery", "violations")}
     out: dict[str, list[dict[str, Any]]] = {n: [] for n in present}
     for case in cases:
         file = case.get("classname", "").replace(".", "/") + ".py"
@@ -291,6 +305,10 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         lines += ["", f"Alias bomb measured here: {bomb['bytes']} bytes, refused={bomb['refused']} "
                   f"in {bomb['seconds'] * 1000:.1f} ms, peak Python allocation "
                   f"{bomb['peak_mib']} MiB (before: 25 s and 1.8 GB, issue 17)."]
+    for f in meta.get("faults", {}).values():
+        rec = "-" if f["recovery_s"] is None else f"{f['recovery_s']:.2f} s"
+        lines += ["", f"Fault run, {f['scenario']}: {f['failed']} of {f['sent']} requests failed; "
+                  f"{f['recovery']}: {rec}; broken promises: {len(f['violations'] or [])}."]
     counts = {s: sum(r["state"] == s for r in rows) for s in ("held", "FAILED", "pending", "documented")}
     lines += ["", ", ".join(f"{n} {s}" for s, n in counts.items()) + ".", END]
     return "\n".join(lines)
@@ -312,11 +330,12 @@ def main() -> None:
         data = json.loads(RESULTS.read_text())
         write_doc(data["rows"], data["meta"])
         return
-    results = run_tests(sorted({t for a in ATTACKS for t in a.tests}))
+    faults: dict[str, Any] = {}
+    results = run_tests(sorted({t for a in ATTACKS for t in a.tests}), faults)
     rows = [verdict(a, results) for a in ATTACKS]
     meta = {"machine": f"{platform.machine()} {platform.system()}, Python {platform.python_version()}",
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "alias_bomb": measure_alias_bomb()}
+            "alias_bomb": measure_alias_bomb(), "faults": faults}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     write_doc(rows, meta)
