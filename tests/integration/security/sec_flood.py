@@ -53,8 +53,9 @@ def api_key(key: str) -> dict[str, str]:
 
 
 def one_stream(url: str, headers: dict[str, str], n: int, timeout_s: float = 10.0,
-               max_tokens: int = 4) -> StreamOutcome:
-    """Send ``n`` requests at once on one stream, then read until all are answered, the
+               max_tokens: int = 4, model: str = MODEL) -> StreamOutcome:
+    """Send ``n`` requests to ``model`` (the name in each request; route it with a model
+    header in ``headers``) at once on one stream, then read until all are answered, the
     stream fails, or ``timeout_s`` passes."""
     got: queue.Queue[object] = queue.Queue()
     answered, status, message = 0, "TIMEOUT", ""
@@ -64,7 +65,7 @@ def one_stream(url: str, headers: dict[str, str], n: int, timeout_s: float = 10.
         started = time.monotonic()
         with contextlib.suppress(InferenceServerException):  # the stream may end while sending
             for i in range(n):
-                client.async_stream_infer(MODEL, inputs(max_tokens), request_id=str(i))
+                client.async_stream_infer(model, inputs(max_tokens), request_id=str(i))
         deadline = started + timeout_s
         while answered < n and (left := deadline - time.monotonic()) > 0:
             try:
@@ -97,14 +98,14 @@ def allowed(burst: int, per_s: float, outcomes: list[StreamOutcome]) -> float:
 
 
 def timed_requests(url: str, headers: dict[str, str], n: int, pause_s: float = 0.0,
-                   until: float | None = None) -> list[tuple[str, float]]:
+                   until: float | None = None, model: str = MODEL) -> list[tuple[str, float]]:
     """Up to ``n`` requests, one stream each, one after the other (``pause_s`` apart),
     stopping at monotonic time ``until``: (status, seconds) per request."""
     out: list[tuple[str, float]] = []
     for _ in range(n):
         if until is not None and time.monotonic() >= until:
             break
-        got = one_stream(url, headers, 1, timeout_s=10.0)
+        got = one_stream(url, headers, 1, timeout_s=10.0, model=model)
         out.append((got.status, got.ended - got.started))
         time.sleep(pause_s)
     return out
