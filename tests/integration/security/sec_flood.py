@@ -23,13 +23,13 @@ from tritonclient.utils import InferenceServerException
 MODEL = "alpha"
 
 
-def inputs(max_tokens: int = 4) -> list[grpcclient.InferInput]:
+def inputs(max_tokens: int = 4, text: str = "flood") -> list[grpcclient.InferInput]:
     def t(name: str, dtype: str, value: Any) -> grpcclient.InferInput:
         x = grpcclient.InferInput(name, [1], dtype)
         x.set_data_from_numpy(np.array([value], dtype=np.object_ if dtype == "BYTES" else bool))
         return x
 
-    return [t("text_input", "BYTES", b"flood"),
+    return [t("text_input", "BYTES", text.encode()),
             t("sampling_parameters", "BYTES", json.dumps({"max_tokens": max_tokens}).encode()),
             t("stream", "BOOL", False)]
 
@@ -53,7 +53,7 @@ def api_key(key: str) -> dict[str, str]:
 
 
 def one_stream(url: str, headers: dict[str, str], n: int, timeout_s: float = 10.0,
-               max_tokens: int = 4, model: str = MODEL) -> StreamOutcome:
+               max_tokens: int = 4, model: str = MODEL, text: str = "flood") -> StreamOutcome:
     """Send ``n`` requests to ``model`` (the name in each request; route it with a model
     header in ``headers``) at once on one stream, then read until all are answered, the
     stream fails, or ``timeout_s`` passes."""
@@ -65,7 +65,7 @@ def one_stream(url: str, headers: dict[str, str], n: int, timeout_s: float = 10.
         started = time.monotonic()
         with contextlib.suppress(InferenceServerException):  # the stream may end while sending
             for i in range(n):
-                client.async_stream_infer(model, inputs(max_tokens), request_id=str(i))
+                client.async_stream_infer(model, inputs(max_tokens, text), request_id=str(i))
         deadline = started + timeout_s
         while answered < n and (left := deadline - time.monotonic()) > 0:
             try:

@@ -98,6 +98,15 @@ def test_one_stream_carrying_200_requests_gets_at_most_the_burst(stack: SecureSt
     assert _refused_streams(stack) == before + 1
 
 
+def test_large_requests_spanning_many_data_frames_count_once_each(stack: SecureStack) -> None:
+    """Four 60 KB requests on one stream (each spread over several HTTP/2 DATA frames,
+    so over several body chunks in the filter) take four tokens of the five: all are
+    answered. A parser that took payload bytes for frame headers would refuse them."""
+    _refill()
+    got = sec_flood.one_stream(stack.url, sec_flood.api_key(KEYS["flood"]), 4, text="x" * 60_000)
+    assert (got.answered, got.status) == (4, "OK"), got
+
+
 def test_many_streams_share_one_bucket_across_connections_and_workers(stack: SecureStack) -> None:
     """12 streams, each on its own connection (spread over Envoy's two workers), 3
     requests each: the per-stream limit alone would admit 3 x (BURST + RATE x t); the
