@@ -67,8 +67,8 @@ class RetryingWriter:
             self._failed(exc)
             return False
         if self._outage:
-            log.warning("state file written again", extra={"path": str(self.path),
-                                                           "failed_attempts": self._outage})
+            log.warning("state file %s written again after %d failed attempts", self.path, self._outage,
+                        extra={"path": str(self.path), "failed_attempts": self._outage})
         self._wanted, self._outage, self.last_error = None, 0, None
         return True
 
@@ -77,5 +77,5 @@ class RetryingWriter:
         self._outage += 1
         self.last_error = f"{exc.strerror or exc} (errno {exc.errno})"
         if self._outage == 1:
-            log.error("cannot write state file; keeping its last good content and retrying",
-                      extra={"path": str(self.path), "error": self.last_error})
+            log.error("cannot write state file %s (%s); keeping its last good content, retrying",
+                      self.path, self.last_error, extra={"path": str(self.path), "error": self.last_error})
