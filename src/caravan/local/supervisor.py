@@ -26,6 +26,9 @@ Failures that must not corrupt or silently stop the stack:
 * a SIGKILLed supervisor: every child gets SIGTERM from the kernel
   (``PR_SET_PDEATHSIG``, ``caravan.local.process``).
 
+A secured spec (TLS anywhere, API keys, JWT) is backed by a throwaway local PKI and its
+probes present the configured credentials (``caravan.local.secure``, ``probe_auth``).
+
 Replica lifecycle (``ReplicaFleet``, used by the local autoscaler)::
 
     starting ──ModelReady──► registered(HEALTHY) ──scale_to(down)──► DRAINING ──grace──► SIGTERM ──► gone
