@@ -1,7 +1,7 @@
 """The autoscaler's two ports: where metrics come from and what gets scaled.
 
 ``MetricsSource``: production and local both use ``PrometheusMetricsSource``.
-``ScaleTarget``: ``NomadScaleTarget`` (production) or ``LocalScaleTarget`` (``caravan up``).
+``ScaleTarget``: ``NomadScaleTarget`` (production) or ``FleetScaleTarget`` (``caravan up``).
 Implementations are called from a worker thread (``asyncio.to_thread``), one call at
 a time per policy; different policies may call concurrently, so adapters must be
 thread-safe.

@@ -19,15 +19,15 @@ from prometheus_client import CollectorRegistry, start_http_server
 from rich.console import Console
 from rich.table import Table
 
+from caravan.autoscaler.fleet import PrometheusReplicaCounts
 from caravan.autoscaler.handler import Autoscaler, ScalingDecision, build_autoscaler
-from caravan.autoscaler.local import PrometheusReplicaCounts
 from caravan.autoscaler.nomad import NomadScaleTarget
 from caravan.autoscaler.ports import MetricsSource, ScaleTarget
 from caravan.autoscaler.prometheus import PrometheusMetricsSource
 from caravan.errors import ConfigError
 from caravan.exits import FAILED
 from caravan.logs import setup_logging
-from caravan.nomad.client import nomad_client, resolve_settings
+from caravan.nomad.client import nomad_client, resolve_nomad_settings
 from caravan.spec import PlatformSpec
 from caravan.spec.autoscaling import policy_for
 
@@ -106,7 +106,7 @@ def scale_target(
         p = policy_for(m)
         if p is not None:
             jobs[m.name] = (p.job, p.group)
-    settings = resolve_settings(platform.nomad, os.environ, lambda f: Path(f).read_text(),
+    settings = resolve_nomad_settings(platform.nomad, os.environ, lambda f: Path(f).read_text(),
                                 nomad_address, None if token_file is None else str(token_file))
     return NomadScaleTarget(nomad_client(settings, timeout_s=10.0), jobs)
 

@@ -68,7 +68,7 @@ from caravan.discovery.consul_outcome import (
     classify_answer,
     classify_exception,
 )
-from caravan.discovery.consul_settings import ConsulSettings, resolve_settings
+from caravan.discovery.consul_settings import ConsulSettings, resolve_consul_settings
 from caravan.discovery.consul_watch import check_fingerprints, watch_specs
 from caravan.discovery.types import ReplicaSet
 from caravan.spec import ConsulSpec
@@ -136,7 +136,7 @@ class ConsulReplicaSource:
     ) -> ConsulReplicaSource:
         """Resolve settings from ``spec`` and ``env`` (default ``os.environ``).
         Raises ``ConsulConfigError`` naming a bad field or variable."""
-        settings = resolve_settings(spec, os.environ if env is None else env)
+        settings = resolve_consul_settings(spec, os.environ if env is None else env)
         return cls(settings, registry, **kwargs)
 
     async def updates(self, models: Sequence[str]) -> AsyncIterator[ReplicaSet]:

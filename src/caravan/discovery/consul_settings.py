@@ -71,7 +71,7 @@ def _read_text(path: str) -> str:
     return Path(path).read_text()
 
 
-def resolve_settings(
+def resolve_consul_settings(
     spec: ConsulSpec,
     env: Mapping[str, str],
     read_file: Callable[[str], str] = _read_text,

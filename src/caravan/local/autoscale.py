@@ -1,7 +1,7 @@
 """The autoscaler, in-process, against the local stack (``caravan up --autoscale``).
 
 Same policies, strategies and handler as production; only the adapters differ:
-``PrometheusMetricsSource`` on the local Prometheus, ``LocalScaleTarget`` over the
+``PrometheusMetricsSource`` on the local Prometheus, ``FleetScaleTarget`` over the
 stack's ``ReplicaFleet`` methods (start replicas / drain the newest ones).
 
 Policy durations (evaluation interval, cooldowns, stabilization, query windows) are
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import asyncio
 
+from caravan.autoscaler.fleet import FleetScaleTarget
 from caravan.autoscaler.handler import build_autoscaler
-from caravan.autoscaler.local import LocalScaleTarget
 from caravan.autoscaler.prometheus import PrometheusMetricsSource
 from caravan.local.supervisor import LocalStack
 from caravan.spec import ModelSpec, PlatformSpec
@@ -51,5 +51,5 @@ async def run_local_autoscaler(stack: LocalStack, stop: asyncio.Event, time_scal
         raise RuntimeError("the local autoscaler needs Prometheus (apt-get install -y prometheus)")
     factor = stack.options.time_scale if time_scale is None else time_scale
     scaler = build_autoscaler(time_scaled(stack.spec, factor), PrometheusMetricsSource(url),
-                              LocalScaleTarget(stack))
+                              FleetScaleTarget(stack))
     await scaler.run(stop)

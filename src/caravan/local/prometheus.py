@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 TARGETS_FILE = "replica-targets.json"
 
 
-def local_config(spec: PlatformSpec, ports: LocalPorts, rule_files: Iterable[str] = ()) -> dict[str, Any]:
+def stack_config(spec: PlatformSpec, ports: LocalPorts, rule_files: Iterable[str] = ()) -> dict[str, Any]:
     """Prometheus config scraping Envoy, the control plane and every replica every 1 s."""
     static = [
         ("envoy", f"127.0.0.1:{ports.envoy_admin}", "/stats/prometheus"),
@@ -42,12 +42,12 @@ def local_config(spec: PlatformSpec, ports: LocalPorts, rule_files: Iterable[str
     }
 
 
-def write_local_config(directory: Path, spec: PlatformSpec, ports: LocalPorts) -> Path:
+def write_stack_config(directory: Path, spec: PlatformSpec, ports: LocalPorts) -> Path:
     """Write prometheus.yml (+ rule files rendered from the spec) into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     rules = _write_rules(directory, spec)
     path = directory / "prometheus.yml"
-    path.write_text(yaml.safe_dump(local_config(spec, ports, rules), sort_keys=False))
+    path.write_text(yaml.safe_dump(stack_config(spec, ports, rules), sort_keys=False))
     if not (directory / TARGETS_FILE).exists():
         write_replica_targets(directory, [])
     return path

@@ -1,5 +1,5 @@
 """A local session: the ``LocalStack`` plus, optionally, the autoscaler running in-process
-against it (``LocalScaleTarget`` over the stack's ``ReplicaFleet`` methods).
+against it (``FleetScaleTarget`` over the stack's ``ReplicaFleet`` methods).
 
 Used by ``caravan up`` and ``caravan demo``. Not thread-safe: one owner.
 """

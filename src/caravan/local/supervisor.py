@@ -59,7 +59,7 @@ from pathlib import Path
 import yaml
 
 from caravan.atomic_file import atomic_write_text
-from caravan.discovery.local import registry_text
+from caravan.discovery.registry_file import registry_text
 from caravan.discovery.types import HealthStatus, Replica
 from caravan.errors import BackendError
 from caravan.local.health import infer_once, model_ready
@@ -415,14 +415,14 @@ class LocalStack:
                                                     admin_port=self.ports.envoy_admin))
 
     def _start_prometheus(self) -> None:
-        from caravan.local.prometheus import prometheus_argv, write_local_config
+        from caravan.local.prometheus import prometheus_argv, write_stack_config
 
         try:
             binary = venv_binary("prometheus")
         except FileNotFoundError:
             log.warning("prometheus not installed; skipping (apt-get install -y prometheus)")
             return
-        config = write_local_config(self.state_dir / "prometheus", self.spec, self.ports)
+        config = write_stack_config(self.state_dir / "prometheus", self.spec, self.ports)
         argv = prometheus_argv(binary, config, self.state_dir / "prometheus" / "data", self.ports.prometheus)
         self._launch("prometheus", argv, self.ports.prometheus)
 

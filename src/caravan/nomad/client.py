@@ -42,7 +42,7 @@ class NomadSettings:
     token: str | None = field(default=None, repr=False)
 
 
-def resolve_settings(
+def resolve_nomad_settings(
     spec: NomadSpec, env: Mapping[str, str], read_file: Callable[[str], str],
     address: str | None = None, token_file: str | None = None,
 ) -> NomadSettings:

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from caravan.errors import BackendError
-from caravan.nomad.client import NomadSettings, nomad_client, resolve_settings
+from caravan.nomad.client import NomadSettings, nomad_client, resolve_nomad_settings
 
-__all__ = ["NomadSettings", "resolve_settings"]  # re-exported: the settings live in client.py
+__all__ = ["NomadSettings", "resolve_nomad_settings"]  # re-exported: the settings live in client.py
 
 log = logging.getLogger(__name__)
 Json = dict[str, Any]

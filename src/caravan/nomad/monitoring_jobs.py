@@ -220,7 +220,7 @@ def _job(job_id: str, spec: PlatformSpec, group: TaskGroup, what: str) -> Job:
     )
 
 
-def jobs(spec: PlatformSpec) -> tuple[Job, ...]:
+def prometheus_and_grafana(spec: PlatformSpec) -> tuple[Job, ...]:
     """Both monitoring jobs."""
     return (prometheus_job(spec), grafana_job(spec))
 

@@ -3,7 +3,7 @@
 ``render(spec)`` returns relative path -> file text for everything under
 ``prometheus/``: the production ``prometheus.yml`` (Consul service discovery),
 recording and alert rules, and promtool unit tests for every alert.
-``local_config(...)`` renders a config with static targets for ``caravan up``.
+``static_config(...)`` renders a config with static targets for ``caravan up``.
 
 Production discovery (Consul services; the jobs that run them must register these).
 Under Consul ACLs: every ``consul_sd_configs`` names its datacenter (``consul_datacenter``),
@@ -147,7 +147,7 @@ def _seconds(value: float) -> str:
     return f"{ms}ms" if ms % 1000 else f"{ms // 1000}s"
 
 
-def local_config(
+def static_config(
     envoy_admin: str,
     replicas: Mapping[str, Sequence[str]],
     control_plane: str | None = None,

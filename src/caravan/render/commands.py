@@ -24,7 +24,7 @@ import typer
 from caravan.exits import errors_exit, read_spec
 from caravan.logs import setup_logging
 from caravan.nomad import jobs as nomad
-from caravan.nomad.deploy import DeployResult, PythonNomadJobs, resolve_settings
+from caravan.nomad.deploy import DeployResult, PythonNomadJobs, resolve_nomad_settings
 from caravan.nomad.deploy import deploy as nomad_deploy
 from caravan.nomad.job_json import job_request
 from caravan.render.catalog import render_all
@@ -68,7 +68,7 @@ def render_files(ps: PlatformSpec, fmt: Format) -> dict[str, str]:
     """Every rendered file; with ``json`` the Nomad jobs are API JSON instead of HCL."""
     files = render_all(ps)
     if fmt is Format.json:
-        for job in nomad.jobs(ps):
+        for job in nomad.serving_jobs(ps):
             files.pop(nomad.hcl_path(job))
         files.update(nomad.render_json(ps))
     return dict(sorted(files.items()))
@@ -83,7 +83,7 @@ def write_rendered(config: RenderConfig) -> WriteReport:
 def run_deploy(config: DeployConfig) -> DeployResult:
     """Plan every job, then register after confirmation (``yes``: without asking).
     Raises ValueError naming a bad Nomad setting."""
-    settings = resolve_settings(config.spec.nomad, os.environ, lambda p: Path(p).read_text(),
+    settings = resolve_nomad_settings(config.spec.nomad, os.environ, lambda p: Path(p).read_text(),
                                 config.address,
                                 None if config.token_file is None else str(config.token_file))
     typer.echo(f"Nomad {settings.address} (namespace {settings.namespace}"

@@ -21,7 +21,7 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from caravan.discovery.consul import ConsulReplicaSource
-from caravan.discovery.local import FileReplicaSource
+from caravan.discovery.registry_file import FileReplicaSource
 from caravan.discovery.types import ReplicaSource
 from caravan.errors import ConfigError
 from caravan.spec import PlatformSpec

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from caravan.autoscaler.nomad import NomadScaleTarget
 from caravan.autoscaler.ports import ScaleError
 from caravan.cli import app
-from caravan.nomad.client import nomad_client, resolve_settings
+from caravan.nomad.client import nomad_client, resolve_nomad_settings
 from caravan.nomad.deploy import NomadApiError, PythonNomadJobs
 from caravan.spec import NomadSpec, load_spec
 
@@ -60,7 +60,7 @@ def test_the_autoscaler_uses_the_same_client_from_the_spec_files(
     assert CliRunner().invoke(app, ["deploy", SPEC, "--yes"], env=_env(fake, pki)).exit_code == 0
     spec = NomadSpec(address=fake.address, ca_file=str(pki.ca), client_cert=str(pki.client_cert),
                      client_key=str(pki.client_key))
-    client = nomad_client(resolve_settings(spec, {}, _read), timeout_s=5)
+    client = nomad_client(resolve_nomad_settings(spec, {}, _read), timeout_s=5)
     target = NomadScaleTarget(client, {"llama-3-8b": (LLAMA, "triton")}, clock=fake.clock)
     assert target.status("llama-3-8b").desired == 2
     fake.advance(31)  # the first deployment ends
@@ -91,7 +91,7 @@ def test_each_missing_piece_fails_clearly(fake: FakeNomad, pki: Pki, over: dict[
     env = _env(fake, pki, **over)
     env = {k: {"ROGUE": str(pki.rogue_cert), "ROGUE_KEY": str(pki.rogue_key)}.get(v, v)
            for k, v in env.items()}
-    settings = resolve_settings(NomadSpec(), env, _read)
+    settings = resolve_nomad_settings(NomadSpec(), env, _read)
     with pytest.raises(NomadApiError) as info:
         PythonNomadJobs(settings, timeout_s=5).current(LLAMA)
     assert needle in str(info.value)
@@ -103,6 +103,6 @@ def test_each_missing_piece_fails_clearly(fake: FakeNomad, pki: Pki, over: dict[
 
 def test_half_a_client_certificate_is_a_named_setting_error(pki: Pki) -> None:
     with pytest.raises(ValueError, match=r"set NOMAD_CLIENT_KEY or nomad\.client_key"):
-        resolve_settings(NomadSpec(client_cert=str(pki.client_cert)), {}, _read)
+        resolve_nomad_settings(NomadSpec(client_cert=str(pki.client_cert)), {}, _read)
     with pytest.raises(ValueError, match=r"set NOMAD_CLIENT_CERT or nomad\.client_cert"):
-        resolve_settings(NomadSpec(), {"NOMAD_CLIENT_KEY": str(pki.client_key)}, _read)
+        resolve_nomad_settings(NomadSpec(), {"NOMAD_CLIENT_KEY": str(pki.client_key)}, _read)

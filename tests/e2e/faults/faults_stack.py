@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from caravan.discovery.local import write_registry
+from caravan.discovery.registry_file import write_registry
 from caravan.discovery.types import Replica
 from caravan.local.health import infer_once
 from caravan.local.launch import Launcher, RunningReplica, control_plane_ready, http_get

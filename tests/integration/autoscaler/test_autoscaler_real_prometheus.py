@@ -204,8 +204,8 @@ def test_explain_prints_checks_and_the_decision_without_scaling(
 
 
 def test_autoscaler_metrics_endpoint_serves_decisions(stack: Stack, tmp_path: Path) -> None:
+    from caravan.autoscaler.fleet import PrometheusReplicaCounts
     from caravan.autoscaler.handler import build_autoscaler
-    from caravan.autoscaler.local import PrometheusReplicaCounts
     from caravan.spec import load_spec
 
     reg = CollectorRegistry()

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2 as pb
 
 from caravan.bench.wire import MODEL_STREAM_INFER, decode_stream_response
-from caravan.discovery.local import write_registry
+from caravan.discovery.registry_file import write_registry
 from caravan.local.launch import Launcher, RunningReplica, serving_hosts, stream_request, wait_until
 from caravan.local.process import free_port
 from caravan.spec import PlatformSpec, parse_spec

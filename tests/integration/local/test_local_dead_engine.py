@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from caravan.discovery.local import read_registry
+from caravan.discovery.registry_file import read_registry
 from caravan.local.health import infer_once
 from caravan.local.process import venv_binary, wait_until
 from caravan.local.supervisor import LocalPorts, LocalStack, StackOptions

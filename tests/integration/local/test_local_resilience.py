@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from caravan.atomic_file import atomic_write_text
-from caravan.discovery.local import read_registry
+from caravan.discovery.registry_file import read_registry
 from caravan.local.health import infer_once
 from caravan.local.launch import serving_hosts
 from caravan.local.process import port_open, venv_binary, wait_until

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from caravan.discovery.local import read_registry
+from caravan.discovery.registry_file import read_registry
 from caravan.discovery.types import HealthStatus
 from caravan.local.health import infer_once
 from caravan.local.process import descendants, wait_until

@@ -76,7 +76,7 @@ def _rules(tmp_path: Path) -> list[str]:
 
 
 def test_instream_failures_feed_the_error_ratio(replica: ReplicaPlan, tmp_path: Path) -> None:
-    config = prom.local_config(f"127.0.0.1:{free_port()}", {MODEL: [f"127.0.0.1:{replica.metrics_port}"]},
+    config = prom.static_config(f"127.0.0.1:{free_port()}", {MODEL: [f"127.0.0.1:{replica.metrics_port}"]},
                                rule_files=_rules(tmp_path))
     with running_prometheus(tmp_path, config) as url:
         wait_until(lambda: _value(url, "sum(nv_inference_request_success)") == 0, 30, "a first scrape",

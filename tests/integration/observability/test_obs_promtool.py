@@ -80,8 +80,8 @@ def test_check_config_with_static_stand_ins_for_consul(rendered: Path) -> None:
     assert "SUCCESS: 2 rule files found" in res.stdout
 
 
-def test_local_config_passes_promtool(rendered: Path) -> None:
-    text = prom.local_config(
+def test_static_config_passes_promtool(rendered: Path) -> None:
+    text = prom.static_config(
         "127.0.0.1:9901", {"llama-3-8b": ["127.0.0.1:9301", "127.0.0.1:9302"]},
         control_plane="127.0.0.1:18001", autoscaler="127.0.0.1:18002",
         rule_files=["rules/caravan-recording.yml", "rules/caravan-alerts.yml"],

@@ -3,7 +3,7 @@
 Envoy (static bootstrap, cluster ``model-<name>``) proxies a few HTTP requests to a
 small test exporter, which also serves Triton/vLLM-shaped metrics (the names and labels
 tritonserver 2.51 and its vLLM backend export: ``model``, ``version``). Prometheus runs
-the rendered ``local_config`` and rule files with a 1 s interval.
+the rendered ``static_config`` and rule files with a 1 s interval.
 Bounded: 6 requests through Envoy, 40 s for the rules to fill in.
 """
 
@@ -154,7 +154,7 @@ def test_every_recording_rule_has_series(
         if "/rules/" in rel:
             (tmp_path / "rules").mkdir(exist_ok=True)
             (tmp_path / "rules" / Path(rel).name).write_text(text)
-    config = prom.local_config(
+    config = prom.static_config(
         f"127.0.0.1:{admin}", {MODEL: [f"127.0.0.1:{exporter}"]},
         rule_files=["rules/caravan-recording.yml", "rules/caravan-alerts.yml"],
     )

@@ -113,7 +113,7 @@ def test_a_not_serving_replica_is_unhealthy_and_a_drained_one_is_not(
     for rel, text in prom.render(spec).items():
         if "/rules/" in rel:
             (tmp_path / "rules" / Path(rel).name).write_text(text)
-    config = prom.local_config(
+    config = prom.static_config(
         f"127.0.0.1:{envoy_admin}", {},
         rule_files=["rules/caravan-recording.yml", "rules/caravan-alerts.yml"])
     alert = f'ALERTS{{alertname="{REPLICA_UNHEALTHY.name}"}}'

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry
 from sec_pki import Pki
 
-from caravan.discovery.local import FileReplicaSource, write_registry
+from caravan.discovery.registry_file import FileReplicaSource, write_registry
 from caravan.local.launch import Launcher, wait_until, write_envoy_bootstrap
 from caravan.spec import PlatformSpec
 from caravan.triton.launcher import ReplicaOptions, ServerTls

@@ -15,7 +15,7 @@ import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sec_pki import make_pki
 
-from caravan.discovery.local import write_registry
+from caravan.discovery.registry_file import write_registry
 from caravan.local.launch import start_control_plane, wait_until, xds_argv
 from caravan.local.process import free_port
 

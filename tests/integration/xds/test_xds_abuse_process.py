@@ -16,7 +16,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc
 from tests.integration.xds.test_xds_abuse import flood_without_reading
 from tests.integration.xds.test_xds_ads_protocol import sotw
 
-from caravan.discovery.local import write_registry
+from caravan.discovery.registry_file import write_registry
 from caravan.discovery.types import Replica
 from caravan.local.launch import http_get, start_control_plane
 from caravan.local.process import free_port

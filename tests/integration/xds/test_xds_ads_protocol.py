@@ -19,7 +19,7 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.rpc import status_pb2
 from prometheus_client import CollectorRegistry
 
-from caravan.discovery.local import write_registry
+from caravan.discovery.registry_file import write_registry
 from caravan.discovery.types import Replica, ReplicaSet
 from caravan.local.process import ChildProcess, free_port, wait_for_port
 from caravan.spec import PlatformSpec, parse_spec

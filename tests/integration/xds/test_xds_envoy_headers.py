@@ -39,7 +39,7 @@ from caravan.bench.dataset import Lengths, Workload
 from caravan.bench.runner import run_sweep
 from caravan.bench.triton import Target
 from caravan.bench.wire import MODEL_INFER, encode_request
-from caravan.discovery.local import write_registry
+from caravan.discovery.registry_file import write_registry
 from caravan.discovery.types import Replica
 from caravan.local.health import infer_once
 from caravan.local.process import caravan_argv, free_port

@@ -24,7 +24,7 @@ from xds_envoy_harness import BackgroundControlPlane, wait_until
 
 from caravan.bench.answer import upstream_host
 from caravan.bench.wire import MODEL_INFER, MODEL_STREAM_INFER, encode_request, request_tensors
-from caravan.discovery.local import write_registry
+from caravan.discovery.registry_file import write_registry
 from caravan.local.launch import Launcher, RunningReplica, serving_hosts, stream_request
 from caravan.local.process import free_port
 from caravan.spec import PlatformSpec, parse_spec

@@ -29,7 +29,7 @@ from tritonclient.grpc import service_pb2 as pb
 
 from caravan.bench.answer import split_bytes, upstream_host
 from caravan.bench.wire import MODEL_STREAM_INFER, decode_stream_response, encode_request
-from caravan.discovery.local import FileReplicaSource
+from caravan.discovery.registry_file import FileReplicaSource
 from caravan.local.launch import start_envoy as launch_envoy
 from caravan.local.launch import wait_until as wait_until
 from caravan.local.launch import write_envoy_bootstrap

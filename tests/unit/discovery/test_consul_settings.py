@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from caravan.discovery.consul_settings import ConsulConfigError, resolve_settings
+from caravan.discovery.consul_settings import ConsulConfigError, resolve_consul_settings
 from caravan.spec import ConsulSpec
 
 FILES = {"/run/token": "  s3cr3t-from-file\n", "/run/empty": "\n", "/run/env-token": "env-file-tok"}
@@ -46,7 +46,7 @@ CASES: list[tuple[str, dict[str, Any], dict[str, str], dict[str, Any]]] = [
 
 @pytest.mark.parametrize(("spec", "env", "want"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_resolve(spec: dict[str, Any], env: dict[str, str], want: dict[str, Any]) -> None:
-    s = resolve_settings(ConsulSpec(**spec), env, read)
+    s = resolve_consul_settings(ConsulSpec(**spec), env, read)
     assert {k: getattr(s, k) for k in want} == want
 
 
@@ -67,17 +67,17 @@ ERRORS = [
                          ids=[c[0] for c in ERRORS])
 def test_errors_name_the_input(spec: dict[str, Any], env: dict[str, str], msg: str) -> None:
     with pytest.raises(ConsulConfigError) as info:
-        resolve_settings(ConsulSpec(**spec), env, read)
+        resolve_consul_settings(ConsulSpec(**spec), env, read)
     assert str(info.value).startswith(msg)
 
 
 def test_token_never_in_repr_or_errors() -> None:
-    s = resolve_settings(ConsulSpec(token_file="/run/token"), {}, read)
+    s = resolve_consul_settings(ConsulSpec(token_file="/run/token"), {}, read)
     assert "s3cr3t" not in repr(s) and "s3cr3t" not in str(s)
 
 
 def test_service_name_and_url() -> None:
-    s = resolve_settings(ConsulSpec(address="[::1]:8500", service_prefix="vllm-"), {}, read)
+    s = resolve_consul_settings(ConsulSpec(address="[::1]:8500", service_prefix="vllm-"), {}, read)
     assert (s.service_name("llama"), s.base_url) == ("vllm-llama", "http://[::1]:8500")
 
 
@@ -99,5 +99,5 @@ def test_ipv6_consul_address_works_or_caravan_validate_says_why(address: str,
         with pytest.raises(SpecError, match=error):
             parse_spec(data)
         return
-    settings = resolve_settings(parse_spec(data).consul, {})
+    settings = resolve_consul_settings(parse_spec(data).consul, {})
     assert settings.base_url.split("//")[1].startswith("[")

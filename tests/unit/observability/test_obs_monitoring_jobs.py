@@ -115,7 +115,7 @@ def test_grafana_job_provisions_datasource_and_dashboards() -> None:
     assert dict(job.groups[0].tasks[0].env)["GF_PATHS_PROVISIONING"] == "/local/provisioning"
 
 
-@pytest.mark.parametrize("job", mj.jobs(_spec()), ids=lambda j: j.id)
+@pytest.mark.parametrize("job", mj.prometheus_and_grafana(_spec()), ids=lambda j: j.id)
 def test_hcl_parses(job: Job) -> None:
     doc = hcl2.loads(job_hcl(job))
     assert job.id in json.dumps(doc["job"])

@@ -92,8 +92,8 @@ def test_triton_relabel_uses_metrics_port_and_escaped_prefix() -> None:
     assert "model" not in {r.get("target_label") for r in relabel}
 
 
-def test_local_config_static_targets() -> None:
-    doc = yaml.safe_load(prom.local_config(
+def test_static_config_static_targets() -> None:
+    doc = yaml.safe_load(prom.static_config(
         "127.0.0.1:9901", {"b": ["127.0.0.1:2"], "a": ["127.0.0.1:1"], "idle": []},
         control_plane="127.0.0.1:3", rule_files=["/r/x.yml"], scrape_interval_s=0.5))
     jobs = {j["job_name"]: j for j in doc["scrape_configs"]}
@@ -107,9 +107,9 @@ def test_local_config_static_targets() -> None:
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0, 0.0004], ids=["zero", "negative", "sub-ms"])
-def test_local_config_rejects_bad_interval(bad: float) -> None:
+def test_static_config_rejects_bad_interval(bad: float) -> None:
     with pytest.raises(ValueError, match="scrape_interval_s"):
-        prom.local_config("127.0.0.1:1", {}, scrape_interval_s=bad)
+        prom.static_config("127.0.0.1:1", {}, scrape_interval_s=bad)
 
 
 def test_render_is_deterministic_and_complete() -> None:

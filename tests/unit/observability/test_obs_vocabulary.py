@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 from prometheus_client import CollectorRegistry
 
-from caravan.autoscaler.local import PrometheusReplicaCounts
+from caravan.autoscaler.fleet import PrometheusReplicaCounts
 from caravan.autoscaler.metrics import AutoscalerMetrics
 from caravan.discovery.consul import DiscoveryMetrics
 from caravan.observability import metric_names as names

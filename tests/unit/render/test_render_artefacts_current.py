@@ -52,7 +52,7 @@ def test_json_format_writes_api_jobs(tmp_path: Path) -> None:
     from caravan.spec import load_spec
 
     jobs = sorted(p.name for p in (tmp_path / "jobs").iterdir())
-    assert jobs == sorted(f"{j.id}.nomad.json" for j in nomad.jobs(load_spec(SPEC)))
+    assert jobs == sorted(f"{j.id}.nomad.json" for j in nomad.serving_jobs(load_spec(SPEC)))
     assert jobs == ["caravan-control-plane.nomad.json", "envoy.nomad.json",
                     "triton-llama-3-8b.nomad.json", "triton-qwen-2-vl-7b.nomad.json"]
     body = json.loads((tmp_path / "jobs" / "envoy.nomad.json").read_text())

@@ -14,7 +14,7 @@ from caravan.nomad.deploy import (
     deploy,
     is_change,
     keep_counts,
-    resolve_settings,
+    resolve_nomad_settings,
     summarize_plan,
 )
 from caravan.spec import NomadSpec
@@ -46,13 +46,13 @@ def _read(path: str) -> str:
 )
 def test_settings_precedence(spec: NomadSpec, env: dict[str, str], flags: dict[str, str],
                              expected: tuple[str, str | None, str]) -> None:
-    s = resolve_settings(spec, env, _read, **flags)
+    s = resolve_nomad_settings(spec, env, _read, **flags)
     assert (s.address, s.token, s.namespace) == expected
 
 
 def test_tls_files_come_from_env_then_spec() -> None:
     spec = NomadSpec(ca_file="/spec/ca.pem", client_cert="/spec/c.pem", client_key="/spec/k.pem")
-    s = resolve_settings(spec, {"NOMAD_CACERT": "/env/ca.pem"}, _read)
+    s = resolve_nomad_settings(spec, {"NOMAD_CACERT": "/env/ca.pem"}, _read)
     assert (s.ca_file, s.client_cert, s.client_key) == ("/env/ca.pem", "/spec/c.pem", "/spec/k.pem")
 
 
@@ -65,7 +65,7 @@ def test_tls_files_come_from_env_then_spec() -> None:
 )
 def test_bad_settings_are_named(flags: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        resolve_settings(NomadSpec(), {}, _read, **flags)
+        resolve_nomad_settings(NomadSpec(), {}, _read, **flags)
 
 
 def test_token_is_not_in_repr() -> None:

@@ -166,7 +166,7 @@ MTLS = parse_spec({"models": [{"name": "a", "engine": {"model": "m"}}],
                                                  "key_file": "/etc/c.key"}}})
 SPECS = [EXAMPLE, TP2, MTLS]
 SPEC_IDS = ["example", "tp2", "mtls"]
-JOBS = [(spec, job) for spec in SPECS for job in nomad.jobs(spec)]
+JOBS = [(spec, job) for spec in SPECS for job in nomad.serving_jobs(spec)]
 JOB_IDS = [f"{SPEC_IDS[SPECS.index(spec)]}:{job.id}" for spec, job in JOBS]
 
 
@@ -197,7 +197,7 @@ def test_every_referenced_port_label_exists(spec: PlatformSpec, job: Job) -> Non
 @pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
 def test_model_jobs_follow_the_spec(spec: PlatformSpec) -> None:
     for model in spec.models:
-        job = next(j for j in nomad.jobs(spec) if j.id == f"triton-{model.name}")
+        job = next(j for j in nomad.serving_jobs(spec) if j.id == f"triton-{model.name}")
         (group,) = job.groups
         assert group.name == "triton"
         assert group.scaling is not None
@@ -220,14 +220,14 @@ def test_model_jobs_follow_the_spec(spec: PlatformSpec) -> None:
 
 @pytest.mark.parametrize("spec", SPECS, ids=SPEC_IDS)
 def test_service_names_and_job_ids_are_unique(spec: PlatformSpec) -> None:
-    jobs = nomad.jobs(spec)
+    jobs = nomad.serving_jobs(spec)
     names = [s.name for j in jobs for g in j.groups for s in g.services]
     assert len(names) == len(set(names)), names
     assert len({j.id for j in jobs}) == len(jobs)
 
 
 def test_canary_is_auto_promoted_so_scaling_is_not_blocked() -> None:
-    (group,) = next(j for j in nomad.jobs(TP2) if j.id == "triton-big").groups
+    (group,) = next(j for j in nomad.serving_jobs(TP2) if j.id == "triton-big").groups
     assert group.update is not None and group.update.canary == 1 and group.update.auto_promote
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from caravan.discovery.local import (
+from caravan.discovery.registry_file import (
     FileReplicaSource,
     read_registry,
     replica_from_json,

@@ -1,4 +1,6 @@
-"""``LocalScaleTarget``: the ``ScaleTarget`` of ``caravan up``, over the local supervisor.
+"""``FleetScaleTarget``: the ``ScaleTarget`` over a ``ReplicaFleet``, the replica
+processes of ``caravan up``'s supervisor (the dev stack); ``NomadScaleTarget`` is the
+production one. ``PrometheusReplicaCounts`` reads counts only, from Prometheus.
 
 The supervisor implements ``ReplicaFleet``: it knows which replica processes are
 ready (health SERVING, registered) and which are still starting, and it starts new
@@ -25,7 +27,7 @@ class ReplicaFleet(Protocol):
         ...
 
 
-class LocalScaleTarget:
+class FleetScaleTarget:
     """Implements ``ScaleTarget`` over a ``ReplicaFleet``."""
 
     def __init__(self, fleet: ReplicaFleet) -> None:

@@ -1,5 +1,6 @@
-"""Local replica registry: a JSON file written by ``caravan up``'s supervisor and
-watched by the control plane (``caravan xds --registry FILE``).
+"""The registry file: the replica source of ``caravan up`` (the dev stack), a JSON file
+written by its supervisor and watched by the control plane (``caravan xds --registry
+FILE``); ``FileReplicaSource`` is the ``ReplicaSource`` over it (Consul's in production).
 
 The file is replaced atomically (write to a temp file, then rename), so a reader
 never sees a half-written registry. Format::
