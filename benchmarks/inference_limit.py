@@ -59,7 +59,7 @@ from sec_stack import ThreadedControlPlane, admin_get  # noqa: E402
 
 from caravan.bench.results import SweepResult, read_json  # noqa: E402
 from caravan.bench.stats import percentile  # noqa: E402
-from caravan.discovery.local import write_registry  # noqa: E402
+from caravan.discovery.registry_file import write_registry  # noqa: E402
 from caravan.local.launch import Launcher, wait_until, write_envoy_bootstrap  # noqa: E402
 from caravan.local.process import ChildProcess, caravan_argv, free_port  # noqa: E402
 from caravan.spec import PlatformSpec, parse_spec  # noqa: E402

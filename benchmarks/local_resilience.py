@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from caravan.atomic_file import atomic_write_text
-from caravan.discovery.local import read_registry
+from caravan.discovery.registry_file import read_registry
 from caravan.local.launch import serving_hosts
 from caravan.local.process import descendants, free_port, port_open, wait_until
 from caravan.local.supervisor import LocalPorts, LocalStack, StackOptions
