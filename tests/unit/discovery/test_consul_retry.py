@@ -174,6 +174,7 @@ def run_source(client: Script, until: Callable[[Script], bool], **kw: Any
             if until(client):
                 break
             await asyncio.sleep(0.001)
+        await asyncio.sleep(0.05)  # let the loop handle the answers in flight
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
             await task
