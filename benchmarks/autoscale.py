@@ -72,7 +72,7 @@ from caravan.autoscaler.nomad import NomadScaleTarget
 from caravan.autoscaler.ports import TargetStatus
 from caravan.nomad.job_json import job_request
 from caravan.nomad.triton_job import job_id, triton_job
-from caravan.spec import EngineArgs, ModelSpec, PlatformSpec
+from caravan.spec import EngineArgs, ModelSpec, PlatformSpec, names
 from caravan.spec.autoscaling import ScalingPolicy, policy_for
 from caravan.spec.strategy_params import LatencySlo, RequestsPerReplica
 
@@ -384,7 +384,7 @@ class NomadRun:
         every = round(self.handler.policy.evaluation_interval_s)
         for i, rate in enumerate(rates):
             self.fake.advance(1.0)
-            self.sim.serving = self.fake.serving(self.job, "triton")
+            self.sim.serving = self.fake.serving(self.job, names.NOMAD_GROUP)
             self.serving.append(self.sim.serving)
             self.sim.step(rate)
             if (i + 1) % every == 0:
@@ -423,13 +423,13 @@ def nomad_run(seed: int, gpu_nodes: list[int] | None, initial: int, release: boo
     client = nomad.Nomad(address=fake.address, timeout=10)
     client.jobs.register_job(job_request(triton_job(spec, model)))
     fake.advance(load_s + 31)
-    target: Any = NomadScaleTarget(client, {model.name: (jid, "triton")}, clock=fake.clock)
+    target: Any = NomadScaleTarget(client, {model.name: (jid, names.NOMAD_GROUP)}, clock=fake.clock)
     if not release:
         target = NoRelease(target)
     policy = policy_for(model)
     assert policy is not None
     sim = Sim(random.Random(seed), load_rng, round(policy.checks[0].query_window_s))
-    sim.serving = fake.serving(jid, "triton")
+    sim.serving = fake.serving(jid, names.NOMAD_GROUP)
     handler = PolicyHandler(policy, sim, target, clock=fake.clock)
     return NomadRun(sim, fake, handler, jid, fake.clock()), fake
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from caravan.local.process import free_port
-from caravan.spec import PlatformSpec
+from caravan.spec import LocalSpec, PlatformSpec
 from caravan.triton.launcher import ReplicaOptions
 
 
@@ -43,7 +43,8 @@ class LocalPorts:
 class StackOptions:
     """What varies between `caravan up`, `caravan demo` and tests."""
 
-    time_scale: float = 0.1  # the replicas' (overrides replica.time_scale)
+    # the replicas' (overrides replica.time_scale); default: the spec's local.time_scale
+    time_scale: float = LocalSpec.model_fields["time_scale"].default
     prometheus: bool = True
     replica: ReplicaOptions = field(default_factory=ReplicaOptions)
     drain_grace_s: float = 1.0  # DRAINING in Envoy before SIGTERM
