@@ -94,7 +94,7 @@ def test_derived_names_are_written_once() -> None:
     assert (m.cluster_name, m.nomad_job, names.NOMAD_GROUP) == ("model-llama", "triton-llama",
                                                                 "triton")
     assert spec.service_name(m) == "vllm-llama"
-    assert ConsulSpec.model_fields["service_prefix"].default == names.NOMAD_JOB_PREFIX
+    assert ConsulSpec.model_fields["service_prefix"].default == names.CONSUL_SERVICE_PREFIX
     assert (spec.envoy.model_header, m.routing.session_header) == (names.MODEL_HEADER,
                                                                    names.SESSION_HEADER)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 CLUSTER_PREFIX = "model-"
 NOMAD_JOB_PREFIX = "triton-"
 NOMAD_GROUP = "triton"  # the task group of every model's Nomad job
+CONSUL_SERVICE_PREFIX = "triton-"  # default of consul.service_prefix
 
 # Response header (gRPC initial metadata) naming the replica that served a request, as
 # Envoy's ``%UPSTREAM_HOST%`` ("host:port"); clients such as ``caravan bench`` read it.

@@ -38,7 +38,7 @@ class ConsulSpec(_Frozen):
     ca_file: str | None = None
     wait_s: int = Field(30, ge=1, le=600)
     allow_warning: bool = False
-    service_prefix: str = Field("triton-", description="Consul service name = prefix + model name")
+    service_prefix: str = Field(names.CONSUL_SERVICE_PREFIX, description="Consul service name = prefix + model name")
     timeout_s: float = Field(
         10.0, gt=0, le=300, description="HTTP timeout on top of wait_s (+ wait/16 jitter), seconds"
     )
