@@ -164,8 +164,16 @@ ATTACKS = (
     Attack("L", "API keys rest on `api_key_auth`, work-in-progress and outside Envoy's threat model",
            "documented (docs/security.md, What the API-key path rests on); JWT or listener mTLS "
            "as the supported alternatives", (), "documented, filter not replaced"),
-    Attack("L", "no `request_timeout`, `max_stream_duration`, connection cap, overload manager",
-           "bounded slow senders", (), "", owner="hung / ratelimit"),
+    Attack("L", "no connection cap or overload manager: idle connections pile up",
+           "at most `envoy.max_connections` downstream connections (overload manager); the "
+           "stats listener exempt",
+           (f"{SEC}/test_security_connection_cap.py::test_connections_past_the_cap_are_closed_and_service_resumes",
+            f"{RENDER}/test_render_connection_cap.py::test_the_stats_listener_is_exempt_so_monitoring_survives_a_flood"),
+           "real Envoy, cap 3: 3 idle connections take it, the next is closed on accept "
+           "(UNAVAILABLE, `downstream_global_cx_overflow`), served again once they close"),
+    Attack("L", "no `request_timeout` or `max_stream_duration`: a slow sender holds a stream 500 s",
+           "a stream that sends nothing for `routing.stream_idle_timeout_s` ends (hung); "
+           "one that trickles is not bounded", (), "", owner="unassigned"),
     Attack("L", "`caravan up` misses a dead Envoy or Prometheus; SIGKILL orphans its children; "
            "no start with API keys or JWT",
            "deaths noticed; children die with the supervisor; every security setting starts",

@@ -209,6 +209,7 @@ job "envoy" {
             "port_value": {{ env "NOMAD_PORT_stats" }}
           }
         },
+        "ignore_global_conn_limit": true,
         "filter_chains": [
           {
             "filters": [
@@ -278,6 +279,17 @@ job "envoy" {
             ]
           }
         ]
+      }
+    ]
+  },
+  "overload_manager": {
+    "resource_monitors": [
+      {
+        "name": "envoy.resource_monitors.global_downstream_max_connections",
+        "typed_config": {
+          "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+          "max_active_downstream_connections": 10000
+        }
       }
     ]
   }

@@ -154,12 +154,26 @@ def bootstrap(
             "lds_config": dict(ads),
         },
         "static_resources": {"clusters": [_xds_cluster(xds, _xds_tls(spec))]},
+        "overload_manager": connection_cap(spec.envoy.max_connections),
     }
     if stats is not None:
         static = boot["static_resources"]
         static["clusters"].append(admin_cluster(spec.envoy.admin_port))
         static["listeners"] = [stats_listener(*stats)]
     return boot
+
+
+def connection_cap(max_connections: int) -> dict[str, Any]:
+    """Envoy's overload manager holding at most ``max_connections`` downstream connections
+    on every listener at once (``global_downstream_max_connections``): one more is closed as
+    soon as it is accepted (``downstream_global_cx_overflow``). Listeners with
+    ``ignore_global_conn_limit`` (the stats listener) are not counted or refused."""
+    return {"resource_monitors": [{
+        "name": "envoy.resource_monitors.global_downstream_max_connections",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.resource_monitors."
+                     "downstream_connections.v3.DownstreamConnectionsConfig",
+            "max_active_downstream_connections": int(max_connections)}}]}
 
 
 def admin_cluster(admin_port: int) -> dict[str, Any]:
@@ -200,6 +214,7 @@ def stats_listener(address: str, port: int) -> dict[str, Any]:
     return {
         "name": STATS_LISTENER,
         "address": {"socket_address": {"address": address, "port_value": int(port)}},
+        "ignore_global_conn_limit": True,  # Prometheus and Consul reach it during a flood
         "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager",
                                         "typed_config": hcm}]}],
     }

@@ -18,6 +18,11 @@ class EnvoySpec(_Frozen):
     listen_port: int = Field(8080, ge=1, le=65535)
     admin_port: int = Field(9901, ge=1, le=65535)
     model_header: str = Field(names.MODEL_HEADER, pattern=r"^[a-z0-9-]+$")
+    max_connections: int = Field(
+        10_000, ge=1, le=1_000_000,
+        description="downstream connections Envoy holds at once (overload manager); more are "
+        "closed on accept; the stats listener is exempt",
+    )
 
 
 class ControlPlaneSpec(_Frozen):
