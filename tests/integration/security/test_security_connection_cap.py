@@ -23,7 +23,7 @@ from tests.integration.xds.xds_envoy_harness import (
     wait_until,
 )
 
-from caravan.discovery.local import write_registry
+from caravan.discovery.registry_file import write_registry
 from caravan.discovery.types import Replica
 from caravan.local.process import free_port
 from caravan.spec import PlatformSpec, parse_spec
