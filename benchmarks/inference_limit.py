@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import contextlib
 import dataclasses
 import json
 import os
@@ -129,24 +128,25 @@ def start(tmp: Path, pki: Pki, time_scale: float, launcher: Launcher,
 # --------------------------------------------------------------------------- 1. cost
 
 
-def bench(urls: dict[str, str], args: argparse.Namespace, tmp: Path) -> dict[str, SweepResult]:
-    """``caravan bench`` through each arm at the same time; each arm's result."""
+def bench_once(url: str, model: str, requests: int, tmp: Path, key: str = "bench",
+               key_header: str = "x-api-key") -> SweepResult:
+    """``caravan bench --no-stream --concurrency 50`` (``requests`` measured after 50
+    warm-up requests; same seeded requests every call) with ``KEYS[key]`` (or ``key``
+    itself when not a known client) in ``key_header``; its result."""
     key_file = tmp / "bench.key"
-    key_file.write_text(KEYS["bench"] + "\n")
-    outs = {arm: Path(tempfile.mkdtemp(dir=tmp)) for arm in urls}
-    with contextlib.ExitStack() as stack:
-        procs = {arm: stack.enter_context(ChildProcess("bench", caravan_argv(
-            "bench", "--url", url, "--model", "fixed", "--no-stream", "--concurrency", "50",
-            "--requests", str(args.requests), "--warmup", str(WARMUP), "--input-tokens", "16",
-            "--output-tokens", "100", "--output-spread", "0.9", "--seed", "3",
-            "--api-key-file", str(key_file), "--no-progress", "--no-plot",
-            "--out", str(outs[arm])), outs[arm] / "bench.log")) for arm, url in urls.items()}
-        codes = {arm: p.proc.wait(timeout=600) if p.proc is not None else -1 for arm, p in procs.items()}
-    for arm, code in codes.items():
-        if code != 0:
-            raise SystemExit(f"caravan bench ({arm}) exited {code}: "
-                             f"{(outs[arm] / 'bench.log').read_text()[-2000:]}")
-    return {arm: read_json(out / "bench.json") for arm, out in outs.items()}
+    key_file.write_text(KEYS.get(key, key) + "\n")
+    out = Path(tempfile.mkdtemp(dir=tmp))
+    argv = caravan_argv(
+        "bench", "--url", url, "--model", model, "--no-stream", "--concurrency", "50",
+        "--requests", str(requests), "--warmup", str(WARMUP), "--input-tokens", "16",
+        "--output-tokens", "100", "--output-spread", "0.9", "--seed", "3",
+        "--api-key-file", str(key_file), "--api-key-header", key_header, "--no-progress",
+        "--no-plot", "--out", str(out))
+    with ChildProcess("bench", argv, out / "bench.log") as proc:
+        code = proc.proc.wait(timeout=600) if proc.proc is not None else -1
+    if code != 0:
+        raise SystemExit(f"caravan bench exited {code}: {(out / 'bench.log').read_text()[-2000:]}")
+    return read_json(out / "bench.json")
 
 
 def cpu_s(pid: int) -> float:
@@ -166,7 +166,7 @@ def cost(urls: dict[str, str], envoys: dict[str, int], args: argparse.Namespace,
         got, cpu = {}, {}
         for arm in order:
             before = cpu_s(envoys[arm])
-            got[arm] = bench({arm: urls[arm]}, args, tmp)[arm]
+            got[arm] = bench_once(urls[arm], "fixed", args.requests, tmp)
             cpu[arm] = (cpu_s(envoys[arm]) - before) * 1e6 / (args.requests + WARMUP)
         level = {arm: r.levels[0] for arm, r in got.items()}
         for arm, lv in level.items():

@@ -350,20 +350,32 @@ static void refuse(Stream *s) {
                             GRPC_RESOURCE_EXHAUSTED);
 }
 
-/* Walk the chunk's bytes through the frame parser; 0 when a message was refused. */
-static int count_frames(Stream *s, const unsigned char *p, size_t n) {
+/* Walk a body chunk of ``size`` bytes through the frame parser, copying into the VM only
+ * the frame-header bytes (payload bytes are skipped where they lie); 0 when a message was
+ * refused. A failed read leaves the rest of the chunk uncounted (it cannot happen for a
+ * range inside the chunk). */
+static int count_frames(Stream *s, size_t size) {
   size_t i = 0;
-  while (i < n) {
+  while (i < size) {
     if (s->payload_left > 0) {
-      size_t take_n = (size_t)(n - i) < s->payload_left ? n - i : (size_t)s->payload_left;
-      s->payload_left -= take_n;
-      i += take_n;
+      size_t skip = size - i < s->payload_left ? size - i : (size_t)s->payload_left;
+      s->payload_left -= skip;
+      i += skip;
       continue;
     }
     if (s->header_seen == 0 && !take(s)) return 0;
-    if (s->header_seen >= 1) s->length = (s->length << 8) | p[i]; /* byte 0: compressed flag */
-    s->header_seen++;
-    i++;
+    size_t want = 5 - s->header_seen, n = 0;
+    if (want > size - i) want = size - i;
+    char *p = NULL;
+    int got = proxy_get_buffer_bytes(BUF_REQUEST_BODY, i, want, &p, &n);
+    if (got != OK || n == 0) {
+      free(p);
+      return 1;
+    }
+    for (size_t k = 0; k < n; k++, s->header_seen++) /* byte 0: the compressed flag */
+      if (s->header_seen >= 1) s->length = (s->length << 8) | (unsigned char)p[k];
+    free(p);
+    i += n;
     if (s->header_seen == 5) {
       s->payload_left = s->length;
       s->header_seen = 0;
@@ -377,12 +389,7 @@ int32_t WASM_EXPORT(proxy_on_request_body)(uint32_t id, size_t size, uint32_t eo
   Stream *s = stream_of(id);
   if (s == NULL || s->limit == NULL) return CONTINUE;
   if (s->refused) return STOP_NO_BUFFER;
-  char *data = NULL;
-  size_t n = 0;
-  if (size == 0 || proxy_get_buffer_bytes(BUF_REQUEST_BODY, 0, size, &data, &n) != OK) return CONTINUE;
-  int ok = count_frames(s, (const unsigned char *)data, n);
-  free(data);
-  if (ok) return CONTINUE;
+  if (count_frames(s, size)) return CONTINUE;
   refuse(s);
   return STOP_NO_BUFFER;
 }
