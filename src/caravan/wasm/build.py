@@ -11,7 +11,8 @@ only import the proxy-wasm ABI 0.2.1 host functions.
 
 Raises ``WasmBuildError`` (a ``BackendError``) with the compiler's message when the
 compiler is missing or fails. Thread-safe: concurrent builds write to a temporary file
-and rename it into place.
+and rename it into place. ``python -m caravan.wasm.build`` compiles every filter into the
+cache (the rendered Caravan image does so at build time, with ``CARAVAN_WASM_CACHE``).
 """
 
 from __future__ import annotations
@@ -70,8 +71,10 @@ def compile_c(source: Path, out: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".wasm.tmp")
     os.close(fd)
     argv = [sys.executable, "-m", "ziglang", "cc", *FLAGS, "-o", tmp, str(source)]
+    zig_cache = str(out.parent / "zig-cache")  # zig's own cache, beside ours (no $HOME needed)
+    env = {**os.environ, "ZIG_GLOBAL_CACHE_DIR": zig_cache, "ZIG_LOCAL_CACHE_DIR": zig_cache}
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, env=env)
         if done.returncode != 0:
             raise WasmBuildError(f"compiling {source.name} failed: {done.stderr.strip()[-2000:]}")
         os.replace(tmp, out)
@@ -79,12 +82,41 @@ def compile_c(source: Path, out: Path) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-@functools.cache
-def module_bytes(name: str) -> bytes:
-    """The compiled ``caravan/wasm/<name>.c`` (built on first use, then cached)."""
+def module_path(name: str) -> Path:
+    """Where the compiled ``caravan/wasm/<name>.c`` is cached (it may not exist yet)."""
     source = source_path(name)
     key = hashlib.sha256(source.read_bytes() + repr((FLAGS, _zig_version())).encode()).hexdigest()
-    out = cache_dir() / f"{name}-{key[:24]}.wasm"
-    if not out.is_file():
-        compile_c(source, out)
+    return cache_dir() / f"{name}-{key[:24]}.wasm"
+
+
+@functools.cache
+def module_bytes(name: str) -> bytes:
+    """The compiled ``caravan/wasm/<name>.c``: from the cache, else compiled into it (into
+    a temporary directory when the cache cannot be written, e.g. a user without a home)."""
+    out = module_path(name)
+    if out.is_file():
+        return out.read_bytes()
+    try:
+        compile_c(source_path(name), out)
+    except OSError:
+        with tempfile.TemporaryDirectory() as tmp:
+            compile_c(source_path(name), Path(tmp) / out.name)
+            return (Path(tmp) / out.name).read_bytes()
     return out.read_bytes()
+
+
+def filter_names() -> list[str]:
+    """Every filter source in ``caravan/wasm`` (``<name>.c``), sorted."""
+    return sorted(p.stem for p in SOURCE_DIR.glob("*.c"))
+
+
+def main() -> None:
+    """``python -m caravan.wasm.build``: compile every filter into the cache (an image
+    build runs it, so the control plane never compiles at run time); print the paths."""
+    for name in filter_names():
+        module_bytes(name)
+        print(module_path(name))
+
+
+if __name__ == "__main__":
+    main()
