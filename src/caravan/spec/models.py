@@ -108,13 +108,26 @@ class Routing(_Frozen):
     stream_idle_timeout_s: float = Field(
         10.0, gt=0, le=3600, description="a stream silent this long ends (the longest gap "
         "between two responses, and the wait for the first, retries included)")
+    max_stream_duration_s: float = Field(
+        600.0, gt=0, le=86400, description="a stream lasting this long ends however busy it "
+        "is (a client trickling data, a never-ending answer); also the cap on a client's "
+        "grpc-timeout")
 
     @model_validator(mode="after")
-    def _idle_above_try(self) -> Routing:
+    def _timeouts_ordered(self) -> Routing:
+        problems = []
         if self.stream_idle_timeout_s <= self.per_try_timeout_s:
-            raise ValueError(f"stream_idle_timeout_s: must be above per_try_timeout_s "
-                             f"({self.per_try_timeout_s:g}), or a retried stream is cut before "
-                             "its retry can answer")
+            problems.append(f"stream_idle_timeout_s: must be above per_try_timeout_s "
+                            f"({self.per_try_timeout_s:g}), or a retried stream is cut before "
+                            "its retry can answer")
+        longest = max(self.stream_idle_timeout_s, self.per_try_timeout_s)
+        if self.max_stream_duration_s <= longest:
+            problems.append(f"max_stream_duration_s: must be above stream_idle_timeout_s "
+                            f"({self.stream_idle_timeout_s:g}) and per_try_timeout_s "
+                            f"({self.per_try_timeout_s:g}), or every stream is cut before "
+                            "those timeouts can act")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @field_validator("maglev_table_size")

@@ -23,6 +23,11 @@ class EnvoySpec(_Frozen):
         description="downstream connections Envoy holds at once (overload manager); more are "
         "closed on accept; the stats listener is exempt",
     )
+    request_headers_timeout_s: float = Field(
+        10.0, gt=0, le=300,
+        description="a client has this long from the first byte of a request's headers to the "
+        "last, or its connection is closed (slow-headers attack)",
+    )
 
 
 class ControlPlaneSpec(_Frozen):

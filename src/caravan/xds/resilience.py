@@ -39,7 +39,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 from envoy.extensions.retry.host.previous_hosts.v3 import previous_hosts_pb2
 from google.protobuf import any_pb2, duration_pb2, wrappers_pb2
 
-from caravan.spec import Routing
+from caravan.spec import EnvoySpec, Routing
 
 # Retried before response headers: connect failure, refused or reset stream (which
 # includes a per-try timeout), gRPC UNAVAILABLE or CANCELLED in a headers-only reply.
@@ -161,6 +161,27 @@ def stream_idle_timeout(routing: Routing) -> duration_pb2.Duration:
     ``routing.stream_idle_timeout_s`` ends (before response headers: a local reply;
     after: a reset)."""
     return _ms(routing.stream_idle_timeout_s * 1000)
+
+
+def max_stream_duration(routing: Routing, stream: bool) -> route_components_pb2.RouteAction.MaxStreamDuration:
+    """The bound on a whole stream, from its first byte, however busy it is (a client
+    trickling data more often than the idle timeout, an answer that never ends): streams
+    ``routing.max_stream_duration_s``, unary calls ``routing.unary_timeout_s`` (the route
+    ``timeout`` starts only once the request is complete). The same value caps a client's
+    ``grpc-timeout`` (uncapped, it would replace the bound). When it fires, Envoy answers
+    gRPC DEADLINE_EXCEEDED before response headers, and resets the stream after them
+    (the client sees INTERNAL; docs/operator-nomad.md, Timeouts)."""
+    seconds = routing.max_stream_duration_s if stream else routing.unary_timeout_s
+    return route_components_pb2.RouteAction.MaxStreamDuration(
+        max_stream_duration=_ms(seconds * 1000), grpc_timeout_header_max=_ms(seconds * 1000)
+    )
+
+
+def request_headers_timeout(envoy: EnvoySpec) -> duration_pb2.Duration:
+    """The listener's ``request_headers_timeout``: a request whose headers take longer than
+    ``envoy.request_headers_timeout_s`` from their first byte to their last closes its
+    connection (slow-headers attack)."""
+    return _ms(envoy.request_headers_timeout_s * 1000)
 
 
 def stream_timeout_reply() -> hcm_pb2.ResponseMapper:

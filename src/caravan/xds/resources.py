@@ -144,6 +144,7 @@ def http_connection_manager(spec: PlatformSpec) -> hcm_pb2.HttpConnectionManager
         http2_protocol_options=protocol_pb2.Http2ProtocolOptions(),
     )
     headers.treat_every_client_as_external(hcm)
+    hcm.request_headers_timeout.CopyFrom(resilience.request_headers_timeout(spec.envoy))
     replies = security.local_reply_config(spec) or hcm_pb2.LocalReplyConfig()
     replies.mappers.append(resilience.stream_timeout_reply())
     hcm.local_reply_config.CopyFrom(replies)
@@ -192,12 +193,13 @@ def _header_absent(header: str) -> route_components_pb2.HeaderMatcher:
 
 
 def _action(model: ModelSpec, stream: bool) -> route_components_pb2.RouteAction:
-    """Streams: no overall timeout (only the client's grpc-timeout), but the model's
-    ``stream_idle_timeout_s`` as ``idle_timeout`` and always a retry policy with its
+    """Streams: no route ``timeout`` but ``max_stream_duration_s`` from the first byte
+    (also the cap on grpc-timeout; ``caravan.xds.resilience.max_stream_duration``), the
+    model's ``stream_idle_timeout_s`` as ``idle_timeout`` and always a retry policy with its
     ``per_try_timeout_s`` (``caravan.xds.resilience.retry_policy``; 0 retries still
     times an attempt out, which feeds outlier detection). Unary: the model's
-    ``unary_timeout_s`` (also the cap on grpc-timeout), and with ``routing.retries`` > 0
-    a retry policy. Both hash on the session header.
+    ``unary_timeout_s`` (route timeout, stream duration and cap on grpc-timeout), and with
+    ``routing.retries`` > 0 a retry policy. Both hash on the session header.
 
     Retrying is safe for streams: Envoy retries only until it has forwarded response
     headers downstream, and a gRPC server sends its headers at the latest with its
@@ -215,7 +217,7 @@ def _action(model: ModelSpec, stream: bool) -> route_components_pb2.RouteAction:
     )
     timeout_ms = 0 if stream else r.unary_timeout_s * 1000
     action.timeout.CopyFrom(_ms(timeout_ms))
-    action.max_stream_duration.grpc_timeout_header_max.CopyFrom(_ms(timeout_ms))
+    action.max_stream_duration.CopyFrom(resilience.max_stream_duration(r, stream))
     if stream:
         action.idle_timeout.CopyFrom(resilience.stream_idle_timeout(r))
     if stream or r.retries > 0:

@@ -10,7 +10,7 @@ from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from xds_unit_helpers import make_spec, unpack
 
-from caravan.spec import SpecError, parse_spec
+from caravan.spec import EnvoySpec, SpecError, parse_spec
 from caravan.xds import resilience
 from caravan.xds import resources as res
 
@@ -77,6 +77,34 @@ def test_idle_timeout_must_exceed_the_per_try_timeout() -> None:
         parse_spec({"models": [{"name": "a", "engine": {"model": "m"},
                                 "routing": {"per_try_timeout_s": 10, "stream_idle_timeout_s": 10}}]})
     assert "models[0].routing" in str(err.value) and "must be above per_try_timeout_s (10)" in str(err.value)
+
+
+def test_stream_duration_bounds_a_busy_stream_and_caps_grpc_timeout() -> None:
+    spec = make_spec(models=[{"name": "alpha", "engine": {"model": "m"},
+                              "routing": {"max_stream_duration_s": 90, "unary_timeout_s": 7}}])
+    stream = _route("alpha-stream", spec).route.max_stream_duration
+    assert stream.max_stream_duration.ToSeconds() == 90
+    assert stream.grpc_timeout_header_max.ToSeconds() == 90, "a client's grpc-timeout cannot lift it"
+    unary = _route("alpha-unary", spec).route.max_stream_duration
+    assert (unary.max_stream_duration.ToSeconds(), unary.grpc_timeout_header_max.ToSeconds()) == (7, 7)
+
+
+def test_stream_duration_must_exceed_the_other_timeouts_all_errors_at_once() -> None:
+    with pytest.raises(SpecError) as err:
+        parse_spec({"models": [{"name": "a", "engine": {"model": "m"},
+                                "routing": {"per_try_timeout_s": 10, "stream_idle_timeout_s": 10,
+                                            "max_stream_duration_s": 8}}]})
+    text = str(err.value)
+    assert "models[0].routing" in text
+    assert "stream_idle_timeout_s: must be above per_try_timeout_s (10)" in text
+    assert "max_stream_duration_s: must be above stream_idle_timeout_s (10)" in text
+
+
+def test_request_headers_timeout_on_the_listener() -> None:
+    assert res.http_connection_manager(SPEC).request_headers_timeout.ToSeconds() == (
+        EnvoySpec.model_fields["request_headers_timeout_s"].default)
+    spec = make_spec(envoy={"request_headers_timeout_s": 2.5})
+    assert res.http_connection_manager(spec).request_headers_timeout.ToMilliseconds() == 2500
 
 
 @pytest.mark.parametrize("security", [None, {"max_request_bytes": 4096}], ids=["plain", "with-size-limit"])

@@ -15,6 +15,7 @@ from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2
 from xds_unit_helpers import DRAINING, HEALTHY, UNHEALTHY, make_spec, replica, unpack
 
 from caravan.discovery.types import ReplicaSet
+from caravan.spec import Routing
 from caravan.xds import resources as res
 
 SPEC = make_spec()
@@ -106,8 +107,11 @@ def test_model_routes_match_header_and_hash_session(
 def test_route_timeouts_and_retries(route: str, timeout_s: int, retries: int | None) -> None:
     action = _route(route).route
     assert action.timeout.ToSeconds() == timeout_s
-    assert action.HasField("max_stream_duration")
-    assert action.max_stream_duration.grpc_timeout_header_max.ToSeconds() == timeout_s
+    # the whole stream's bound (routing.max_stream_duration_s's default; unary: its
+    # timeout) also caps a client's grpc-timeout
+    bound = timeout_s or Routing.model_fields["max_stream_duration_s"].default
+    assert action.max_stream_duration.max_stream_duration.ToSeconds() == bound
+    assert action.max_stream_duration.grpc_timeout_header_max.ToSeconds() == bound
     assert action.HasField("retry_policy") == (retries is not None)
     if retries is not None:
         p = action.retry_policy
