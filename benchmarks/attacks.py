@@ -3,6 +3,7 @@ what this run measured.
 
     .venv/bin/python benchmarks/attacks.py              # run the attack tests, write both
     .venv/bin/python benchmarks/attacks.py --doc-only   # re-render the doc from the JSON
+    .venv/bin/python benchmarks/attacks.py --only TEXT  # re-run the rows whose attack has TEXT
 
 Each attack names the tests that perform it (``tests/...::test_name``; they run in
 ``make test`` too: real Envoy, real tritonserver, a real ``caravan xds`` process, all on
@@ -172,8 +173,16 @@ ATTACKS = (
            "real Envoy, cap 3: 3 idle connections take it, the next is closed on accept "
            "(UNAVAILABLE, `downstream_global_cx_overflow`), served again once they close"),
     Attack("L", "no `request_timeout` or `max_stream_duration`: a slow sender holds a stream 500 s",
-           "a stream that sends nothing for `routing.stream_idle_timeout_s` ends (hung); "
-           "one that trickles is not bounded", (), "", owner="unassigned"),
+           "a stream ends after `routing.max_stream_duration_s` however busy it is (a client's "
+           "longer `grpc-timeout` does not lift it); request headers slower than "
+           "`envoy.request_headers_timeout_s` get 408 and the connection closed",
+           (f"{SEC}/test_security_stream_duration.py::test_a_trickling_client_is_cut_at_the_stream_duration",
+            f"{SEC}/test_security_stream_duration.py::test_a_long_answer_is_cut_at_the_stream_duration",
+            f"{SEC}/test_security_stream_duration.py::test_slow_headers_get_408_and_the_connection_closes"),
+           "real Envoy + tritonserver, limit 1 s, idle timeout 0.8 s: a client sending a request "
+           "every 0.2 s and a 250-token answer (30 s client deadline) both end within 1-2 s "
+           "(INTERNAL reset or DEADLINE_EXCEEDED); headers trickled for 1 s get 408",
+           owner="finish17"),
     Attack("L", "`caravan up` misses a dead Envoy or Prometheus; SIGKILL orphans its children; "
            "no start with API keys or JWT",
            "deaths noticed; children die with the supervisor; every security setting starts",
@@ -329,14 +338,40 @@ def write_doc(rows: list[dict[str, Any]], meta: dict[str, Any]) -> None:
     DOC.write_text(head + markdown(rows, meta) + tail)
 
 
+def rerun_rows(text: str) -> None:
+    """Run the tests of the rows whose attack contains ``text`` and replace those rows in
+    the results JSON (the others, and the run's meta, stay; ``meta["reruns"]`` records
+    which rows were re-run when), then re-render the doc."""
+    data = json.loads(RESULTS.read_text())
+    old = {r["attack"]: r for r in data["rows"]}
+    chosen = [a for a in ATTACKS if text in a.attack]
+    if not chosen:
+        raise SystemExit(f"--only {text!r}: no attack contains it")
+    results = run_tests(sorted({t for a in chosen for t in a.tests}), {})
+    fresh = {a.attack: verdict(a, results) for a in chosen}
+    rows = [fresh.get(a.attack) or old.get(a.attack) or verdict(a, {}) for a in ATTACKS]
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    data["meta"].setdefault("reruns", []).extend({"attack": a, "when": when} for a in fresh)
+    RESULTS.write_text(json.dumps({"meta": data["meta"], "rows": rows}, indent=1))
+    write_doc(rows, data["meta"])
+    for r in fresh.values():
+        print(f"{r['item']:5} {r['state']:10} {r['outcome']}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--doc-only", action="store_true",
                     help="regenerate the doc section from the last results JSON")
+    ap.add_argument("--only", metavar="TEXT",
+                    help="re-run only the rows whose attack contains TEXT; keep the others "
+                    "from the last results JSON")
     args = ap.parse_args()
     if args.doc_only:
         data = json.loads(RESULTS.read_text())
         write_doc(data["rows"], data["meta"])
+        return
+    if args.only:
+        rerun_rows(args.only)
         return
     faults: dict[str, Any] = {}
     results = run_tests(sorted({t for a in ATTACKS for t in a.tests}), faults)
