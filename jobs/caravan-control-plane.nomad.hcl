@@ -156,9 +156,18 @@ EOT
         change_mode = "restart"
         env         = true
         data = <<EOT
-{{ range nomadVarList "nomad/jobs/caravan-control-plane" }}{{ with nomadVar .Path }}{{ range .Tuples }}{{ .K }}={{ .V | toJSON }}
+{{ range nomadVarList "nomad/jobs/caravan-control-plane" }}{{ with nomadVar .Path }}{{ range .Tuples }}{{ if eq .K "CONSUL_HTTP_TOKEN" }}CONSUL_HTTP_TOKEN_FILE="/secrets/consul.token"{{ else }}{{ .K }}={{ .V | toJSON }}{{ end }}
 {{ end }}{{ end }}{{ end }}
 EOT
+      }
+
+      template {
+        destination = "secrets/consul.token"
+        change_mode = "noop"
+        env         = false
+        perms       = "0400"
+        uid         = 10001
+        data        = "{{ range nomadVarList \"nomad/jobs/caravan-control-plane\" }}{{ with nomadVar .Path }}{{ range .Tuples }}{{ if eq .K \"CONSUL_HTTP_TOKEN\" }}{{ .V }}{{ end }}{{ end }}{{ end }}{{ end }}"
       }
 
       resources {
@@ -285,9 +294,18 @@ EOT
         change_mode = "restart"
         env         = true
         data = <<EOT
-{{ range nomadVarList "nomad/jobs/caravan-control-plane" }}{{ with nomadVar .Path }}{{ range .Tuples }}{{ .K }}={{ .V | toJSON }}
+{{ range nomadVarList "nomad/jobs/caravan-control-plane" }}{{ with nomadVar .Path }}{{ range .Tuples }}{{ if eq .K "CONSUL_HTTP_TOKEN" }}CONSUL_HTTP_TOKEN_FILE="/secrets/consul.token"{{ else }}{{ .K }}={{ .V | toJSON }}{{ end }}
 {{ end }}{{ end }}{{ end }}
 EOT
+      }
+
+      template {
+        destination = "secrets/consul.token"
+        change_mode = "noop"
+        env         = false
+        perms       = "0400"
+        uid         = 10001
+        data        = "{{ range nomadVarList \"nomad/jobs/caravan-control-plane\" }}{{ with nomadVar .Path }}{{ range .Tuples }}{{ if eq .K \"CONSUL_HTTP_TOKEN\" }}{{ .V }}{{ end }}{{ end }}{{ end }}{{ end }}"
       }
 
       template {

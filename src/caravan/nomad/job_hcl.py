@@ -210,7 +210,7 @@ def _docker(c: DockerConfig) -> Block:
 def _template(t: Template) -> Block:
     return Block("template", (), (
         Attr("destination", t.destination), Attr("change_mode", t.change_mode),
-        Attr("env", t.env), Attr("data", t.data),
+        Attr("env", t.env), *_opt("perms", t.perms), *_opt("uid", t.uid), Attr("data", t.data),
     ))
 
 

@@ -22,6 +22,7 @@ from caravan.nomad.jobmodel import (
     Service,
     Task,
     TaskGroup,
+    Template,
 )
 
 NS_PER_S = 1_000_000_000
@@ -167,6 +168,16 @@ def _check(c: Check) -> Json:
     return out
 
 
+def _template(t: Template) -> Json:
+    out: Json = {"DestPath": t.destination, "ChangeMode": t.change_mode, "Envvars": t.env}
+    if t.perms is not None:
+        out["Perms"] = t.perms
+    if t.uid is not None:
+        out["Uid"] = t.uid
+    out["EmbeddedTmpl"] = t.data
+    return out
+
+
 def _task(t: Task) -> Json:
     out: Json = {"Name": t.name, "Driver": t.driver}
     if t.kill_timeout_s is not None:
@@ -180,8 +191,7 @@ def _task(t: Task) -> Json:
         out["VolumeMounts"] = [{"Volume": m.volume, "Destination": m.destination,
                                 "ReadOnly": m.read_only} for m in t.volume_mounts]
     if t.templates:
-        out["Templates"] = [{"DestPath": tpl.destination, "ChangeMode": tpl.change_mode,
-                             "Envvars": tpl.env, "EmbeddedTmpl": tpl.data} for tpl in t.templates]
+        out["Templates"] = [_template(tpl) for tpl in t.templates]
     res: Json = {"CPU": t.resources.cpu_mhz, "MemoryMB": t.resources.memory_mb}
     if t.resources.devices:
         res["Devices"] = [{"Name": d.name, "Count": d.count} for d in t.resources.devices]

@@ -116,6 +116,8 @@ class Template:
     data: str
     change_mode: str = "restart"
     env: bool = False  # load the rendered KEY=value lines into the task environment
+    perms: str | None = None  # octal file mode, e.g. "0400" (Nomad's default: "644")
+    uid: int | None = None  # file owner (host uid; None: the Nomad agent's user)
 
 
 @dataclass(frozen=True)

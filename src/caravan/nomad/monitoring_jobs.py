@@ -37,7 +37,7 @@ from caravan.nomad.jobmodel import (
     TaskGroup,
     Template,
 )
-from caravan.nomad.nomad_templates import template_literal
+from caravan.nomad.nomad_templates import CONSUL_TOKEN_PATH, template_literal
 from caravan.nomad.platform_jobs import PROMETHEUS_SERVICE, SHUTDOWN_DELAY_S, internal_port
 from caravan.observability import alerts, rules
 from caravan.observability import grafana as g
@@ -50,7 +50,6 @@ PROMETHEUS_JOB = "prometheus"
 GRAFANA_JOB = "grafana"
 GRAFANA_SERVICE = "grafana"
 GRAFANA_START = "/run.sh"  # the grafana-oss image's entrypoint
-CONSUL_TOKEN_PATH = "secrets/consul.token"
 NOMAD_DC_ACTION = '{{ env "NOMAD_DC" }}'
 _NOMAD_DC_MARK = "caravan-nomad-dc"  # replaced by NOMAD_DC_ACTION after escaping
 _HEADER = "Rendered by `caravan render` from the platform spec; do not edit by hand.\n"

@@ -11,6 +11,12 @@ JWT issuer) goes through ``template_literal`` before it is embedded, so a ``{{``
   no token ever appears in a rendered file. An absent variable renders nothing.
   ``nomadVarList`` lists by path *prefix*, so variables meant for files (a replica's
   TLS key) are passed in ``skip`` to stay out of the environment.
+  With ``token_file``, the ``CONSUL_HTTP_TOKEN`` item becomes
+  ``CONSUL_HTTP_TOKEN_FILE=<token_file>`` instead, so the environment (and a
+  ``restart`` template over it) does not change when the token does.
+- ``job_var_item``: one item of the job's Nomad Variables (the token file beside that
+  environment: ``CONSUL_TOKEN_PATH``); renders nothing, and does not block, while the
+  variables or the item do not exist.
 - ``nomad_var_item``: one item of one Nomad Variable, for a file template
   (``secrets/...``); ``nomadVar`` blocks until the variable exists.
 - ``platform_yaml``: the spec as YAML for in-cluster ``caravan`` commands, with
@@ -33,6 +39,9 @@ from caravan.render import envoy
 from caravan.spec import PlatformSpec, spec_document
 
 XDS_SERVICE = "caravan-xds"
+# Where a job's Consul ACL token is rendered from its Nomad Variable CONSUL_HTTP_TOKEN.
+CONSUL_TOKEN_PATH = "secrets/consul.token"
+CONSUL_TOKEN_ITEM = "CONSUL_HTTP_TOKEN"
 
 
 def template_literal(text: str) -> str:
@@ -42,22 +51,43 @@ def template_literal(text: str) -> str:
     return opened.replace("\x00L", '{{ "{{" }}').replace("\x00R", '{{ "}}" }}')
 
 
-def secrets_env(job_id: str, skip: tuple[str, ...] = ()) -> str:
-    """The env template over ``nomad/jobs/<job_id>*``, leaving out the ``skip`` paths."""
+def secrets_env(job_id: str, skip: tuple[str, ...] = (), token_file: str | None = None) -> str:
+    """The env template over ``nomad/jobs/<job_id>*``, leaving out the ``skip`` paths;
+    with ``token_file`` (an absolute path in the task), ``CONSUL_HTTP_TOKEN`` is replaced
+    by ``CONSUL_HTTP_TOKEN_FILE`` naming it."""
     for path in skip:
         _check_var_path(path)
-    body = "{{ with nomadVar .Path }}{{ range .Tuples }}{{ .K }}={{ .V | toJSON }}\n{{ end }}{{ end }}"
+    line = "{{ .K }}={{ .V | toJSON }}"
+    if token_file is not None:
+        _check_var_path(token_file)
+        line = (f'{{{{ if eq .K "{CONSUL_TOKEN_ITEM}" }}}}{CONSUL_TOKEN_ITEM}_FILE="{token_file}"'
+                f"{{{{ else }}}}{line}{{{{ end }}}}")
+    body = f"{{{{ with nomadVar .Path }}}}{{{{ range .Tuples }}}}{line}\n{{{{ end }}}}{{{{ end }}}}"
     for path in skip:
         body = f'{{{{ if ne .Path "{path}" }}}}{body}{{{{ end }}}}'
     return f'{{{{ range nomadVarList "nomad/jobs/{job_id}" }}}}{body}{{{{ end }}}}\n'
 
 
+def job_var_item(job_id: str, item: str) -> str:
+    """The value of ``item`` in the job's Nomad Variables (``nomad/jobs/<job_id>*``, as
+    ``secrets_env`` reads them), without a newline; "" while absent (never blocks)."""
+    _check_var_path(f"nomad/jobs/{job_id}")
+    _check_item(item)
+    return (f'{{{{ range nomadVarList "nomad/jobs/{job_id}" }}}}{{{{ with nomadVar .Path }}}}'
+            f'{{{{ range .Tuples }}}}{{{{ if eq .K "{item}" }}}}{{{{ .V }}}}{{{{ end }}}}'
+            "{{ end }}{{ end }}{{ end }}")
+
+
 def nomad_var_item(path: str, item: str) -> str:
     """The value of ``item`` of the Nomad Variable at ``path`` (a file template's data)."""
     _check_var_path(path)
+    _check_item(item)
+    return f'{{{{ with nomadVar "{path}" }}}}{{{{ .{item} }}}}{{{{ end }}}}\n'
+
+
+def _check_item(item: str) -> None:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", item):
         raise ValueError(f"Nomad Variable item {item!r} is not an identifier")
-    return f'{{{{ with nomadVar "{path}" }}}}{{{{ .{item} }}}}{{{{ end }}}}\n'
 
 
 def _check_var_path(path: str) -> None:

@@ -7,7 +7,8 @@ Envoy's bootstrap template lists, and ``caravan-xds-admin``) and group ``autosca
 when ``nomad.autoscaler`` is ``nomad-autoscaler``: the stock Nomad Autoscaler then runs
 the policies rendered in the model jobs). The spec
 reaches the tasks as a template (``local/platform.yaml``) with the allocation's
-addresses; tokens come from the job's Nomad Variables (``secrets/caravan.env``);
+addresses; tokens come from the job's Nomad Variables (``secrets/caravan.env``; the
+Consul token as the file ``secrets/consul.token``, swapped live on rotation);
 the autoscaler finds Prometheus as Consul service ``prometheus``.
 
 ``envoy``: Envoy with its bootstrap from a template listing every ``caravan-xds``
@@ -46,6 +47,9 @@ CONTROL_PLANE_JOB = "caravan-control-plane"
 ENVOY_JOB = "envoy"
 PROMETHEUS_SERVICE = "prometheus"
 SPEC_PATH = "local/platform.yaml"
+# The caravan image's user (docker/caravan.Dockerfile): its tasks run as it, and the
+# secret files Nomad renders for them are its own.
+CARAVAN_UID = 10001
 _HEADER = "Rendered by `caravan render` from the platform spec; do not edit by hand.\n"
 
 _RESTART = RestartPolicy(attempts=10, interval_s=300, delay_s=15, mode="delay")
@@ -77,8 +81,18 @@ def control_plane_job(spec: PlatformSpec) -> Job:
 
 
 def _spec_templates() -> tuple[Template, ...]:
-    return (Template("secrets/caravan.env", nomad_templates.secrets_env(CONTROL_PLANE_JOB),
-                     env=True),)
+    """The job's Nomad Variables as the environment, except the Consul token: it goes to
+    a file (``CONSUL_HTTP_TOKEN_FILE``) that Nomad rewrites in place when the variable
+    changes (``noop``: no restart) and the control plane re-reads every 0.25 s. Owned by
+    the image's user, mode 0400."""
+    token_file = f"/{nomad_templates.CONSUL_TOKEN_PATH}"
+    return (
+        Template("secrets/caravan.env",
+                 nomad_templates.secrets_env(CONTROL_PLANE_JOB, token_file=token_file), env=True),
+        Template(nomad_templates.CONSUL_TOKEN_PATH,
+                 nomad_templates.job_var_item(CONTROL_PLANE_JOB, nomad_templates.CONSUL_TOKEN_ITEM),
+                 change_mode="noop", perms="0400", uid=CARAVAN_UID),
+    )
 
 
 def _caravan_task(spec: PlatformSpec, name: str, args: tuple[str, ...],

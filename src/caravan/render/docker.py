@@ -13,6 +13,7 @@ Both build from the repository root (``docker build -f docker/<file> .``).
 
 from __future__ import annotations
 
+from caravan.nomad.platform_jobs import CARAVAN_UID
 from caravan.nomad.triton_job import GRPC_PORT, HTTP_PORT, METRICS_PORT
 from caravan.render.triton import REPOSITORY
 from caravan.spec import PlatformSpec
@@ -59,7 +60,7 @@ def caravan_dockerfile(spec: PlatformSpec) -> str:
         "# Envoy's proxy-wasm filters (the per-inference rate limit), compiled at install time\n"
         "RUN python -m caravan.wasm.build\n"
         "WORKDIR /app\n"
-        "RUN useradd --system --uid 10001 caravan\n"
+        f"RUN useradd --system --uid {CARAVAN_UID} caravan\n"
         "USER caravan\n"
         'ENTRYPOINT ["caravan"]\n'
         'CMD ["--help"]\n'
