@@ -39,9 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from caravan.discovery.local import write_registry
 
 from caravan.bench.results import read_json
+from caravan.discovery.registry_file import write_registry
 from caravan.local.launch import Launcher, RunningReplica, serving_hosts, wait_until
 from caravan.local.process import ChildProcess, caravan_argv, free_port
 from caravan.spec import PlatformSpec, parse_spec

@@ -32,10 +32,10 @@ import tempfile
 from pathlib import Path
 
 import yaml
-from caravan.discovery.local import write_registry
 
 from caravan.bench.results import SweepResult, read_json
 from caravan.bench.stats import percentile
+from caravan.discovery.registry_file import write_registry
 from caravan.local.launch import Launcher, http_get, serving_hosts, wait_until
 from caravan.local.process import ChildProcess, caravan_argv, free_port
 from caravan.spec import PlatformSpec, parse_spec
