@@ -46,14 +46,19 @@ def _client(ca_key: object, ca: x509.Certificate, d: Path, name: str,
 
 
 async def _code(port: int, ca: bytes, pair: tuple[bytes, bytes]) -> grpc.StatusCode:
+    """OK once the stream answers the CDS request with the clusters, else the status the
+    server ended it with. The server refuses an unpinned client as the stream opens,
+    without reading its request, so the refusal can reach the client while its first
+    ``write`` is still in flight: that write then raises it, as ``read`` would."""
     creds = grpc.ssl_channel_credentials(ca, pair[0], pair[1])
     async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
         call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(ch).StreamAggregatedResources()
-        await call.write(sotw(CLUSTER))
         try:
-            await asyncio.wait_for(call.read(), 10)
+            await call.write(sotw(CLUSTER))
+            resp = await asyncio.wait_for(call.read(), 10)
         except grpc.aio.AioRpcError as err:
             return err.code()
+        assert resp is not grpc.aio.EOF and resp.type_url == CLUSTER and resp.resources
         call.cancel()
         return grpc.StatusCode.OK
 
