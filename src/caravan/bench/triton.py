@@ -15,8 +15,13 @@ Every request is **one bidi ``ModelStreamInfer`` stream**, the only inference RP
 vLLM replica serves (the backend is decoupled, so Triton refuses unary ``ModelInfer``).
 gRPC headers are per stream, so each request gets its own session header (and Envoy
 balances each request); every response belongs to exactly one request, so TTFT and
-inter-token gaps are exact. The client writes one request and half-closes; the stream
-ends after the last response.
+inter-token gaps are exact. The client sends its one request and half-closes in one
+batch (the channel's ``unary_stream`` on the ``ModelStreamInfer`` path: the same HTTP/2
+stream as a bidi call that writes once, then half-closes); the stream ends after the
+last response. One batch, not ``write`` then ``done_writing``: when the server ends the
+stream before the client half-closed (Envoy's 401 for a missing API key, 413), grpc's
+aio ``write`` can fail after the server's status arrived and overwrite it with its own
+``INTERNAL: Internal error from Core`` (grpc/grpc#36066); the batch keeps the server's.
 
 * ``stream=True``: ``stream`` = true; one response per chunk with only the new text.
   The end time is the response flagged ``triton_final_response`` (else the stream
@@ -128,13 +133,14 @@ class TritonTransport:
         self.model = model
         self._clock = clock
         self._channel: grpc.aio.Channel | None = None
-        self._stream_infer: Any = None  # the channel's ModelStreamInfer multi-callable
+        self._stream_infer: Any = None  # ModelStreamInfer: one request, many responses
         # per request: its serialized message and its gRPC metadata, built by prepare
         self._requests: dict[tuple[str, int, int], tuple[bytes, Metadata]] = {}
 
     async def open(self) -> None:
         self._channel = ch = open_channel(self.target)
-        self._stream_infer = ch.stream_stream(
+        # one request, then half-close, in one batch (see the module docstring)
+        self._stream_infer = ch.unary_stream(
             MODEL_STREAM_INFER, response_deserializer=decode_stream_response)
 
     async def close(self) -> None:
@@ -171,9 +177,7 @@ class TritonTransport:
         return m.record()
 
     async def _call(self, request: bytes, metadata: Metadata, m: _Measure) -> None:
-        call = self._stream_infer(metadata=metadata, timeout=self.target.timeout_s)
-        await call.write(request)
-        await call.done_writing()
+        call = self._stream_infer(request, metadata=metadata, timeout=self.target.timeout_s)
         async for resp in call:
             now = self._clock()
             m.responses += 1

@@ -314,11 +314,8 @@ def test_caravan_bench_against_the_secured_endpoint(
     if ok:
         assert [s for s, _ in got] == ["OK"] * 3, got
     else:
-        # Envoy answers every keyless stream with grpc-status 16 (see its access log);
-        # grpc's aio client now and then reports its own INTERNAL for a bidi stream
-        # that the server ended before the client half-closed.
-        assert "UNAUTHENTICATED" in {s for s, _ in got}, got
-        assert set(got) <= {("UNAUTHENTICATED", "Client authentication failed."),
-                            ("INTERNAL", "Internal error from Core")}, got
+        # Envoy answers every keyless stream with grpc-status 16, before reading it;
+        # the bench reports that status, never grpc's own INTERNAL (grpc/grpc#36066).
+        assert got == [("UNAUTHENTICATED", "Client authentication failed.")] * 3, got
     assert KEYS["alice"] not in (tmp_path / "out" / "bench.json").read_text()
     assert KEYS["alice"] not in proc.stdout + proc.stderr
