@@ -114,8 +114,10 @@ def main() -> None:
     """``python -m caravan.wasm.build``: compile every filter into the cache (an image
     build runs it, so the control plane never compiles at run time); print the paths."""
     for name in filter_names():
-        module_bytes(name)
-        print(module_path(name))
+        out = module_path(name)
+        if not out.is_file():  # module_bytes may hold it from another cache directory
+            compile_c(source_path(name), out)
+        print(out)
 
 
 if __name__ == "__main__":
