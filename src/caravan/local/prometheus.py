@@ -15,7 +15,7 @@ import yaml
 
 from caravan.atomic_file import atomic_write_text
 from caravan.discovery.types import Replica
-from caravan.observability.metric_names import JOB_TRITON
+from caravan.observability.prometheus import local_scrape_config
 from caravan.spec import PlatformSpec
 
 if TYPE_CHECKING:
@@ -24,22 +24,13 @@ if TYPE_CHECKING:
 TARGETS_FILE = "replica-targets.json"
 
 
-def stack_config(spec: PlatformSpec, ports: LocalPorts, rule_files: Iterable[str] = ()) -> dict[str, Any]:
-    """Prometheus config scraping Envoy, the control plane and every replica every 1 s."""
-    static = [
-        ("envoy", f"127.0.0.1:{ports.envoy_admin}", "/stats/prometheus"),
-        ("caravan-xds", f"127.0.0.1:{ports.xds_admin}", "/metrics"),
-    ]
-    jobs: list[dict[str, Any]] = [
-        {"job_name": name, "metrics_path": path, "static_configs": [{"targets": [target]}]}
-        for name, target, path in static
-    ]
-    jobs.append({"job_name": JOB_TRITON, "file_sd_configs": [{"files": [TARGETS_FILE], "refresh_interval": "1s"}]})
-    return {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": list(rule_files),
-        "scrape_configs": jobs,
-    }
+def stack_config(ports: LocalPorts, rule_files: Iterable[str] = ()) -> dict[str, Any]:
+    """Prometheus config scraping Envoy, the control plane and every replica (from the
+    file_sd ``TARGETS_FILE``) every 1 s: ``local_scrape_config``, the generator the live
+    rule tests run."""
+    return local_scrape_config(
+        f"127.0.0.1:{ports.envoy_admin}", replica_file=TARGETS_FILE,
+        control_plane=f"127.0.0.1:{ports.xds_admin}", rule_files=tuple(rule_files))
 
 
 def write_stack_config(directory: Path, spec: PlatformSpec, ports: LocalPorts) -> Path:
@@ -47,7 +38,7 @@ def write_stack_config(directory: Path, spec: PlatformSpec, ports: LocalPorts) -
     directory.mkdir(parents=True, exist_ok=True)
     rules = _write_rules(directory, spec)
     path = directory / "prometheus.yml"
-    path.write_text(yaml.safe_dump(stack_config(spec, ports, rules), sort_keys=False))
+    path.write_text(yaml.safe_dump(stack_config(ports, rules), sort_keys=False))
     if not (directory / TARGETS_FILE).exists():
         write_replica_targets(directory, [])
     return path

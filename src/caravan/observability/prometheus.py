@@ -147,20 +147,24 @@ def _seconds(value: float) -> str:
     return f"{ms}ms" if ms % 1000 else f"{ms // 1000}s"
 
 
-def static_config(
+def local_scrape_config(
     envoy_admin: str,
-    replicas: Mapping[str, Sequence[str]],
+    *,
+    replicas: Mapping[str, Sequence[str]] | None = None,
+    replica_file: str | None = None,
     control_plane: str | None = None,
     autoscaler: str | None = None,
     rule_files: Sequence[str] = (),
     scrape_interval_s: float = 1.0,
-) -> str:
-    """``prometheus.yml`` text for a local stack, with static ``host:port`` targets.
+) -> dict[str, Any]:
+    """The one Prometheus config of a local stack (``caravan up`` and the live tests).
 
-    ``replicas`` maps model name -> replica metrics ``host:port``s (labelled
-    ``caravan_model``); ``rule_files`` are paths as Prometheus should read them
-    (absolute, or relative to the config file). Scrape and evaluation every
+    Replicas come from ``replicas`` (model name -> metrics ``host:port``s, labelled
+    ``caravan_model``) or from the file_sd JSON ``replica_file`` (re-read every 1 s,
+    its groups carrying their own labels). ``rule_files`` are paths as Prometheus should
+    read them (absolute, or relative to the config file). Scrape and evaluation every
     ``scrape_interval_s`` seconds (default 1 s, so short local runs get data).
+    ValueError for an interval under 1 ms.
     """
     interval = _seconds(scrape_interval_s)
     jobs: list[dict[str, Any]] = [{
@@ -171,16 +175,32 @@ def static_config(
         if target is not None:
             jobs.append({"job_name": job, "static_configs": [{"targets": [target]}]})
     groups = [{"targets": list(t), "labels": {"caravan_model": m}}
-              for m, t in sorted(replicas.items()) if t]
+              for m, t in sorted((replicas or {}).items()) if t]
     if groups:
         jobs.append({"job_name": JOB_TRITON, "static_configs": groups})
-    doc = {
+    if replica_file is not None:
+        jobs.append({"job_name": JOB_TRITON,
+                     "file_sd_configs": [{"files": [replica_file], "refresh_interval": "1s"}]})
+    return {
         "global": {"scrape_interval": interval, "scrape_timeout": interval,
                    "evaluation_interval": interval},
         "rule_files": list(rule_files),
         "scrape_configs": jobs,
     }
-    return to_yaml(doc)
+
+
+def static_config(
+    envoy_admin: str,
+    replicas: Mapping[str, Sequence[str]],
+    control_plane: str | None = None,
+    autoscaler: str | None = None,
+    rule_files: Sequence[str] = (),
+    scrape_interval_s: float = 1.0,
+) -> str:
+    """``prometheus.yml`` text of ``local_scrape_config`` with static replica targets."""
+    return to_yaml(local_scrape_config(
+        envoy_admin, replicas=replicas, control_plane=control_plane, autoscaler=autoscaler,
+        rule_files=rule_files, scrape_interval_s=scrape_interval_s))
 
 
 def render(spec: PlatformSpec) -> dict[str, str]:
