@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from envoy.service.discovery.v3 import ads_pb2_grpc
+from envoy.service.discovery.v3 import discovery_pb2
 from prometheus_client import CollectorRegistry
 from tests.integration.security.sec_pki import _ca, _name, _write_cert, _write_key, make_pki
 from tests.integration.xds.test_xds_ads_protocol import snap, sotw
@@ -45,17 +45,23 @@ def _client(ca_key: object, ca: x509.Certificate, d: Path, name: str,
             _write_cert(cert, d / f"{name}.pem").read_bytes())
 
 
+ADS = "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources"
+
+
 async def _code(port: int, ca: bytes, pair: tuple[bytes, bytes]) -> grpc.StatusCode:
-    """OK once the stream answers the CDS request with the clusters, else the status the
+    """OK once the stream answers a CDS request with the clusters, else the status the
     server ended it with. The server refuses an unpinned client as the stream opens,
-    without reading its request, so the refusal can reach the client while its first
-    ``write`` is still in flight: that write then raises it, as ``read`` would."""
+    before reading its request, so the request and the half-close go in one batch
+    (``unary_stream`` on the ADS path; the server then serves it and ends the stream):
+    a separate ``write`` racing the refusal can fail after the status arrived, and
+    grpc's aio client then reports its own INTERNAL instead (grpc/grpc#36066)."""
     creds = grpc.ssl_channel_credentials(ca, pair[0], pair[1])
     async with grpc.aio.secure_channel(f"127.0.0.1:{port}", creds) as ch:
-        call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(ch).StreamAggregatedResources()
+        ads = ch.unary_stream(ADS, request_serializer=discovery_pb2.DiscoveryRequest.SerializeToString,
+                              response_deserializer=discovery_pb2.DiscoveryResponse.FromString)
+        call = ads(sotw(CLUSTER), timeout=10)
         try:
-            await call.write(sotw(CLUSTER))
-            resp = await asyncio.wait_for(call.read(), 10)
+            resp = await call.read()
         except grpc.aio.AioRpcError as err:
             return err.code()
         assert resp is not grpc.aio.EOF and resp.type_url == CLUSTER and resp.resources
