@@ -55,15 +55,20 @@ POLICIES = ("round_robin", "least_request", "session", "prefix")
 WORKLOADS = ("multi-turn", "shared-prefix", "unique")
 HIT = re.compile(r"^vllm:prefix_cache_(hits|queries)_total\{[^}]*\} ([0-9.e+]+)$", re.M)
 LEVEL_TIMEOUT_S = 900
+# Saturation is what is measured: Envoy's hung-replica cut-offs (a first response within
+# 5 s, silence under 10 s by default) would end the slowest requests of a saturated
+# round robin and retry them elsewhere, so they are set far above any latency here.
+NO_CUTOFF = {"per_try_timeout_s": 120.0, "stream_idle_timeout_s": 240.0, "max_stream_duration_s": 600.0}
 
 
 def spec_for(policy: str, args: argparse.Namespace) -> PlatformSpec:
-    """One model whose routing is ``policy`` (Maglev table small: 8 replicas)."""
+    """One model whose routing is ``policy`` (Maglev table small: 8 replicas; no retries
+    and no hung-replica cut-offs, see ``NO_CUTOFF``)."""
     return parse_spec({
         "models": [{"name": MODEL, "engine": {"model": "simulated", "max_model_len": 16384},
                     "simulator": {"kv_cache_tokens": args.kv_cache_tokens},
                     "routing": {"policy": policy, "prefix_tokens": args.prefix_tokens,
-                                "maglev_table_size": 1031, "retries": 0}}],
+                                "maglev_table_size": 1031, "retries": 0, **NO_CUTOFF}}],
         "envoy": {"listen_port": free_port(), "admin_port": free_port()},
         "control_plane": {"xds_port": free_port(), "admin_port": free_port(),
                           "debounce_quiet_ms": 20, "debounce_max_ms": 200},
