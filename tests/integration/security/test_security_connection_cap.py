@@ -16,10 +16,10 @@ import pytest
 from tests.integration.xds.xds_envoy_harness import (
     BackgroundControlPlane,
     admin_get,
-    healthy_hosts,
     start_envoy,
     start_stub,
     stream_infer,
+    wait_serving,
     wait_until,
 )
 
@@ -48,8 +48,7 @@ def spec(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformSpec]:
     envoy = None
     try:
         envoy = start_envoy(tmp, spec, [("127.0.0.1", cp.cp.port)], node_id="conncap")
-        wait_until(lambda: healthy_hosts(spec.envoy.admin_port, "model-alpha") == {
-            f"127.0.0.1:{port}"}, 20, "a healthy replica")
+        wait_serving(spec, "model-alpha", {f"127.0.0.1:{port}"})
         yield spec
     finally:
         if envoy is not None:

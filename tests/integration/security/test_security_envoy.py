@@ -179,7 +179,7 @@ def test_tls_listener_serves_tritonclient_and_refuses_plaintext(
 
 def test_mtls_listener_refuses_clients_without_a_trusted_certificate(secured: Secured) -> None:
     s = secured
-    assert _infer(s.stack.url, s.pki, KEYS["alice"])[0] == "OK"
+    assert _infer(s.stack.url, s.pki, KEYS["alice"]) == ("OK", "")
     for cert in ("none", "rogue"):
         status, _ = _infer(s.stack.url, s.pki, KEYS["alice"], cert=cert)
         assert status == "UNAVAILABLE", cert

@@ -16,11 +16,10 @@ from collections.abc import Iterator
 import pytest
 from tests.integration.xds.xds_envoy_harness import (
     BackgroundControlPlane,
-    healthy_hosts,
     start_envoy,
     start_stub,
     stream_infer,
-    wait_until,
+    wait_serving,
 )
 
 from caravan.discovery.registry_file import write_registry
@@ -62,8 +61,7 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     envoy = None
     try:
         envoy = start_envoy(tmp, spec, [("127.0.0.1", cp.cp.port)], node_id="headers")
-        wait_until(lambda: healthy_hosts(spec.envoy.admin_port, "model-alpha") == {
-            f"127.0.0.1:{port}"}, 20, "a healthy replica")
+        wait_serving(spec, "model-alpha", {f"127.0.0.1:{port}"})
         yield f"127.0.0.1:{spec.envoy.listen_port}"
     finally:
         if envoy is not None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from tests.integration.xds.xds_envoy_harness import BackgroundControlPlane, healthy_hosts, wait_until
+from tests.integration.xds.xds_envoy_harness import BackgroundControlPlane, wait_serving
 
 from caravan.bench.wire import MODEL_STREAM_INFER, decode_stream_response, encode_request
 from caravan.discovery.registry_file import write_registry
@@ -51,8 +51,7 @@ def spec(module_launcher: Launcher, tmp_path_factory: pytest.TempPathFactory) ->
     cp = BackgroundControlPlane(spec, registry)
     try:
         module_launcher.envoy(spec, [("127.0.0.1", cp.cp.port)], node_id="duration")
-        wait_until(lambda: healthy_hosts(spec.envoy.admin_port, "model-alpha") == {replica.endpoint},
-                   20, "a healthy replica")
+        wait_serving(spec, "model-alpha", {replica.endpoint})
         yield spec
     finally:
         cp.stop()

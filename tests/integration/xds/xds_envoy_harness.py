@@ -177,3 +177,22 @@ def healthy_hosts(admin_port: int, cluster: str) -> set[str]:
     return {
         h for h, flags in cluster_hosts(admin_port).get(cluster, {}).items() if flags == "healthy"
     }
+
+
+def listening(admin_port: int, port: int) -> bool:
+    """Whether Envoy's admin ``/listeners`` (``name::host:port`` lines) shows an active
+    listener on ``port``. Envoy asks for listeners (LDS) only once its clusters are
+    warm, so healthy hosts do not mean the listener is bound yet; one whose port another
+    process took is rejected and never shows."""
+    lines = admin_get(admin_port, "/listeners").splitlines()
+    return any(line.rpartition(":")[2] == str(port) for line in lines)
+
+
+def wait_serving(spec: PlatformSpec, cluster: str, hosts: set[str], timeout_s: float = 20) -> None:
+    """Until Envoy has ``spec``'s listener bound and exactly ``hosts`` healthy in
+    ``cluster``: what a request through ``spec.envoy.listen_port`` needs. TimeoutError
+    naming which of the two did not come."""
+    admin = spec.envoy.admin_port
+    wait_until(lambda: healthy_hosts(admin, cluster) == hosts, timeout_s, f"healthy {sorted(hosts)} in {cluster}")
+    wait_until(lambda: listening(admin, spec.envoy.listen_port), timeout_s,
+               f"Envoy's listener on port {spec.envoy.listen_port}")
