@@ -7,6 +7,7 @@ scale event; Prometheus re-reads it by itself (no reload needed).
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,8 @@ import yaml
 
 from caravan.atomic_file import atomic_write_text
 from caravan.discovery.types import Replica
+from caravan.local.launch import http_get
+from caravan.observability.metric_names import JOB_ENVOY
 from caravan.observability.prometheus import local_scrape_config
 from caravan.spec import PlatformSpec
 
@@ -78,3 +81,16 @@ def prometheus_argv(binary: str, config: Path, data_dir: Path, port: int) -> lis
         f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=2h",
         "--web.enable-lifecycle",
     ]
+
+
+def envoy_scraped(port: int, timeout_s: float = 1.0) -> bool:
+    """True once the Prometheus on 127.0.0.1:``port`` holds a successful scrape of Envoy
+    (``up{job="envoy"} == 1``). False before that, which lasts ~5 s after Prometheus
+    starts (its service discovery hands the scrapers their first targets on a 5 s tick),
+    and when Prometheus cannot be reached or answers with an error."""
+    query = urllib.parse.quote(f'up{{job="{JOB_ENVOY}"}} == 1')
+    try:
+        status, body = http_get(port, f"/api/v1/query?query={query}", timeout_s)
+        return status == 200 and bool(json.loads(body)["data"]["result"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False

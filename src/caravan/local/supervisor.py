@@ -52,7 +52,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -170,12 +170,12 @@ class LocalStack:
         self.spec_path.write_text(yaml.safe_dump(self.spec.model_dump(mode="json"), sort_keys=False))
         if not self.registry_file.publish(registry_text([])):
             raise StackError(f"cannot write {self.registry_path}: {self.registry_file.last_error}")
+        if self.options.prometheus:  # first: it scrapes nothing for ~5 s after it starts
+            self._start_prometheus()
         for m in self.spec.models:
             self.scale_to(m.name, m.replicas.start)
         self._start_control_plane()
         self._start_envoy()
-        if self.options.prometheus:
-            self._start_prometheus()
         for name, loop in (("replica-watch", self._watch), ("infra-watch", self._watch_infra)):
             self._threads.append(threading.Thread(target=loop, name=name, daemon=True))
             self._threads[-1].start()
@@ -484,18 +484,27 @@ class LocalStack:
 
     def _wait_serving(self) -> None:
         """Until every model's initial replicas are ready and a request for it succeeds
-        through Envoy. Raises StackError when that takes longer than ``ready_timeout_s``
-        or an infrastructure process exits."""
+        through Envoy, then (with Prometheus) until Prometheus has scraped Envoy, so an
+        autoscaler started on the returned stack sees load from its first evaluation
+        (Prometheus hands its scrapers their first targets ~5 s after it starts). Raises
+        StackError when one of these takes longer than ``ready_timeout_s`` or an
+        infrastructure process exits."""
         infra = self._infra.procs()
+        try:
+            for cond, what in self._serving_conditions():
+                wait_until(cond, self.options.ready_timeout_s, what, every_s=0.1, procs=infra)
+        except (ChildExited, TimeoutError) as exc:
+            raise StackError(str(exc)) from exc
+
+    def _serving_conditions(self) -> Iterator[tuple[Callable[[], bool], str]]:
+        """What ``_wait_serving`` waits for, in order, each with its description."""
+        from caravan.local.prometheus import envoy_scraped
+
         for m in self.spec.models:
             want = m.replicas.start
-            probe = functools.partial(self.probe_envoy, m.name)
-            try:
-                wait_until(functools.partial(self._all_ready, m.name, want),
-                           self.options.ready_timeout_s, f"{want} ready replica(s) of model {m.name!r}",
-                           every_s=0.1, procs=infra)
-                wait_until(probe, self.options.ready_timeout_s,
-                           f"a successful request through Envoy for model {m.name!r}", every_s=0.1,
-                           procs=infra)
-            except (ChildExited, TimeoutError) as exc:
-                raise StackError(str(exc)) from exc
+            yield (functools.partial(self._all_ready, m.name, want),
+                   f"{want} ready replica(s) of model {m.name!r}")
+            yield (functools.partial(self.probe_envoy, m.name),
+                   f"a successful request through Envoy for model {m.name!r}")
+        if self.prometheus_url is not None:
+            yield functools.partial(envoy_scraped, self.ports.prometheus), "Prometheus' first scrape of Envoy"

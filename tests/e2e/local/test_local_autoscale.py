@@ -20,6 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from caravan.autoscaler.fleet import FleetScaleTarget
+from caravan.autoscaler.handler import build_autoscaler
+from caravan.autoscaler.prometheus import PrometheusMetricsSource
 from caravan.bench import arrivals, dataset, runner
 from caravan.bench.results import SweepResult
 from caravan.bench.stats import RequestRecord
@@ -99,6 +102,11 @@ def test_load_step_scales_up_then_drains_down_without_errors(tmp_path: Path) -> 
 
     with LocalStack(parse_spec(SPEC), tmp_path, LocalPorts.free(), options) as stack:
         assert stack.counts("m") == (1, 0)
+        assert stack.prometheus_url is not None
+        # the stack returns once Prometheus has scraped Envoy: the first evaluation sees the signal
+        first = build_autoscaler(time_scaled(stack.spec, 1.0), PrometheusMetricsSource(stack.prometheus_url),
+                                 FleetScaleTarget(stack)).once()[0]
+        assert [c.vote.error for c in first.checks] == [None], first.reason
         step, after_join, calm = asyncio.run(scenario(stack))
     records = step + calm
     assert records and all(r.ok for r in records), {r.status for r in records if not r.ok}
