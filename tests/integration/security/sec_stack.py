@@ -25,6 +25,7 @@ from sec_pki import Pki
 
 from caravan.discovery.registry_file import FileReplicaSource, write_registry
 from caravan.local.launch import Launcher, wait_until, write_envoy_bootstrap
+from caravan.local.process import port_open
 from caravan.spec import PlatformSpec
 from caravan.triton.launcher import ReplicaOptions, ServerTls
 from caravan.xds.controlplane import ControlPlane
@@ -138,7 +139,10 @@ def start_stack(
         raise
     try:
         admin = spec.envoy.admin_port
-        wait_until(lambda: "caravan-grpc" in admin_get(admin, "/listeners"), 20, "the listener")
+        # listed in /listeners before the worker accepts on it: also wait for a connect
+        port = spec.envoy.listen_port
+        wait_until(lambda: "caravan-grpc" in admin_get(admin, "/listeners")
+                   and port_open("127.0.0.1", port), 20, "the listener accepting connections")
         wait_until(lambda: healthy(admin, f"model-{MODEL}") == replicas, 20, "healthy replicas")
     except BaseException:
         stack.close()

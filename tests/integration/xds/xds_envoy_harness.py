@@ -33,7 +33,7 @@ from caravan.discovery.registry_file import FileReplicaSource
 from caravan.local.launch import start_envoy as launch_envoy
 from caravan.local.launch import wait_until as wait_until
 from caravan.local.launch import write_envoy_bootstrap
-from caravan.local.process import ChildProcess, free_port
+from caravan.local.process import ChildProcess, free_port, port_open
 from caravan.spec import PlatformSpec
 from caravan.triton.launcher import ReplicaOptions, ReplicaPlan, bare_model
 from caravan.xds.controlplane import ControlPlane
@@ -181,11 +181,14 @@ def healthy_hosts(admin_port: int, cluster: str) -> set[str]:
 
 def listening(admin_port: int, port: int) -> bool:
     """Whether Envoy's admin ``/listeners`` (``name::host:port`` lines) shows an active
-    listener on ``port``. Envoy asks for listeners (LDS) only once its clusters are
-    warm, so healthy hosts do not mean the listener is bound yet; one whose port another
-    process took is rejected and never shows."""
+    listener on ``port`` and that port accepts connections. Envoy asks for listeners
+    (LDS) only once its clusters are warm, so healthy hosts do not mean the listener is
+    up; one whose port another process took is rejected and never shows; and Envoy
+    lists a listener before its worker accepts on it (seen under load: connection
+    refused right after it showed)."""
     lines = admin_get(admin_port, "/listeners").splitlines()
-    return any(line.rpartition(":")[2] == str(port) for line in lines)
+    shown = any(line.rpartition(":")[2] == str(port) for line in lines)
+    return shown and port_open("127.0.0.1", port)
 
 
 def wait_serving(spec: PlatformSpec, cluster: str, hosts: set[str], timeout_s: float = 20) -> None:
