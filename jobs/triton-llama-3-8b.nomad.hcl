@@ -304,6 +304,7 @@ EOT
   "gpu_memory_utilization": 0.9,
   "max_model_len": 8192,
   "max_num_seqs": 256,
+  "max_num_batched_tokens": 8192,
   "dtype": "auto",
   "enable_prefix_caching": true
 }

@@ -286,6 +286,7 @@ EOT
   "gpu_memory_utilization": 0.9,
   "max_model_len": 4096,
   "max_num_seqs": 256,
+  "max_num_batched_tokens": 8192,
   "dtype": "auto",
   "enable_prefix_caching": true
 }

@@ -72,6 +72,7 @@ def model_json(m: ModelSpec) -> str:
         "gpu_memory_utilization": e.gpu_memory_utilization,
         "max_model_len": e.max_model_len,
         "max_num_seqs": e.max_num_seqs,
+        "max_num_batched_tokens": e.max_num_batched_tokens,
         "dtype": e.dtype,
         "enable_prefix_caching": e.enable_prefix_caching,
     }

@@ -2,24 +2,36 @@
 
 What it models
 --------------
-vLLM-style *iteration-level* scheduling. The engine runs one step at a time; every
-running sequence produces exactly one output token per step. At the start of each
-step the scheduler admits waiting requests in FIFO order while
+vLLM V1's *iteration-level* scheduling with chunked prefill and a per-step token
+budget (``vllm/v1/core/sched/scheduler.py``, ``Scheduler.schedule``). The engine runs
+one step at a time; each step processes at most ``max_num_batched_tokens`` tokens
+(vLLM's ``token_budget``), handed out in this order:
 
-* fewer than ``max_num_seqs`` sequences run, and
-* the KV-cache budget has room for the request (see below).
+1. one decode token to every running sequence whose prompt is fully prefilled (the
+   budget is validated to be >= ``max_num_seqs``, so every decode always fits);
+2. the next chunk of the sequence whose prompt is partially prefilled, if any;
+3. waiting requests in FIFO order, each taking a chunk of ``min(uncached prompt
+   tokens, budget left)``, while budget is left, fewer than ``max_num_seqs``
+   sequences run (prefilling ones included) and the KV cache has room (see below).
+   The head of the queue blocks the ones behind it (strict FIFO, no skipping), like
+   vLLM's default first-come-first-served policy.
 
-The head of the queue blocks the ones behind it (strict FIFO, no skipping), like
-vLLM's default first-come-first-served policy.
+vLLM schedules its ``running`` list (admission order) before its ``waiting`` queue; as
+a chunk smaller than the prompt's rest only happens when it used up the budget, at most
+one sequence is partially prefilled and it was admitted after every decoding one, so
+the order above is vLLM's. A prompt's uncached part may span several steps; a request
+whose last chunk runs in step ``k`` gets its first token at the end of step ``k`` and
+its ``n``-th token at the end of step ``k + n - 1``. So long uncached prompts queue
+behind each other, and a prefix-cache hit skips part of that queue.
 
-Step cost, in *simulated* milliseconds::
+Step cost, in *simulated* milliseconds, of the tokens the step actually processes::
 
-    step_ms = decode_ms_per_step + decode_ms_per_seq * (batch - 1)
-              + prefill_ms_per_token * (uncached prompt tokens of the sequences admitted this step)
+    step_ms = decode_ms_per_step + decode_ms_per_seq * (scheduled - 1)
+              + prefill_ms_per_token * (prefill chunk tokens in the step)
 
-A sequence admitted at step ``k`` gets its first token at the end of step ``k`` (its
-prefill step, as with chunked prefill the prefill rides along with the decode batch)
-and its ``n``-th token at the end of step ``k + n - 1``.
+``scheduled`` counts the sequences in the step (decoding, or with a prefill chunk).
+When no prompt needs more than the budget left, this is the timeline of prefilling
+every admitted prompt in its admission step (the model before the budget).
 
 KV cache and prefix caching (``caravan.simulator.kvcache``, vLLM V1's rules with the
 vLLM source files and functions cited there): memory is ``num_blocks`` blocks of 16
@@ -79,96 +91,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from caravan.errors import CaravanError
-from caravan.simulator.kvcache import BLOCK_SIZE, BlockPool, Holding, blocks_for
-from caravan.spec import EngineArgs, SimulatorParams
-
-_ENGINE, _SIM = EngineArgs.model_fields, SimulatorParams.model_fields
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """Engine knobs. Durations in simulated milliseconds; sizes in tokens. Defaults are
-    the spec's (``EngineArgs``, ``SimulatorParams``), read from there, never restated."""
-
-    max_num_seqs: int = _ENGINE["max_num_seqs"].default
-    kv_cache_tokens: int = _SIM["kv_cache_tokens"].default
-    max_model_len: int = _ENGINE["max_model_len"].default
-    decode_ms_per_step: float = _SIM["decode_ms_per_step"].default
-    decode_ms_per_seq: float = _SIM["decode_ms_per_seq"].default
-    prefill_ms_per_token: float = _SIM["prefill_ms_per_token"].default
-
-    def __post_init__(self) -> None:
-        _require(self.max_num_seqs >= 1, "max_num_seqs", self.max_num_seqs, "an integer >= 1")
-        _require(self.max_model_len >= 2, "max_model_len", self.max_model_len, "an integer >= 2")
-        _require(
-            self.kv_cache_tokens >= self.max_model_len,
-            "kv_cache_tokens",
-            self.kv_cache_tokens,
-            f">= max_model_len ({self.max_model_len}) so one full-length request fits",
-        )
-        _require(
-            _finite(self.decode_ms_per_step) and self.decode_ms_per_step > 0,
-            "decode_ms_per_step",
-            self.decode_ms_per_step,
-            "a number > 0",
-        )
-        _require(
-            _finite(self.decode_ms_per_seq) and self.decode_ms_per_seq >= 0,
-            "decode_ms_per_seq",
-            self.decode_ms_per_seq,
-            "a number >= 0",
-        )
-        _require(
-            _finite(self.prefill_ms_per_token) and self.prefill_ms_per_token >= 0,
-            "prefill_ms_per_token",
-            self.prefill_ms_per_token,
-            "a number >= 0",
-        )
-
-    @classmethod
-    def from_spec(
-        cls,
-        sim: SimulatorParams,
-        engine: EngineArgs | None = None,
-        max_num_seqs: int | None = None,
-        kv_cache_tokens: int | None = None,
-    ) -> EngineConfig:
-        """Build from a model's spec sections; explicit arguments override them."""
-        seqs = (
-            max_num_seqs
-            if max_num_seqs is not None
-            else (engine.max_num_seqs if engine is not None else cls.max_num_seqs)
-        )
-        return cls(
-            max_num_seqs=seqs,
-            kv_cache_tokens=kv_cache_tokens if kv_cache_tokens is not None else sim.kv_cache_tokens,
-            max_model_len=engine.max_model_len if engine is not None else cls.max_model_len,
-            decode_ms_per_step=sim.decode_ms_per_step,
-            decode_ms_per_seq=sim.decode_ms_per_seq,
-            prefill_ms_per_token=sim.prefill_ms_per_token,
-        )
-
-    @property
-    def num_blocks(self) -> int:
-        """KV blocks of ``BLOCK_SIZE`` tokens: the token budget rounded up to blocks."""
-        return blocks_for(self.kv_cache_tokens)
-
-    def step_ms(self, batch: int, prefill_tokens: int) -> float:
-        """Duration of one step with ``batch`` running sequences (>= 1), ms."""
-        return (
-            self.decode_ms_per_step
-            + self.decode_ms_per_seq * (batch - 1)
-            + self.prefill_ms_per_token * prefill_tokens
-        )
-
-
-def _finite(x: float) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
-
-
-def _require(ok: bool, field: str, value: object, expected: str) -> None:
-    if not ok:
-        raise ValueError(f"{field}: must be {expected} (got {value!r})")
+from caravan.simulator.config import EngineConfig as EngineConfig
+from caravan.simulator.kvcache import BLOCK_SIZE, BlockPool, Holding
 
 
 @dataclass(frozen=True)
@@ -260,12 +184,21 @@ class _Seq:
 
 
 @dataclass
+class _Prefill:
+    """The admitted request whose prompt is partially prefilled (at most one)."""
+
+    req: SeqRequest
+    holding: Holding
+    done: int  # prompt tokens computed or scheduled so far, cache hits included
+
+
+@dataclass
 class _Step:
     index: int
     start_ms: float
     end_ms: float
-    joined: list[str]
-    batch: int
+    joined: list[str]  # sequences whose last prefill chunk runs in this step
+    produced: int  # sequences that output a token at the end of this step
 
 
 class Engine:
@@ -281,6 +214,7 @@ class Engine:
         self._steps_done = 0
         self._free_at_ms = -math.inf
         self._step: _Step | None = None
+        self._prefill: _Prefill | None = None
         self._pool = BlockPool(config.num_blocks, BLOCK_SIZE)
         self._queries = 0
         self._hits = 0
@@ -324,6 +258,11 @@ class Engine:
         if request_id not in self._ids:
             return False
         self._ids.discard(request_id)
+        part = self._prefill
+        if part is not None and part.req.id == request_id:
+            self._prefill = None
+            self._pool.release(part.holding, part.req.block_hashes, part.done)
+            return True
         seq = self._running.pop(request_id, None)
         if seq is not None:
             self._release(seq)
@@ -354,7 +293,7 @@ class Engine:
             assert step is not None
             if step.end_ms > now_ms:
                 break
-            generated += step.batch
+            generated += step.produced
             steps += 1
             self._complete_step(step, first, finished)
         return Advance(tuple(admitted), tuple(first), tuple(finished), steps,
@@ -365,7 +304,7 @@ class Engine:
         the arrival of the queue head when idle, or None when there is nothing at all."""
         if self._step is not None:
             return self._step.end_ms
-        if self._running:
+        if self._running or self._prefill is not None:
             return self._free_at_ms
         if self._waiting:
             return max(self._free_at_ms, self._waiting[0].arrival_ms)
@@ -373,9 +312,11 @@ class Engine:
 
     def stats(self) -> EngineStats:
         used = self._sum_prompt + len(self._running) * self._steps_done - self._sum_join
+        part = self._prefill
+        used += 0 if part is None else part.done
         pool = self._pool
         return EngineStats(
-            len(self._running),
+            len(self._running) + (part is not None),
             len(self._waiting),
             used,
             pool.held * BLOCK_SIZE,
@@ -388,7 +329,7 @@ class Engine:
     # -- internals --------------------------------------------------------------
     def _start_step(self, now_ms: float, admitted: list[Admitted]) -> bool:
         """Start the next step if one is due by ``now_ms``; True if one was started."""
-        if self._running:
+        if self._running or self._prefill is not None:
             start = self._free_at_ms
         elif self._waiting:
             start = max(self._free_at_ms, self._waiting[0].arrival_ms)
@@ -396,22 +337,42 @@ class Engine:
             return False
         if start > now_ms:
             return False
-        joined, prefill = self._admit(start, admitted)
-        if not self._running:
+        decodes = len(self._running)
+        budget = self.config.max_num_batched_tokens - decodes
+        joined: list[str] = []
+        chunked = 0
+        if self._prefill is not None:
+            chunked = self._continue_prefill(budget, joined)
+        before = len(admitted)
+        prefill = chunked + self._admit(start, budget - chunked, joined, admitted)
+        scheduled = decodes + (chunked > 0) + len(admitted) - before
+        if scheduled == 0:
             return False
-        batch = len(self._running)
-        end = start + self.config.step_ms(batch, prefill)
-        self._step = _Step(self._steps_done, start, end, joined, batch)
+        end = start + self.config.step_ms(scheduled, prefill)
+        self._step = _Step(self._steps_done, start, end, joined, decodes + len(joined))
         return True
 
-    def _admit(self, start: float, admitted: list[Admitted]) -> tuple[list[str], int]:
-        """Admit waiting requests (FIFO, head blocks) while a slot and the KV blocks they
-        need are free; return their ids and the prompt tokens to prefill (uncached)."""
+    def _continue_prefill(self, budget: int, joined: list[str]) -> int:
+        """Schedule the next chunk of the partially prefilled prompt; its tokens."""
+        part = self._prefill
+        assert part is not None
+        chunk = min(part.req.prompt_tokens - part.done, budget)
+        part.done += chunk
+        if part.done == part.req.prompt_tokens:
+            self._prefill = None
+            self._join(part.req, part.holding, joined)
+        return chunk
+
+    def _admit(self, start: float, budget: int, joined: list[str],
+               admitted: list[Admitted]) -> int:
+        """Admit waiting requests (FIFO, head blocks) while budget is left, a slot and
+        the KV blocks they need are free and no prompt is partially prefilled; return the
+        prompt tokens scheduled for prefill (uncached; the last one's maybe a chunk)."""
         cfg = self.config
         pool = self._pool
-        joined: list[str] = []
         prefill = 0
-        while self._waiting and len(self._running) < cfg.max_num_seqs:
+        while (self._waiting and budget - prefill > 0 and self._prefill is None
+               and len(self._running) < cfg.max_num_seqs):
             head = self._waiting[0]
             if head.arrival_ms > start:
                 break
@@ -420,19 +381,28 @@ class Engine:
             if found.needs_free > pool.free:
                 break
             self._waiting.popleft()
-            seq = _Seq(head, self._steps_done, pool.allocate(head.block_hashes, head.prompt_tokens, found))
-            self._running[head.id] = seq
-            self._sum_prompt += head.prompt_tokens
-            self._sum_join += seq.join_step
-            self._order += 1
-            heapq.heappush(self._finish_heap, (seq.finish_step, self._order, head.id))
-            joined.append(head.id)
+            holding = pool.allocate(head.block_hashes, head.prompt_tokens, found)
             cached = found.hit_blocks * BLOCK_SIZE
             self._queries += head.prompt_tokens
             self._hits += cached
-            prefill += head.prompt_tokens - cached
             admitted.append(Admitted(head.id, head.arrival_ms, start, cached))
-        return joined, prefill
+            chunk = min(head.prompt_tokens - cached, budget - prefill)
+            prefill += chunk
+            if cached + chunk == head.prompt_tokens:
+                self._join(head, holding, joined)
+            else:
+                self._prefill = _Prefill(head, holding, cached + chunk)
+        return prefill
+
+    def _join(self, req: SeqRequest, holding: Holding, joined: list[str]) -> None:
+        """Start decoding ``req`` (its last prefill chunk runs in the step being built)."""
+        seq = _Seq(req, self._steps_done, holding)
+        self._running[req.id] = seq
+        self._sum_prompt += req.prompt_tokens
+        self._sum_join += seq.join_step
+        self._order += 1
+        heapq.heappush(self._finish_heap, (seq.finish_step, self._order, req.id))
+        joined.append(req.id)
 
     def _complete_step(
         self, step: _Step, first: list[FirstToken], finished: list[Finished]

@@ -43,8 +43,22 @@ class EngineArgs(_Frozen):
     tensor_parallel_size: int = Field(1, ge=1, le=16)
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     max_num_seqs: int = Field(256, ge=1)
+    max_num_batched_tokens: int = Field(
+        8192, ge=1, description="tokens one engine step processes at most (decodes first, then "
+        "prefill chunks); 8192 is vLLM's default for its API server on a GPU of >= 70 GiB "
+        "such as an H100 (vllm/engine/arg_utils.py, EngineArgs.get_batch_defaults)",
+    )
     dtype: str = "auto"
     enable_prefix_caching: bool = True
+
+    @model_validator(mode="after")
+    def _budget_holds_every_decode(self) -> EngineArgs:
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError(
+                f"max_num_batched_tokens: must be >= max_num_seqs ({self.max_num_seqs}) so "
+                f"every running sequence can decode in each step (got {self.max_num_batched_tokens})"
+            )
+        return self
 
 
 class ReplicaBounds(_Frozen):
