@@ -31,7 +31,11 @@ Step cost, in *simulated* milliseconds, of the tokens the step actually processe
 
 ``scheduled`` counts the sequences in the step (decoding, or with a prefill chunk).
 When no prompt needs more than the budget left, this is the timeline of prefilling
-every admitted prompt in its admission step (the model before the budget).
+every admitted prompt in its admission step (the model before the budget). The default
+budget, 8192 tokens, is vLLM's for its OpenAI API server on a GPU of >= 70 GiB that is
+not an A100, i.e. an H100 (``vllm/engine/arg_utils.py``, ``EngineArgs.get_batch_defaults``);
+it must be >= ``max_num_seqs``, as vLLM requires (``vllm/config/scheduler.py``,
+``SchedulerConfig._verify_args``).
 
 KV cache and prefix caching (``caravan.simulator.kvcache``, vLLM V1's rules with the
 vLLM source files and functions cited there): memory is ``num_blocks`` blocks of 16
@@ -58,7 +62,8 @@ decode step at batch 1, so 300 output tokens take 300 * 13 ms = 3.9 s plus a few
 prefill, matching the reference table's ~4.1-4.2 s at concurrency 1. Each extra
 sequence in the batch adds 0.08 ms per step (at batch 100 a step costs ~20.9 ms), so
 latency grows gently with load the way memory-bound decoding does. Prefill costs
-0.12 ms per uncached prompt token (~8,300 tokens/s).
+0.12 ms per uncached prompt token (~8,300 tokens/s), so a step using the whole default
+budget for prefill costs ~1 s. The per-step budget changed no constant.
 
 Sources and bounds: the reference table (Caravan's target figures: ~4.1-4.2 s mean
 response for ~300 output tokens at concurrency 1, 8B model, one H100); the H100 SXM

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import caravan
 from caravan.simulator.engine import EngineConfig
 from caravan.spec import EngineArgs, ModelSpec
 from caravan.triton.launcher import FAULT_FILE, ReplicaOptions, ReplicaPlan, ServerTls, bare_model, pytriton_dir
@@ -85,6 +86,8 @@ def test_write_backends_copies_the_python_backend_and_installs_vllm(tmp_path: Pa
     assert not (python / "libtriton_python.so").is_symlink()  # C19: a real file under the backend dir
     shim = (out / "vllm" / "model.py").read_text()
     assert "from caravan.triton.model import TritonPythonModel" in shim
+    # the shim runs the caravan that wrote it, whatever is installed
+    assert repr(str(Path(caravan.__file__).resolve().parent.parent)) in shim
     assert write_backends(tmp_path / "backends", wheel) == out  # idempotent
 
 
