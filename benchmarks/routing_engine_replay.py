@@ -13,9 +13,9 @@ simulated time: a conversation's next turn is sent when its previous one finishe
 ``round_robin`` sends request i to replica i mod N; ``pinned`` sends every turn of
 conversation c to replica c mod N (what ``prefix`` aims at, without its load bound).
 Figures over the second half of ``--requests`` finished requests (conversations into
-their later turns): mean TTFT (ms), requests/s, prefix-cache hit rate (tokens, all
-requests). Deterministic (seeded); prints a line per case, writes
-benchmarks/results/routing_engine_replay.json. Takes a few seconds per case.
+their later turns; ``--window all``: every request, as ``benchmarks/routing.py`` measures):
+mean TTFT (ms), requests/s, prefix-cache hit rate (tokens, all requests). Deterministic
+(seeded); prints a line per case, writes benchmarks/results/routing_engine_replay.json. Takes a few seconds per case.
 """
 
 from __future__ import annotations
@@ -82,12 +82,13 @@ def run_case(args: argparse.Namespace, policy: str, budget: int, kv: int) -> dic
                 done.append(f.t_ms)
                 if len(done) < args.requests:
                     send(sent_at[f.id][0], f.t_ms)
-    return figures(engines, firsts, done)
+    return figures(engines, firsts, done, args.window == "all")
 
 
-def figures(engines: list[Engine], firsts: list[tuple[float, float]], done: list[float]) -> dict[str, Any]:
-    """Mean TTFT and requests/s over the second half of the finished requests."""
-    t0 = done[len(done) // 2]
+def figures(engines: list[Engine], firsts: list[tuple[float, float]], done: list[float],
+            everything: bool) -> dict[str, Any]:
+    """Mean TTFT and requests/s over the second half of the finished requests (or all)."""
+    t0 = 0.0 if everything else done[len(done) // 2]
     ttft = [x for t, x in firsts if t >= t0]
     measured = sum(1 for t in done if t >= t0)
     stats = [e.stats() for e in engines]
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--budgets", default="0,8192,2048", help="max_num_batched_tokens; 0: none")
     p.add_argument("--kv-cache-tokens", default="200000,47000",
                    help="per replica (200,000: the H100 default; ~47,000: an L4 as KubeAI's)")
+    p.add_argument("--window", choices=("second-half", "all"), default="second-half")
     p.add_argument("--seed", type=int, default=15)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
