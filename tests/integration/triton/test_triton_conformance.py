@@ -98,8 +98,12 @@ def _listening(pid: int) -> set[tuple[str, int]]:
 
 
 def test_c1_listens_only_on_loopback_grpc_and_metrics(replica: Replica) -> None:
-    listening = _listening(replica.proc.pid)
-    assert listening == {("127.0.0.1", replica.plan.grpc_port), ("127.0.0.1", replica.plan.metrics_port)}
+    expected = {("127.0.0.1", replica.plan.grpc_port), ("127.0.0.1", replica.plan.metrics_port)}
+    # tritonserver opens its endpoints one after another (server src/main.cc
+    # StartEndpoints: gRPC, HTTP, then metrics), so the
+    # gRPC readiness the fixture waited for can come a moment before the metrics port.
+    wait_for(lambda: _listening(replica.proc.pid) >= expected, "both endpoints listening")
+    assert _listening(replica.proc.pid) == expected
 
 
 def test_c4_health_check_is_server_readiness_for_any_service(replica: Replica) -> None:
