@@ -54,13 +54,11 @@ Writes benchmarks/results/autoscale.json.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import itertools
 import json
 import logging
 import math
 import random
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -75,6 +73,7 @@ from caravan.nomad.triton_job import job_id, triton_job
 from caravan.spec import EngineArgs, ModelSpec, PlatformSpec, names
 from caravan.spec.autoscaling import ScalingPolicy, policy_for
 from caravan.spec.strategy_params import LatencySlo, RequestsPerReplica
+from fakes import load_fake
 
 RESULTS = Path(__file__).parent / "results" / "autoscale.json"
 ROOT = Path(__file__).resolve().parents[1]
@@ -335,16 +334,9 @@ def seed_sweep(seeds: range) -> dict[str, Any]:
 
 
 def nomad_fake() -> ModuleType:
-    """The Nomad fake, loaded from ``tests/fakes`` by file (no sys.path change)."""
-    for name in ("nomad_jobs", "nomad"):
-        full = f"tests.fakes.{name}"
-        if full not in sys.modules:
-            spec = importlib.util.spec_from_file_location(full, ROOT / "tests" / "fakes" / f"{name}.py")
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[full] = module  # nomad.py imports tests.fakes.nomad_jobs
-            spec.loader.exec_module(module)
-    return sys.modules["tests.fakes.nomad"]
+    """The Nomad fake (``tests/fakes/nomad.py``, after the ``nomad_jobs`` it imports)."""
+    load_fake("nomad_jobs")
+    return load_fake("nomad")
 
 
 @dataclass

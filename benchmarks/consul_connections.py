@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import platform
 import random
@@ -43,6 +42,7 @@ from rich.table import Table
 
 from caravan.discovery.consul import ConsulReplicaSource
 from caravan.discovery.consul_settings import ConsulSettings
+from fakes import load_fake
 
 if TYPE_CHECKING:
     from tests.fakes.consul import ConsulFake
@@ -54,16 +54,8 @@ READ_PATH = "/v1/health/service/"
 
 
 def consul_fake() -> ConsulFake:
-    """A new Consul fake, loaded from ``tests/fakes/consul.py`` by file (no sys.path change)."""
-    name = "caravan_bench_consul_fake"
-    module = sys.modules.get(name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "fakes" / "consul.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while the file runs
-        spec.loader.exec_module(module)
-    fake: ConsulFake = module.ConsulFake()
+    """A new Consul fake (``tests/fakes/consul.py``)."""
+    fake: ConsulFake = load_fake("consul").ConsulFake()
     return fake
 
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import platform
 import sys
@@ -73,6 +72,7 @@ from caravan.local.launch import (
 from caravan.local.process import free_port
 from caravan.spec import PlatformSpec, parse_spec
 from caravan.triton.launcher import ReplicaOptions
+from fakes import load_fake
 
 if TYPE_CHECKING:
     from tests.fakes.consul import ConsulFake
@@ -92,16 +92,8 @@ REPLICA_OPTIONS = ReplicaOptions(time_scale=0.01, stream_interval_ms=0, exit_tim
 
 
 def consul_fake(**kw: Any) -> ConsulFake:
-    """A new Consul fake, loaded from ``tests/fakes/consul.py`` by file (no sys.path change)."""
-    name = "caravan_bench_consul_fake"
-    module = sys.modules.get(name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "fakes" / "consul.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while the file runs
-        spec.loader.exec_module(module)
-    fake: ConsulFake = module.ConsulFake(**kw)
+    """A new Consul fake (``tests/fakes/consul.py``)."""
+    fake: ConsulFake = load_fake("consul").ConsulFake(**kw)
     return fake
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import json
 import os
 import platform
@@ -76,6 +75,7 @@ from caravan.spec import PlatformSpec, parse_spec
 from caravan.triton.launcher import ReplicaOptions
 from caravan.xds.builder import SnapshotBuilder, build_snapshot
 from caravan.xds.snapshot import CLUSTER, ENDPOINT, LISTENER, ROUTE, check_consistency
+from fakes import load_fake
 
 if TYPE_CHECKING:
     from tests.fakes.consul import ConsulFake
@@ -85,16 +85,8 @@ REPLICA_OPTIONS = ReplicaOptions(time_scale=0.01, stream_interval_ms=0, exit_tim
 
 
 def consul_fake() -> ConsulFake:
-    """A new Consul fake, loaded from ``tests/fakes/consul.py`` by file (no sys.path change)."""
-    name = "caravan_bench_consul_fake"
-    module = sys.modules.get(name)
-    if module is None:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "fakes" / "consul.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses look their module up while the file runs
-        spec.loader.exec_module(module)
-    fake: ConsulFake = module.ConsulFake()
+    """A new Consul fake (``tests/fakes/consul.py``)."""
+    fake: ConsulFake = load_fake("consul").ConsulFake()
     return fake
 
 
