@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from caravan.errors import ConfigError
 
 _WORD_TEXT = (
     "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike "
@@ -154,22 +157,26 @@ def count_words(text: str) -> int:
     return len(text.split())
 
 
+def json_lines(lines: Iterable[str], source: str) -> Iterator[tuple[str, Any]]:
+    """Each non-blank line's ``("source:line", parsed JSON)``. ConfigError (a ValueError)
+    naming ``source:line`` for a line that is not valid JSON."""
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{source}:{n}"
+        try:
+            yield where, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{where}: not valid JSON ({exc.msg})") from None
+
+
 def parse_jsonl(lines: Iterable[str], source: str = "<prompts>") -> tuple[PromptEntry, ...]:
     """Parse JSONL prompt lines; blank lines are skipped.
 
     ValueError names ``source:line`` and the bad field: each line must be an object
     with a non-empty string ``prompt`` and optional positive integer ``max_tokens``.
     """
-    out: list[PromptEntry] = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{source}:{n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{where}: not valid JSON ({exc.msg})") from None
-        out.append(_entry(obj, where))
+    out = [_entry(obj, where) for where, obj in json_lines(lines, source)]
     if not out:
         raise ValueError(f"{source}: no prompts (expected one JSON object per line)")
     return tuple(out)

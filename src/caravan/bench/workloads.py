@@ -71,7 +71,6 @@ import enum
 import functools
 import hashlib
 import itertools
-import json
 import math
 import random
 from collections.abc import Iterable, Iterator
@@ -85,6 +84,7 @@ from caravan.bench.dataset import (
     RequestSpec,
     Workload,
     count_words,
+    json_lines,
     synthetic_prompt,
 )
 from caravan.errors import ConfigError
@@ -285,14 +285,7 @@ def parse_trace(lines: Iterable[str], source: str = "<trace>") -> tuple[TraceRec
     ``output_length`` an integer >= 0, ``hash_ids`` a list of integers >= 0.
     """
     out: list[TraceRecord] = []
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{source}:{n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{where}: not valid JSON ({exc.msg})") from None
+    for where, obj in json_lines(lines, source):
         rec = _trace_record(obj, where)
         if out and rec.timestamp_ms < out[-1].timestamp_ms:
             raise ConfigError(f"{where}: timestamp: {rec.timestamp_ms:g} is earlier than the "
