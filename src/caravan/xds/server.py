@@ -133,7 +133,12 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):  # type: ign
                     cut: asyncio.Event, dirty: list[bool],
                     context: grpc.aio.ServicerContext) -> str | None:
         """Handle requests and snapshot changes in arrival order until the client ends
-        the stream (None) or must be cut off (the reason)."""
+        the stream (None) or must be cut off (the reason). Nothing is answered before the
+        control plane's first snapshot: an answer from the empty one would make Envoy drop
+        every cluster it holds (SotW), e.g. when it reconnects to a restarted control plane
+        in the moment between its listening and its first discovery result."""
+        if not self._cache.ready:
+            await self._cache.wait_changed(0)
         while not cut.is_set():
             item = await queue.get()
             if item is _EOF:

@@ -77,10 +77,11 @@ class Stream:
 
 @asynccontextmanager
 async def ads_server(
-    initial: Snapshot,
+    initial: Snapshot | None,
 ) -> AsyncIterator[tuple[SnapshotCache, ClientRegistry, CollectorRegistry, Any]]:
     cache, clients, registry = SnapshotCache(), ClientRegistry(), CollectorRegistry()
-    cache.set_snapshot(initial)
+    if initial is not None:
+        cache.set_snapshot(initial)
     server = XdsServer(cache, clients, XdsMetrics(registry), port=0)
     port = await server.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -138,6 +139,23 @@ def test_sotw_ack_nack_park_and_resend_after_change() -> None:
             cache.set_snapshot(snap(1))
             back = await s.next()
             assert back.version_info == cds.version_info and back.nonce != pushed.nonce
+            await s.close()
+
+    run(scenario)
+
+
+def test_nothing_is_answered_before_the_first_snapshot() -> None:
+    """An Envoy reconnecting to a restarted control plane before its first discovery
+    result must not get the empty snapshot: in SotW that removes every cluster it holds
+    (seen as Envoy 'NC' replies in the control-plane restart fault test)."""
+    async def scenario() -> None:
+        async with ads_server(None) as (cache, _clients, _registry, stub):
+            s = Stream(stub.StreamAggregatedResources())
+            await s.send(sotw(CLUSTER))
+            assert await s.quiet()
+            cache.set_snapshot(snap(1))
+            cds = await s.next()
+            assert cds.version_info == snap(1).version(CLUSTER) and len(cds.resources) == 2
             await s.close()
 
     run(scenario)
