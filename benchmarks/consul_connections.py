@@ -3,7 +3,7 @@ at 1, 20 and 100 models (issue 14).
 
     .venv/bin/python benchmarks/consul_connections.py [--window-s 10] [--models 1,20,100]
 
-For each model count: a fresh Consul fake (``tests/fakes/consul.py``, loaded from its file;
+For each model count: a fresh Consul fake (``tests/fakes/consul/``, loaded by ``fakes.load_fake``;
 Consul's index and wake rules from its source) with two replicas per model, on 127.0.0.1,
 and Caravan's ``ConsulReplicaSource`` over real HTTP with the spec's default ``wait_s``
 (30 s). Once every model is discovered, three windows of ``window_s`` each:
@@ -54,7 +54,7 @@ READ_PATH = "/v1/health/service/"
 
 
 def consul_fake() -> ConsulFake:
-    """A new Consul fake (``tests/fakes/consul.py``)."""
+    """A new Consul fake (``tests/fakes/consul/``)."""
     fake: ConsulFake = load_fake("consul").ConsulFake()
     return fake
 

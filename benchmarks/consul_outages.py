@@ -4,8 +4,8 @@ after Consul's return does a change reach Envoy?
     .venv/bin/python benchmarks/consul_outages.py [--outage-s 30] [--workers 3]
 
 One stack for every scenario, all on 127.0.0.1 (free ports), started through
-``caravan.local.launch``: the Consul fake (``tests/fakes/consul.py``, loaded from its
-file; Consul's failure modes from its source) with ACLs on (default deny, the control
+``caravan.local.launch``: the Consul fake (``tests/fakes/consul/``, loaded by
+``fakes.load_fake``; Consul's failure modes from its source) with ACLs on (default deny, the control
 plane's token holding exactly the documented policy) -> one ``caravan xds --consul``
 subprocess -> a real Envoy -> three real replicas (``tritonserver``, simulated vLLM
 engine; two registered, one spare). ``workers`` threads send stream=false
@@ -92,7 +92,7 @@ REPLICA_OPTIONS = ReplicaOptions(time_scale=0.01, stream_interval_ms=0, exit_tim
 
 
 def consul_fake(**kw: Any) -> ConsulFake:
-    """A new Consul fake (``tests/fakes/consul.py``)."""
+    """A new Consul fake (``tests/fakes/consul/``)."""
     fake: ConsulFake = load_fake("consul").ConsulFake(**kw)
     return fake
 

@@ -28,8 +28,8 @@ misses. Prints a table and writes benchmarks/results/convergence.json. Every wai
 bounded; the whole run takes about 1-2 minutes on 2 cores.
 
 Processes are started through ``caravan.local.launch`` (the starters ``caravan up``
-uses). There is no Consul binary here: the Consul fake (``tests/fakes/consul.py``, a
-faithful stand-in for the agent's HTTP API) is loaded from its file; no other test
+uses). There is no Consul binary here: the Consul fake (``tests/fakes/consul/``, a
+faithful stand-in for the agent's HTTP API) is loaded by ``fakes.load_fake``; no other test
 code is used.
 """
 
@@ -85,7 +85,7 @@ REPLICA_OPTIONS = ReplicaOptions(time_scale=0.01, stream_interval_ms=0, exit_tim
 
 
 def consul_fake() -> ConsulFake:
-    """A new Consul fake (``tests/fakes/consul.py``)."""
+    """A new Consul fake (``tests/fakes/consul/``)."""
     fake: ConsulFake = load_fake("consul").ConsulFake()
     return fake
 

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import consul
 import pytest
 import requests
-from tests.fakes.consul import ConsulFake, parse_duration
+from tests.fakes.consul import ConsulFake
+from tests.fakes.consul.query import parse_duration
 
 SVC = "triton-llama"
 

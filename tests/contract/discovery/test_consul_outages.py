@@ -1,6 +1,6 @@
 """Every kind of Consul outage is recovered from within a second of Consul's return
 (issue 14, deliver 2), against the Consul fake's failure modes (from Consul's source:
-see ``tests/fakes/consul.py``), through py-consul's HTTP client over real TCP.
+see ``tests/fakes/consul/``), through py-consul's HTTP client over real TCP.
 
 Leader loss (agent up, 500 "No cluster leader" after the agent's hold, or "No known Consul
 servers" at once) and a stopped agent are retried within about a second and keep the last

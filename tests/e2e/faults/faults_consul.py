@@ -1,7 +1,7 @@
 """The Consul-outage fault scenario (test code; run by ``test_faults.py`` and, at full
 duration, by ``benchmarks/reliability.py`` through pytest).
 
-Stack: the Consul fake (``tests/fakes/consul.py``, in this process) -> one
+Stack: the Consul fake (``tests/fakes/consul/``, in this process) -> one
 ``caravan xds --consul`` subprocess -> a real Envoy -> three real replicas
 (``tritonserver``; two registered, one spare), all started through
 ``caravan.local.launch``.
