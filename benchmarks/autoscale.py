@@ -34,7 +34,7 @@ Scenarios (``needed`` = ceil(12 req/s x 4 s / target 16) = 3 replicas):
 * steady / steady_edge: constant load for hours, mid-band and right at a replica
   boundary, default policy. Direction changes among scale actions. Target: 0.
 
-Against the Nomad fake (``tests/fakes/nomad.py``, loaded by file) on the same simulated
+Against the Nomad fake (``tests/fakes/nomad/``, loaded by ``fakes.load_fake``) on the same simulated
 clock, with the rendered job, ``NomadScaleTarget`` over HTTP, and the Sim's serving
 replicas = the fake's allocations whose model has loaded:
 
@@ -330,12 +330,11 @@ def seed_sweep(seeds: range) -> dict[str, Any]:
     return {"seeds": [seeds.start, seeds.stop - 1], "rows": rows}
 
 
-# ---- against the Nomad fake (tests/fakes/nomad.py) on the simulated clock -----------------
+# ---- against the Nomad fake (tests/fakes/nomad/) on the simulated clock -----------------
 
 
 def nomad_fake() -> ModuleType:
-    """The Nomad fake (``tests/fakes/nomad.py``, after the ``nomad_jobs`` it imports)."""
-    load_fake("nomad_jobs")
+    """The Nomad fake (``tests/fakes/nomad/``)."""
     return load_fake("nomad")
 
 

@@ -1,7 +1,7 @@
 """``NomadScaleTarget``: scale a model's Nomad job group through python-nomad.
 
 python-nomad has no scale helper, so the generic ``Job.request`` is used (Nomad's
-behaviour cited from hashicorp/nomad; tests run against ``tests/fakes/nomad.py``):
+behaviour cited from hashicorp/nomad; tests run against ``tests/fakes/nomad/``):
 
 * ``GET /v1/job/:id/scale`` (``Job.ScaleStatus``) -> ``TaskGroups[group]{Desired, Placed,
   Running, Healthy, Unhealthy, Events}``. Serving replicas are the healthy ones

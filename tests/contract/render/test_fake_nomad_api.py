@@ -1,4 +1,4 @@
-"""The Nomad fake answers like Nomad (source-pinned, see tests/fakes/nomad.py), through
+"""The Nomad fake answers like Nomad (source-pinned, see tests/fakes/nomad/), through
 python-nomad, the production client library: status codes, error texts, check order,
 job versions, deployments, allocation health on the clock, placement failures."""
 
@@ -13,7 +13,7 @@ import nomad
 import pytest
 from nomad.api import exceptions as nomad_exc
 from tests.fakes.nomad import FakeNomad
-from tests.fakes.nomad_jobs import NS
+from tests.fakes.nomad.api import NS
 
 JOB = "triton-a"
 UPDATE = {"MaxParallel": 1, "HealthCheck": "checks", "MinHealthyTime": 30 * NS,
