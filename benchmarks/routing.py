@@ -20,6 +20,13 @@ prefix-cache hit rate (vLLM's ``prefix_cache_hits / prefix_cache_queries`` summe
 the replicas' metrics, in tokens), load imbalance (max / mean requests per replica, every
 replica counted) and failed requests; and each figure's ratio to ``round_robin``.
 
+A policy may carry a load bound, ``prefix@125``: ``routing.hash_balance_factor`` 125
+(``@off``: none; without ``@``: the spec default), so bounds compare in one run.
+``--repeats N`` runs every policy N times, each on a fresh stack, the policies
+interleaved (repeat 1 of each, then repeat 2, ...) so the box's drift hits them alike;
+the tables give each figure's mean over the repeats, the JSON also every repeat's
+figures (``repeats``) and the spread of the main ones is printed (an A/A check).
+
 Writes benchmarks/results/routing.json and docs/img/routing.png (mean TTFT and
 requests/s by policy and concurrency, one row per workload; with ``--out X.json``: X.json
 and X.png); ``--replot`` redraws the PNG from the JSON, ``--table`` prints the markdown
@@ -61,13 +68,23 @@ LEVEL_TIMEOUT_S = 900
 NO_CUTOFF = {"per_try_timeout_s": 120.0, "stream_idle_timeout_s": 240.0, "max_stream_duration_s": 600.0}
 
 
-def spec_for(policy: str, args: argparse.Namespace) -> PlatformSpec:
-    """One model whose routing is ``policy`` (Maglev table small: 8 replicas; no retries
-    and no hung-replica cut-offs, see ``NO_CUTOFF``)."""
+def policy_routing(label: str) -> dict[str, Any]:
+    """``routing`` fields of a policy label: ``prefix``, ``prefix@125``
+    (hash_balance_factor 125), ``prefix@off`` (no bound). ValueError on a bad bound."""
+    policy, _, bound = label.partition("@")
+    out: dict[str, Any] = {"policy": policy}
+    if bound:
+        out["hash_balance_factor"] = None if bound == "off" else int(bound)
+    return out
+
+
+def spec_for(label: str, args: argparse.Namespace) -> PlatformSpec:
+    """One model routed as the policy label says (``policy_routing``; Maglev table
+    small: 8 replicas; no retries and no hung-replica cut-offs, see ``NO_CUTOFF``)."""
     return parse_spec({
         "models": [{"name": MODEL, "engine": {"model": "simulated", "max_model_len": 16384},
                     "simulator": {"kv_cache_tokens": args.kv_cache_tokens},
-                    "routing": {"policy": policy, "prefix_tokens": args.prefix_tokens,
+                    "routing": {**policy_routing(label), "prefix_tokens": args.prefix_tokens,
                                 "maglev_table_size": 1031, "retries": 0, **NO_CUTOFF}}],
         "envoy": {"listen_port": free_port(), "admin_port": free_port()},
         "control_plane": {"xds_port": free_port(), "admin_port": free_port(),
@@ -174,15 +191,16 @@ def figures(level: Any, endpoints: list[str], hits: dict[str, float], time_scale
 
 
 def run_policy(policy: str, args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, Any]]:
-    """Every (workload, concurrency) under ``policy`` on a fresh stack."""
+    """Every (workload, concurrency) under the policy label ``policy`` on a fresh stack
+    whose files go under the new directory ``tmp``."""
     out: dict[str, dict[str, Any]] = {}
-    with Launcher(tmp / policy) as launch:
+    with Launcher(tmp) as launch:
         replicas, url = start_stack(launch, spec_for(policy, args), args)
         endpoints = [r.endpoint for r in replicas]
         for workload in args.workloads:
             for c in args.concurrency:
                 before = cache_counters(replicas)
-                level = run_level(url, workload, c, args, tmp / policy / f"{workload}-c{c}")["level"]
+                level = run_level(url, workload, c, args, tmp / f"{workload}-c{c}")["level"]
                 after = cache_counters(replicas)
                 delta = {k: after[k] - before[k] for k in after}
                 fig = figures(level, endpoints, delta, args.time_scale)
@@ -190,6 +208,34 @@ def run_policy(policy: str, args: argparse.Namespace, tmp: Path) -> dict[str, di
                 print(f"{policy:13s} {workload:13s} c={c:<4d} " + " ".join(
                     f"{k}={v:.3g}" for k, v in fig.items()), flush=True)
     return out
+
+
+def mean_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's mean over the repeats of one policy (same workloads and levels)."""
+    out: dict[str, Any] = {}
+    for workload, by_c in runs[0].items():
+        for c, fig in by_c.items():
+            out.setdefault(workload, {})[c] = {
+                k: sum(run[workload][c][k] for run in runs) / len(runs) for k in fig}
+    return out
+
+
+SPREAD_KEYS = ("ttft_mean_ms", "ttft_p50_ms", "req_per_s", "imbalance")
+
+
+def print_spread(data: dict[str, Any]) -> None:
+    """Every repeat's main figures per (workload, concurrency, policy), and their spread
+    ((max - min) / mean): what the box's run-to-run noise is on the same requests."""
+    for policy, runs in data["repeats"].items():
+        for workload, by_c in runs[0].items():
+            for c in by_c:
+                cells = []
+                for k in SPREAD_KEYS:
+                    vals = [run[workload][c][k] for run in runs]
+                    mean = sum(vals) / len(vals)
+                    spread = (max(vals) - min(vals)) / mean if mean else 0.0
+                    cells.append(f"{k} " + "/".join(f"{v:.3g}" for v in vals) + f" ({spread:.1%})")
+                print(f"{policy:16s} {workload:13s} c={c:<4s} " + "  ".join(cells))
 
 
 def ratios(results: dict[str, Any]) -> dict[str, Any]:
@@ -273,7 +319,10 @@ def print_tables(data: dict[str, Any]) -> None:
 def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--replicas", type=int, default=8)
-    p.add_argument("--policies", default=",".join(POLICIES))
+    p.add_argument("--policies", default=",".join(POLICIES),
+                   help="policy labels; prefix@125: hash_balance_factor 125, @off: no bound")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="runs of every policy, interleaved, each on a fresh stack (tables: means)")
     p.add_argument("--workloads", default=",".join(WORKLOADS))
     p.add_argument("--concurrency", default="64,128,256")
     p.add_argument("--requests", type=int, default=400, help="measured requests per level")
@@ -317,20 +366,30 @@ def main(argv: list[str]) -> None:
             plot(data, png)
         else:
             print_tables(data)
+            if "repeats" in data:
+                print_spread(data)
         return
+    for policy in args.policies:
+        spec_for(policy, args)  # a bad label or bound fails now, not after the first stacks
     started = time.time()
-    results: dict[str, Any] = {}
+    runs: dict[str, list[dict[str, Any]]] = {p: [] for p in args.policies}
     with tempfile.TemporaryDirectory(prefix="caravan-routing-") as tmp:
-        for policy in args.policies:
-            results[policy] = run_policy(policy, args, Path(tmp))
+        for repeat in range(args.repeats):
+            for policy in args.policies:
+                runs[policy].append(run_policy(policy, args, Path(tmp) / f"{policy}-{repeat}"))
+    results = {p: mean_of(r) for p, r in runs.items()}
     data = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
             "label": "simulated engines (Caravan's vLLM simulator in real tritonserver 2.51) behind the "
                      "real Envoy 1.40; latencies and rates in simulated time",
             "wall_s": time.time() - started, "results": results, "ratio_to_round_robin": ratios(results)}
+    if args.repeats > 1:
+        data["repeats"] = runs
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=1) + "\n")
     plot(data, png)
     print_tables(data)
+    if args.repeats > 1:
+        print_spread(data)
     print(f"wrote {args.out} and {png} in {data['wall_s']:.0f} s")
 
 
