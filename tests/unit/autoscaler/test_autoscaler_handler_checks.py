@@ -12,22 +12,18 @@ from caravan.autoscaler.ports import MetricsError
 from caravan.spec import EngineArgs, ModelSpec
 from caravan.spec.autoscaling import policy_for
 
+# a sizing check and a latency check whose query the tests make fail
+LOAD_AND_TTFT = [
+    {"name": "load", "query": "load",
+     "strategy": {"name": "requests-per-replica", "params": {"target": 10}}},
+    {"name": "ttft", "query": "ttft", "strategy": {"name": "latency-slo", "params": {"slo_s": 1}}},
+]
+
 
 def test_failing_check_blocks_scale_down() -> None:
     p = make_policy(
         scale_down_stabilization_s=0,
-        checks=[
-            {
-                "name": "load",
-                "query": "load",
-                "strategy": {"name": "requests-per-replica", "params": {"target": 10}},
-            },
-            {
-                "name": "ttft",
-                "query": "ttft",
-                "strategy": {"name": "latency-slo", "params": {"slo_s": 1}},
-            },
-        ],
+        checks=LOAD_AND_TTFT,
     )
     h, m, tgt, _ = make_handler(p, load=0, running=3)
     m.answers["ttft"] = MetricsError("query 'ttft': value is nan")
@@ -40,18 +36,7 @@ def test_ignored_failing_check_lets_scale_down_through() -> None:
     p = make_policy(
         scale_down_stabilization_s=0,
         on_check_error="ignore",
-        checks=[
-            {
-                "name": "load",
-                "query": "load",
-                "strategy": {"name": "requests-per-replica", "params": {"target": 10}},
-            },
-            {
-                "name": "ttft",
-                "query": "ttft",
-                "strategy": {"name": "latency-slo", "params": {"slo_s": 1}},
-            },
-        ],
+        checks=LOAD_AND_TTFT,
     )
     h, m, tgt, _ = make_handler(p, load=0, running=3)
     m.answers["ttft"] = MetricsError("boom")
