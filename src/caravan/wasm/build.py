@@ -65,12 +65,13 @@ def source_path(name: str) -> Path:
     return path
 
 
-def compile_c(source: Path, out: Path) -> None:
-    """Compile ``source`` to ``out`` (atomically). Raises WasmBuildError."""
+def compile_c(source: Path, out: Path, flags: tuple[str, ...] = FLAGS) -> None:
+    """Compile ``source`` to ``out`` (atomically) with ``flags`` (default: the
+    proxy-wasm module; tests build a filter's pure parser natively). Raises WasmBuildError."""
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".wasm.tmp")
     os.close(fd)
-    argv = [sys.executable, "-m", "ziglang", "cc", *FLAGS, "-o", tmp, str(source)]
+    argv = [sys.executable, "-m", "ziglang", "cc", *flags, "-o", tmp, str(source)]
     zig_cache = str(out.parent / "zig-cache")  # zig's own cache, beside ours (no $HOME needed)
     env = {**os.environ, "ZIG_GLOBAL_CACHE_DIR": zig_cache, "ZIG_LOCAL_CACHE_DIR": zig_cache}
     try:

@@ -29,6 +29,7 @@ key). A body that does not parse, or has no ``text_input``, leaves the header un
 from __future__ import annotations
 
 import functools
+import os
 from importlib import resources
 
 from envoy.config.cluster.v3 import cluster_pb2
@@ -38,15 +39,18 @@ from envoy.extensions.common.matching.v3 import extension_matcher_pb2
 from envoy.extensions.filters.common.matcher.action.v3 import skip_action_pb2
 from envoy.extensions.filters.http.grpc_field_extraction.v3 import config_pb2 as gfe_pb2
 from envoy.extensions.filters.http.lua.v3 import lua_pb2
+from envoy.extensions.filters.http.wasm.v3 import wasm_pb2 as wasm_filter_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
+from envoy.extensions.wasm.v3 import wasm_pb2
 from envoy.type.matcher.v3 import http_inputs_pb2
-from google.protobuf import any_pb2, descriptor_pb2
+from google.protobuf import any_pb2, descriptor_pb2, wrappers_pb2
 from xds.core.v3 import extension_pb2 as xds_extension_pb2
 from xds.type.matcher.v3 import matcher_pb2, string_pb2
 
 from caravan.spec import ModelSpec, PlatformSpec
+from caravan.wasm import build
 
 # Request header carrying the prefix key (8 hex digits); a client's own value is removed.
 PREFIX_KEY_HEADER = "x-caravan-prefix-key"
@@ -54,6 +58,7 @@ FIELDS_FILTER = "caravan.prefix_fields"
 KEY_FILTER = "caravan.prefix_key"
 METHODS = ("inference.GRPCInferenceService.ModelStreamInfer",
            "inference.GRPCInferenceService.ModelInfer")
+PATHS = tuple("/" + "/".join(m.rsplit(".", 1)) for m in METHODS)  # their gRPC :path
 FIELDS = ("inputs.name", "inputs.datatype", "raw_input_contents", "inputs.contents.bytes_contents")
 _AS_STRING = {("ModelInferRequest", "raw_input_contents"),
               ("InferTensorContents", "bytes_contents")}
@@ -61,6 +66,20 @@ _LB = {"session": cluster_pb2.Cluster.MAGLEV, "prefix": cluster_pb2.Cluster.MAGL
        "least_request": cluster_pb2.Cluster.LEAST_REQUEST,
        "round_robin": cluster_pb2.Cluster.ROUND_ROBIN}
 HASHED = frozenset({"session", "prefix"})
+WASM_MODULE = "prefixkey"
+WASM_VM_ID = "caravan_prefix_key"
+WASM_RUNTIME = "envoy.wasm.runtime.v8"
+# Body bytes the wasm filter holds at most waiting for the prompt's first words (then it
+# lets the request go without a key); below Envoy's 1 MiB per-stream buffer limit.
+MAX_HOLD_BYTES = 256 * 1024
+# Which key mechanism (measured by benchmarks/routing_key_cost.py): "wasm" or "lua".
+MECHANISM_ENV = "CARAVAN_PREFIX_KEY_MECHANISM"
+
+
+def mechanism() -> str:
+    """``$CARAVAN_PREFIX_KEY_MECHANISM``: ``lua`` (grpc_field_extraction + Lua) or
+    ``wasm`` (the proxy-wasm filter, the default)."""
+    return "lua" if os.environ.get(MECHANISM_ENV) == "lua" else "wasm"
 
 
 def _pack(message: object) -> any_pb2.Any:
@@ -150,6 +169,30 @@ def _skip_when(session_headers: list[str]) -> matcher_pb2.Matcher:
             on_match=skip)]))
 
 
+def wasm_plugin_config(spec: PlatformSpec) -> str:
+    """The configuration text of ``caravan/wasm/prefixkey.c`` (format there): the key
+    header, the model header and default model, the keyed methods, the hold cap, and per
+    ``prefix`` model its ``prefix_tokens`` and session header."""
+    lines = [f"key {PREFIX_KEY_HEADER}", f"model_header {spec.envoy.model_header}",
+             f"default {spec.default.name}", *(f"path {p}" for p in PATHS),
+             f"max_hold {MAX_HOLD_BYTES}"]
+    for m in spec.models:
+        if m.routing.policy == "prefix":
+            lines.append(f"model {m.name} {m.routing.prefix_tokens} {m.routing.session_header}")
+    return "\n".join(lines) + "\n"
+
+
+def _wasm_filter(spec: PlatformSpec) -> hcm_pb2.HttpFilter:
+    vm = wasm_pb2.VmConfig(vm_id=WASM_VM_ID, runtime=WASM_RUNTIME)
+    vm.code.local.inline_bytes = build.module_bytes(WASM_MODULE)
+    # allow_on_headers_stop_iteration: by default Envoy turns a StopIteration from the
+    # headers callback into StopAllIteration, which also withholds the body from the filter
+    plugin = wasm_pb2.PluginConfig(name=WASM_VM_ID, vm_config=vm,
+                                   allow_on_headers_stop_iteration=wrappers_pb2.BoolValue(value=True))
+    plugin.configuration.Pack(wrappers_pb2.StringValue(value=wasm_plugin_config(spec)))
+    return hcm_pb2.HttpFilter(name=KEY_FILTER, typed_config=_pack(wasm_filter_pb2.Wasm(config=plugin)))
+
+
 def http_filters(spec: PlatformSpec) -> list[hcm_pb2.HttpFilter]:
     """The listener's prefix-key filters (``FIELDS_FILTER``, ``KEY_FILTER``; routes to
     other models disable them, see ``per_route_filters``); none when no model routes by
@@ -157,6 +200,8 @@ def http_filters(spec: PlatformSpec) -> list[hcm_pb2.HttpFilter]:
     prefix = [m for m in spec.models if m.routing.policy == "prefix"]
     if not prefix:
         return []
+    if mechanism() == "wasm":
+        return [_wasm_filter(spec)]
     headers = sorted({m.routing.session_header for m in prefix})
     fields = extension_matcher_pb2.ExtensionWithMatcher(
         xds_matcher=_skip_when(headers),
@@ -184,8 +229,10 @@ def per_route_filters(spec: PlatformSpec, model: ModelSpec | None) -> dict[str, 
     ``grpc_field_extraction`` has none of). Empty when no model routes by prefix."""
     if not any(m.routing.policy == "prefix" for m in spec.models):
         return {}
+    off = _pack(route_components_pb2.FilterConfig(disabled=True))
+    if mechanism() == "wasm":
+        return {} if model is not None and model.routing.policy == "prefix" else {KEY_FILTER: off}
     if model is None or model.routing.policy != "prefix":
-        off = _pack(route_components_pb2.FilterConfig(disabled=True))
         return {FIELDS_FILTER: off, KEY_FILTER: off}
     lua = lua_pb2.LuaPerRoute(source_code=base_pb2.DataSource(inline_string=lua_script(model)))
     return {KEY_FILTER: _pack(lua)}

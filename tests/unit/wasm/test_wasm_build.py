@@ -17,7 +17,7 @@ def test_main_compiles_every_filter_into_the_named_cache(
     printed = capsys.readouterr().out.split()
     assert printed == [str(build.module_path(n)) for n in build.filter_names()]
     assert all(Path(p).read_bytes()[:4] == b"\0asm" for p in printed)
-    assert build.filter_names() == ["ratelimit"]
+    assert build.filter_names() == ["prefixkey", "ratelimit"]
 
 
 def test_an_unwritable_cache_still_yields_the_module(

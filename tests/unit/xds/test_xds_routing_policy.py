@@ -67,7 +67,9 @@ def test_no_prefix_model_no_prefix_filters(policy: str) -> None:
     assert all(not r.typed_per_filter_config for r in _routes(spec).values())
 
 
-def test_prefix_filters_sit_before_the_router_and_only_prefix_routes_run_them() -> None:
+def test_prefix_filters_sit_before_the_router_and_only_prefix_routes_run_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(routing.MECHANISM_ENV, "lua")
     spec = _spec("prefix", prefix_tokens=48)
     filters = res.http_connection_manager(spec).http_filters
     assert [f.name for f in filters][-3:] == [routing.FIELDS_FILTER, routing.KEY_FILTER,
@@ -85,7 +87,9 @@ def test_prefix_filters_sit_before_the_router_and_only_prefix_routes_run_them() 
         assert all(unpack(v, route_components_pb2.FilterConfig).disabled for v in per.values())
 
 
-def test_field_extraction_config_names_both_methods_and_the_text_fields() -> None:
+def test_field_extraction_config_names_both_methods_and_the_text_fields(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(routing.MECHANISM_ENV, "lua")
     spec = _spec("prefix")
     (fields,) = [f for f in res.http_connection_manager(spec).http_filters if f.name == routing.FIELDS_FILTER]
     wrapped = unpack(fields.typed_config,
