@@ -18,6 +18,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from triton_conformance import (
+    ERR,
     MODEL,
     Answer,
     OpenStream,
@@ -38,7 +39,6 @@ from caravan.triton.settings import SETTINGS_FILE
 pytestmark = pytest.mark.integration
 
 Start = Callable[..., AbstractContextManager[Replica]]
-ERR = "Error generating stream: "
 UNHEALTHY = "Model is unavailable due to unhealthy vLLM engine"
 NO_VERSIONS = f"Request for unknown model: '{MODEL}' has no available versions"
 FAST = ReplicaOptions(time_scale=0.05, stream_interval_ms=10.0, exit_timeout_s=10)

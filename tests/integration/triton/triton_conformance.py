@@ -193,6 +193,29 @@ def one(endpoint: str, request: service_pb2.ModelInferRequest, timeout_s: float 
     return stream(endpoint, [request], timeout_s)
 
 
+SUCCESS = "nv_inference_request_success"
+FAILURE = "nv_inference_request_failure"
+ERR = "Error generating stream: "
+
+
+def final_answer(answers: list[Answer]) -> Answer:
+    assert answers, "no answer"
+    assert [a.final for a in answers[:-1]] == [False] * (len(answers) - 1), answers
+    assert answers[-1].final is True, answers[-1]
+    return answers[-1]
+
+
+def only_error(answers: list[Answer]) -> str:
+    """The error of a request answered by exactly one error response."""
+    assert len(answers) == 1, answers
+    assert answers[0].error, answers[0]
+    return answers[0].error
+
+
+def num_output_tokens(answers: list[Answer]) -> int:
+    return sum(int(a.outputs["num_output_tokens"].sum()) for a in answers)
+
+
 class OpenStream:
     """A stream kept open: ``send`` requests, ``get`` answers as they come, ``cancel``
     or ``close`` (half-close). Answers and the final status arrive on a queue fed by a
