@@ -51,7 +51,7 @@ from caravan.bench.results import read_json
 from caravan.discovery.registry_file import write_registry
 from caravan.local.launch import Launcher, RunningReplica, serving_hosts, wait_until
 from caravan.local.process import ChildProcess, caravan_argv, free_port
-from caravan.spec import PlatformSpec, parse_spec
+from caravan.spec import ENGINE_PROFILES, PlatformSpec, parse_spec
 from caravan.triton.launcher import ReplicaOptions
 
 MODEL = "llm"
@@ -61,7 +61,7 @@ PNG = ROOT / "docs" / "img" / "routing.png"
 POLICIES = ("round_robin", "least_request", "session", "prefix")
 WORKLOADS = ("multi-turn", "shared-prefix", "unique")
 HIT = re.compile(r"^vllm:prefix_cache_(hits|queries)_total\{[^}]*\} ([0-9.e+]+)$", re.M)
-LEVEL_TIMEOUT_S = 900
+LEVEL_GRACE_S = 300  # beyond --level-s: the bench process's own end (drain, JSON)
 # Saturation is what is measured: Envoy's hung-replica cut-offs (a first response within
 # 5 s, silence under 10 s by default) would end the slowest requests of a saturated
 # round robin and retry them elsewhere, so they are set far above any latency here.
@@ -80,10 +80,16 @@ def policy_routing(label: str) -> dict[str, Any]:
 
 def spec_for(label: str, args: argparse.Namespace) -> PlatformSpec:
     """One model routed as the policy label says (``policy_routing``; Maglev table
-    small: 8 replicas; no retries and no hung-replica cut-offs, see ``NO_CUTOFF``)."""
+    small: 8 replicas; no retries and no hung-replica cut-offs, see ``NO_CUTOFF``); the
+    engine's costs are ``--engine-profile``'s unless ``--kv-cache-tokens`` /
+    ``--max-num-batched-tokens`` override them."""
+    kv = {} if args.kv_cache_tokens is None else {"kv_cache_tokens": args.kv_cache_tokens}
+    budget = ({} if args.max_num_batched_tokens is None
+              else {"max_num_batched_tokens": args.max_num_batched_tokens})
     return parse_spec({
-        "models": [{"name": MODEL, "engine": {"model": "simulated", "max_model_len": 16384},
-                    "simulator": {"kv_cache_tokens": args.kv_cache_tokens},
+        "models": [{"name": MODEL, "engine": {"model": "simulated", "max_model_len": 16384,
+                                              **budget},
+                    "simulator": {"profile": args.engine_profile, **kv},
                     "routing": {**policy_routing(label), "prefix_tokens": args.prefix_tokens,
                                 "maglev_table_size": 1031, "retries": 0, **NO_CUTOFF}}],
         "envoy": {"listen_port": free_port(), "admin_port": free_port()},
@@ -160,7 +166,7 @@ def run_level(url: str, workload: str, concurrency: int, args: argparse.Namespac
                         *workload_args(workload, concurrency, args),
                         "--no-progress", "--no-plot", "--out", str(out))
     with ChildProcess("bench", argv, out / "bench.log") as proc:
-        code = proc.proc.wait(timeout=LEVEL_TIMEOUT_S) if proc.proc is not None else -1
+        code = proc.proc.wait(timeout=args.level_s + LEVEL_GRACE_S) if proc.proc is not None else -1
     if code != 0:
         raise SystemExit(f"caravan bench exited {code}: {(out / 'bench.log').read_text()[-2000:]}")
     (level,) = read_json(out / "bench.json").levels
@@ -329,7 +335,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--level-s", type=float, default=240.0, help="bound on each level, s")
     p.add_argument("--time-scale", type=float, default=1.0)
     p.add_argument("--stream-interval-ms", type=float, default=200.0)
-    p.add_argument("--output-tokens", type=int, default=64)
+    p.add_argument("--output-tokens", type=int, default=64, help="mean max_tokens (+-50 %%)")
     p.add_argument("--turn-tokens", type=int, default=150, help="multi-turn: words per user message")
     p.add_argument("--turns-mean", type=float, default=8.0,
                    help="multi-turn: mean turns (8: KubeAI's threads of >= 16 messages)")
@@ -341,8 +347,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--unique-tokens", type=int, default=1024)
     p.add_argument("--prefix-tokens", type=int, default=None, help="routing.prefix_tokens (spec default)")
     p.add_argument("--seed", type=int, default=15)
-    p.add_argument("--kv-cache-tokens", type=int, default=200_000,
-                   help="KV budget per replica (200,000: the H100 default; ~47,000: an L4 as KubeAI's)")
+    p.add_argument("--engine-profile", choices=sorted(ENGINE_PROFILES), default="h100",
+                   help="simulated GPU (caravan.spec.ENGINE_PROFILES; l4: KubeAI's)")
+    p.add_argument("--kv-cache-tokens", type=int, default=None,
+                   help="KV budget per replica (default: the profile's)")
+    p.add_argument("--max-num-batched-tokens", type=int, default=None,
+                   help="engine per-step token budget (default: the spec's, 8192; KubeAI: 16384)")
     p.add_argument("--replot", action="store_true", help="redraw the PNG from the JSON")
     p.add_argument("--table", action="store_true", help="print the markdown tables from the JSON")
     p.add_argument("--out", type=Path, default=RESULTS)

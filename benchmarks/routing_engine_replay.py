@@ -33,17 +33,20 @@ from caravan.bench.workloads import BenchRequest, Kind, WorkloadSpec, make_workl
 from caravan.simulator.engine import Engine, EngineConfig, SeqRequest
 from caravan.simulator.kvcache import block_hashes
 from caravan.simulator.textgen import token_ids
+from caravan.spec import ENGINE_PROFILES, EngineArgs, SimulatorParams
 
 RESULTS = Path(__file__).parent / "results" / "routing_engine_replay.json"
 MAX_MODEL_LEN = 16384  # as benchmarks/routing.py's spec
-NO_BUDGET = 10**9
+NO_BUDGET = 10**6  # "no budget": more than any step here schedules
 
 
-def conversations(n: int, seed: int) -> list[Iterator[BenchRequest]]:
+def conversations(args: argparse.Namespace, seed: int) -> list[Iterator[BenchRequest]]:
     """One endless multi-turn stream per conversation slot."""
-    spec = WorkloadSpec(kind=Kind.MULTI_TURN, input=Lengths(150, 0.5), output=Lengths(64, 0.5),
-                        conversations=1, turns_mean=8.0, turns_max=16, max_context=MAX_MODEL_LEN)
-    return [make_workload(spec, seed, stream=i) for i in range(n)]
+    spec = WorkloadSpec(kind=Kind.MULTI_TURN, input=Lengths(args.turn_tokens, 0.5),
+                        output=Lengths(args.output_tokens, 0.5),
+                        conversations=1, turns_mean=args.turns_mean, turns_max=args.turns_max,
+                        max_context=MAX_MODEL_LEN)
+    return [make_workload(spec, seed, stream=i) for i in range(args.concurrency)]
 
 
 def seq_request(rid: str, req: BenchRequest, now_ms: float) -> SeqRequest:
@@ -55,10 +58,12 @@ def seq_request(rid: str, req: BenchRequest, now_ms: float) -> SeqRequest:
 
 def run_case(args: argparse.Namespace, policy: str, budget: int, kv: int) -> dict[str, Any]:
     """One closed-loop run; returns its figures."""
-    cfg = EngineConfig(max_num_batched_tokens=budget or NO_BUDGET, kv_cache_tokens=kv,
-                       max_model_len=MAX_MODEL_LEN)
+    sim = SimulatorParams(profile=args.engine_profile, kv_cache_tokens=kv)
+    engine = EngineArgs(model="simulated", max_model_len=MAX_MODEL_LEN,
+                        max_num_batched_tokens=budget or NO_BUDGET)
+    cfg = EngineConfig.from_spec(sim, engine)
     engines = [Engine(cfg) for _ in range(args.replicas)]
-    streams = conversations(args.concurrency, args.seed + args.concurrency)
+    streams = conversations(args, args.seed + args.concurrency)
     counter = itertools.count()
     sent_at: dict[str, tuple[int, float]] = {}
 
@@ -105,9 +110,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--requests", type=int, default=2048)
     p.add_argument("--budgets", default="0,8192,2048", help="max_num_batched_tokens; 0: none")
     p.add_argument("--kv-cache-tokens", default="200000,47000",
-                   help="per replica (200,000: the H100 default; ~47,000: an L4 as KubeAI's)")
+                   help="per replica, comma-separated (200,000: the h100 profile's; 80,000: the l4's)")
     p.add_argument("--window", choices=("second-half", "all"), default="second-half")
     p.add_argument("--seed", type=int, default=15)
+    p.add_argument("--turn-tokens", type=int, default=150, help="words per user message (+-50 %%)")
+    p.add_argument("--output-tokens", type=int, default=64, help="mean max_tokens (+-50 %%)")
+    p.add_argument("--turns-mean", type=float, default=8.0)
+    p.add_argument("--turns-max", type=int, default=16)
+    p.add_argument("--engine-profile", choices=sorted(ENGINE_PROFILES), default="h100",
+                   help="simulated GPU (caravan.spec.ENGINE_PROFILES)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     cases = []

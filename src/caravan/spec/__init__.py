@@ -19,8 +19,10 @@ from caravan.spec.base import Frozen, SpecError, format_errors
 from caravan.spec.cross_field import PROGRESS_MARGIN_S, cross_field_errors
 from caravan.spec.loader import load_spec, parse_spec, spec_document
 from caravan.spec.models import (
+    ENGINE_PROFILES,
     SLO_BUCKET_CAPS_MS,
     EngineArgs,
+    EngineProfile,
     ModelSpec,
     ReplicaBounds,
     ReplicaResources,
@@ -51,6 +53,7 @@ from caravan.spec.security import (
 from caravan.spec.strategy_params import ScalingStrategy
 
 __all__ = [
+    "ENGINE_PROFILES",
     "PROGRESS_MARGIN_S",
     "SLO_BUCKET_CAPS_MS",
     "ApiKey",
@@ -59,6 +62,7 @@ __all__ = [
     "ConsulSpec",
     "ControlPlaneSpec",
     "EngineArgs",
+    "EngineProfile",
     "EnvoySpec",
     "Frozen",
     "JwtSpec",

@@ -9,6 +9,7 @@ whole document in ``caravan.spec.platform``.
 from __future__ import annotations
 
 import re
+from dataclasses import asdict, dataclass
 from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -159,18 +160,57 @@ class Routing(_Frozen):
         return v
 
 
+@dataclass(frozen=True)
+class EngineProfile:
+    """The calibrated costs of one GPU for the simulated engine (docs/prefix-caching.md,
+    Calibration, gives every number's source): ms per decode step at batch 1, ms per
+    extra running sequence, ms per prefilled (uncached) prompt token, KV tokens."""
+
+    decode_ms_per_step: float
+    decode_ms_per_seq: float
+    prefill_ms_per_token: float
+    kv_cache_tokens: int
+
+
+# ``h100``: an 8B model in BF16 on one H100 (the default everywhere). ``l4``: Llama 3.1 8B
+# in FP8 on one NVIDIA L4 under vLLM with gpu_memory_utilization 0.9, as KubeAI's
+# multi-turn benchmark ran it.
+ENGINE_PROFILES: dict[str, EngineProfile] = {
+    "h100": EngineProfile(13.0, 0.08, 0.12, 200_000),
+    "l4": EngineProfile(36.5, 0.2, 0.25, 80_000),
+}
+_H100 = ENGINE_PROFILES["h100"]
+
+
 class SimulatorParams(_Frozen):
     """Knobs of the continuous-batching simulator that stands in for Triton+vLLM locally.
 
-    Defaults are calibrated to a 7-8B model on one H100: ~13 ms per output token at
-    batch 1, so ~300 output tokens take ~4 s (the reference table at concurrency 1).
+    ``profile`` names a calibrated GPU (``ENGINE_PROFILES``) whose costs fill every cost
+    field the spec leaves unset; the default, ``h100``, models a 7-8B model on one H100:
+    ~13 ms per output token at batch 1, so ~300 output tokens take ~4 s (the reference
+    table at concurrency 1). Fields set explicitly override the profile's.
     """
 
-    decode_ms_per_step: float = Field(13.0, gt=0, description="decode step cost at batch 1, ms")
-    decode_ms_per_seq: float = Field(0.08, ge=0, description="extra step cost per running seq, ms")
-    prefill_ms_per_token: float = Field(0.12, ge=0, description="prefill cost per prompt token, ms")
-    kv_cache_tokens: int = Field(200_000, ge=1024, description="KV-cache token budget")
+    profile: Literal["h100", "l4"] = Field("h100", description="calibrated GPU: h100 | l4")
+    decode_ms_per_step: float = Field(_H100.decode_ms_per_step, gt=0,
+                                      description="decode step cost at batch 1, ms")
+    decode_ms_per_seq: float = Field(_H100.decode_ms_per_seq, ge=0,
+                                     description="extra step cost per running seq, ms")
+    prefill_ms_per_token: float = Field(_H100.prefill_ms_per_token, ge=0,
+                                        description="prefill cost per prompt token, ms")
+    kv_cache_tokens: int = Field(_H100.kv_cache_tokens, ge=1024, description="KV-cache token budget")
     mean_output_tokens: int = Field(300, ge=1, description="when max_tokens is not given")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, data: object) -> object:
+        """Fill the cost fields the input leaves unset from its profile (an unknown
+        profile is left for the field's own check to report)."""
+        if isinstance(data, dict):
+            profile = ENGINE_PROFILES.get(str(data.get("profile", "h100")))
+            if profile is not None:
+                return {**asdict(profile), **data}
+        return data
 
 
 # Top finite bucket (ms) of the vLLM backend's histogram behind each latency SLO

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,7 +15,7 @@ from caravan.simulator.engine import (
     RequestRejected,
     SeqRequest,
 )
-from caravan.spec import EngineArgs, SimulatorParams
+from caravan.spec import ENGINE_PROFILES, EngineArgs, SimulatorParams, SpecError, parse_spec
 
 DEFAULT = EngineConfig()
 
@@ -287,3 +289,23 @@ def test_timeline_does_not_depend_on_how_often_advance_is_called(
     assert fine[0] == pytest.approx(coarse[0])
     assert fine[1] == pytest.approx(coarse[1])
     assert len(fine[1]) == len(reqs)
+
+
+def test_engine_profile_fills_unset_costs_and_keeps_explicit_ones() -> None:
+    assert SimulatorParams().profile == "h100"
+    assert asdict(ENGINE_PROFILES["h100"]) == SimulatorParams().model_dump(
+        include={"decode_ms_per_step", "decode_ms_per_seq", "prefill_ms_per_token", "kv_cache_tokens"})
+    l4 = EngineConfig.from_spec(SimulatorParams.model_validate({"profile": "l4", "kv_cache_tokens": 60_000}))
+    assert (l4.decode_ms_per_step, l4.decode_ms_per_seq, l4.prefill_ms_per_token, l4.kv_cache_tokens) == (
+        ENGINE_PROFILES["l4"].decode_ms_per_step, ENGINE_PROFILES["l4"].decode_ms_per_seq,
+        ENGINE_PROFILES["l4"].prefill_ms_per_token, 60_000)
+    again = SimulatorParams.model_validate(SimulatorParams(profile="l4").model_dump())
+    assert again == SimulatorParams(profile="l4")  # the rendered spec round-trips
+
+
+def test_unknown_engine_profile_is_refused_naming_the_field_and_choices() -> None:
+    with pytest.raises(SpecError) as err:
+        parse_spec({"models": [{"name": "m", "engine": {"model": "m"}, "simulator": {"profile": "a100"}}]})
+    text = str(err.value)
+    assert "models.0.simulator.profile" in text or "models[0].simulator.profile" in text, text
+    assert "'h100'" in text and "'l4'" in text and "a100" in text, text
