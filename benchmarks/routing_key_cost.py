@@ -1,8 +1,7 @@
-"""What deriving the prefix key costs Envoy: the same load through real Envoys at the
-same time, one per arm: ``session`` (the model routes by ``session``: the same Maglev
-cluster, no key filter) and one per key mechanism of ``prefix`` (``caravan.xds.routing``):
-``lua`` (grpc_field_extraction + the Lua key script) and ``wasm`` (the proxy-wasm filter
-``caravan/wasm/prefixkey.c``), chosen per control plane by ``MECHANISM_ENV``.
+"""What deriving the prefix key costs Envoy: the same load through two real Envoys at
+the same time, one whose model routes by ``prefix`` (the proxy-wasm key filter
+``caravan/wasm/prefixkey.c``, ``caravan.xds.routing``), one by ``session`` (the same
+Maglev cluster, no filter).
 
     .venv/bin/python benchmarks/routing_key_cost.py [--concurrency 50] [--rounds 3]
 
@@ -11,17 +10,18 @@ Stack (127.0.0.1): ``--replicas`` real tritonserver replicas answering after a f
 hides a proxy's delay), registered once; per arm a ``caravan xds --registry`` control
 plane (one spec each, the only difference ``routing.policy``) and an Envoy
 (``--concurrency 1`` each). Per round, one ``caravan bench --no-stream`` process per arm,
-all started together, with the same seed (the same prompts of ``--prompt-words`` words,
-> 16 KiB by default so the first message spans several HTTP/2 frames, in the same
-order), at ``--concurrency`` each, no session header.
+started together (rotating which starts first), with the same seed (the same prompts of
+``--prompt-words`` words, > 16 KiB by default so the first message spans several HTTP/2
+frames, in the same order), at ``--concurrency`` each, no session header.
 
-Figures (medians over rounds): each arm's p50 / p99 end-to-end latency and req/s; per
-keyed arm the added p50 (its p50 minus the session arm's) and the paired per-request
-difference (the same request index through both; its p50, the figure compared with the
-target: the arms' own p50s vary by several ms from round to round); each Envoy's CPU per
-request (utime + stime from /proc over the round, divided by its requests). Target
-(issue 15): added p50 <= 0.2 ms at concurrency 50. Writes
-benchmarks/results/routing_key_cost.json.
+Figures (medians over rounds): each arm's p50 / p99 end-to-end latency and req/s; the
+added p50 (prefix arm p50 minus session arm p50) and the paired per-request difference
+(the same request index through both; its p50, the figure compared with the target: the
+arms' own p50s vary by several ms from round to round); each Envoy's CPU per request
+(utime + stime from /proc over the round, divided by its requests). Target (issue 15):
+added p50 <= 0.2 ms at concurrency 50. Writes benchmarks/results/routing_key_cost.json.
+(The comparison with the grpc_field_extraction + Lua filters this filter replaced is
+``routing_key_cost_candidates.json``, docs/routing.md.)
 """
 
 from __future__ import annotations
@@ -44,15 +44,13 @@ from caravan.local.launch import Launcher, http_get, serving_hosts, wait_until
 from caravan.local.process import ChildProcess, caravan_argv, free_port
 from caravan.spec import PlatformSpec, parse_spec
 from caravan.triton.launcher import ReplicaOptions
-from caravan.xds.routing import MECHANISM_ENV
 
 MODEL = "keycost"
 RESULTS = Path(__file__).parent / "results" / "routing_key_cost.json"
 TARGET_MS = 0.2
 BASE = "session"
-# arm -> (routing.policy, key mechanism: caravan.xds.routing.MECHANISM_ENV for its control plane)
-ARMS = {BASE: ("session", "wasm"), "lua": ("prefix", "lua"), "wasm": ("prefix", "wasm")}
-KEYED = tuple(a for a in ARMS if a != BASE)
+ARMS = (BASE, "prefix")  # each arm's routing.policy is its name
+KEYED = ARMS[1:]
 
 
 def spec_for(policy: str) -> PlatformSpec:
@@ -67,7 +65,7 @@ def spec_for(policy: str) -> PlatformSpec:
 def start(launch: Launcher, args: argparse.Namespace) -> dict[str, tuple[str, int]]:
     """Replicas, then per arm a control plane and an Envoy; {arm: (URL, Envoy PID)}."""
     options = ReplicaOptions(stream_interval_ms=0, fixed_ms_per_token=args.ms_per_token, exit_timeout_s=5)
-    specs = {arm: spec_for(policy) for arm, (policy, _) in ARMS.items()}
+    specs = {arm: spec_for(arm) for arm in ARMS}
     replicas = launch.replicas([f"r{i}" for i in range(args.replicas)], specs[BASE].model(MODEL), options)
     registry = launch.state_dir / "registry.json"
     write_registry(registry, [r.registration() for r in replicas])
@@ -77,7 +75,6 @@ def start(launch: Launcher, args: argparse.Namespace) -> dict[str, tuple[str, in
         path = launch.state_dir / f"{arm}.yaml"
         path.write_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False))
         cp = spec.control_plane
-        os.environ[MECHANISM_ENV] = ARMS[arm][1]  # inherited by this arm's control plane
         launch.control_plane(path, port=cp.xds_port, admin_port=cp.admin_port, registry=registry,
                              name=f"xds-{arm}", ready=True)
         envoy = launch.envoy(spec, [("127.0.0.1", cp.xds_port)], node_id=f"keycost-{arm}")
@@ -176,7 +173,7 @@ def main(argv: list[str]) -> None:
         print(json.dumps(histograms, indent=1))
     median = {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
     met = {arm: median[f"{arm}_paired_added_p50_ms"] <= TARGET_MS for arm in KEYED}
-    data = {"args": vars(args), "arms": {a: {"policy": p, "mechanism": m} for a, (p, m) in ARMS.items()},
+    data = {"args": vars(args), "arms": list(ARMS),
             "target_added_p50_ms": TARGET_MS, "median": median, "rounds": rounds,
             "envoy_histograms": histograms, "met": met}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

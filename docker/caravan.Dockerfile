@@ -7,7 +7,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src/ src/
 RUN pip install --no-cache-dir . && rm -rf /src
-# Envoy's proxy-wasm filters (the per-inference rate limit), compiled at install time
+# Envoy's proxy-wasm filters (inference rate limit, prefix key), compiled at install time
 RUN python -m caravan.wasm.build
 WORKDIR /app
 RUN useradd --system --uid 10001 caravan

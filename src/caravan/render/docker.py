@@ -57,7 +57,7 @@ def caravan_dockerfile(spec: PlatformSpec) -> str:
         "COPY pyproject.toml README.md ./\n"
         "COPY src/ src/\n"
         "RUN pip install --no-cache-dir . && rm -rf /src\n"
-        "# Envoy's proxy-wasm filters (the per-inference rate limit), compiled at install time\n"
+        "# Envoy's proxy-wasm filters (inference rate limit, prefix key), compiled at install time\n"
         "RUN python -m caravan.wasm.build\n"
         "WORKDIR /app\n"
         f"RUN useradd --system --uid {CARAVAN_UID} caravan\n"

@@ -109,6 +109,12 @@ def test_two_users_with_the_same_long_prefix_share_a_replica_and_its_cache(stack
     assert _hits(replica) - before >= 224, "the second user's prompt reuses the cached document blocks"
 
 
+def test_one_prefix_with_six_different_endings_stays_on_one_replica(stack: Stack) -> None:
+    # without the key header reaching the router's hash: 3 replicas, (1/3)^5 by chance
+    served = {_ask(stack, f"{DOC} then question {i}?") for i in range(6)}
+    assert len(served) == 1, served
+
+
 def test_different_prefixes_spread_over_the_replicas(stack: Stack) -> None:
     served = {_ask(stack, f"document {i} " + DOC) for i in range(12)}
     assert len(served) >= 2, served

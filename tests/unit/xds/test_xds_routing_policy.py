@@ -1,6 +1,6 @@
 """Generated Envoy config per ``routing.policy`` (caravan.xds.routing, through
-caravan.xds.resources): balancer, hash policies, prefix filters and their per-route
-switches, the descriptor set and the Lua script."""
+caravan.xds.resources): balancer, hash policies, the prefix key filter, where it runs
+and its plugin configuration."""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ from typing import Any
 import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_components_pb2
-from envoy.extensions.common.matching.v3 import extension_matcher_pb2
-from envoy.extensions.filters.http.grpc_field_extraction.v3 import config_pb2 as gfe_pb2
-from envoy.extensions.filters.http.lua.v3 import lua_pb2
-from google.protobuf import descriptor_pb2
+from envoy.extensions.filters.http.wasm.v3 import wasm_pb2 as wasm_filter_pb2
+from google.protobuf import wrappers_pb2
 from xds_unit_helpers import unpack
 
 from caravan.spec import SpecError, parse_spec
+from caravan.wasm import build
 from caravan.xds import resources as res
 from caravan.xds import routing
 
@@ -60,57 +59,42 @@ def test_route_hash_policies(policy: str, expected: list[tuple[str, bool]]) -> N
 
 
 @pytest.mark.parametrize("policy", ["session", "least_request", "round_robin"])
-def test_no_prefix_model_no_prefix_filters(policy: str) -> None:
+def test_no_prefix_model_no_prefix_filter(policy: str) -> None:
     spec = _spec(policy)
     names = [f.name for f in res.http_connection_manager(spec).http_filters]
-    assert not {routing.FIELDS_FILTER, routing.KEY_FILTER} & set(names)
+    assert routing.KEY_FILTER not in names
     assert all(not r.typed_per_filter_config for r in _routes(spec).values())
 
 
-def test_prefix_filters_sit_before_the_router_and_only_prefix_routes_run_them(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(routing.MECHANISM_ENV, "lua")
+def test_the_key_filter_sits_before_the_router_and_only_prefix_routes_run_it() -> None:
     spec = _spec("prefix", prefix_tokens=48)
     filters = res.http_connection_manager(spec).http_filters
-    assert [f.name for f in filters][-3:] == [routing.FIELDS_FILTER, routing.KEY_FILTER,
-                                             "envoy.filters.http.router"]
+    assert [f.name for f in filters][-2:] == [routing.KEY_FILTER, "envoy.filters.http.router"]
     routes = _routes(spec)
-    for name in ("a-stream", "a-unary"):
-        per = routes[name].typed_per_filter_config
-        assert set(per) == {routing.KEY_FILTER}
-        script = unpack(per[routing.KEY_FILTER], lua_pb2.LuaPerRoute).source_code.inline_string
-        assert "local MAX_WORDS = 48\n" in script and f'"{routing.PREFIX_KEY_HEADER}"' in script
-        assert "@" not in script
+    assert not routes["a-stream"].typed_per_filter_config and not routes["a-unary"].typed_per_filter_config
     for name in ("b-stream", "b-unary", "unknown-model"):
         per = routes[name].typed_per_filter_config
-        assert set(per) == {routing.FIELDS_FILTER, routing.KEY_FILTER}
-        assert all(unpack(v, route_components_pb2.FilterConfig).disabled for v in per.values())
+        assert set(per) == {routing.KEY_FILTER}
+        assert unpack(per[routing.KEY_FILTER], route_components_pb2.FilterConfig).disabled
 
 
-def test_field_extraction_config_names_both_methods_and_the_text_fields(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(routing.MECHANISM_ENV, "lua")
-    spec = _spec("prefix")
-    (fields,) = [f for f in res.http_connection_manager(spec).http_filters if f.name == routing.FIELDS_FILTER]
-    wrapped = unpack(fields.typed_config,
-                     extension_matcher_pb2.ExtensionWithMatcher)
-    config = unpack(wrapped.extension_config.typed_config, gfe_pb2.GrpcFieldExtractionConfig)
-    assert sorted(config.extractions_by_method) == sorted(routing.METHODS)
-    for extraction in config.extractions_by_method.values():
-        assert sorted(extraction.request_field_extractions) == sorted(routing.FIELDS)
-    assert config.descriptor_set.inline_bytes == routing.descriptor_set()
-    text = str(wrapped.xds_matcher)
-    assert "grpc-encoding" in text and "identity" in text and "x-session-id" in text
-
-
-def test_descriptor_set_declares_the_bytes_fields_as_string() -> None:
-    fds = descriptor_pb2.FileDescriptorSet.FromString(routing.descriptor_set())
-    types = {(m.name, f.name): f.type for p in fds.file for m in p.message_type for f in m.field}
-    string = descriptor_pb2.FieldDescriptorProto.TYPE_STRING
-    assert types[("ModelInferRequest", "raw_input_contents")] == string
-    assert types[("InferTensorContents", "bytes_contents")] == string
-    assert types[("ModelInferRequest", "model_name")] == string
-    assert {p.package for p in fds.file} == {"inference"}
+def test_the_key_filter_runs_prefixkey_with_every_prefix_model_in_its_configuration() -> None:
+    spec = parse_spec({"default_model": "b", "models": [
+        {"name": "a", "engine": {"model": "m"}, "routing": {"policy": "prefix", "prefix_tokens": 48}},
+        {"name": "b", "engine": {"model": "m"},
+         "routing": {"policy": "prefix", "session_header": "x-conversation"}},
+        {"name": "c", "engine": {"model": "m"}, "routing": {"policy": "session"}},
+    ]})
+    (key,) = [f for f in res.http_connection_manager(spec).http_filters if f.name == routing.KEY_FILTER]
+    plugin = unpack(key.typed_config, wasm_filter_pb2.Wasm).config
+    assert plugin.vm_config.code.local.inline_bytes == build.module_bytes(routing.WASM_MODULE)
+    assert plugin.allow_on_headers_stop_iteration.value, "else Envoy withholds the body from the filter"
+    text = unpack(plugin.configuration, wrappers_pb2.StringValue).value
+    assert text.splitlines() == [
+        f"key {routing.PREFIX_KEY_HEADER}", f"model_header {spec.envoy.model_header}", "default b",
+        "path /inference.GRPCInferenceService/ModelStreamInfer",
+        "path /inference.GRPCInferenceService/ModelInfer", f"max_hold {routing.MAX_HOLD_BYTES}",
+        "model a 48 x-session-id", f"model b {spec.model('b').routing.prefix_tokens} x-conversation"]
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
