@@ -198,6 +198,23 @@ def test_a_prompt_over_16_kib_is_keyed_by_its_first_words(stack: Stack) -> None:
     assert _ask(stack, long_prompt) == short
 
 
+def test_a_prompt_behind_20_kib_of_other_input_is_keyed_across_frames(stack: Stack) -> None:
+    # text_input's bytes start past the first 16 KiB frame: the filter must buffer across
+    # body callbacks. (The replica refuses the unknown input; its reply names it.)
+    for i in range(3):
+        prompt = f"behind padding {i} {DOC}"
+        expected = _ask(stack, prompt)
+        tensors = request_tensors(prompt, 2, False, False, {})
+        req = pb.ModelInferRequest(model_name=MODEL, id=f"padded-{i}")
+        req.inputs.add(name="padding", datatype="BYTES", shape=[1])
+        req.raw_input_contents.append(b"\0" * (20 * 1024))
+        for name, dtype, raw in tensors:
+            req.inputs.add(name=name, datatype=dtype, shape=[1])
+            req.raw_input_contents.append(raw)
+        status, upstream = _raw_stream(stack, [req.SerializeToString()])
+        assert upstream == expected, status
+
+
 def test_typed_bytes_contents_are_keyed_like_raw_contents(stack: Stack) -> None:
     prompt = f"typed contents {DOC}"
     raw_upstream = _ask(stack, prompt)
