@@ -279,8 +279,7 @@ enum { LOG_WARN = 3 };
 extern int32_t WASM_IMPORT(proxy_log)(int32_t level, const char *msg, size_t size);
 extern int32_t WASM_IMPORT(proxy_get_buffer_bytes)(int32_t type, size_t start, size_t length,
                                                     char **ptr, size_t *size);
-extern int32_t WASM_IMPORT(proxy_get_header_map_value)(int32_t type, const char *key, size_t key_size,
-                                                        char **value, size_t *value_size);
+extern int32_t WASM_IMPORT(proxy_get_header_map_pairs)(int32_t type, char **data, size_t *size);
 extern int32_t WASM_IMPORT(proxy_replace_header_map_value)(int32_t type, const char *key,
                                                             size_t key_size, const char *value,
                                                             size_t value_size);
@@ -291,6 +290,7 @@ extern int32_t WASM_IMPORT(proxy_remove_header_map_value)(int32_t type, const ch
 #define MAX_PATHS 4
 #define MAX_MODELS 64
 #define MAX_STREAMS 4096
+#define FIRST_READ 4096
 
 typedef struct { char name[MAX_NAME]; int words; char session[MAX_NAME]; } Model;
 
@@ -404,61 +404,77 @@ int32_t WASM_EXPORT(proxy_on_configure)(uint32_t id, size_t size) {
 
 /* ------------------------------------------------------------------ headers */
 
-/* The request header `name`'s value (malloc'd, caller frees) or NULL when absent. */
-static char *header(const char *name, size_t *n) {
-  char *value = NULL;
-  *n = 0;
-  if (proxy_get_header_map_value(MAP_REQUEST_HEADERS, name, strlen_(name), &value, n) != OK) {
-    free(value);
-    return NULL;
+/* The request headers, fetched with one host call (proxy_get_header_map_pairs: u32 count,
+ * count x (u32 name size, u32 value size), then each name and value NUL-terminated). */
+typedef struct { const char *data; size_t size; } Pairs;
+typedef struct { const char *v; size_t n; } Str;
+
+static uint32_t u32_at(const char *p) {
+  const unsigned char *q = (const unsigned char *)p;
+  return (uint32_t)q[0] | (uint32_t)q[1] << 8 | (uint32_t)q[2] << 16 | (uint32_t)q[3] << 24;
+}
+
+/* The value of header `name` (lower case, as Envoy stores them); v NULL when absent. */
+static Str get(Pairs h, const char *name) {
+  Str none = {NULL, 0};
+  if (h.size < 4) return none;
+  uint32_t count = u32_at(h.data);
+  if (count > (h.size - 4) / 8) return none;
+  size_t at = 4 + (size_t)count * 8;
+  for (uint32_t i = 0; i < count; i++) {
+    size_t kn = u32_at(h.data + 4 + i * 8), vn = u32_at(h.data + 8 + i * 8);
+    if (kn + vn + 2 > h.size - at) return none;
+    if (same(h.data + at, kn, name)) return (Str){h.data + at + kn + 1, vn};
+    at += kn + vn + 2;
   }
-  return value;
+  return none;
 }
 
-static int header_is(const char *name, const char *(*pred)(const char *, size_t)) {
-  size_t n = 0;
-  char *v = header(name, &n);
-  int yes = pred(v, n) != NULL;
-  free(v);
-  return yes;
+static int keyed_path(Pairs h) {
+  Str path = get(h, ":path");
+  for (int i = 0; path.v != NULL && i < g_npaths; i++)
+    if (same(path.v, path.n, g_paths[i])) return 1;
+  return 0;
 }
 
-static const char *keyed_path(const char *v, size_t n) {
-  for (int i = 0; v != NULL && i < g_npaths; i++)
-    if (same(v, n, g_paths[i])) return v;
-  return NULL;
-}
-
-static const char *present(const char *v, size_t n) { return v; }
-
-static const char *compressed(const char *v, size_t n) {
-  return v != NULL && !same(v, n, "identity") ? v : NULL;
+static int compressed(Pairs h) {
+  Str enc = get(h, "grpc-encoding");
+  return enc.v != NULL && !same(enc.v, enc.n, "identity");
 }
 
 /* The model of this request: the model header's value, else the default model. */
-static const Model *model(void) {
-  size_t n = 0;
-  char *v = header(g_model_header, &n);
-  const Model *found = NULL;
-  for (int i = 0; i < g_nmodels && found == NULL; i++)
-    if (v != NULL ? same(v, n, g_models[i].name) : same(g_default, strlen_(g_default), g_models[i].name))
-      found = &g_models[i];
-  free(v);
-  return found;
+static const Model *model(Pairs h) {
+  Str name = get(h, g_model_header);
+  if (name.v == NULL) name = (Str){g_default, strlen_(g_default)};
+  for (int i = 0; i < g_nmodels; i++)
+    if (same(name.v, name.n, g_models[i].name)) return &g_models[i];
+  return NULL;
+}
+
+static void hold(uint32_t id, int words) {
+  Held *h = malloc(sizeof *h);
+  if (h == NULL) return;
+  h->id = id;
+  h->words = words;
+  h->next = g_held[id % MAX_STREAMS];
+  g_held[id % MAX_STREAMS] = h;
 }
 
 int32_t WASM_EXPORT(proxy_on_request_headers)(uint32_t id, uint32_t headers, uint32_t eos) {
-  if (g_key[0]) proxy_remove_header_map_value(MAP_REQUEST_HEADERS, g_key, strlen_(g_key));
-  if (eos || !header_is(":path", keyed_path) || header_is("grpc-encoding", compressed)) return CONTINUE;
-  const Model *m = model();
-  if (m == NULL || header_is(m->session, present)) return CONTINUE;
-  Held *h = malloc(sizeof *h);
-  if (h == NULL) return CONTINUE;
-  h->id = id;
-  h->words = m->words;
-  h->next = g_held[id % MAX_STREAMS];
-  g_held[id % MAX_STREAMS] = h;
-  return STOP_ITERATION;
+  char *data = NULL;
+  size_t size = 0;
+  if (g_npaths == 0 || proxy_get_header_map_pairs(MAP_REQUEST_HEADERS, &data, &size) != OK) {
+    free(data);
+    return CONTINUE;
+  }
+  Pairs h = {data, size};
+  if (get(h, g_key).v != NULL) proxy_remove_header_map_value(MAP_REQUEST_HEADERS, g_key, strlen_(g_key));
+  const Model *m = eos || !keyed_path(h) || compressed(h) ? NULL : model(h);
+  int held = m != NULL && get(h, m->session).v == NULL;
+  free(data);
+  if (!held) return CONTINUE;
+  hold(id, m->words);
+  return *slot_of(id) != NULL ? STOP_ITERATION : CONTINUE;
 }
 
 /* ------------------------------------------------------------------ body */
@@ -466,13 +482,17 @@ int32_t WASM_EXPORT(proxy_on_request_headers)(uint32_t id, uint32_t headers, uin
 int32_t WASM_EXPORT(proxy_on_request_body)(uint32_t id, size_t size, uint32_t eos) {
   Held *h = *slot_of(id);
   if (h == NULL) return CONTINUE;
-  size_t want = size < g_max_hold ? size : g_max_hold;
-  char *body = NULL, key[8];
-  size_t n = 0;
-  int r = R_NONE;
-  if (proxy_get_buffer_bytes(BUF_REQUEST_BODY, 0, want, &body, &n) == OK)
-    r = prefix_key_of((const uint8_t *)body, n, h->words, key);
-  free(body);
+  char key[8];
+  int r = R_MORE;
+  /* the first words usually lie in the first KiB: copy FIRST_READ bytes, then all */
+  for (size_t want = FIRST_READ; r == R_MORE; want = g_max_hold) {
+    char *body = NULL;
+    size_t n = 0, have = size < want ? size : want;
+    r = proxy_get_buffer_bytes(BUF_REQUEST_BODY, 0, have, &body, &n) == OK
+            ? prefix_key_of((const uint8_t *)body, n, h->words, key) : R_NONE;
+    free(body);
+    if (have == size || want == g_max_hold) break;
+  }
   if (r == R_MORE && !eos && size < g_max_hold) return STOP_AND_BUFFER;
   if (r == R_KEY) proxy_replace_header_map_value(MAP_REQUEST_HEADERS, g_key, strlen_(g_key), key, 8);
   release(id);

@@ -94,11 +94,12 @@ def _prefix_models(spec: PlatformSpec) -> list[ModelSpec]:
 def wasm_plugin_config(spec: PlatformSpec) -> str:
     """The key filter's configuration text (format in ``prefixkey.c``): the key header,
     the model header and default model, the keyed methods' paths, the hold cap, and per
-    ``prefix`` model its ``prefix_tokens`` and session header."""
-    lines = [f"key {PREFIX_KEY_HEADER}", f"model_header {spec.envoy.model_header}",
+    ``prefix`` model its ``prefix_tokens`` and session header (header names in lower
+    case, as Envoy's header map holds them)."""
+    lines = [f"key {PREFIX_KEY_HEADER}", f"model_header {spec.envoy.model_header.lower()}",
              f"default {spec.default.name}", *(f"path {p}" for p in PATHS),
              f"max_hold {MAX_HOLD_BYTES}"]
-    lines += [f"model {m.name} {m.routing.prefix_tokens} {m.routing.session_header}"
+    lines += [f"model {m.name} {m.routing.prefix_tokens} {m.routing.session_header.lower()}"
               for m in _prefix_models(spec)]
     return "\n".join(lines) + "\n"
 
