@@ -260,6 +260,24 @@ def ratios(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def merge(parts: list[dict[str, Any]], names: str) -> dict[str, Any]:
+    """One result document from several runs (``--merge``): each (policy, workload,
+    concurrency) from the last run that has it; ``args`` lists every policy, workload and
+    concurrency; ``runs`` keeps each run's own args and label."""
+    results: dict[str, Any] = {}
+    for part in parts:
+        for policy, by_workload in part["results"].items():
+            for workload, by_c in by_workload.items():
+                results.setdefault(policy, {}).setdefault(workload, {}).update(by_c)
+    args = dict(parts[0]["args"])
+    for key in ("policies", "workloads", "concurrency"):
+        args[key] = list(dict.fromkeys(x for part in parts for x in part["args"][key]))
+    return {"args": args, "label": parts[0]["label"], "merged_from": names.split(","),
+            "runs": [{"args": part["args"], "wall_s": part["wall_s"]} for part in parts],
+            "wall_s": sum(part["wall_s"] for part in parts), "results": results,
+            "ratio_to_round_robin": ratios(results)}
+
+
 def plot(data: dict[str, Any], path: Path) -> None:
     """Mean TTFT and requests/s against concurrency, a line per policy, a row per workload."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -288,6 +306,46 @@ def plot(data: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
+
+
+def plot_bars(parts: list[dict[str, Any]], path: Path) -> None:
+    """Mean TTFT and requests/s per policy, a group of bars per run (each labelled by its
+    engine profile, workload and concurrency): for runs at a single concurrency."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.6))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2)
+    policies = list(dict.fromkeys(p for part in parts for p in part["results"]))
+    width = 0.8 / len(policies)
+    for col, (key, title) in enumerate((("ttft_mean_ms", "mean TTFT (ms, simulated)"),
+                                        ("req_per_s", "requests/s (simulated)"))):
+        ax = axes[col]
+        for i, policy in enumerate(policies):
+            xs, ys = [], []
+            for g, part in enumerate(parts):
+                for by_c in part["results"].get(policy, {}).values():
+                    for fig_c in by_c.values():
+                        xs.append(g + (i - (len(policies) - 1) / 2) * width)
+                        ys.append(fig_c[key])
+            ax.bar(xs, ys, width, label=policy)
+        ax.set_xticks(range(len(parts)), [run_label(part) for part in parts], fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("8 simulated-engine replicas behind the real Envoy and real Triton frontends",
+                 fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def run_label(part: dict[str, Any]) -> str:
+    """``l4, multi-turn, c=600``: what a run was (profile, workloads, concurrency)."""
+    a = part["args"]
+    return (f"{a.get('engine_profile', 'h100')}, {'+'.join(a['workloads'])}, "
+            f"c={','.join(str(c) for c in a['concurrency'])}")
 
 
 TABLE_COLUMNS = (("ttft_mean_ms", "TTFT mean ms", "{:.0f}"), ("ttft_p50_ms", "p50", "{:.0f}"),
@@ -353,6 +411,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="KV budget per replica (default: the profile's)")
     p.add_argument("--max-num-batched-tokens", type=int, default=None,
                    help="engine per-step token budget (default: the spec's, 8192; KubeAI: 16384)")
+    p.add_argument("--merge", default="", help="A.json,B.json: one JSON (--out) and plot from "
+                   "runs of other policies or workloads (each run's own args kept under 'runs')")
+    p.add_argument("--bars", default="", help="A.json,B.json: a bar plot (PNG at --out) of runs "
+                   "at one concurrency each, a group per run")
     p.add_argument("--replot", action="store_true", help="redraw the PNG from the JSON")
     p.add_argument("--table", action="store_true", help="print the markdown tables from the JSON")
     p.add_argument("--out", type=Path, default=RESULTS)
@@ -370,7 +432,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
     png = PNG if args.out == RESULTS else args.out.with_suffix(".png")
-    if args.replot or args.table:
+    if args.bars:
+        plot_bars([json.loads(Path(f).read_text()) for f in args.bars.split(",")], args.out)
+        print(f"wrote {args.out}")
+        return
+    if args.merge:
+        data = merge([json.loads(Path(f).read_text()) for f in args.merge.split(",")], args.merge)
+        args.out.write_text(json.dumps(data, indent=1) + "\n")
+        plot(data, png)
+        print(f"wrote {args.out} and {png}")
+    if args.replot or args.table or args.merge:
         data = json.loads(args.out.read_text())
         if args.replot:
             plot(data, png)

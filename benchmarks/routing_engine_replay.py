@@ -103,10 +103,25 @@ def figures(engines: list[Engine], firsts: list[tuple[float, float]], done: list
             "hit_rate": sum(s.prefix_cache_hits for s in stats) / queries if queries else 0.0}
 
 
+def run_pair(args: argparse.Namespace, budget: int, kv: int) -> dict[str, Any]:
+    """Round robin and pinned on the same requests; prints and returns the case."""
+    rr, pinned = (run_case(args, pol, budget, kv) for pol in ("round_robin", "pinned"))
+    case = {"concurrency": args.concurrency, "kv_cache_tokens": kv,
+            "max_num_batched_tokens": budget or None, "round_robin": rr, "pinned": pinned,
+            "ttft_ratio": rr["ttft_mean_ms"] / pinned["ttft_mean_ms"],
+            "req_per_s_ratio": pinned["req_per_s"] / rr["req_per_s"]}
+    print(f"c={args.concurrency} kv={kv} budget={budget or 'none'}: round_robin "
+          f"{rr['ttft_mean_ms']:.0f} ms {rr['req_per_s']:.1f} req/s hit {rr['hit_rate']:.0%} | "
+          f"pinned {pinned['ttft_mean_ms']:.0f} ms {pinned['req_per_s']:.1f} req/s hit "
+          f"{pinned['hit_rate']:.0%} | TTFT {case['ttft_ratio']:.2f}x lower, "
+          f"req/s {case['req_per_s_ratio']:.2f}x", flush=True)
+    return case
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--replicas", type=int, default=8)
-    p.add_argument("--concurrency", type=int, default=256)
+    p.add_argument("--concurrency", default="256", help="conversations at a time, comma-separated")
     p.add_argument("--requests", type=int, default=2048)
     p.add_argument("--budgets", default="0,8192,2048", help="max_num_batched_tokens; 0: none")
     p.add_argument("--kv-cache-tokens", default="200000,47000",
@@ -122,19 +137,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     cases = []
-    for kv in (int(x) for x in args.kv_cache_tokens.split(",")):
-        for budget in (int(x) for x in args.budgets.split(",")):
-            rr, pinned = (run_case(args, pol, budget, kv) for pol in ("round_robin", "pinned"))
-            case = {"kv_cache_tokens": kv, "max_num_batched_tokens": budget or None,
-                    "round_robin": rr, "pinned": pinned,
-                    "ttft_ratio": rr["ttft_mean_ms"] / pinned["ttft_mean_ms"],
-                    "req_per_s_ratio": pinned["req_per_s"] / rr["req_per_s"]}
-            cases.append(case)
-            print(f"kv={kv} budget={budget or 'none'}: round_robin {rr['ttft_mean_ms']:.0f} ms "
-                  f"{rr['req_per_s']:.1f} req/s hit {rr['hit_rate']:.0%} | pinned "
-                  f"{pinned['ttft_mean_ms']:.0f} ms {pinned['req_per_s']:.1f} req/s hit "
-                  f"{pinned['hit_rate']:.0%} | TTFT {case['ttft_ratio']:.2f}x lower, "
-                  f"req/s {case['req_per_s_ratio']:.2f}x", flush=True)
+    for c in (int(x) for x in args.concurrency.split(",")):
+        one = argparse.Namespace(**{**vars(args), "concurrency": c})
+        for kv in (int(x) for x in args.kv_cache_tokens.split(",")):
+            for budget in (int(x) for x in args.budgets.split(",")):
+                cases.append(run_pair(one, budget, kv))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                     "label": "pure simulated engines (no Envoy, no Triton), "
