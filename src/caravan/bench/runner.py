@@ -22,6 +22,7 @@ Single event loop; not thread-safe. The clock is injectable (monotonic seconds).
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import logging
 import math
@@ -88,6 +89,64 @@ class SessionGate:
         if spec.thread:
             self._event(spec.thread, spec.turn).set()
 
+    def is_open(self, spec: RequestSpec) -> bool:
+        """True when ``spec`` may be sent now (first turn, or its previous turn finished)."""
+        return not spec.thread or spec.turn == 0 or self._event(spec.thread, spec.turn - 1).is_set()
+
+
+class ReadyTurns:
+    """The specs of a closed-loop level in order, except that a turn whose conversation's
+    previous turn has not finished is passed over and handed out as soon as it has: a
+    free worker never waits for one conversation while another has a turn ready, so a
+    conversation's next turn goes the moment its previous one ends (as each thread of a
+    chat client does). Looks ahead at most ``lookahead`` held turns. One event loop."""
+
+    def __init__(self, specs: Sequence[RequestSpec], gate: SessionGate, lookahead: int) -> None:
+        self._specs = iter(specs)
+        self._gate = gate
+        self._lookahead = max(1, lookahead)
+        self._held: dict[str, collections.deque[RequestSpec]] = {}
+        self._n_held = 0
+        self._ready: collections.deque[RequestSpec] = collections.deque()
+        self._changed = asyncio.Event()
+        self._exhausted = False
+
+    async def next(self, stop: Callable[[], bool]) -> RequestSpec | None:
+        """The next spec that may go now; None when every spec was handed out or ``stop()``
+        (checked again whenever a request finishes)."""
+        while not stop():
+            if not self._ready:
+                self._pull()
+            if self._ready:
+                return self._ready.popleft()
+            if self._exhausted and not self._n_held:
+                return None
+            self._changed.clear()
+            await self._changed.wait()
+        return None
+
+    def finished(self, spec: RequestSpec) -> None:
+        """``spec`` ended (after ``SessionGate.done``): release its conversation's next
+        turn and wake the workers waiting for one."""
+        queue = self._held.get(spec.thread)
+        if queue and self._gate.is_open(queue[0]):
+            self._ready.append(queue.popleft())
+            self._n_held -= 1
+            if not queue:
+                del self._held[spec.thread]
+        self._changed.set()
+
+    def _pull(self) -> None:
+        while not self._ready and not self._exhausted and self._n_held < self._lookahead:
+            spec = next(self._specs, None)
+            if spec is None:
+                self._exhausted = True
+            elif spec.thread in self._held or not self._gate.is_open(spec):
+                self._held.setdefault(spec.thread, collections.deque()).append(spec)
+                self._n_held += 1
+            else:
+                self._ready.append(spec)
+
 
 @dataclass
 class _Run:
@@ -128,13 +187,19 @@ class _Run:
 
 
 async def _by_concurrency(run: _Run, specs: Sequence[RequestSpec], workers: int) -> None:
-    queue = iter(specs)
+    """``workers`` closed-loop workers, each sending the next spec ``ReadyTurns`` gives
+    when its previous request ends."""
+    turns = ReadyTurns(specs, run.gate, lookahead=4 * max(1, workers))
 
     async def worker() -> None:
-        for spec in queue:  # a shared iterator: each spec goes to one worker
-            if run.should_stop():
+        while True:
+            spec = await turns.next(run.should_stop)
+            if spec is None:
                 return
-            await run.one(spec)
+            try:
+                await run.one(spec)
+            finally:
+                turns.finished(spec)
 
     await asyncio.gather(*(worker() for _ in range(max(1, workers))))
 

@@ -160,5 +160,39 @@ def test_multi_turn_conversations_wait_for_their_previous_turn() -> None:
     level = LoadLevel(Shape.CONCURRENCY, 6, Limits(requests=30))
     result = asyncio.run(run_level(transport, level, source))
     assert result.summary.ok == 30  # the fake asserts no turn went before its predecessor
-    assert transport.max_in_flight <= 4  # per slot: a chat's last turn and its successor's first
+    assert transport.max_in_flight <= 6  # the workers: later chats may start while others run
     assert any(s.turn > 0 for s in transport.sent) and all(not s.session_id for s in transport.sent)
+
+
+class FixedSpecs:
+    """A workload of the given specs (measured stream only)."""
+
+    seed = 0
+
+    def __init__(self, specs: tuple[RequestSpec, ...]) -> None:
+        self.specs = specs
+
+    def build(self, count: int, stream_id: int = 0) -> tuple[RequestSpec, ...]:
+        return self.specs[:count]
+
+
+class ByThreadDelay(FakeTransport):
+    """Answers a request of conversation ``a`` after 30 ms, any other after 2 ms."""
+
+    async def send(self, spec: RequestSpec, t0: float) -> RequestRecord:
+        self.delay_s = 0.03 if spec.thread == "a" else 0.002
+        return await super().send(spec, t0)
+
+
+def test_a_free_worker_takes_another_conversations_ready_turn() -> None:
+    # a0 b0 a1 b1 ... in order, 2 workers: b's turns must not wait behind a's slow ones
+    # (each conversation's next turn goes as soon as its previous one ends).
+    order = [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("b", 2), ("b", 3), ("b", 4)]
+    specs = tuple(RequestSpec(i, "p", 1, 1, turn=t, conversation=c) for i, (c, t) in enumerate(order))
+    transport = ByThreadDelay()
+    level = LoadLevel(Shape.CONCURRENCY, 2, Limits(requests=len(specs)))
+    asyncio.run(run_level(transport, level, FixedSpecs(specs)))
+    done = transport.finished
+    assert sorted(done) == sorted(order)  # every turn, none before its predecessor (the fake)
+    assert done.index(("b", 4)) < done.index(("a", 1))
+    assert transport.max_in_flight == 2
