@@ -3,8 +3,9 @@
 proxy-wasm filters.
 
 ``module_bytes(name)`` returns the ``.wasm`` of ``caravan/wasm/<name>.c``, cached in
-memory and on disk under ``cache_dir()`` by the SHA-256 of the source, the compiler
-flags and the ``ziglang`` version, so a control plane compiles a filter at most once per
+memory and on disk under ``cache_dir()`` by the SHA-256 of the source, of the headers
+beside it (``proxy_wasm.h``: the ABI declarations and runtime every filter includes), the
+compiler flags and the ``ziglang`` version, so a control plane compiles a filter at most once per
 machine (about a second; the output is deterministic, so xDS versions, which hash the
 resources, are stable). Filters are freestanding C (no libc, no WASI imports): they may
 only import the proxy-wasm ABI 0.2.1 host functions.
@@ -85,8 +86,10 @@ def compile_c(source: Path, out: Path, flags: tuple[str, ...] = FLAGS) -> None:
 
 def module_path(name: str) -> Path:
     """Where the compiled ``caravan/wasm/<name>.c`` is cached (it may not exist yet)."""
-    source = source_path(name)
-    key = hashlib.sha256(source.read_bytes() + repr((FLAGS, _zig_version())).encode()).hexdigest()
+    digest = hashlib.sha256(source_path(name).read_bytes())
+    for header in sorted(SOURCE_DIR.glob("*.h")):
+        digest.update(header.name.encode() + b"\0" + header.read_bytes())
+    key = hashlib.sha256(digest.digest() + repr((FLAGS, _zig_version())).encode()).hexdigest()
     return cache_dir() / f"{name}-{key[:24]}.wasm"
 
 

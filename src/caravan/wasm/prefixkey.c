@@ -211,48 +211,7 @@ int prefix_key_of(const uint8_t *body, size_t have, int words, char *out) {
 }
 
 #ifndef PREFIXKEY_NATIVE
-/* ------------------------------------------------------------------ freestanding runtime */
-
-extern unsigned char __heap_base;
-static uintptr_t g_brk;
-static void *g_free_lists[40];
-
-void *malloc(size_t n) {
-  unsigned c = 4;
-  while (((size_t)1 << c) < n + 8) c++;
-  if (g_free_lists[c] != NULL) {
-    void *p = g_free_lists[c];
-    g_free_lists[c] = *(void **)p;
-    return p;
-  }
-  if (g_brk == 0) g_brk = ((uintptr_t)&__heap_base + 7) & ~(uintptr_t)7;
-  uintptr_t block = g_brk, top = g_brk + ((size_t)1 << c);
-  size_t pages = (top + 65535) / 65536, have = __builtin_wasm_memory_size(0);
-  if (pages > have && __builtin_wasm_memory_grow(0, pages - have) == (size_t)-1) return NULL;
-  g_brk = top;
-  *(uint32_t *)block = c;
-  return (void *)(block + 8);
-}
-
-void free(void *p) {
-  if (p == NULL) return;
-  uint32_t c = *(uint32_t *)((unsigned char *)p - 8);
-  *(void **)p = g_free_lists[c];
-  g_free_lists[c] = p;
-}
-
-void *memset(void *d, int v, size_t n) {
-  unsigned char *q = d;
-  while (n--) *q++ = (unsigned char)v;
-  return d;
-}
-
-void *memcpy(void *d, const void *s, size_t n) {
-  unsigned char *q = d;
-  const unsigned char *r = s;
-  while (n--) *q++ = *r++;
-  return d;
-}
+#include "proxy_wasm.h"
 
 static size_t strlen_(const char *s) {
   size_t n = 0;
@@ -266,25 +225,6 @@ static int same(const char *a, size_t n, const char *b) { /* a[0..n) equals C st
     if (a[k] != b[k]) return 0;
   return k == n && b[k] == 0;
 }
-
-#define WASM_EXPORT(name) __attribute__((export_name(#name))) name
-#define WASM_IMPORT(name) __attribute__((import_module("env"), import_name(#name))) name
-
-enum { OK = 0 };
-enum { BUF_REQUEST_BODY = 0, BUF_PLUGIN_CONFIG = 7 };
-enum { MAP_REQUEST_HEADERS = 0 };
-enum { CONTINUE = 0, STOP_ITERATION = 1, STOP_AND_BUFFER = 1 };
-enum { LOG_WARN = 3 };
-
-extern int32_t WASM_IMPORT(proxy_log)(int32_t level, const char *msg, size_t size);
-extern int32_t WASM_IMPORT(proxy_get_buffer_bytes)(int32_t type, size_t start, size_t length,
-                                                    char **ptr, size_t *size);
-extern int32_t WASM_IMPORT(proxy_get_header_map_pairs)(int32_t type, char **data, size_t *size);
-extern int32_t WASM_IMPORT(proxy_replace_header_map_value)(int32_t type, const char *key,
-                                                            size_t key_size, const char *value,
-                                                            size_t value_size);
-extern int32_t WASM_IMPORT(proxy_remove_header_map_value)(int32_t type, const char *key,
-                                                           size_t key_size);
 
 #define MAX_NAME 128
 #define MAX_PATHS 4
@@ -318,10 +258,6 @@ static void release(uint32_t id) {
   *at = h->next;
   free(h);
 }
-
-__attribute__((export_name("proxy_abi_version_0_2_1"))) void abi_version(void) {}
-
-void *WASM_EXPORT(proxy_on_memory_allocate)(size_t size) { return malloc(size); }
 
 void WASM_EXPORT(proxy_on_context_create)(uint32_t id, uint32_t parent) {}
 

@@ -18,24 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from envoy.extensions.filters.http.wasm.v3 import wasm_pb2 as wasm_filter_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from envoy.extensions.wasm.v3 import wasm_pb2
-from google.protobuf import any_pb2, wrappers_pb2
 
 from caravan.spec import RateLimit
-from caravan.wasm import build
+from caravan.xds.wasm_filter import INFERENCE_PATHS, wasm_http_filter
 
 MODULE = "ratelimit"
 VM_ID = "caravan_inference_limit"
-RUNTIME = "envoy.wasm.runtime.v8"
 FILTER_NAME = "envoy.filters.http.wasm"
-INFERENCE_PATHS = (
-    "/inference.GRPCInferenceService/ModelInfer",
-    "/inference.GRPCInferenceService/ModelStreamInfer",
-)
 REFUSED_STAT = "wasmcustom.caravan_inference_limit.refused_streams"
 
 
@@ -67,11 +59,5 @@ def inference_limit(
     ``header`` (set by the authentication filter before it): ``limits`` per client,
     ``default`` for any other client (None: others are not counted). ``code``: the
     module bytes (default: ``caravan.wasm.build.module_bytes(MODULE)``, compiled once)."""
-    text = wrappers_pb2.StringValue(value=plugin_config(header, limits, default))
-    vm = wasm_pb2.VmConfig(vm_id=VM_ID, runtime=RUNTIME)
-    vm.code.local.inline_bytes = build.module_bytes(MODULE) if code is None else code
-    plugin = wasm_pb2.PluginConfig(name=VM_ID, vm_config=vm)
-    plugin.configuration.Pack(text)
-    cfg = any_pb2.Any()
-    cfg.Pack(wasm_filter_pb2.Wasm(config=plugin), deterministic=True)
-    return hcm_pb2.HttpFilter(name=FILTER_NAME, typed_config=cfg)
+    return wasm_http_filter(FILTER_NAME, VM_ID, MODULE, plugin_config(header, limits, default),
+                            code=code)

@@ -33,29 +33,26 @@ from __future__ import annotations
 
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_components_pb2
-from envoy.extensions.filters.http.wasm.v3 import wasm_pb2 as wasm_filter_pb2
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
     http_connection_manager_pb2 as hcm_pb2,
 )
-from envoy.extensions.wasm.v3 import wasm_pb2
-from google.protobuf import any_pb2, wrappers_pb2
+from google.protobuf import any_pb2
 
 from caravan.spec import ModelSpec, PlatformSpec
-from caravan.wasm import build
+from caravan.xds.wasm_filter import INFERENCE_PATHS, wasm_http_filter
 
 # Request header carrying the prefix key (8 hex digits); a client's own value is removed.
 PREFIX_KEY_HEADER = "x-caravan-prefix-key"
 KEY_FILTER = "caravan.prefix_key"
 METHODS = ("inference.GRPCInferenceService.ModelStreamInfer",
            "inference.GRPCInferenceService.ModelInfer")
-PATHS = tuple("/" + "/".join(m.rsplit(".", 1)) for m in METHODS)  # their gRPC :path
+PATHS = INFERENCE_PATHS  # their gRPC :path
 _LB = {"session": cluster_pb2.Cluster.MAGLEV, "prefix": cluster_pb2.Cluster.MAGLEV,
        "least_request": cluster_pb2.Cluster.LEAST_REQUEST,
        "round_robin": cluster_pb2.Cluster.ROUND_ROBIN}
 HASHED = frozenset({"session", "prefix"})
 WASM_MODULE = "prefixkey"
 WASM_VM_ID = "caravan_prefix_key"
-WASM_RUNTIME = "envoy.wasm.runtime.v8"
 # Body bytes the key filter holds at most waiting for the prompt's first words (then the
 # request goes on without a key); below Envoy's 1 MiB per-stream buffer limit.
 MAX_HOLD_BYTES = 256 * 1024
@@ -108,14 +105,9 @@ def key_filter(spec: PlatformSpec, code: bytes | None = None) -> hcm_pb2.HttpFil
     """``envoy.filters.http.wasm`` running ``prefixkey.c`` on the V8 runtime with
     ``wasm_plugin_config(spec)``. ``code``: the module bytes (default:
     ``caravan.wasm.build.module_bytes(WASM_MODULE)``, compiled once per machine)."""
-    vm = wasm_pb2.VmConfig(vm_id=WASM_VM_ID, runtime=WASM_RUNTIME)
-    vm.code.local.inline_bytes = build.module_bytes(WASM_MODULE) if code is None else code
-    # By default Envoy turns a StopIteration from a wasm headers callback into
-    # StopAllIteration, which also withholds the body from the filter: allow it.
-    plugin = wasm_pb2.PluginConfig(name=WASM_VM_ID, vm_config=vm,
-                                   allow_on_headers_stop_iteration=wrappers_pb2.BoolValue(value=True))
-    plugin.configuration.Pack(wrappers_pb2.StringValue(value=wasm_plugin_config(spec)))
-    return hcm_pb2.HttpFilter(name=KEY_FILTER, typed_config=_pack(wasm_filter_pb2.Wasm(config=plugin)))
+    # The filter holds the headers until the prompt's first words are in the body.
+    return wasm_http_filter(KEY_FILTER, WASM_VM_ID, WASM_MODULE, wasm_plugin_config(spec),
+                            code=code, hold_headers=True)
 
 
 def http_filters(spec: PlatformSpec) -> list[hcm_pb2.HttpFilter]:

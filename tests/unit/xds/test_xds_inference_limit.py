@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 from envoy.extensions.filters.http.wasm.v3 import wasm_pb2 as wasm_filter_pb2
+from envoy.extensions.wasm.v3 import wasm_pb2
 from google.protobuf import wrappers_pb2
 
 from caravan.spec import RateLimit, parse_spec
 from caravan.wasm import build
 from caravan.xds import inference_limit as il
-from caravan.xds import jwt_auth
+from caravan.xds import jwt_auth, wasm_filter
 from caravan.xds import resources as res
 from caravan.xds import security as sec
 
@@ -51,8 +52,9 @@ def test_filter_carries_the_module_inline_on_v8() -> None:
     f = il.inference_limit("x-h", {"a": RateLimit(requests_per_s=1, burst=1)}, code=b"\0asm")
     cfg, text = _unpack(f)
     vm = cfg.config.vm_config
-    assert (f.name, vm.vm_id, vm.runtime) == (il.FILTER_NAME, il.VM_ID, il.RUNTIME)
+    assert (f.name, vm.vm_id, vm.runtime) == (il.FILTER_NAME, il.VM_ID, wasm_filter.RUNTIME)
     assert vm.code.local.inline_bytes == b"\0asm"
+    assert cfg.config.failure_policy == wasm_pb2.FAIL_RELOAD, "a failed VM must not fail later requests"
     assert text.startswith("header x-h\n")
 
 

@@ -10,6 +10,7 @@ import pytest
 from envoy.config.cluster.v3 import cluster_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.wasm.v3 import wasm_pb2 as wasm_filter_pb2
+from envoy.extensions.wasm.v3 import wasm_pb2
 from google.protobuf import wrappers_pb2
 from xds_unit_helpers import unpack
 
@@ -89,11 +90,12 @@ def test_the_key_filter_runs_prefixkey_with_every_prefix_model_in_its_configurat
     plugin = unpack(key.typed_config, wasm_filter_pb2.Wasm).config
     assert plugin.vm_config.code.local.inline_bytes == build.module_bytes(routing.WASM_MODULE)
     assert plugin.allow_on_headers_stop_iteration.value, "else Envoy withholds the body from the filter"
+    assert plugin.failure_policy == wasm_pb2.FAIL_RELOAD, "a failed VM must not fail later requests"
     text = unpack(plugin.configuration, wrappers_pb2.StringValue).value
     assert text.splitlines() == [
         f"key {routing.PREFIX_KEY_HEADER}", f"model_header {spec.envoy.model_header}", "default b",
-        "path /inference.GRPCInferenceService/ModelStreamInfer",
-        "path /inference.GRPCInferenceService/ModelInfer", f"max_hold {routing.MAX_HOLD_BYTES}",
+        "path /inference.GRPCInferenceService/ModelInfer",
+        "path /inference.GRPCInferenceService/ModelStreamInfer", f"max_hold {routing.MAX_HOLD_BYTES}",
         "model a 48 x-session-id", f"model b {spec.model('b').routing.prefix_tokens} x-conversation"]
 
 
