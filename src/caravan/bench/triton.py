@@ -1,8 +1,15 @@
 """Triton gRPC adapter: sends one ``RequestSpec`` and measures it.
 
 Requests are pre-serialized ``ModelInferRequest`` messages (``caravan.bench.wire``, the
-message classes ``tritonclient.grpc`` ships) sent on one ``grpc.aio`` channel, so the
+message classes ``tritonclient.grpc`` ships) sent on ``grpc.aio`` channels, so the
 load generator spends its CPU on sending, not on rebuilding tensors per request.
+
+Connections: a request goes on the channel with the fewest requests in flight; when every
+channel has ``streams_per_connection`` (default ``STREAMS_PER_CONNECTION``, 512) in
+flight, another channel (its own HTTP/2 connection) is opened. Envoy accepts at most
+1,024 concurrent streams per downstream HTTP/2 connection by default
+(``http2_protocol_options.max_concurrent_streams``), so on one connection a load of
+more than 1,024 requests at once would wait in the client and count as TTFT.
 
 Tensor contract (Triton's vLLM backend): ``text_input`` BYTES[1], ``stream`` BOOL[1],
 ``sampling_parameters`` BYTES[1] (JSON, ``{"max_tokens": N, ...}``),
@@ -38,7 +45,7 @@ response header (``answer.upstream_host``), read from the stream's initial metad
 (from its trailers when the replica failed it before any response); ``""`` when the
 target is a replica (no Envoy in front) or Envoy chose no replica.
 
-One client (one gRPC channel) per transport; use from one event loop only.
+Use a transport from one event loop only.
 """
 
 from __future__ import annotations
@@ -62,7 +69,10 @@ Clock = Callable[[], float]
 Metadata = tuple[tuple[str, str], ...]  # gRPC request headers
 # tritonclient's channel limits (INT32_MAX): prompts and answers of any size
 CHANNEL_OPTIONS = (("grpc.max_send_message_length", 2**31 - 1),
-                   ("grpc.max_receive_message_length", 2**31 - 1))
+                   ("grpc.max_receive_message_length", 2**31 - 1),
+                   # each channel its own connection (else channels with equal options share one)
+                   ("grpc.use_local_subchannel_pool", 1))
+STREAMS_PER_CONNECTION = 512  # half of Envoy's default max_concurrent_streams (1,024)
 UNEXPECTED = "UNEXPECTED_RESPONSES"  # stream=False and not exactly one final response
 _HEADER_NAME = re.compile(r"^[a-z0-9-]+$")  # as the spec allows for its header names
 
@@ -120,6 +130,17 @@ def status_name(exc: BaseException) -> tuple[str, str]:
     return "CLIENT_ERROR", repr(exc)
 
 
+class _Connection:
+    """One channel and its ``ModelStreamInfer`` callable (one request, then half-close,
+    in one batch: see the module docstring); ``in_flight``: requests on it now."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.channel = channel
+        self.stream_infer: Any = channel.unary_stream(
+            MODEL_STREAM_INFER, response_deserializer=decode_stream_response)
+        self.in_flight = 0
+
+
 class TritonTransport:
     """Sends requests to ``target`` for ``model``. ``open`` before use, ``close`` after.
 
@@ -128,25 +149,37 @@ class TritonTransport:
     message classes tritonclient ships; nothing is built or wrapped per request.
     """
 
-    def __init__(self, target: Target, model: str, clock: Clock) -> None:
+    def __init__(self, target: Target, model: str, clock: Clock,
+                 streams_per_connection: int = STREAMS_PER_CONNECTION) -> None:
+        if streams_per_connection < 1:
+            raise ValueError(f"streams_per_connection: must be >= 1, got {streams_per_connection}")
         self.target = target
         self.model = model
         self._clock = clock
-        self._channel: grpc.aio.Channel | None = None
-        self._stream_infer: Any = None  # ModelStreamInfer: one request, many responses
+        self._per_connection = streams_per_connection
+        self._conns: list[_Connection] = []
         # per request: its serialized message and its gRPC metadata, built by prepare
         self._requests: dict[tuple[str, int, int], tuple[bytes, Metadata]] = {}
 
+    @property
+    def connections(self) -> int:
+        """Channels (HTTP/2 connections) opened so far."""
+        return len(self._conns)
+
     async def open(self) -> None:
-        self._channel = ch = open_channel(self.target)
-        # one request, then half-close, in one batch (see the module docstring)
-        self._stream_infer = ch.unary_stream(
-            MODEL_STREAM_INFER, response_deserializer=decode_stream_response)
+        self._conns = [_Connection(open_channel(self.target))]
 
     async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = None
+        conns, self._conns = self._conns, []
+        for conn in conns:
+            await conn.channel.close()
+
+    def _least_busy(self) -> _Connection:
+        conn = min(self._conns, key=lambda c: c.in_flight)
+        if conn.in_flight >= self._per_connection:
+            conn = _Connection(open_channel(self.target))
+            self._conns.append(conn)
+        return conn
 
     def prepare(self, specs: Sequence[RequestSpec]) -> None:
         self._requests = {_key(s): self._encode(s) for s in specs}
@@ -160,24 +193,29 @@ class TritonTransport:
     async def send(self, spec: RequestSpec, t0: float) -> RequestRecord:
         """Send one request; never raises for server or network errors (they become
         the record's ``status``). Times are ms relative to ``t0`` (clock seconds)."""
-        assert self._channel is not None, "TritonTransport.open() not called"
+        assert self._conns, "TritonTransport.open() not called"
         request, metadata = self._requests.get(_key(spec)) or self._encode(spec)
+        conn = self._least_busy()
         start = self._clock()
         m = _Measure(spec, start, t0, self.target.stream)
+        conn.in_flight += 1
         try:
-            await self._call(request, metadata, m)
+            await self._call(conn, request, metadata, m)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             m.status, m.error = status_name(exc)
             if isinstance(exc, grpc.aio.AioRpcError):  # a headers-only reply: Envoy's header is a trailer
                 m.replica = upstream_host(exc.initial_metadata()) or upstream_host(exc.trailing_metadata())
+        finally:
+            conn.in_flight -= 1
         if m.end is None:
             m.end = self._clock()
         return m.record()
 
-    async def _call(self, request: bytes, metadata: Metadata, m: _Measure) -> None:
-        call = self._stream_infer(request, metadata=metadata, timeout=self.target.timeout_s)
+    async def _call(self, conn: _Connection, request: bytes, metadata: Metadata,
+                    m: _Measure) -> None:
+        call = conn.stream_infer(request, metadata=metadata, timeout=self.target.timeout_s)
         async for resp in call:
             now = self._clock()
             m.responses += 1

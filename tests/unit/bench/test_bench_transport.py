@@ -66,19 +66,25 @@ class FakeServer:
                 yield resp
 
 
+async def serve(stream: Any) -> tuple[grpc.aio.Server, int]:
+    """A started gRPC server on a free 127.0.0.1 port answering ModelStreamInfer with
+    ``stream``; returns it and its port."""
+    srv = grpc.aio.server()
+    handler = grpc.stream_stream_rpc_method_handler(
+        stream, request_deserializer=pb.ModelInferRequest.FromString,
+        response_serializer=pb.ModelStreamInferResponse.SerializeToString)
+    srv.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "inference.GRPCInferenceService", {"ModelStreamInfer": handler}),))
+    port = srv.add_insecure_port("127.0.0.1:0")
+    await srv.start()
+    return srv, port
+
+
 def run(server: FakeServer, target_kw: dict[str, Any], specs: Sequence[RequestSpec]) -> list[RequestRecord]:
     """Start ``server`` on a free port, send ``specs`` one by one, stop the server."""
 
     async def go() -> list[RequestRecord]:
-        srv = grpc.aio.server()
-        handler = grpc.stream_stream_rpc_method_handler(
-            server.stream, request_deserializer=pb.ModelInferRequest.FromString,
-            response_serializer=pb.ModelStreamInferResponse.SerializeToString)
-        srv.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler("inference.GRPCInferenceService",
-                                                  {"ModelStreamInfer": handler}),))
-        port = srv.add_insecure_port("127.0.0.1:0")
-        await srv.start()
+        srv, port = await serve(server.stream)
         transport = TritonTransport(Target(f"127.0.0.1:{port}", **target_kw), "m", time.perf_counter)
         await transport.open()
         try:
@@ -219,3 +225,38 @@ def test_header_names_without_spec_and_bad_spec(tmp_path: Path) -> None:
     bad.write_text("models: []\nenvoy: {model_header: X}\n")
     with pytest.raises(ValueError, match=r"--spec .*bad\.yaml"):
         header_names(bad, "m", None, None)
+
+
+def test_requests_beyond_a_connections_stream_limit_go_on_new_connections() -> None:
+    """Envoy allows 1,024 streams per HTTP/2 connection by default: requests past the
+    per-connection limit must not wait in the client behind one connection."""
+    peers: list[str] = []
+
+    async def stream(requests: AsyncIterator[pb.ModelInferRequest], context: Any) -> Any:
+        async for _ in requests:
+            peers.append(context.peer())
+            await asyncio.sleep(0.05)  # all five in flight at once
+            yield answer("done", final=True)
+
+    async def go() -> tuple[list[RequestRecord], int]:
+        srv, port = await serve(stream)
+        target = Target(f"127.0.0.1:{port}", stream=False, count_tokens=False)
+        transport = TritonTransport(target, "m", time.perf_counter, streams_per_connection=2)
+        await transport.open()
+        try:
+            t0 = time.perf_counter()
+            records = await asyncio.gather(*(transport.send(spec(i), t0) for i in range(5)))
+            return list(records), transport.connections
+        finally:
+            await transport.close()
+            await srv.stop(None)
+
+    records, connections = asyncio.run(go())
+    assert [r.status for r in records] == ["OK"] * 5
+    assert connections == 3  # 2 + 2 + 1 in flight
+    assert len(set(peers)) == 3, peers  # three TCP connections (distinct client ports)
+
+
+def test_stream_limit_per_connection_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="streams_per_connection: must be >= 1, got 0"):
+        TritonTransport(Target("127.0.0.1:1"), "m", time.perf_counter, streams_per_connection=0)
