@@ -4,10 +4,10 @@ proxy-wasm filters.
 
 ``module_bytes(name)`` returns the ``.wasm`` of ``caravan/wasm/<name>.c``, cached in
 memory and on disk under ``cache_dir()`` by the SHA-256 of the source, of the headers
-beside it (``proxy_wasm.h``: the ABI declarations and runtime every filter includes), the
-compiler flags and the ``ziglang`` version, so a control plane compiles a filter at most once per
-machine (about a second; the output is deterministic, so xDS versions, which hash the
-resources, are stable). Filters are freestanding C (no libc, no WASI imports): they may
+beside it (``proxy_wasm.h``: the ABI declarations, runtime and config word reader every
+filter includes), the compiler flags and the ``ziglang`` version, so a control plane
+compiles a filter at most once per machine (about a second; the output is deterministic,
+so xDS versions, which hash the resources, are stable). Filters are freestanding C (no libc, no WASI imports): they may
 only import the proxy-wasm ABI 0.2.1 host functions.
 
 Raises ``WasmBuildError`` (a ``BackendError``) with the compiler's message when the

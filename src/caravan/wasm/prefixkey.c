@@ -261,25 +261,12 @@ static void release(uint32_t id) {
 
 void WASM_EXPORT(proxy_on_context_create)(uint32_t id, uint32_t parent) {}
 
-int32_t WASM_EXPORT(proxy_on_vm_start)(uint32_t id, size_t size) { return 1; }
-
 /* ------------------------------------------------------------------ configuration */
-
-static int word(char *dst, const char **p, const char *end) {
-  while (*p < end && **p == ' ') (*p)++;
-  size_t n = 0;
-  while (*p < end && **p != ' ' && **p != '\n') {
-    if (n + 1 >= MAX_NAME) return -1;
-    dst[n++] = *(*p)++;
-  }
-  dst[n] = 0;
-  return (int)n;
-}
 
 static long number(const char **p, const char *end) {
   char w[MAX_NAME];
   long v = 0;
-  if (word(w, p, end) <= 0) return -1;
+  if (config_word(w, MAX_NAME, p, end) <= 0) return -1;
   for (const char *c = w; *c; c++) {
     if (*c < '0' || *c > '9' || v > 100000000) return -1;
     v = v * 10 + (*c - '0');
@@ -289,10 +276,11 @@ static long number(const char **p, const char *end) {
 
 static int parse_line(const char *p, const char *end) {
   char kind[MAX_NAME];
-  if (word(kind, &p, end) <= 0) return 0;
-  if (same(kind, strlen_(kind), "key")) return word(g_key, &p, end) > 0 ? 0 : -1;
-  if (same(kind, strlen_(kind), "model_header")) return word(g_model_header, &p, end) > 0 ? 0 : -1;
-  if (same(kind, strlen_(kind), "default")) return word(g_default, &p, end) > 0 ? 0 : -1;
+  if (config_word(kind, MAX_NAME, &p, end) <= 0) return 0;
+  if (same(kind, strlen_(kind), "key")) return config_word(g_key, MAX_NAME, &p, end) > 0 ? 0 : -1;
+  if (same(kind, strlen_(kind), "model_header"))
+    return config_word(g_model_header, MAX_NAME, &p, end) > 0 ? 0 : -1;
+  if (same(kind, strlen_(kind), "default")) return config_word(g_default, MAX_NAME, &p, end) > 0 ? 0 : -1;
   if (same(kind, strlen_(kind), "max_hold")) {
     long n = number(&p, end);
     g_max_hold = n > 5 ? (size_t)n : 0;
@@ -300,12 +288,12 @@ static int parse_line(const char *p, const char *end) {
   }
   if (same(kind, strlen_(kind), "path")) {
     if (g_npaths >= MAX_PATHS) return -1;
-    return word(g_paths[g_npaths++], &p, end) > 0 ? 0 : -1;
+    return config_word(g_paths[g_npaths++], MAX_NAME, &p, end) > 0 ? 0 : -1;
   }
   if (!same(kind, strlen_(kind), "model") || g_nmodels >= MAX_MODELS) return -1;
   Model *m = &g_models[g_nmodels];
-  if (word(m->name, &p, end) <= 0 || (m->words = (int)number(&p, end)) <= 0) return -1;
-  if (word(m->session, &p, end) <= 0) return -1;
+  if (config_word(m->name, MAX_NAME, &p, end) <= 0 || (m->words = (int)number(&p, end)) <= 0) return -1;
+  if (config_word(m->session, MAX_NAME, &p, end) <= 0) return -1;
   g_nmodels++;
   return 0;
 }

@@ -1,6 +1,8 @@
 /* What every Caravan proxy-wasm filter shares: the ABI 0.2.1 export/import macros, the
- * host-function declarations and status values the filters use, and a freestanding
- * runtime (no libc, no WASI: a filter may import only proxy-wasm host functions).
+ * host-function declarations and status values the filters use, a freestanding
+ * runtime (no libc, no WASI: a filter may import only proxy-wasm host functions), the
+ * callbacks every filter answers alike (proxy_on_vm_start) and the word reader of their
+ * text plugin configurations (config_word).
  *
  * Include it from exactly one translation unit per module (each filter is one .c file,
  * built by caravan.wasm.build, which hashes this header into every filter's cache key).
@@ -96,5 +98,27 @@ void *memcpy(void *d, const void *s, size_t n) {
 __attribute__((export_name("proxy_abi_version_0_2_1"))) void abi_version(void) {}
 
 void *WASM_EXPORT(proxy_on_memory_allocate)(size_t size) { return malloc(size); }
+
+/* A filter needs no VM start-up work: each reads its plugin configuration in
+ * proxy_on_configure. */
+int32_t WASM_EXPORT(proxy_on_vm_start)(uint32_t id, size_t size) { return 1; }
+
+/* ------------------------------------------------------------------ plugin configuration
+ * The filters' configurations are text: one directive a line, words separated by spaces. */
+
+/* Copy the next word of the line at *p (up to `end` or a newline; leading spaces skipped)
+ * into dst, NUL-terminated, and move *p past it. `cap`: dst's size in bytes (the longest
+ * word is cap - 1 bytes). Returns the word's length (0: none left on the line), -1 when
+ * it does not fit (dst then holds the first cap - 1 bytes, unterminated). */
+static inline int config_word(char *dst, size_t cap, const char **p, const char *end) {
+  while (*p < end && **p == ' ') (*p)++;
+  size_t n = 0;
+  while (*p < end && **p != ' ' && **p != '\n') {
+    if (n + 1 >= cap) return -1;
+    dst[n++] = *(*p)++;
+  }
+  dst[n] = 0;
+  return (int)n;
+}
 
 #endif

@@ -112,24 +112,11 @@ void WASM_EXPORT(proxy_on_context_create)(uint32_t id, uint32_t parent) {
   g_streams[id % MAX_STREAMS] = s;
 }
 
-int32_t WASM_EXPORT(proxy_on_vm_start)(uint32_t id, size_t size) { return 1; }
-
 /* ------------------------------------------------------------------ configuration */
-
-static int copy_word(char *dst, const char **p, const char *end) {
-  while (*p < end && **p == ' ') (*p)++;
-  size_t n = 0;
-  while (*p < end && **p != ' ' && **p != '\n') {
-    if (n + 1 >= MAX_NAME) return -1;
-    dst[n++] = *(*p)++;
-  }
-  dst[n] = 0;
-  return (int)n;
-}
 
 static double number(const char **p, const char *end) {
   char word[MAX_NAME];
-  if (copy_word(word, p, end) <= 0) return -1;
+  if (config_word(word, MAX_NAME, p, end) <= 0) return -1;
   return strtod_(word);
 }
 
@@ -141,15 +128,15 @@ static int count_lines(const char *p, const char *end) {
 
 static int parse_line(const char *p, const char *end) {
   char kind[MAX_NAME];
-  if (copy_word(kind, &p, end) <= 0) return 0;
-  if (!strcmp(kind, "header")) return copy_word(g_header, &p, end) > 0 ? 0 : -1;
+  if (config_word(kind, MAX_NAME, &p, end) <= 0) return 0;
+  if (!strcmp(kind, "header")) return config_word(g_header, MAX_NAME, &p, end) > 0 ? 0 : -1;
   if (!strcmp(kind, "path")) {
     if (g_npaths >= MAX_PATHS) return -1;
-    return copy_word(g_paths[g_npaths++], &p, end) > 0 ? 0 : -1;
+    return config_word(g_paths[g_npaths++], MAX_NAME, &p, end) > 0 ? 0 : -1;
   }
   Limit *l = !strcmp(kind, "default") ? &g_default : !strcmp(kind, "limit") ? &g_limits[g_nlimits] : NULL;
   if (l == NULL) return -1;
-  if (l != &g_default && copy_word(l->name, &p, end) <= 0) return -1;
+  if (l != &g_default && config_word(l->name, MAX_NAME, &p, end) <= 0) return -1;
   l->per_s = number(&p, end);
   l->burst = number(&p, end);
   if (l->per_s <= 0 || l->burst < 1) return -1;
