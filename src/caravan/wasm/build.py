@@ -72,7 +72,8 @@ def compile_c(source: Path, out: Path, flags: tuple[str, ...] = FLAGS) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".wasm.tmp")
     os.close(fd)
-    argv = [sys.executable, "-m", "ziglang", "cc", *flags, "-o", tmp, str(source)]
+    # -I: a module outside the package (a test's) includes the same proxy_wasm.h
+    argv = [sys.executable, "-m", "ziglang", "cc", *flags, "-I", str(SOURCE_DIR), "-o", tmp, str(source)]
     zig_cache = str(out.parent / "zig-cache")  # zig's own cache, beside ours (no $HOME needed)
     env = {**os.environ, "ZIG_GLOBAL_CACHE_DIR": zig_cache, "ZIG_LOCAL_CACHE_DIR": zig_cache}
     try:
@@ -84,9 +85,10 @@ def compile_c(source: Path, out: Path, flags: tuple[str, ...] = FLAGS) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
-def module_path(name: str) -> Path:
-    """Where the compiled ``caravan/wasm/<name>.c`` is cached (it may not exist yet)."""
-    digest = hashlib.sha256(source_path(name).read_bytes())
+def module_path(name: str, source: Path | None = None) -> Path:
+    """Where the compiled ``caravan/wasm/<name>.c`` (or ``source``, see ``module_bytes``)
+    is cached (it may not exist yet)."""
+    digest = hashlib.sha256((source or source_path(name)).read_bytes())
     for header in sorted(SOURCE_DIR.glob("*.h")):
         digest.update(header.name.encode() + b"\0" + header.read_bytes())
     key = hashlib.sha256(digest.digest() + repr((FLAGS, _zig_version())).encode()).hexdigest()
@@ -94,17 +96,20 @@ def module_path(name: str) -> Path:
 
 
 @functools.cache
-def module_bytes(name: str) -> bytes:
+def module_bytes(name: str, source: Path | None = None) -> bytes:
     """The compiled ``caravan/wasm/<name>.c``: from the cache, else compiled into it (into
-    a temporary directory when the cache cannot be written, e.g. a user without a home)."""
-    out = module_path(name)
+    a temporary directory when the cache cannot be written, e.g. a user without a home).
+    ``source``: compile that file instead, cached as ``name`` (a module that is no filter
+    of the package, e.g. a test's; it may include ``proxy_wasm.h``)."""
+    source = source or source_path(name)
+    out = module_path(name, source)
     if out.is_file():
         return out.read_bytes()
     try:
-        compile_c(source_path(name), out)
+        compile_c(source, out)
     except OSError:
         with tempfile.TemporaryDirectory() as tmp:
-            compile_c(source_path(name), Path(tmp) / out.name)
+            compile_c(source, Path(tmp) / out.name)
             return (Path(tmp) / out.name).read_bytes()
     return out.read_bytes()
 
