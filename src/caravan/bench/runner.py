@@ -12,7 +12,9 @@ level index), a trace at its requests' own ``send_at_s`` over the level's speed-
 both with an optional cap on in-flight requests. Level ``i`` sends the workload's
 stream ``2i`` (warm-up: ``2i+1``), so no level repeats another's prompts (which a
 prefix-caching engine would serve from its cache). A turn of a session or
-conversation is sent only after its previous turn has finished. Dispatching stops at the
+conversation is sent only after its previous turn has finished; at fixed concurrency
+N workers keep at most N conversations open, each conversation's next turn going the
+moment its previous one ends (``ReadyTurns``). Dispatching stops at the
 duration limit or once ``max_errors`` requests have failed; requests already in
 flight finish (each is bounded by the target's timeout).
 
@@ -95,31 +97,49 @@ class SessionGate:
 
 
 class ReadyTurns:
-    """The specs of a closed-loop level in order, except that a turn whose conversation's
-    previous turn has not finished is passed over and handed out as soon as it has: a
-    free worker never waits for one conversation while another has a turn ready, so a
-    conversation's next turn goes the moment its previous one ends (as each thread of a
-    chat client does). Looks ahead at most ``lookahead`` held turns. One event loop."""
+    """The specs of a closed-loop level as a pool of conversations, run the way a chat
+    client's threads run them (KubeAI's benchmark runner: a thread sends its next turn
+    the moment its previous one ends, and a slot takes the next thread only when its
+    thread has ended). A free worker takes a turn released by ``finished`` first, and
+    only when none is ready the first turn of the next conversation in ``specs`` order
+    (a spec without a conversation or session is a conversation of one turn). So with N
+    workers at most N conversations are open at a time, none waits between its turns
+    while a worker is free, and a free worker never waits for one conversation while
+    another has a turn ready. Later turns are taken in ``specs`` order within their
+    conversation; each must follow its previous turn there (the gate holds it
+    otherwise). One event loop."""
 
-    def __init__(self, specs: Sequence[RequestSpec], gate: SessionGate, lookahead: int) -> None:
-        self._specs = iter(specs)
+    def __init__(self, specs: Sequence[RequestSpec], gate: SessionGate) -> None:
         self._gate = gate
-        self._lookahead = max(1, lookahead)
-        self._held: dict[str, collections.deque[RequestSpec]] = {}
-        self._n_held = 0
+        self._starts: collections.deque[RequestSpec] = collections.deque()
+        self._rest: dict[str, collections.deque[RequestSpec]] = {}
+        seen: set[str] = set()
+        for spec in specs:
+            if spec.thread and spec.thread in seen:
+                self._rest.setdefault(spec.thread, collections.deque()).append(spec)
+            else:
+                seen.add(spec.thread)
+                self._starts.append(spec)
         self._ready: collections.deque[RequestSpec] = collections.deque()
         self._changed = asyncio.Event()
-        self._exhausted = False
+
+    def poll(self) -> RequestSpec | None:
+        """The next spec that may go now (a released turn, else the next conversation's
+        first turn), or None when none may go now."""
+        if self._ready:
+            return self._ready.popleft()
+        if self._starts:
+            return self._starts.popleft()
+        return None
 
     async def next(self, stop: Callable[[], bool]) -> RequestSpec | None:
         """The next spec that may go now; None when every spec was handed out or ``stop()``
         (checked again whenever a request finishes)."""
         while not stop():
-            if not self._ready:
-                self._pull()
-            if self._ready:
-                return self._ready.popleft()
-            if self._exhausted and not self._n_held:
+            spec = self.poll()
+            if spec is not None:
+                return spec
+            if not self._rest:
                 return None
             self._changed.clear()
             await self._changed.wait()
@@ -128,24 +148,12 @@ class ReadyTurns:
     def finished(self, spec: RequestSpec) -> None:
         """``spec`` ended (after ``SessionGate.done``): release its conversation's next
         turn and wake the workers waiting for one."""
-        queue = self._held.get(spec.thread)
+        queue = self._rest.get(spec.thread)
         if queue and self._gate.is_open(queue[0]):
             self._ready.append(queue.popleft())
-            self._n_held -= 1
             if not queue:
-                del self._held[spec.thread]
+                del self._rest[spec.thread]
         self._changed.set()
-
-    def _pull(self) -> None:
-        while not self._ready and not self._exhausted and self._n_held < self._lookahead:
-            spec = next(self._specs, None)
-            if spec is None:
-                self._exhausted = True
-            elif spec.thread in self._held or not self._gate.is_open(spec):
-                self._held.setdefault(spec.thread, collections.deque()).append(spec)
-                self._n_held += 1
-            else:
-                self._ready.append(spec)
 
 
 @dataclass
@@ -189,7 +197,7 @@ class _Run:
 async def _by_concurrency(run: _Run, specs: Sequence[RequestSpec], workers: int) -> None:
     """``workers`` closed-loop workers, each sending the next spec ``ReadyTurns`` gives
     when its previous request ends."""
-    turns = ReadyTurns(specs, run.gate, lookahead=4 * max(1, workers))
+    turns = ReadyTurns(specs, run.gate)
 
     async def worker() -> None:
         while True:

@@ -196,3 +196,26 @@ def test_a_free_worker_takes_another_conversations_ready_turn() -> None:
     assert sorted(done) == sorted(order)  # every turn, none before its predecessor (the fake)
     assert done.index(("b", 4)) < done.index(("a", 1))
     assert transport.max_in_flight == 2
+
+
+class SlowThread(FakeTransport):
+    """Answers a request of conversation ``slow`` after 150 ms, any other after 2 ms."""
+
+    async def send(self, spec: RequestSpec, t0: float) -> RequestRecord:
+        self.delay_s = 0.15 if spec.thread == "slow" else 0.002
+        return await super().send(spec, t0)
+
+
+def test_a_conversation_keeps_its_worker_until_it_ends() -> None:
+    # The multi-turn generator's order with 2 slots: slot 0 runs "a" (3 turns), slot 1
+    # "slow" (1 turn) then "c", "d" (1 turn each). With 2 workers "a"'s next turn must go
+    # the moment its previous one ends, before any new conversation starts (KubeAI's
+    # runner: at most 2 threads at a time, a slot takes a new thread when its own ends).
+    order = [("a", 0), ("slow", 0), ("a", 1), ("c", 0), ("a", 2), ("d", 0)]
+    specs = tuple(RequestSpec(i, "p", 1, 1, turn=t, conversation=c) for i, (c, t) in enumerate(order))
+    transport = SlowThread()
+    level = LoadLevel(Shape.CONCURRENCY, 2, Limits(requests=len(specs)))
+    asyncio.run(run_level(transport, level, FixedSpecs(specs)))
+    sent = [(s.thread, s.turn) for s in transport.sent]
+    assert sorted(sent) == sorted(order) and transport.max_in_flight == 2
+    assert sent.index(("a", 2)) < sent.index(("c", 0))  # "a" never waited for a new chat
