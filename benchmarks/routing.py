@@ -314,7 +314,7 @@ def plot_bars(parts: list[dict[str, Any]], path: Path) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 3.6))
+    fig = Figure(figsize=(5 + 1.9 * len(parts), 3.8))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2)
     policies = list(dict.fromkeys(p for part in parts for p in part["results"]))
@@ -330,7 +330,7 @@ def plot_bars(parts: list[dict[str, Any]], path: Path) -> None:
                         xs.append(g + (i - (len(policies) - 1) / 2) * width)
                         ys.append(fig_c[key])
             ax.bar(xs, ys, width, label=policy)
-        ax.set_xticks(range(len(parts)), [run_label(part) for part in parts], fontsize=8)
+        ax.set_xticks(range(len(parts)), [run_label(part) for part in parts], fontsize=7)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3, axis="y")
     axes[0].legend(fontsize=8)
@@ -342,10 +342,11 @@ def plot_bars(parts: list[dict[str, Any]], path: Path) -> None:
 
 
 def run_label(part: dict[str, Any]) -> str:
-    """``l4, multi-turn, c=600``: what a run was (profile, workloads, concurrency)."""
+    """``l4 multi-turn`` over ``c=600, 59,031 req``: what a run was (profile, workloads,
+    concurrency, measured requests per level)."""
     a = part["args"]
-    return (f"{a.get('engine_profile', 'h100')}, {'+'.join(a['workloads'])}, "
-            f"c={','.join(str(c) for c in a['concurrency'])}")
+    return (f"{a.get('engine_profile', 'h100')} {'+'.join(a['workloads'])}\n"
+            f"c={','.join(str(c) for c in a['concurrency'])}, {int(a['requests']):,} req")
 
 
 TABLE_COLUMNS = (("ttft_mean_ms", "TTFT mean ms", "{:.0f}"), ("ttft_p50_ms", "p50", "{:.0f}"),
