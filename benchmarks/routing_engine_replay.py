@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from caravan.bench.dataset import Lengths
+from caravan.bench.stats import percentile
 from caravan.bench.workloads import BenchRequest, Kind, WorkloadSpec, make_workload, simulated_answer
 from caravan.simulator.engine import Engine, EngineConfig, SeqRequest
 from caravan.simulator.kvcache import BLOCK_SIZE, block_hashes
@@ -156,8 +157,8 @@ def figures(reps: Replicas, firsts: list[tuple[float, float]], done: list[float]
     measured = sum(1 for t in done if t >= t0)
     stats = [e.stats() for e in reps.engines]
     queries = sum(s.prefix_cache_queries for s in stats)
-    return {"ttft_mean_ms": statistics.fmean(ttft), "ttft_p50_ms": ttft[len(ttft) // 2],
-            "ttft_p99_ms": ttft[min(len(ttft) - 1, int(len(ttft) * 0.99))],
+    return {"ttft_mean_ms": statistics.fmean(ttft), "ttft_p50_ms": percentile(ttft, 50),
+            "ttft_p99_ms": percentile(ttft, 99),
             "req_per_s": measured / ((done[-1] - t0) / 1000.0),
             "hit_rate": sum(s.prefix_cache_hits for s in stats) / queries if queries else 0.0,
             "kv_full_share": reps.kv_full_ms / done[-1],
